@@ -4,7 +4,9 @@ A cluster is described by how its centroid differs from the shop's median custom
 standardized units (z = (centroid - shop median) / shop scale). Features whose |z| >= MIN_EFFECT are
 candidates, strongest first (ties broken by the fixed feature order below, so names are deterministic). The
 name joins the top 3 descriptors ("Frequent, full-price, high-AOV"); the one-line description adds the actual
-numbers. Names are made unique within the shop by adding the next descriptor, then a numeric suffix.
+numbers. The chosen descriptors are shown in a fixed feature order (recency, frequency, spend, AOV, tenure, discount,
+refunds, product types). Names are made unique within the shop by adding the next descriptor, then a numeric
+suffix.
 """
 from __future__ import annotations
 
@@ -45,11 +47,11 @@ def _fmt(feature: str, value: float) -> str:
     return "%.0f" % value
 
 
-def _ranked_terms(z: np.ndarray, features: list[str]) -> list[tuple[str, str]]:
+def _ranked_terms(z: np.ndarray, features: list[str], min_effect: float = MIN_EFFECT) -> list[tuple[str, str]]:
     order = sorted(range(len(features)), key=lambda j: (-abs(z[j]), j))
     out = []
     for j in order:
-        if abs(z[j]) < MIN_EFFECT:
+        if abs(z[j]) < min_effect or z[j] == 0:
             break
         d = _descriptor(features[j], z[j])
         if d:
@@ -68,10 +70,13 @@ def name_clusters(z_diffs: np.ndarray, features: list[str], centroids_raw: np.nd
     for i in range(z_diffs.shape[0]):
         terms = _ranked_terms(z_diffs[i], features)
         k = min(NAME_TERMS, len(terms))
-        name = _join([d for _, d in terms[:k]]) if k else "Typical customers"
+        name = _join(terms[:k], features) if k else "Typical customers"
+        if name in taken:
+            # Collision: allow weaker traits (any |z| > 0) to tell this cluster apart before a numeric suffix.
+            terms = _ranked_terms(z_diffs[i], features, min_effect=0.0)
         while name in taken and k < len(terms):
             k += 1
-            name = _join([d for _, d in terms[:k]])
+            name = _join(terms[:k], features)
         base, n = name, 2
         while name in taken:
             name = "%s (%d)" % (base, n)
@@ -89,6 +94,8 @@ def name_clusters(z_diffs: np.ndarray, features: list[str], centroids_raw: np.nd
     return names, descs
 
 
-def _join(terms: list[str]) -> str:
-    s = ", ".join(terms)
+def _join(terms: list[tuple[str, str]], features: list[str]) -> str:
+    # Terms are CHOSEN by strength but SHOWN in the fixed feature order, so two clusters with the same traits
+    # get the same string (and are then told apart by one more trait) instead of "A, B" vs "B, A".
+    s = ", ".join(d for _, d in sorted(terms, key=lambda t: features.index(t[0])))
     return s[:1].upper() + s[1:]
