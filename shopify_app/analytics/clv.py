@@ -143,6 +143,9 @@ class BetaGeoModel:
         self.n_customers_ = int(n)
         self.n_repeat_ = int((x > 0).sum())
         self.issues_ = self._diagnose(logp)
+        if len(self.issues_) > 1:
+            # A boundary/no-dropout optimum is flat, so the optimisers disagree: that is a symptom, not news.
+            self.issues_ = [i for i in self.issues_ if i.code != "not_converged"]
         self.degenerate_ = any(i.code != "not_converged" for i in self.issues_) or not self.converged_
         return self
 
