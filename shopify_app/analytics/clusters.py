@@ -13,7 +13,9 @@ Rules (all deterministic):
     sample; ties (within 1e-9) -> the smaller k. The final model is k-means with that k on all customers;
   * labels = nearest centroid (exactly what `assign` computes, so stored-model assignment equals the fit);
   * outlier = robust z of the distance to the own centroid > OUTLIER_Z (3.5, Iglewicz & Hoaglin), where
-    z = (d - median_c) / (1.4826 MAD_c) per cluster (clusters with < 10 members use all customers' median/MAD);
+    z = (d - median_c) / (1.4826 MAD_c) per cluster (clusters with < 10 members use all customers' median/MAD;
+    MAD floored at 10% of the median); also every member of a tiny cluster (< max(3, 1% of customers)), because
+    k-means gives an extreme customer a cluster of its own;
   * stable identities: new centroids are matched to the previous model's centroids with the Hungarian algorithm
     (scipy linear_sum_assignment) on Euclidean distance in the NEW standardized space (old centroids mapped back
     to raw log space with the old mean/scale, then scaled with the new ones; shared features only). A match
@@ -42,17 +44,27 @@ SAMPLE_SIZE = 2000
 RANDOM_STATE = 0
 OUTLIER_Z = 3.5
 MIN_CLUSTER_FOR_OWN_STATS = 10
+TINY_CLUSTER_MIN, TINY_CLUSTER_SHARE = 3, 0.01   # clusters smaller than max(3, 1% of customers) are outliers
 MAX_MATCH_DISTANCE = 1.5
 MIN_CUSTOMERS = 20
 
 
 # ---------------------------------------------------------------------------------------------- features
+def to_naive_utc(values) -> pd.Series:
+    """Datetimes / ISO strings (with or without offset) -> naive UTC timestamps."""
+    s = pd.Series(values)
+    if not pd.api.types.is_datetime64_any_dtype(s):
+        s = s.map(lambda v: v.isoformat() if hasattr(v, "isoformat") else v)
+        return pd.to_datetime(s, utc=True, format="ISO8601").dt.tz_localize(None)
+    return pd.to_datetime(s, utc=True).dt.tz_localize(None)
+
+
 def behaviour_features(customers, as_of) -> pd.DataFrame:
     """Feature frame (index = customer_id) from the per-customer dicts used by predictive.run_predictions."""
     df = pd.DataFrame(customers).copy() if not isinstance(customers, pd.DataFrame) else customers.copy()
-    as_of = pd.Timestamp(as_of).tz_localize(None) if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of)
-    first = pd.to_datetime(df["first_order_at"], utc=True).dt.tz_localize(None)
-    last = pd.to_datetime(df["last_order_at"], utc=True).dt.tz_localize(None)
+    as_of = pd.Timestamp(as_of)
+    as_of = as_of.tz_convert("UTC").tz_localize(None) if as_of.tzinfo else as_of
+    first, last = to_naive_utc(df["first_order_at"]), to_naive_utc(df["last_order_at"])
     out = pd.DataFrame(index=df["customer_id"].values)
     out.index.name = "customer_id"
     out["recency_days"] = ((as_of - last).dt.total_seconds() / 86400.0).clip(lower=0).fillna(0).values
@@ -122,11 +134,16 @@ def _outlier_stats(dist, idx, k):
     return med, mad
 
 
-def _is_outlier(dist, idx, med, mad):
+def _is_outlier(dist, idx, med, mad, tiny=None):
     med, mad = np.asarray(med)[idx], np.asarray(mad)[idx]
     # MAD floor: in a tight cluster MAD can be ~0 and every tiny deviation would look extreme.
     denom = 1.4826 * np.maximum(mad, np.maximum(0.1 * med, 1e-6))
-    return (dist - med) / denom > OUTLIER_Z
+    out = (dist - med) / denom > OUTLIER_Z
+    if tiny is not None:
+        # k-means happily gives an extreme customer a cluster of its own (distance 0): members of tiny clusters
+        # are outliers by construction.
+        out |= np.asarray(tiny, bool)[idx]
+    return out
 
 
 def _stable_hash(v) -> int:
@@ -208,8 +225,10 @@ def fit_clusters(feats: pd.DataFrame, previous_model: dict | None = None, fitted
         "mean": mean.tolist(), "scale": scale.tolist(), "centroids": centroids.tolist(),
         "ids": [int(c) for c in cids], "names": names, "descriptions": descs, "sizes": sizes.tolist(),
         "k": int(len(centroids)), "silhouette_by_k": {str(k_): v for k_, v in scores.items()},
-        "random_state": random_state, "outlier": {"rule": "robust_z_gt", "z": OUTLIER_Z, "median": med,
-                                                  "mad": mad},
+        "random_state": random_state,
+        "outlier": {"rule": "robust_z_gt_or_tiny_cluster", "z": OUTLIER_Z, "median": med, "mad": mad,
+                    "tiny_cluster": [bool(status == "ok" and sz < max(TINY_CLUSTER_MIN, TINY_CLUSTER_SHARE * n))
+                                     for sz in sizes]},
         "next_id": max([prev_next] + [int(c) + 1 for c in cids]),
         "n_customers": int(n),
     }
@@ -246,7 +265,8 @@ def _assignment_frame(index, idx, dist, model):
     out["cluster_id"] = [model["ids"][i] for i in idx]
     out["cluster_name"] = [model["names"][i] for i in idx]
     out["distance"] = dist
-    out["is_outlier"] = (_is_outlier(dist, idx, model["outlier"]["median"], model["outlier"]["mad"])
+    out["is_outlier"] = (_is_outlier(dist, idx, model["outlier"]["median"], model["outlier"]["mad"],
+                                     model["outlier"].get("tiny_cluster"))
                          if len(idx) else np.zeros(0, bool))
     return out
 

@@ -97,7 +97,7 @@ ROW_COLUMNS = ["customer_id", "p_alive", "exp_purchases_30", "exp_purchases_90",
 
 
 def _naive_utc(ts) -> pd.Series:
-    return pd.to_datetime(ts, utc=True).dt.tz_localize(None)
+    return clu.to_naive_utc(ts).set_axis(ts.index)
 
 
 def summarize(df: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
