@@ -1,0 +1,143 @@
+"""run_predictions: plain in, plain (JSON-able) out; fallbacks with a reason; bands and quadrants by the rules."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shopify_app.analytics.clusters import assign, behaviour_features
+from shopify_app.analytics.predictive import ROW_COLUMNS, run_predictions
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "cdnow"
+AS_OF = dt.datetime(1997, 9, 30)
+
+
+@pytest.fixture(scope="module")
+def cdnow_customers():
+    tx = pd.read_csv(DATA / "CDNOW_sample.txt", sep=r"\s+", header=None,
+                     names=["master_id", "id", "date", "cds", "usd"], dtype={"date": str})
+    tx["date"] = pd.to_datetime(tx["date"], format="%Y%m%d")
+    cal = tx[tx["date"] <= AS_OF]
+    out = []
+    for cid, g in cal.groupby("id"):
+        out.append(dict(customer_id=int(cid), first_order_at=g["date"].min().to_pydatetime(),
+                        last_order_at=g["date"].max().to_pydatetime(), orders_count=len(g),
+                        order_days=int(g["date"].nunique()), net_revenue=float(g["usd"].sum()),
+                        aov=float(g["usd"].mean()), discount_share=float(cid % 3 == 0), avg_discount_depth=0.1,
+                        refund_rate=0.0, product_type_counts={"cd": int(g["cds"].sum()), "dvd": int(cid % 2)}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def cdnow_result(cdnow_customers):
+    return run_predictions(cdnow_customers, AS_OF, fitted_at=dt.datetime(2026, 1, 1))
+
+
+def test_cdnow_end_to_end(cdnow_result):
+    r = cdnow_result
+    md = r.metadata
+    assert md["status"] == "ok" and md["version"].endswith("/bgnbd")
+    # days instead of weeks: same r, a, b; alpha scales by 7
+    p = md["params"]["bgnbd"]
+    assert p["r"] == pytest.approx(0.243, rel=0.01) and p["alpha"] == pytest.approx(4.414 * 7, rel=0.01)
+    assert p["a"] == pytest.approx(0.793, rel=0.01) and p["b"] == pytest.approx(2.426, rel=0.01)
+    json.dumps(md), json.dumps(r.cluster_model)          # storable as JSON
+    rows = r.rows
+    assert list(rows.columns) == ROW_COLUMNS and len(rows) == 2357
+    assert rows["p_alive"].between(0, 1).all()
+    e = rows[["exp_purchases_30", "exp_purchases_90", "exp_purchases_365"]].astype(float)
+    assert (e.diff(axis=1).iloc[:, 1:] >= 0).all().all()            # cumulative expectations grow with t
+    assert (rows["clv_12m"].astype(float) >= 0).all()
+    assert set(rows["churn_band"]) <= {"low", "medium", "high"}
+    assert rows["cluster_id"].notna().all() and rows["cluster_name"].notna().all()
+
+
+def test_churn_bands_and_quadrants_follow_stated_rules(cdnow_result):
+    rows = cdnow_result.rows
+    p, e365 = rows["p_alive"].astype(float), rows["exp_purchases_365"].astype(float)
+    want = np.where((p < 0.3) | (e365 < 0.2), "high", np.where((p < 0.7) | (e365 < 0.5), "medium", "low"))
+    assert (rows["churn_band"].values == want).all()
+    clv = rows["clv_12m"].astype(float)
+    hi = clv > clv.median()
+    risk = rows["churn_band"].isin(["medium", "high"])
+    q = np.where(hi, np.where(risk, "win_back", "protect"), np.where(risk, "low_priority", "grow"))
+    assert (rows["value_risk_quadrant"].values == q).all()
+    assert cdnow_result.metadata["clv_median"] == pytest.approx(clv.median())
+    # next-order dates only for customers not at high risk, never in the past
+    nxt = rows["expected_next_order_at"]
+    assert nxt[rows["churn_band"] == "high"].isna().all()
+    assert all(v >= AS_OF for v in nxt.dropna())
+
+
+def test_one_time_buyers(cdnow_result):
+    rows = cdnow_result.rows
+    one = rows[rows["is_one_time_buyer"] == True]  # noqa: E712
+    assert len(one) == 2357 - 946
+    assert (one["p_alive"] == 1.0).all()                       # the BG/NBD assumption, documented
+    assert (one["churn_band"] != "low").all()                  # banded by expected purchases instead
+    # their spend is the Gamma-Gamma population mean (they have no repeat purchases)
+    assert one["predicted_aov"].astype(float).nunique() == 1
+
+
+def test_cluster_model_json_assigns_like_the_fit(cdnow_customers, cdnow_result):
+    model = json.loads(json.dumps(cdnow_result.cluster_model))
+    feats = behaviour_features(cdnow_customers, AS_OF)
+    a = assign(model, feats)
+    assert (a["cluster_id"].values == cdnow_result.rows["cluster_id"].astype(int).values).all()
+
+
+def test_tiny_shop_falls_back_with_a_reason():
+    custs = [dict(customer_id=i, first_order_at="2024-01-%02dT10:00:00Z" % (i + 1),
+                  last_order_at="2024-%02d-10T12:00:00+02:00" % (i + 2), orders_count=o, net_revenue=50.0 * o,
+                  aov=50.0, discount_share=0.0, avg_discount_depth=0.0, refund_rate=0.0,
+                  product_type_counts={"Tea": o})
+             for i, o in enumerate([1, 3, 2, 1, 6])]
+    custs[0]["last_order_at"] = custs[0]["first_order_at"]
+    custs[3]["last_order_at"] = custs[3]["first_order_at"]
+    r = run_predictions(custs, "2024-09-01")
+    md = r.metadata
+    assert md["status"] == "fallback" and md["version"].endswith("/empirical")
+    assert "5 customers with orders (need 100)" in md["message"]
+    assert md["models"]["bgnbd"]["status"] == "fallback" and md["models"]["gamma_gamma"]["status"] == "fallback"
+    rows = r.rows.set_index("customer_id")
+    assert rows["p_alive"].between(0, 1).all() and (rows["clv_12m"].astype(float) >= 0).all()
+    # recent frequent buyer is more likely active and worth more than an old one-time buyer
+    assert rows.loc[4, "p_alive"] > rows.loc[0, "p_alive"] and rows.loc[4, "clv_12m"] > rows.loc[0, "clv_12m"]
+    assert set(rows["cluster_name"]) == {"All customers"}
+    json.dumps(md)
+    rec = r.records()
+    assert rec[0]["customer_id"] == 0 and set(rec[0]) == set(ROW_COLUMNS)
+
+
+def test_customers_without_orders_and_empty_shop():
+    r = run_predictions([dict(customer_id=9, first_order_at=None, last_order_at=None, orders_count=0,
+                              net_revenue=0.0, aov=0.0, discount_share=0.0, refund_rate=0.0,
+                              product_type_counts={})], "2024-01-01")
+    assert r.metadata["status"] == "failed" and "No customers with orders" in r.metadata["message"]
+    assert r.rows["p_alive"].isna().all() and len(r.rows) == 1
+    assert run_predictions([], "2024-01-01").metadata["status"] == "failed"
+
+
+def test_degenerate_purchase_fit_falls_back_with_merchant_message():
+    # A wholesale-like shop: everyone buys steadily and nobody ever drops out.
+    rng = np.random.default_rng(0)
+    as_of = pd.Timestamp("2024-12-31")
+    custs = []
+    for i in range(600):
+        T = rng.uniform(100, 400)
+        k = rng.poisson(rng.gamma(2.0, 1 / 20.0) * T)
+        times = np.sort(rng.uniform(0, T, k))
+        first = as_of - pd.Timedelta(days=T)
+        last = first + pd.Timedelta(days=float(times[-1])) if k else first
+        custs.append(dict(customer_id=i, first_order_at=first, last_order_at=last, orders_count=k + 1,
+                          net_revenue=40.0 * (k + 1), aov=40.0, discount_share=0.0, refund_rate=0.0,
+                          product_type_counts={}))
+    r = run_predictions(custs, as_of)
+    bg = r.metadata["models"]["bgnbd"]
+    assert bg["status"] == "fallback" and "stop buying" in bg["message"]
+    assert r.metadata["version"].endswith("/empirical") and "bgnbd_rejected" in r.metadata["models"]
+    assert r.rows["p_alive"].astype(float).between(0, 1).all()
