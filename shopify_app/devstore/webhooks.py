@@ -1,0 +1,436 @@
+"""Webhook payloads (REST-style JSON shaped on Shopify's official samples) and their delivery.
+
+Delivery semantics copied from Shopify: POST JSON to the subscription URI with X-Shopify-Topic, -Hmac-Sha256
+(base64 HMAC-SHA256 of the raw body with the app's client secret), -Shop-Domain, -API-Version, -Webhook-Id,
+-Event-Id, -Triggered-At and -Name (if the subscription has a name). Any non-2xx (or no answer within
+`timeout`) is retried on `retry_schedule` (Shopify: 8 retries over 4 hours). At-least-once: with
+`duplicate_probability` a delivery is sent twice (same Webhook-Id and Event-Id, which is what an app must
+dedupe on). `shuffle=True` delivers out of order (sync mode: buffered until `flush()`; background mode: each
+batch waiting in the queue is shuffled).
+
+Mode `sync=True` (default) delivers inside the call that caused the event -- deterministic for tests, retries
+sleep in place, so give tests a short schedule. `sync=False` runs one background delivery thread.
+Every attempt is recorded in `dispatcher.attempts`.
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import hashlib
+import hmac
+import heapq
+import itertools
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urljoin
+
+from .models import iso
+
+log = logging.getLogger("shopify_app.devstore.webhooks")
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# Shopify: 8 retries over 4 hours after the first attempt (intervals grow).
+SHOPIFY_RETRY_SCHEDULE = (10, 30, 60, 300, 900, 1800, 3600, 7500)
+
+
+@dataclass
+class DeliveryMode:
+    sync: bool = True
+    duplicate_probability: float = 0.0
+    shuffle: bool = False
+    retry_schedule: tuple = SHOPIFY_RETRY_SCHEDULE
+    timeout: float = 5.0
+    seed: int | None = None
+    transport: object = None      # callable(url, headers, body, timeout) -> status; default: requests.post
+
+
+@dataclass
+class Attempt:
+    topic: str
+    shop: str
+    url: str
+    webhook_id: str
+    event_id: str
+    attempt: int
+    status: int | None
+    error: str | None
+    headers: dict
+    body: bytes
+    at: float
+    duplicate: bool = False
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@dataclass(order=True)
+class _Job:
+    due: float
+    seq: int
+    topic: str = field(compare=False)
+    shop: str = field(compare=False)
+    url: str = field(compare=False)
+    headers: dict = field(compare=False)
+    body: bytes = field(compare=False)
+    attempt: int = field(compare=False, default=1)
+    duplicate: bool = field(compare=False, default=False)
+
+
+def sign(body: bytes, secret: str) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def verify(body: bytes, secret: str, header_value: str) -> bool:
+    return hmac.compare_digest(sign(body, secret), header_value or "")
+
+
+def _requests_transport(url, headers, body, timeout) -> int:
+    import requests
+    return requests.post(url, data=body, headers=headers, timeout=timeout).status_code
+
+
+class WebhookDispatcher:
+    def __init__(self, store, mode: DeliveryMode | None = None):
+        self.store = store
+        self.mode = mode or DeliveryMode()
+        self.rng = random.Random(self.mode.seed)
+        self.attempts: list[Attempt] = []
+        self._seq = itertools.count()
+        self._buffer: list[_Job] = []
+        self._heap: list[_Job] = []
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._inflight = 0
+
+    def configure(self, **changes) -> DeliveryMode:
+        for k, v in changes.items():
+            setattr(self.mode, k, v)
+        if "seed" in changes:
+            self.rng = random.Random(changes["seed"])
+        return self.mode
+
+    # ------------------------------------------------------------------------------------------------ events
+    def subscribers(self, shop: str, topic: str, api_key: str | None = None) -> list:
+        sh = self.store.shops.get(shop)
+        if sh is None:
+            return []
+        return [w for w in sh.webhook_subscriptions.values()
+                if w.topic == topic and (api_key is None or w.api_key == api_key)]
+
+    def emit(self, shop: str, topic: str, build, api_key: str | None = None, triggered_at: dt.datetime | None = None):
+        """One event: builds the payload only if someone subscribed, then one delivery per subscription."""
+        subs = self.subscribers(shop, topic, api_key)
+        if not subs:
+            return None
+        payload = build()
+        event_id = str(uuid.uuid4())
+        trig = iso(triggered_at or dt.datetime.now(dt.timezone.utc))
+        for w in subs:
+            app = self.store.apps.get(w.api_key)
+            if app is None:
+                continue
+            data = {k: v for k, v in payload.items() if k in w.include_fields} if w.include_fields else payload
+            body = json.dumps(data, separators=(",", ":")).encode()
+            url = urljoin(app.app_url.rstrip("/") + "/", w.uri.lstrip("/")) if w.uri.startswith("/") else w.uri
+            headers = {"Content-Type": "application/json", "X-Shopify-Topic": topic,
+                       "X-Shopify-Hmac-Sha256": sign(body, app.api_secret), "X-Shopify-Shop-Domain": shop,
+                       "X-Shopify-API-Version": w.api_version, "X-Shopify-Webhook-Id": str(uuid.uuid4()),
+                       "X-Shopify-Event-Id": event_id, "X-Shopify-Triggered-At": trig,
+                       "User-Agent": "Shopify-Captain-Hook"}
+            if w.name:
+                headers["X-Shopify-Name"] = w.name
+            jobs = [_Job(time.monotonic(), next(self._seq), topic, shop, url, headers, body)]
+            if self.mode.duplicate_probability and self.rng.random() < self.mode.duplicate_probability:
+                jobs.append(_Job(time.monotonic(), next(self._seq), topic, shop, url, dict(headers), body,
+                                 duplicate=True))
+            for job in jobs:
+                self._submit(job)
+        return event_id
+
+    # ------------------------------------------------------------------------------------------------ delivery
+    def _submit(self, job: _Job) -> None:
+        if self.mode.sync:
+            if self.mode.shuffle:
+                self._buffer.append(job)
+            else:
+                self._deliver_with_retries(job)
+            return
+        with self._cv:
+            heapq.heappush(self._heap, job)
+            self._ensure_thread()
+            self._cv.notify()
+
+    def flush(self) -> None:
+        """Sync + shuffle mode: deliver everything buffered, in random order."""
+        jobs, self._buffer = self._buffer, []
+        self.rng.shuffle(jobs)
+        for job in jobs:
+            self._deliver_with_retries(job)
+
+    def _attempt(self, job: _Job) -> bool:
+        transport = self.mode.transport or _requests_transport
+        status, error = None, None
+        try:
+            status = int(transport(job.url, job.headers, job.body, self.mode.timeout))
+        except Exception as exc:  # noqa: BLE001 - any failure to get an answer counts as a failed attempt
+            error = f"{type(exc).__name__}: {exc}"
+        self.attempts.append(Attempt(job.topic, job.shop, job.url, job.headers["X-Shopify-Webhook-Id"],
+                                     job.headers["X-Shopify-Event-Id"], job.attempt, status, error,
+                                     dict(job.headers), job.body, time.time(), job.duplicate))
+        ok = status is not None and 200 <= status < 300
+        if not ok:
+            log.info("webhook %s to %s failed (attempt %d): %s", job.topic, job.url, job.attempt, error or status)
+        return ok
+
+    def _deliver_with_retries(self, job: _Job) -> None:
+        while True:
+            if self._attempt(job):
+                return
+            if job.attempt > len(self.mode.retry_schedule):
+                log.warning("webhook %s to %s dropped after %d attempts", job.topic, job.url, job.attempt)
+                return
+            time.sleep(self.mode.retry_schedule[job.attempt - 1])
+            job.attempt += 1
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop = False
+            self._thread = threading.Thread(target=self._run, name="devstore-webhooks", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and (not self._heap or self._heap[0].due > time.monotonic()):
+                    wait = None if not self._heap else max(0.0, self._heap[0].due - time.monotonic())
+                    self._cv.wait(wait)
+                if self._stop:
+                    return
+                now = time.monotonic()
+                batch = []
+                while self._heap and self._heap[0].due <= now:
+                    batch.append(heapq.heappop(self._heap))
+                self._inflight += len(batch)
+            if self.mode.shuffle:
+                self.rng.shuffle(batch)
+            for job in batch:
+                ok = self._attempt(job)
+                with self._cv:
+                    self._inflight -= 1
+                    if not ok and job.attempt <= len(self.mode.retry_schedule):
+                        job.due = time.monotonic() + self.mode.retry_schedule[job.attempt - 1]
+                        job.attempt += 1
+                        heapq.heappush(self._heap, job)
+                    self._cv.notify_all()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Background mode: block until nothing is queued or in flight (retries included)."""
+        end = time.monotonic() + timeout
+        with self._cv:
+            while self._heap or self._inflight:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(min(left, 0.05))
+        return True
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+
+
+# ---------------------------------------------------------------------------------------------------- payloads
+
+@lru_cache(maxsize=None)
+def _sample(name: str) -> str:
+    return (FIXTURES / f"{name}.json").read_text()
+
+
+def sample(name: str):
+    return json.loads(_sample(name))
+
+
+def _rest_time(t: dt.datetime | None, tz: str) -> str | None:
+    """REST payload times: ISO 8601 with the shop's UTC offset, like the samples."""
+    if t is None:
+        return None
+    from zoneinfo import ZoneInfo
+    return t.astimezone(ZoneInfo(tz)).isoformat(timespec="seconds")
+
+
+def _set(amount, o) -> dict:
+    return {"shop_money": {"amount": f"{amount:.2f}", "currency_code": o.currency},
+            "presentment_money": {"amount": f"{o.presentment(amount):.2f}", "currency_code": o.presentment_currency}}
+
+
+def _line_payload(li, o, template: dict) -> dict:
+    d = copy.deepcopy(template)
+    d.update({
+        "id": li.id, "admin_graphql_api_id": f"gid://shopify/LineItem/{li.id}", "attributed_staffs": [],
+        "current_quantity": li.current_quantity, "fulfillable_quantity": li.current_quantity,
+        "fulfillment_service": "manual", "fulfillment_status": None, "gift_card": False, "grams": 0,
+        "name": li.title + (f" - {li.variant_title}" if li.variant_title else ""), "price": f"{li.price:.2f}",
+        "price_set": _set(li.price, o), "product_exists": li.product_id is not None, "product_id": li.product_id,
+        "properties": [], "quantity": li.quantity, "requires_shipping": li.requires_shipping,
+        "sales_line_item_group_id": None, "sku": li.sku, "taxable": li.taxable, "title": li.title,
+        "total_discount": f"{li.total_discount:.2f}", "total_discount_set": _set(li.total_discount, o),
+        "variant_id": li.variant_id, "variant_inventory_management": None, "variant_title": li.variant_title,
+        "vendor": li.vendor, "tax_lines": [], "duties": [],
+        "discount_allocations": ([{"amount": f"{li.total_discount:.2f}", "amount_set": _set(li.total_discount, o),
+                                   "discount_application_index": 0}]
+                                 if li.total_discount > 0 and o.discount_applications else []),
+    })
+    # product_type is not in the REST line item sample but the app needs it without a product lookup; Shopify's
+    # payload doesn't carry it, so neither do we (apps must read it from the product).
+    return d
+
+
+def customer_payload(sh, c, template: str = "customers__update") -> dict:
+    d = sample(template)
+    d.update({"id": c.id, "created_at": _rest_time(c.created_at, sh.iana_timezone),
+              "updated_at": _rest_time(c.updated_at, sh.iana_timezone), "first_name": c.first_name,
+              "last_name": c.last_name, "state": c.state.lower(), "note": c.note, "verified_email": c.verified_email,
+              "multipass_identifier": None, "tax_exempt": False, "email": c.email, "phone": c.phone,
+              "currency": sh.currency, "addresses": [], "tax_exemptions": [],
+              "admin_graphql_api_id": f"gid://shopify/Customer/{c.id}", "default_address": None})
+    if "tags" in d or True:
+        d["tags"] = ", ".join(c.tags)
+    return d
+
+
+def _order_customer(sh, o) -> dict | None:
+    c = sh.customers.get(o.customer_id) if o.customer_id is not None else None
+    if c is None:
+        return None
+    d = copy.deepcopy(sample("orders__create")["customer"])
+    d.update({"id": c.id, "created_at": _rest_time(c.created_at, sh.iana_timezone),
+              "updated_at": _rest_time(c.updated_at, sh.iana_timezone), "first_name": c.first_name,
+              "last_name": c.last_name, "state": c.state.lower(), "note": c.note, "verified_email": c.verified_email,
+              "email": c.email, "phone": c.phone, "currency": sh.currency, "tax_exemptions": [],
+              "admin_graphql_api_id": f"gid://shopify/Customer/{c.id}", "default_address": None})
+    return d
+
+
+def _refund_body(sh, r) -> dict:
+    o = r.order
+    tmpl = sample("refunds__create")
+    d = copy.deepcopy(tmpl)
+    rli_t = tmpl["refund_line_items"][0] if tmpl.get("refund_line_items") else {}
+    li_t = sample("orders__create")["line_items"][0]
+    d.update({"id": r.id, "admin_graphql_api_id": f"gid://shopify/Refund/{r.id}",
+              "created_at": _rest_time(r.created_at, sh.iana_timezone),
+              "processed_at": _rest_time(r.created_at, sh.iana_timezone), "note": r.note, "order_id": o.id,
+              "restock": False, "user_id": None, "duties": [], "order_adjustments": [], "transactions": [],
+              "refund_shipping_lines": [], "total_duties_set": _set(0, o) if "total_duties_set" in d else None})
+    lines = []
+    for rl in r.lines:
+        x = copy.deepcopy(rli_t)
+        x.update({"id": rl.id, "line_item_id": rl.line_item.id, "location_id": None, "quantity": rl.quantity,
+                  "restock_type": "no_restock", "subtotal": float(rl.subtotal), "subtotal_set": _set(rl.subtotal, o),
+                  "total_tax": 0.0, "total_tax_set": _set(0, o), "line_item": _line_payload(rl.line_item, o, li_t)})
+        lines.append(x)
+    d["refund_line_items"] = lines
+    return {k: v for k, v in d.items() if v is not None or k in tmpl}
+
+
+def refund_payload(sh, r) -> dict:
+    return _refund_body(sh, r)
+
+
+def order_payload(sh, o) -> dict:
+    tmpl = sample("orders__create")
+    d = copy.deepcopy(tmpl)
+    tz = sh.iana_timezone
+    li_t = tmpl["line_items"][0]
+    zero = _set(0, o)
+    d.update({
+        "id": o.id, "admin_graphql_api_id": f"gid://shopify/Order/{o.id}", "app_id": None, "browser_ip": None,
+        "buyer_accepts_marketing": False, "cancel_reason": o.cancel_reason,
+        "cancelled_at": _rest_time(o.cancelled_at, tz), "cart_token": None, "checkout_token": None,
+        "client_details": None, "closed_at": _rest_time(o.closed_at, tz), "confirmation_number": None,
+        "confirmed": True, "contact_email": o.email, "created_at": _rest_time(o.created_at, tz),
+        "currency": o.currency, "current_shipping_price_set": _set(o.shipping, o),
+        "current_subtotal_price": f"{o.current_subtotal_price:.2f}",
+        "current_subtotal_price_set": _set(o.current_subtotal_price, o),
+        "current_total_additional_fees_set": None, "current_total_discounts": f"{o.current_total_discounts:.2f}",
+        "current_total_discounts_set": _set(o.current_total_discounts, o), "current_total_duties_set": None,
+        "current_total_price": f"{o.current_total_price:.2f}", "current_total_price_set": _set(o.current_total_price, o),
+        "current_total_tax": "0.00", "current_total_tax_set": zero, "customer_locale": "en", "device_id": None,
+        "discount_codes": list(o.discount_codes), "duties_included": False, "email": o.email or "",
+        "estimated_taxes": False, "financial_status": o.financial_status, "fulfillment_status": None,
+        "landing_site": None, "landing_site_ref": None, "location_id": None, "merchant_business_entity_id": None,
+        "merchant_of_record_app_id": None, "name": o.name, "note": o.note, "note_attributes": [],
+        "number": o.number - 1000, "order_number": o.number,
+        "order_status_url": f"https://{sh.domain}/{sh.id}/orders/{o.id}/authenticate",
+        "original_total_additional_fees_set": None, "original_total_duties_set": None,
+        "payment_gateway_names": ["manual"], "phone": None, "po_number": None,
+        "presentment_currency": o.presentment_currency, "processed_at": _rest_time(o.processed_at, tz),
+        "reference": None, "referring_site": None, "source_identifier": None, "source_name": o.source_name,
+        "source_url": None, "subtotal_price": f"{o.subtotal_price:.2f}", "subtotal_price_set": _set(o.subtotal_price, o),
+        "tags": ", ".join(o.tags), "tax_exempt": False, "tax_lines": [], "taxes_included": True, "test": o.test,
+        "token": f"{o.id:x}", "total_cash_rounding_payment_adjustment_set": zero,
+        "total_cash_rounding_refund_adjustment_set": zero, "total_discounts": f"{o.total_discounts:.2f}",
+        "total_discounts_set": _set(o.total_discounts, o),
+        "total_line_items_price": f"{o.total_line_items_price:.2f}",
+        "total_line_items_price_set": _set(o.total_line_items_price, o),
+        "total_outstanding": "0.00" if o.paid else f"{o.total_price:.2f}",
+        "total_price": f"{o.total_price:.2f}", "total_price_set": _set(o.total_price, o),
+        "total_shipping_price_set": _set(o.shipping, o), "total_tax": "0.00", "total_tax_set": zero,
+        "total_tip_received": "0.00", "total_weight": 0, "updated_at": _rest_time(o.updated_at, tz), "user_id": None,
+        "billing_address": None, "customer": _order_customer(sh, o),
+        "discount_applications": [dict(x) for x in o.discount_applications], "fulfillments": [],
+        "line_items": [_line_payload(li, o, li_t) for li in o.line_items], "payment_terms": None,
+        "refunds": [_refund_body(sh, r) for r in o.refunds], "shipping_address": None, "shipping_lines": [],
+        "returns": [], "line_item_groups": [],
+    })
+    return d
+
+
+def shop_payload(sh) -> dict:
+    d = sample("app__uninstalled")
+    d.update({"id": sh.id, "name": sh.name, "email": sh.email, "domain": sh.domain, "province": None,
+              "country": None, "address1": None, "zip": None, "city": None, "phone": None,
+              "created_at": _rest_time(sh.created_at, sh.iana_timezone), "updated_at": _rest_time(sh.created_at, sh.iana_timezone),
+              "currency": sh.currency, "customer_email": sh.email, "iana_timezone": sh.iana_timezone,
+              "plan_display_name": sh.plan, "plan_name": sh.plan.lower().replace(" ", "_"),
+              "myshopify_domain": sh.domain, "enabled_presentment_currencies": [sh.currency],
+              "money_format": "{{amount}}", "money_with_currency_format": f"{{{{amount}}}} {sh.currency}",
+              "shop_owner": f"{sh.name} Owner", "timezone": sh.iana_timezone, "primary_location_id": None,
+              "plan_display_name_": None})
+    d.pop("plan_display_name_", None)
+    return d
+
+
+def compliance_payload(sh, topic: str, customer_id: int | None) -> dict:
+    name = topic.replace("/", "__")
+    d = sample(name)
+    d["shop_id"], d["shop_domain"] = sh.id, sh.domain
+    if "customer" in d:
+        c = sh.customers.get(customer_id) if customer_id is not None else None
+        d["customer"] = {"id": customer_id, "email": c.email if c else None, "phone": c.phone if c else None}
+        ids = list(c.order_ids) if c else []
+        if "orders_to_redact" in d:
+            d["orders_to_redact"] = ids
+        if "orders_requested" in d:
+            d["orders_requested"] = ids
+        if "data_request" in d:
+            d["data_request"] = {"id": int(time.time() * 1000) % 10**9}
+    return d
+
+
+def bulk_finish_payload(op) -> dict:
+    d = sample("bulk_operations__finish")
+    d.update({"admin_graphql_api_id": f"gid://shopify/BulkOperation/{op.id}",
+              "completed_at": iso(op.completed_at), "created_at": iso(op.created_at),
+              "error_code": op.error_code.lower() if op.error_code else None, "status": op.status.lower(),
+              "type": op.type.lower()})
+    return d
