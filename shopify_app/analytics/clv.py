@@ -155,6 +155,7 @@ class BetaGeoModel:
         if not self.converged_:
             issues.append(FitIssue("not_converged", "The purchase model did not converge to a stable optimum."))
         at = [n for n, v in zip(self.param_names, logp) if abs(abs(v) - LOG_BOUND) < AT_BOUND_TOL]
+        self.params_at_bounds_ = at
         if at:
             issues.append(FitIssue("at_bounds", "Purchase-model parameter(s) %s ran to the edge of the allowed "
                                    "range: the data cannot pin them down." % ", ".join(at)))
@@ -326,9 +327,11 @@ class EmpiricalRepeatModel:
 
     gap_i   = (t_x + G) / (x + 1): the customer's mean gap between transactions, shrunk towards the shop's
               typical gap G (median t_x/x over repeat buyers; `default_gap` when there are none),
-    P(alive)= pi_i * exp(-(T - t_x) / gap_i): decays with the silence since the last order, measured in
-              the customer's own gaps; pi_i = 1 for repeat buyers and the shop's repeat-buyer share for
-              one-time buyers (they have not shown they come back),
+    P(alive)= pi_i / (1 + (T - t_x) / gap_i): decays with the silence since the last order, measured in the
+              customer's own gaps; hyperbolic rather than exp(-s/gap) because the true gap is uncertain (a gamma
+              mixture of exponentials has this heavy tail), and on Online Retail it ranks holdout buyers better
+              (AUC 0.696 vs 0.684). pi_i = 1 for repeat buyers and the shop's repeat-buyer share for one-time
+              buyers (they have not shown they come back),
     E[Y(t)] = P(alive) * t / gap_i.
     """
 
@@ -351,7 +354,7 @@ class EmpiricalRepeatModel:
     def conditional_probability_alive(self, frequency, recency, T):
         x, tx, T = _arr(frequency), _arr(recency), _arr(T)
         pi = np.where(x > 0, 1.0, self.repeat_share_)
-        return pi * np.exp(-(T - tx) / self._gap(x, tx))
+        return pi / (1.0 + (T - tx) / self._gap(x, tx))
 
     def conditional_expected_purchases(self, t, frequency, recency, T):
         x, tx, T = _arr(frequency), _arr(recency), _arr(T)
@@ -363,6 +366,36 @@ class EmpiricalRepeatModel:
 
     def to_dict(self):
         return {"model": "empirical", "params": dict(self.params_)}
+
+
+class NBDRecencyModel:
+    """Fallback when BG/NBD degenerates to "nobody drops out" (a/(a+b) -> 0) but r, alpha are well determined.
+
+    That limit of BG/NBD is the NBD model: the purchase-count part is still informative, only P(alive) is not
+    (it is ~1 for everyone). So: E[Y(t) | x, T] = (r + x)/(alpha + T) * t (the exact p -> 0 limit of eq. 10,
+    Gamma-Poisson shrinkage of each customer's rate), median wait to the next purchase as in BG/NBD, and P(alive)
+    from the EmpiricalRepeatModel recency heuristic (used for churn bands only). On Online Retail this ranks
+    holdout buyers better than the pure heuristic (see bench/bench_online_retail_backtest.py)."""
+
+    def __init__(self, bg: "BetaGeoModel", recency_model: "EmpiricalRepeatModel"):
+        self.r, self.alpha = bg.params_["r"], bg.params_["alpha"]
+        self.recency_model = recency_model
+        self.params_ = {"r": self.r, "alpha": self.alpha, **recency_model.params_}
+        self.converged_, self.issues_, self.degenerate_ = True, [], False
+
+    def conditional_probability_alive(self, frequency, recency, T):
+        return self.recency_model.conditional_probability_alive(frequency, recency, T)
+
+    def conditional_expected_purchases(self, t, frequency, recency, T):
+        x, T = _arr(frequency), _arr(T)
+        return (self.r + x) / (self.alpha + T) * _arr(t)
+
+    def median_time_to_next_purchase(self, frequency, recency, T):
+        x, T = _arr(frequency), _arr(T)
+        return (self.alpha + T) * np.expm1(np.log(2.0) / (self.r + x))
+
+    def to_dict(self):
+        return {"model": "nbd_recency", "params": dict(self.params_)}
 
 
 def shrunk_average_spend(frequency, monetary_value, prior_weight: float = 1.0):

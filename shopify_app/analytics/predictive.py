@@ -17,7 +17,9 @@ churn_band, value_risk_quadrant, cluster_id, cluster_name, is_outlier, (+ is_one
 
 Rules:
   * purchase model: BG/NBD when the shop has >= min_customers customers with orders and >= min_repeat_customers
-    repeat buyers and the fit is not degenerate; else clv.EmpiricalRepeatModel (status "fallback" + why);
+    repeat buyers and the fit is not degenerate. If only the dropout part degenerates ("nobody ever stops
+    buying", typical for wholesale), clv.NBDRecencyModel (NBD purchase rates + recency-based P(alive)); otherwise
+    clv.EmpiricalRepeatModel. Both fallbacks set status "fallback" and say why;
   * spend model: Gamma-Gamma on repeat buyers when >= min_repeat_for_spend and q > 1 etc.; else the customer's
     mean shrunk to the shop mean, (x m + mbar)/(x + 1);
   * clv_12m: clv.customer_lifetime_value, 12 monthly steps of 30.4375 days, discount rate monthly_discount_rate;
@@ -38,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from . import clusters as clu
-from .clv import (DAYS_PER_MONTH, BetaGeoModel, EmpiricalRepeatModel, GammaGammaModel,
+from .clv import (DAYS_PER_MONTH, BetaGeoModel, EmpiricalRepeatModel, GammaGammaModel, NBDRecencyModel,
                   customer_lifetime_value, shrunk_average_spend)
 
 VERSION = "predictive-v1"
@@ -164,9 +166,18 @@ def run_predictions(customers, as_of, settings=None, previous_cluster_model: dic
             bg = BetaGeoModel().fit(x, tx, T)
             if bg.degenerate_:
                 pm_status = "fallback"
-                pm_msg = " ".join(i.message for i in bg.issues_) + \
-                    " Predictions use a simple recency-based estimate instead."
                 models["bgnbd_rejected"] = bg.to_dict()
+                codes = {i.code for i in bg.issues_}
+                if codes <= {"no_dropout", "at_bounds"} and "no_dropout" in codes and bg.converged_ \
+                        and set(bg.params_at_bounds_) <= {"a", "b"}:
+                    # Only the dropout part collapsed: keep the (valid) purchase-rate part, see NBDRecencyModel.
+                    pm = NBDRecencyModel(bg, EmpiricalRepeatModel(default_gap=s.default_gap_days).fit(x, tx, T))
+                    pm_msg = " ".join(i.message for i in bg.issues_ if i.code == "no_dropout") + \
+                        " Expected purchases still come from each customer's buying rate; the chance a customer " \
+                        "is still active is estimated from the time since their last order."
+                else:
+                    pm_msg = " ".join(i.message for i in bg.issues_) + \
+                        " Predictions use a simple recency-based estimate instead."
             else:
                 pm = bg
         except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
@@ -254,7 +265,8 @@ def run_predictions(customers, as_of, settings=None, previous_cluster_model: dic
     if n == 0:
         messages.insert(0, "No customers with orders yet: nothing to predict.")
     metadata = {
-        "version": "%s/%s" % (VERSION, "bgnbd" if isinstance(pm, BetaGeoModel) else "empirical"),
+        "version": "%s/%s" % (VERSION, {BetaGeoModel: "bgnbd", NBDRecencyModel: "nbd+recency"}.get(type(pm),
+                                                                                                 "empirical")),
         "fitted_at": fitted_at.isoformat(), "as_of": as_of.isoformat(), "status": status,
         "message": " ".join(messages) if messages else "All models fitted normally.",
         "n_customers": int(len(df)), "n_with_orders": int(n), "n_repeat_buyers": n_rep,

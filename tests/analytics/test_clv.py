@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy.special import hyp2f1
 
-from shopify_app.analytics.clv import (BetaGeoModel, EmpiricalRepeatModel, GammaGammaModel, bgnbd_log_likelihood,
+from shopify_app.analytics.clv import (BetaGeoModel, EmpiricalRepeatModel, GammaGammaModel, NBDRecencyModel,
+                                       bgnbd_log_likelihood,
                                        customer_lifetime_value, gamma_gamma_log_likelihood,
                                        summary_from_transactions)
 
@@ -205,3 +206,13 @@ def test_empirical_fallback_is_sane():
     assert np.all((pa >= 0) & (pa <= 1)) and pa[2] > pa[0]
     e = m.conditional_expected_purchases(90.0, [0, 2, 5], [0, 40, 100], [200, 60, 110])
     assert np.all(e >= 0) and e[2] > e[0]
+
+
+def test_nbd_fallback_is_the_no_dropout_limit_of_bgnbd():
+    # a/(a+b) -> 0: BG/NBD's conditional expectation tends to the NBD one, (r + x)/(alpha + T) * t
+    bg = BetaGeoModel.from_params({"r": 0.7, "alpha": 60.0, "a": 1e-6, "b": 1e3})
+    nbd = NBDRecencyModel(bg, EmpiricalRepeatModel().fit([0, 3, 10], [0, 100, 300], [50, 200, 310]))
+    x, tx, T = np.array([0.0, 3.0, 10.0]), np.array([0.0, 100.0, 300.0]), np.array([50.0, 200.0, 310.0])
+    want = (0.7 + x) / (60.0 + T) * 90.0
+    assert np.allclose(nbd.conditional_expected_purchases(90.0, x, tx, T), want)
+    assert np.allclose(bg.conditional_expected_purchases(90.0, x, tx, T), want, rtol=1e-3)

@@ -139,5 +139,7 @@ def test_degenerate_purchase_fit_falls_back_with_merchant_message():
     r = run_predictions(custs, as_of)
     bg = r.metadata["models"]["bgnbd"]
     assert bg["status"] == "fallback" and "stop buying" in bg["message"]
-    assert r.metadata["version"].endswith("/empirical") and "bgnbd_rejected" in r.metadata["models"]
+    # only the dropout part collapsed: NBD purchase rates are kept, P(alive) comes from recency
+    assert r.metadata["version"].endswith("/nbd+recency") and "bgnbd_rejected" in r.metadata["models"]
+    assert "time since their last order" in bg["message"]
     assert r.rows["p_alive"].astype(float).between(0, 1).all()
