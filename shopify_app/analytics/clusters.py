@@ -16,6 +16,9 @@ Rules (all deterministic):
     z = (d - median_c) / (1.4826 MAD_c) per cluster (clusters with < 10 members use all customers' median/MAD;
     MAD floored at 10% of the median); also every member of a tiny cluster (< max(3, 1% of customers)), because
     k-means gives an extreme customer a cluster of its own;
+  * with a previous model: keep its k unless another k's silhouette is higher by more than K_HYSTERESIS (0.02),
+    and when k is unchanged also run k-means warm-started from the previous centroids, keeping that solution if
+    its inertia is within 1% of the best k-means++ run (near-ties must not re-cut the customer base nightly);
   * stable identities: new centroids are matched to the previous model's centroids with the Hungarian algorithm
     (scipy linear_sum_assignment) on Euclidean distance in the NEW standardized space (old centroids mapped back
     to raw log space with the old mean/scale, then scaled with the new ones; shared features only). A match
@@ -46,6 +49,8 @@ OUTLIER_Z = 3.5
 MIN_CLUSTER_FOR_OWN_STATS = 10
 TINY_CLUSTER_MIN, TINY_CLUSTER_SHARE = 3, 0.01   # clusters smaller than max(3, 1% of customers) are outliers
 MAX_MATCH_DISTANCE = 1.5
+K_HYSTERESIS = 0.02          # silhouette margin another k needs to beat the previous model's k
+WARM_START_TOLERANCE = 0.01  # warm-started k-means kept if its inertia is within 1% of the best k-means++ run
 MIN_CUSTOMERS = 20
 
 
@@ -199,7 +204,17 @@ def fit_clusters(feats: pd.DataFrame, previous_model: dict | None = None, fitted
             h = np.array([_stable_hash(F.index[i]) for i in range(n)])
             sample_idx = np.sort(np.lexsort((np.arange(n), h))[:SAMPLE_SIZE])
         k, scores = choose_k(Z[sample_idx], k_range, random_state)
+        prev_z = _previous_centroids_in(features, mean, scale, previous_model)
+        if prev_z is not None and len(prev_z) in scores and scores[k] <= scores[len(prev_z)] + K_HYSTERESIS:
+            # Hysteresis: keep the previous k unless another k is clearly better; near-ties in silhouette would
+            # otherwise re-cut the whole customer base on every nightly refit.
+            k = len(prev_z)
         km = KMeans(n_clusters=k, n_init=10, random_state=random_state).fit(Z)
+        if prev_z is not None and len(prev_z) == k:
+            # Warm start from the previous centroids; keep that solution unless it is clearly worse (stability).
+            warm = KMeans(n_clusters=k, init=prev_z, n_init=1, random_state=random_state).fit(Z)
+            if warm.inertia_ <= km.inertia_ * (1 + WARM_START_TOLERANCE):
+                km = warm
         centroids = km.cluster_centers_
     idx, dist = _nearest(Z, centroids)
     sizes = np.bincount(idx, minlength=len(centroids))
@@ -234,6 +249,19 @@ def fit_clusters(feats: pd.DataFrame, previous_model: dict | None = None, fitted
     }
     assign_df = _assignment_frame(F.index, idx, dist, model)
     return {"model": model, "assignments": assign_df.loc[feats.index]}
+
+
+def _previous_centroids_in(features, mean, scale, prev):
+    """Previous centroids expressed in the new standardized space (features missing before -> 0 = new mean)."""
+    if not prev or not prev.get("centroids") or prev.get("status") == "fallback":
+        return None
+    out = np.zeros((len(prev["centroids"]), len(features)))
+    pc, pm, ps = (np.asarray(prev[k], dtype=float) for k in ("centroids", "mean", "scale"))
+    for j, f in enumerate(features):
+        if f in prev["features"]:
+            jo = prev["features"].index(f)
+            out[:, j] = (pc[:, jo] * ps[jo] + pm[jo] - mean[j]) / scale[j]
+    return out
 
 
 def _match_previous(centroids, features, mean, scale, prev):

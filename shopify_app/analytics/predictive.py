@@ -243,8 +243,9 @@ def run_predictions(customers, as_of, settings=None, previous_cluster_model: dic
     # ---- clusters
     km_model, km_msg = {}, None
     if n:
+        # index = customer ids (not row positions): the cluster fit orders rows by id, so shuffling the input
+        # must not change anything. Assignments come back in the order of `feats` = the order of `d`.
         feats = clu.behaviour_features(d, as_of)
-        feats.index = idx
         res = clu.fit_clusters(feats, previous_model=previous_cluster_model, fitted_at=fitted_at)
         km_model = res["model"]
         a = res["assignments"]

@@ -143,3 +143,25 @@ def test_degenerate_purchase_fit_falls_back_with_merchant_message():
     assert r.metadata["version"].endswith("/nbd+recency") and "bgnbd_rejected" in r.metadata["models"]
     assert "time since their last order" in bg["message"]
     assert r.rows["p_alive"].astype(float).between(0, 1).all()
+
+
+def test_shuffling_customers_changes_nothing(cdnow_customers, cdnow_result):
+    rng = np.random.default_rng(4)
+    shuffled = [cdnow_customers[i] for i in rng.permutation(len(cdnow_customers))]
+    r2 = run_predictions(shuffled, AS_OF, fitted_at=dt.datetime(2026, 1, 1))
+    a = cdnow_result.rows.set_index("customer_id").drop(columns="expected_next_order_at")
+    b = r2.rows.set_index("customer_id").loc[a.index].drop(columns="expected_next_order_at")
+    pd.testing.assert_frame_equal(a, b)
+    assert r2.cluster_model["centroids"] == cdnow_result.cluster_model["centroids"]
+
+
+def test_refit_keeps_cluster_ids_via_previous_model(cdnow_customers, cdnow_result):
+    later = [dict(c) for c in cdnow_customers]
+    for c in later[::10]:                     # a few customers spent a bit more since
+        c["net_revenue"] *= 1.05
+    r2 = run_predictions(later, AS_OF + dt.timedelta(days=1), previous_cluster_model=cdnow_result.cluster_model)
+    old = dict(zip(cdnow_result.cluster_model["ids"], cdnow_result.cluster_model["names"]))
+    new = dict(zip(r2.cluster_model["ids"], r2.cluster_model["names"]))
+    same = (r2.rows["cluster_id"].values == cdnow_result.rows["cluster_id"].values).mean()
+    assert same > 0.95
+    assert all(old[i] == new[i] for i in set(old) & set(new)) and len(set(old) & set(new)) >= len(old) - 1
