@@ -115,6 +115,8 @@ class DevStore:
         self.request_log: list[dict] = []           # (shop, api_key, operation, cost) per GraphQL request
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="devstore-")
         self.uploads: dict[str, bytes] = {}         # staged upload key -> content
+        self.bulk_start_delay = 0.0                 # seconds a bulk operation stays CREATED (polling tests)
+        self.bulk_fail_next: str | None = None      # e.g. "INTERNAL_SERVER_ERROR": next bulk op FAILS half way
         for app in apps:
             self.register_app(app)
 

@@ -1,0 +1,276 @@
+"""Bulk operations: bulkOperationRunQuery -> JSONL, bulkOperationRunMutation <- staged JSONL.
+
+Query output follows Shopify: one JSON object per line; every node of a *nested connection* becomes its own
+line after its parent, with `__parentId` = the parent's `id` (so the parent must select `id`); nested plain
+objects and lists stay inline; pagination arguments are ignored (everything matching `query:` is exported).
+Mutation output: one line per input line, `{"data": ..., "__lineNumber": n}` (plus "errors" if any).
+
+Runs on a background thread: CREATED -> RUNNING -> COMPLETED (or FAILED with partialDataUrl). Test hooks on the
+store: `store.bulk_start_delay` (seconds spent in CREATED) and `store.bulk_fail_next = "INTERNAL_SERVER_ERROR"`.
+Bulk operations do not touch the rate-limit bucket (as on Shopify).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+
+from graphql import (
+    FieldNode, FragmentDefinitionNode, FragmentSpreadNode, GraphQLInterfaceType, GraphQLList, GraphQLNonNull,
+    GraphQLObjectType, GraphQLUnionType, InlineFragmentNode, OperationDefinitionNode, get_named_type,
+)
+from graphql.execution.values import get_argument_values
+
+from .store import now
+from .resolvers import Ctx, resolve_field, type_of
+from .schema import get_schema, parse_and_validate
+
+log = logging.getLogger("shopify_app.devstore.bulk")
+
+
+def _uerr(message, code="INVALID", field=("query",)):
+    return {"__typename": "BulkOperationUserError", "message": message, "field": list(field) if field else None,
+            "code": code}
+
+
+def _bulk_ctx(ctx: Ctx) -> Ctx:
+    c = Ctx(ctx.store, ctx.shop, ctx.api_key, ctx.scope, ctx.base_url, ctx.version)
+    c.bulk = True
+    return c
+
+
+def _in_progress(ctx, type_):
+    for op in ctx.shop.bulk_operations.values():
+        if op.type == type_ and op.api_key == ctx.api_key and op.status in ("CREATED", "RUNNING", "CANCELING"):
+            return op
+    return None
+
+
+def start_bulk_query(ctx: Ctx, query: str, group_objects: bool = False) -> dict:
+    running = _in_progress(ctx, "QUERY")
+    if running is not None:
+        return {"bulkOperation": None, "userErrors": [_uerr(
+            f"A bulk query operation for this app and shop is already in progress: "
+            f"gid://shopify/BulkOperation/{running.id}.", "OPERATION_IN_PROGRESS", None)]}
+    doc, errors = parse_and_validate(query, ctx.version)
+    if errors:
+        return {"bulkOperation": None, "userErrors": [_uerr(f"Invalid bulk query: {e['message']}") for e in errors]}
+    ops = [d for d in doc.definitions if isinstance(d, OperationDefinitionNode)]
+    if len(ops) != 1 or ops[0].operation.value != "query":
+        return {"bulkOperation": None, "userErrors": [_uerr("Bulk queries must contain exactly one query operation")]}
+    roots = [s for s in ops[0].selection_set.selections if isinstance(s, FieldNode)]
+    schema = get_schema(ctx.version)
+    if len(roots) != 1 or not get_named_type(schema.query_type.fields[roots[0].name.value].type).name.endswith("Connection"):
+        return {"bulkOperation": None, "userErrors": [_uerr(
+            "Bulk queries must contain at least one connection.")]}
+    op = ctx.store.new_bulk_operation(ctx.shop.domain, "QUERY", query, ctx.api_key)
+    bctx = _bulk_ctx(ctx)
+    threading.Thread(target=_run_query, args=(bctx, op, doc, ops[0]), daemon=True,
+                     name=f"bulk-{op.id}").start()
+    return {"bulkOperation": op, "userErrors": []}
+
+
+def _start(ctx, op):
+    delay = getattr(ctx.store, "bulk_start_delay", 0.0)
+    if delay:
+        time.sleep(delay)
+    op.status = "RUNNING"
+
+
+def _finish(ctx, op, path, *, failed_code: str | None = None):
+    op.file_size = os.path.getsize(path)
+    op.path = path
+    op.completed_at = now()
+    url = f"{ctx.shop_base}/devstore/bulk/{op.id}.jsonl"
+    if op.status == "CANCELING":
+        op.status = "CANCELED"
+        op.partial_data_url = url
+    elif failed_code:
+        op.status, op.error_code, op.partial_data_url = "FAILED", failed_code, url
+    else:
+        op.status, op.url = "COMPLETED", (url if op.object_count else None)
+    op.done.set()
+    from .webhooks import bulk_finish_payload
+    ctx.store.webhooks.emit(ctx.shop.domain, "bulk_operations/finish", lambda: bulk_finish_payload(op),
+                            api_key=op.api_key)
+
+
+def _run_query(ctx: Ctx, op, doc, op_node):
+    path = os.path.join(ctx.store.data_dir, f"bulk-{op.id}.jsonl")
+    fail = getattr(ctx.store, "bulk_fail_next", None)
+    ctx.store.bulk_fail_next = None
+    try:
+        _start(ctx, op)
+        schema = get_schema(ctx.version)
+        fragments = {d.name.value: d for d in doc.definitions if isinstance(d, FragmentDefinitionNode)}
+        ex = _Exporter(ctx, schema, fragments, {})
+        root = op_node.selection_set.selections[0]
+        fdef = schema.query_type.fields[root.name.value]
+        args = get_argument_values(fdef, root, {})
+        with ctx.store.lock:
+            conn = resolve_field("QueryRoot", root.name.value, None, args, ctx)
+            nodes = list(conn["nodes"])
+        node_type, node_sel = ex.node_selection(get_named_type(fdef.type), root)
+        with open(path, "w", encoding="utf-8") as fh:
+            ex.fh = fh
+            for i, obj in enumerate(nodes):
+                if op.status == "CANCELING":
+                    break
+                if fail and i >= len(nodes) // 2:
+                    break
+                ex.emit(obj, node_type, node_sel, None)
+                op.root_object_count += 1
+                op.object_count = ex.count
+        op.object_count = ex.count
+        _finish(ctx, op, path, failed_code=fail)
+    except Exception:  # noqa: BLE001 - a crash must end as FAILED, never hang the poller
+        log.exception("bulk query %s crashed", op.id)
+        if not os.path.exists(path):
+            open(path, "w").close()
+        _finish(ctx, op, path, failed_code="INTERNAL_SERVER_ERROR")
+
+
+class _Exporter:
+    def __init__(self, ctx, schema, fragments, variables):
+        self.ctx, self.schema, self.fragments, self.variables = ctx, schema, fragments, variables
+        self.fh = None
+        self.count = 0
+        self.dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+    def fields(self, sel_set, runtime_type):
+        for sel in sel_set.selections:
+            if isinstance(sel, FieldNode):
+                yield sel
+            elif isinstance(sel, InlineFragmentNode):
+                if sel.type_condition is None or self._applies(sel.type_condition.name.value, runtime_type):
+                    yield from self.fields(sel.selection_set, runtime_type)
+            elif isinstance(sel, FragmentSpreadNode):
+                frag = self.fragments[sel.name.value]
+                if self._applies(frag.type_condition.name.value, runtime_type):
+                    yield from self.fields(frag.selection_set, runtime_type)
+
+    def _applies(self, cond: str, runtime_type) -> bool:
+        if cond == runtime_type.name:
+            return True
+        t = self.schema.get_type(cond)
+        return isinstance(t, (GraphQLInterfaceType, GraphQLUnionType)) and self.schema.is_sub_type(t, runtime_type)
+
+    def node_selection(self, conn_type, conn_node):
+        """(node type, selection set of one node) from `edges { node { ... } }` or `nodes { ... }`."""
+        for f in self.fields(conn_node.selection_set, conn_type):
+            if f.name.value == "nodes":
+                return get_named_type(conn_type.fields["nodes"].type), f.selection_set
+            if f.name.value == "edges":
+                edge_t = get_named_type(conn_type.fields["edges"].type)
+                for g in self.fields(f.selection_set, edge_t):
+                    if g.name.value == "node":
+                        return get_named_type(edge_t.fields["node"].type), g.selection_set
+        raise ValueError("connection without edges.node or nodes")
+
+    def emit(self, obj, gtype, sel_set, parent_id):
+        gtype = self._runtime(gtype, obj)
+        children = []
+        line = self.build(obj, gtype, sel_set, children)
+        if parent_id is not None:
+            line["__parentId"] = parent_id
+        self.fh.write(self.dumps(line) + "\n")
+        self.count += 1
+        if children:
+            my_id = resolve_field(gtype.name, "id", obj, {}, self.ctx)
+            for ctype, csel, items in children:
+                for it in items:
+                    self.emit(it, ctype, csel, my_id)
+
+    def _runtime(self, gtype, obj):
+        if isinstance(gtype, (GraphQLInterfaceType, GraphQLUnionType)):
+            return self.schema.get_type(type_of(obj))
+        return gtype
+
+    def build(self, obj, gtype, sel_set, children) -> dict:
+        out = {}
+        for f in self.fields(sel_set, gtype):
+            name = f.name.value
+            key = f.alias.value if f.alias else name
+            if name == "__typename":
+                out[key] = gtype.name
+                continue
+            fdef = gtype.fields[name]
+            args = get_argument_values(fdef, f, self.variables)
+            value = resolve_field(gtype.name, name, obj, args, self.ctx)
+            named = get_named_type(fdef.type)
+            if isinstance(named, GraphQLObjectType) and named.name.endswith("Connection") and f.selection_set:
+                ntype, nsel = self.node_selection(named, f)
+                children.append((ntype, nsel, value["nodes"] if value else []))
+                continue
+            out[key] = self.complete(value, fdef.type, f, children)
+        return out
+
+    def complete(self, value, gtype, node, children):
+        if value is None:
+            return None
+        if isinstance(gtype, GraphQLNonNull):
+            return self.complete(value, gtype.of_type, node, children)
+        if isinstance(gtype, GraphQLList):
+            return [self.complete(v, gtype.of_type, node, children) for v in value]
+        if isinstance(gtype, (GraphQLObjectType, GraphQLInterfaceType, GraphQLUnionType)):
+            rt = self._runtime(gtype, value)
+            return self.build(value, rt, node.selection_set, children)
+        return gtype.serialize(value) if hasattr(gtype, "serialize") and not isinstance(value, (str, int, float, bool)) else value
+
+
+# ---------------------------------------------------------------------------------------------------- mutations
+
+def start_bulk_mutation(ctx: Ctx, mutation: str, staged_upload_path: str, client_identifier=None) -> dict:
+    def err(msg, code):
+        return {"bulkOperation": None, "userErrors": [{"__typename": "BulkMutationUserError", "message": msg,
+                                                       "field": None, "code": code}]}
+    if _in_progress(ctx, "MUTATION") is not None:
+        return err("A bulk mutation operation for this app and shop is already in progress.", "OPERATION_IN_PROGRESS")
+    content = ctx.store.uploads.get(staged_upload_path)
+    if content is None:
+        return err("The JSONL file could not be found. Try uploading the file again, and check that you've "
+                   "entered the URL correctly for the stagedUploadPath mutation argument.", "NO_SUCH_FILE")
+    doc, errors = parse_and_validate(mutation, ctx.version)
+    ops = [d for d in doc.definitions if isinstance(d, OperationDefinitionNode)] if doc else []
+    if errors or len(ops) != 1 or ops[0].operation.value != "mutation":
+        return err("Invalid mutation: " + "; ".join(e["message"] for e in errors or [{"message": "not a single mutation"}]),
+                   "INVALID_MUTATION")
+    op = ctx.store.new_bulk_operation(ctx.shop.domain, "MUTATION", mutation, ctx.api_key)
+    threading.Thread(target=_run_mutation, args=(_bulk_ctx(ctx), op, doc, ops[0], content), daemon=True,
+                     name=f"bulk-{op.id}").start()
+    return {"bulkOperation": op, "userErrors": []}
+
+
+def _run_mutation(ctx: Ctx, op, doc, op_node, content: bytes):
+    from .graphql_api import _format_error, execute_document
+    from .schema import coerce_variables
+    path = os.path.join(ctx.store.data_dir, f"bulk-{op.id}.jsonl")
+    try:
+        _start(ctx, op)
+        with open(path, "w", encoding="utf-8") as fh:
+            for n, raw in enumerate(content.decode("utf-8").splitlines()):
+                if not raw.strip():
+                    continue
+                variables = json.loads(raw)
+                coerced, errors = coerce_variables(doc, op_node, variables, ctx.version)
+                line: dict = {}
+                if errors:
+                    line["errors"] = errors
+                else:
+                    with ctx.store.lock:
+                        res = execute_document(ctx, doc, op_node, coerced)
+                    line["data"] = res.data
+                    if res.errors:
+                        line["errors"] = [_format_error(e) for e in res.errors]
+                line["__lineNumber"] = n
+                fh.write(json.dumps(line, separators=(",", ":")) + "\n")
+                op.object_count += 1
+                op.root_object_count += 1
+        _finish(ctx, op, path)
+    except Exception:  # noqa: BLE001
+        log.exception("bulk mutation %s crashed", op.id)
+        if not os.path.exists(path):
+            open(path, "w").close()
+        _finish(ctx, op, path, failed_code="INTERNAL_SERVER_ERROR")
