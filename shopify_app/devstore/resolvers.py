@@ -33,6 +33,7 @@ class Ctx:
         self.store, self.shop, self.api_key, self.scope = store, shop, api_key, scope
         self.base_url, self.version = base_url.rstrip("/"), version
         self.search_warnings: list[dict] = []
+        self.bulk = False   # bulk export: connections ignore first/last and return everything
 
     @property
     def shop_base(self) -> str:
@@ -159,14 +160,6 @@ def paginate(items, sort_key, args: dict, *, bulk: bool = False) -> dict:
     }
 
 
-def list_connection(items: list, args: dict, ctx=None, bulk: bool = False) -> dict:
-    """Connection over a small in-record list (line items, variants): position order."""
-    indexed = list(enumerate(items))
-    return paginate(indexed, lambda ir: (ir[0],), {**args}, bulk=bulk or (args.get("first") is None and
-                                                                         args.get("last") is None and ctx is None)) \
-        if False else _list_conn(indexed, args, bulk)
-
-
 def _list_conn(indexed, args, bulk):
     res = paginate(indexed, lambda ir: (ir[0],), args, bulk=bulk)
     res["nodes"] = [r for _, r in res["nodes"]]
@@ -285,9 +278,9 @@ def _typed(kind):
 
 reg("QueryRoot",
     shop=lambda s, a, c: c.shop,
-    orders=lambda s, a, c: orders_conn(list(c.shop.orders.values()), a, c),
-    customers=lambda s, a, c: customers_conn(list(c.shop.customers.values()), a, c),
-    products=lambda s, a, c: products_conn(list(c.shop.products.values()), a, c),
+    orders=lambda s, a, c: orders_conn(list(c.shop.orders.values()), a, c, c.bulk),
+    customers=lambda s, a, c: customers_conn(list(c.shop.customers.values()), a, c, c.bulk),
+    products=lambda s, a, c: products_conn(list(c.shop.products.values()), a, c, c.bulk),
     ordersCount=lambda s, a, c: count(sum(1 for _ in filtered(c.shop.orders.values(), a.get("query"), ORDER_FILTERS, c)), a.get("limit")),
     customersCount=lambda s, a, c: count(sum(1 for _ in filtered(c.shop.customers.values(), a.get("query"), CUSTOMER_FILTERS, c)), a.get("limit")),
     productsCount=lambda s, a, c: count(sum(1 for _ in filtered(c.shop.products.values(), a.get("query"), PRODUCT_FILTERS, c)), a.get("limit")),

@@ -1,0 +1,118 @@
+"""Bulk operations: 100k+ orders to JSONL with __parentId, staged uploads + bulk mutations."""
+import json
+import time
+
+import requests
+from devstore_testlib import SHOP
+
+BULK_ORDERS = '''
+{
+  orders(query: "created_at:>='2025-01-01T00:00:00Z'") {
+    edges { node {
+      id createdAt
+      customer { id }
+      currentTotalPriceSet { shopMoney { amount currencyCode } }
+      lineItems { edges { node { id quantity product { id } variant { id } } } }
+    } }
+  }
+}'''
+
+RUN = '''mutation Run($q: String!) { bulkOperationRunQuery(query: $q, groupObjects: false) {
+  bulkOperation { id status } userErrors { field message code } } }'''
+POLL = "query($id: ID!) { bulkOperation(id: $id) { id status errorCode objectCount rootObjectCount url partialDataUrl } }"
+
+
+def _wait(admin, op_id, timeout=60):
+    end = time.time() + timeout
+    seen = []
+    while time.time() < end:
+        op = admin(POLL, {"id": op_id})["data"]["bulkOperation"]
+        seen.append(op["status"])
+        if op["status"] in ("COMPLETED", "FAILED", "CANCELED"):
+            return op, seen
+        time.sleep(0.05)
+    raise AssertionError(f"bulk op stuck: {seen[-5:]}")
+
+
+def test_bulk_query_100k_orders(store, admin):
+    n = 100_500
+    t0 = time.time()
+    store.generate_orders(SHOP, n, customers=2000, products=300, lines_per_order=2)
+    gen = time.time() - t0
+    store.bulk_start_delay = 0.2      # so the poller sees CREATED before RUNNING
+    body = admin(RUN, {"q": BULK_ORDERS})
+    res = body["data"]["bulkOperationRunQuery"]
+    assert res["userErrors"] == [] and res["bulkOperation"]["status"] == "CREATED"
+    op, seen = _wait(admin, res["bulkOperation"]["id"])
+    assert seen[0] == "CREATED" and op["status"] == "COMPLETED"
+    lines = requests.get(op["url"], timeout=60).text.splitlines()
+    assert len(lines) == n * 3 == int(op["objectCount"])
+    assert int(op["rootObjectCount"]) == n
+    orders, items = {}, 0
+    last_parent = None
+    for raw in lines:
+        obj = json.loads(raw)
+        if "__parentId" in obj:
+            assert obj["id"].startswith("gid://shopify/LineItem/")
+            assert obj["__parentId"] == last_parent        # children follow their parent
+            items += 1
+        else:
+            assert obj["id"].startswith("gid://shopify/Order/")
+            assert "lineItems" not in obj                   # nested connections are not inlined
+            orders[obj["id"]] = obj
+            last_parent = obj["id"]
+    assert len(orders) == n and items == 2 * n
+    sample = json.loads(lines[0])
+    real = store.shop(SHOP).orders[int(sample["id"].rsplit("/", 1)[1])]
+    assert sample["currentTotalPriceSet"]["shopMoney"]["amount"] == f"{real.current_total_price:.2f}"
+    assert gen < 30
+
+
+def test_bulk_query_filters_and_rejects_second_run(store, admin):
+    store.generate_orders(SHOP, 50, customers=5, products=5)
+    store.bulk_start_delay = 0.3
+    q = '{ orders(query: "created_at:<\'2025-01-01T00:10:00Z\'") { edges { node { id } } } }'
+    first = admin(RUN, {"q": q})["data"]["bulkOperationRunQuery"]
+    second = admin(RUN, {"q": q})["data"]["bulkOperationRunQuery"]
+    assert second["bulkOperation"] is None and second["userErrors"][0]["code"] == "OPERATION_IN_PROGRESS"
+    op, _ = _wait(admin, first["bulkOperation"]["id"])
+    assert len(requests.get(op["url"]).text.splitlines()) == 10
+    cur = admin("{ currentBulkOperation { id status } }")["data"]["currentBulkOperation"]
+    assert cur["id"] == op["id"] and cur["status"] == "COMPLETED"
+
+
+def test_bulk_query_failure_gives_partial_data(store, admin):
+    store.generate_orders(SHOP, 40, customers=5, products=5)
+    store.bulk_fail_next = "INTERNAL_SERVER_ERROR"
+    res = admin(RUN, {"q": "{ orders { edges { node { id } } } }"})["data"]["bulkOperationRunQuery"]
+    op, _ = _wait(admin, res["bulkOperation"]["id"])
+    assert op["status"] == "FAILED" and op["errorCode"] == "INTERNAL_SERVER_ERROR" and op["url"] is None
+    assert 0 < len(requests.get(op["partialDataUrl"]).text.splitlines()) < 40
+
+
+def test_bulk_mutation_tags_add_via_staged_upload(store, admin):
+    c1 = store.create_customer(SHOP, email="a@example.com")
+    c2 = store.create_customer(SHOP, email="b@example.com")
+    staged = admin('''mutation { stagedUploadsCreate(input: [{resource: BULK_MUTATION_VARIABLES,
+        filename: "bulk_op_vars", mimeType: "text/jsonl", httpMethod: POST}]) {
+        stagedTargets { url resourceUrl parameters { name value } } userErrors { field message } } }''')
+    target = staged["data"]["stagedUploadsCreate"]["stagedTargets"][0]
+    form = {p["name"]: p["value"] for p in target["parameters"]}
+    jsonl = "\n".join(json.dumps({"id": f"gid://shopify/Customer/{c}", "tags": [t]})
+                      for c, t in ((c1.id, "rfm:champions"), (c2.id, "rfm:at-risk"), (999, "x")))
+    r = requests.post(target["url"], data=form, files={"file": ("bulk_op_vars", jsonl.encode())})
+    assert r.status_code == 201
+    run = admin('''mutation($m: String!, $p: String!) { bulkOperationRunMutation(mutation: $m, stagedUploadPath: $p) {
+        bulkOperation { id status } userErrors { field message code } } }''', {
+        "m": "mutation tag($id: ID!, $tags: [String!]!) { tagsAdd(id: $id, tags: $tags) { node { id } userErrors { message } } }",
+        "p": form["key"]})["data"]["bulkOperationRunMutation"]
+    assert run["userErrors"] == []
+    op, _ = _wait(admin, run["bulkOperation"]["id"])
+    out = [json.loads(x) for x in requests.get(op["url"]).text.splitlines()]
+    assert [o["__lineNumber"] for o in out] == [0, 1, 2]
+    assert out[0]["data"]["tagsAdd"] == {"node": {"id": f"gid://shopify/Customer/{c1.id}"}, "userErrors": []}
+    assert out[2]["data"]["tagsAdd"]["userErrors"][0]["message"] == "Customer does not exist"
+    assert store.shop(SHOP).customers[c2.id].tags == ["rfm:at-risk"]
+    missing = admin('''mutation { bulkOperationRunMutation(mutation: "mutation { shop }", stagedUploadPath: "nope") {
+        userErrors { code } } }''')["data"]["bulkOperationRunMutation"]
+    assert missing["userErrors"][0]["code"] == "NO_SUCH_FILE"
