@@ -1,0 +1,170 @@
+"""Webhook deliveries: headers, HMAC, payload shapes, duplicates, out-of-order, retries."""
+import base64
+import hashlib
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from devstore_testlib import API_KEY, API_SECRET, SHOP
+
+from shopify_app.devstore.webhooks import sample
+
+
+class Receiver:
+    """A real HTTP endpoint that records what it gets and answers with scripted status codes."""
+
+    def __init__(self):
+        self.received = []
+        self.statuses = []
+        rec = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                rec.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                code = rec.statuses.pop(0) if rec.statuses else 200
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_port}"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def _valid(headers, body):
+    digest = base64.b64encode(hmac.new(API_SECRET.encode(), body, hashlib.sha256).digest()).decode()
+    return hmac.compare_digest(digest, headers["x-shopify-hmac-sha256"])
+
+
+def test_order_webhooks_headers_hmac_and_shape(store, receiver):
+    store.subscribe_webhook(SHOP, "orders/create", receiver.url + "/webhooks/orders", name="orders-create")
+    store.subscribe_webhook(SHOP, "ORDERS_CANCELLED", receiver.url + "/webhooks/orders")
+    store.subscribe_webhook(SHOP, "refunds/create", receiver.url + "/webhooks/refunds")
+    p = store.create_product(SHOP, title="Mug", price="9.50", unit_cost="4.00", product_type="Kitchen")
+    c = store.create_customer(SHOP, first_name="Ada", email="ada@example.com")
+    o = store.create_order(SHOP, customer_id=c.id, lines=[{"variant_id": p.variants[0].id, "quantity": 2},
+                                                         {"title": "POSTAGE", "price": "5.00", "quantity": 1}],
+                           discount_code={"code": "TEN", "amount": "2.00"})
+    guest = store.create_order(SHOP, lines=[{"variant_id": p.variants[0].id, "quantity": 1}], test=True)
+    store.refund_order(SHOP, o.id, [(o.line_items[0].id, 1)])
+    store.cancel_order(SHOP, guest.id)
+    topics = [h["x-shopify-topic"] for _, h, _ in receiver.received]
+    assert topics == ["orders/create", "orders/create", "refunds/create", "orders/cancelled"]
+    for path, h, body in receiver.received:
+        assert _valid(h, body)
+        assert h["x-shopify-shop-domain"] == SHOP and h["x-shopify-api-version"] == "2026-10"
+        assert h["x-shopify-webhook-id"] and h["x-shopify-event-id"] and h["x-shopify-triggered-at"]
+    assert receiver.received[0][1]["x-shopify-name"] == "orders-create"
+    assert "x-shopify-name" not in receiver.received[2][1]
+    created = json.loads(receiver.received[0][2])
+    assert set(created) == set(sample("orders__create"))            # same keys as Shopify's sample
+    assert set(created["line_items"][0]) == set(sample("orders__create")["line_items"][0])
+    assert created["admin_graphql_api_id"] == f"gid://shopify/Order/{o.id}"
+    assert created["currency"] == "GBP" and created["customer"]["id"] == c.id
+    assert created["total_line_items_price"] == "24.00" and created["total_discounts"] == "2.00"
+    assert created["total_price"] == "22.00" and created["total_price_set"]["shop_money"]["amount"] == "22.00"
+    assert created["line_items"][1]["product_id"] is None and created["line_items"][1]["variant_id"] is None
+    assert created["discount_codes"][0]["code"] == "TEN"
+    guest_payload = json.loads(receiver.received[1][2])
+    assert guest_payload["customer"] is None and guest_payload["test"] is True
+    refund = json.loads(receiver.received[2][2])
+    assert refund["order_id"] == o.id and refund["refund_line_items"][0]["quantity"] == 1
+    cancelled = json.loads(receiver.received[3][2])
+    assert cancelled["cancelled_at"] and cancelled["current_total_price"] == "0.00"
+
+
+def test_relative_uri_uses_app_url_and_compliance_topics(store):
+    sent = []
+    store.webhooks.configure(transport=lambda url, headers, body, timeout: sent.append((url, headers, body)) or 200)
+    for t in ("customers/data_request", "customers/redact", "shop/redact", "app/uninstalled"):
+        store.subscribe_webhook(SHOP, t, "/webhooks/compliance")
+    c = store.create_customer(SHOP, email="x@example.com")
+    store.create_order(SHOP, customer_id=c.id, lines=[{"title": "Thing", "price": "1.00"}])
+    store.trigger_compliance(SHOP, "customers/data_request", customer_id=c.id)
+    store.trigger_compliance(SHOP, "customers/redact", customer_id=c.id)
+    store.trigger_compliance(SHOP, "shop/redact")
+    store.uninstall_app(SHOP, API_KEY)
+    assert [u for u, _, _ in sent] == ["http://app.test/webhooks/compliance"] * 4
+    req = json.loads(sent[0][2])
+    assert req["shop_domain"] == SHOP and req["customer"]["id"] == c.id and len(req["orders_requested"]) == 1
+    assert set(json.loads(sent[2][2])) == {"shop_id", "shop_domain"}
+    assert json.loads(sent[3][2])["myshopify_domain"] == SHOP
+
+
+def test_retries_on_non_2xx_then_success(store, receiver):
+    store.subscribe_webhook(SHOP, "customers/update", receiver.url + "/wh")
+    receiver.statuses = [500, 503, 200]
+    c = store.create_customer(SHOP, email="r@example.com", emit=False)
+    store.add_customer_tags(SHOP, c.id, ["vip"])
+    attempts = store.webhooks.attempts
+    assert [a.status for a in attempts] == [500, 503, 200]
+    assert [a.attempt for a in attempts] == [1, 2, 3]
+    assert len({a.webhook_id for a in attempts}) == 1     # a retry is the same delivery
+    assert json.loads(receiver.received[-1][2])["tags"] == "vip"
+
+
+def test_gives_up_after_schedule(store):
+    store.webhooks.configure(retry_schedule=(0, 0), transport=lambda *a: 500)
+    store.subscribe_webhook(SHOP, "orders/create", "http://unused/wh")
+    store.create_order(SHOP, lines=[{"title": "x", "price": "1.00"}])
+    assert [a.attempt for a in store.webhooks.attempts] == [1, 2, 3]
+
+
+def test_duplicates_and_out_of_order(store):
+    sent = []
+    store.webhooks.configure(duplicate_probability=0.5, shuffle=True, seed=7,
+                             transport=lambda url, h, body, t: sent.append((h, json.loads(body))) or 200)
+    store.subscribe_webhook(SHOP, "orders/create", "http://app.test/wh")
+    orders = [store.create_order(SHOP, lines=[{"title": "x", "price": "1.00"}]) for _ in range(30)]
+    assert sent == []                      # sync + shuffle: buffered until flush()
+    store.webhooks.flush()
+    ids = [b["id"] for _, b in sent]
+    assert set(ids) == {o.id for o in orders}
+    assert len(ids) > 30                   # some delivered twice ...
+    dup = [h for h, b in sent if ids.count(b["id"]) > 1]
+    by_order = {}
+    for h, b in sent:
+        by_order.setdefault(b["id"], set()).add(h["X-Shopify-Webhook-Id"])
+    assert all(len(v) == 1 for v in by_order.values())   # ... with the same Webhook-Id (dedupe key)
+    assert dup
+    assert ids != sorted(ids)              # ... and out of order
+
+
+def test_background_delivery_thread(store, receiver):
+    store.webhooks.configure(sync=False, retry_schedule=(0.05,))
+    store.subscribe_webhook(SHOP, "orders/create", receiver.url + "/wh")
+    receiver.statuses = [500]
+    store.create_order(SHOP, lines=[{"title": "x", "price": "1.00"}])
+    assert store.webhooks.wait_idle(5)
+    assert [a.status for a in store.webhooks.attempts] == [500, 200]
+    store.webhooks.stop()
+
+
+def test_webhook_subscription_via_graphql(store, admin, receiver):
+    body = admin('''mutation($t: WebhookSubscriptionTopic!, $s: WebhookSubscriptionInput!) {
+      webhookSubscriptionCreate(topic: $t, webhookSubscription: $s) {
+        webhookSubscription { id topic uri } userErrors { field message } } }''',
+                 {"t": "ORDERS_CREATE", "s": {"uri": receiver.url + "/wh", "format": "JSON"}})
+    sub = body["data"]["webhookSubscriptionCreate"]["webhookSubscription"]
+    assert sub["topic"] == "ORDERS_CREATE"
+    listed = admin("{ webhookSubscriptions(first: 10) { nodes { id topic uri } } }")
+    assert listed["data"]["webhookSubscriptions"]["nodes"] == [sub]
+    store.create_order(SHOP, lines=[{"title": "x", "price": "1.00"}])
+    assert receiver.received and receiver.received[0][1]["x-shopify-topic"] == "orders/create"
