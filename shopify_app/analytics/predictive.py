@@ -168,13 +168,15 @@ def run_predictions(customers, as_of, settings=None, previous_cluster_model: dic
                 pm_status = "fallback"
                 models["bgnbd_rejected"] = bg.to_dict()
                 codes = {i.code for i in bg.issues_}
-                if codes <= {"no_dropout", "at_bounds"} and "no_dropout" in codes and bg.converged_ \
-                        and set(bg.params_at_bounds_) <= {"a", "b"}:
-                    # Only the dropout part collapsed: keep the (valid) purchase-rate part, see NBDRecencyModel.
+                if codes <= {"no_dropout", "at_bounds"} and set(bg.params_at_bounds_) <= {"a", "b"}:
+                    # Only the dropout part (a, b) collapsed while r, alpha are interior: keep the (valid)
+                    # purchase-rate part, see NBDRecencyModel.
                     pm = NBDRecencyModel(bg, EmpiricalRepeatModel(default_gap=s.default_gap_days).fit(x, tx, T))
-                    pm_msg = " ".join(i.message for i in bg.issues_ if i.code == "no_dropout") + \
-                        " Expected purchases still come from each customer's buying rate; the chance a customer " \
-                        "is still active is estimated from the time since their last order."
+                    why = [i.message for i in bg.issues_ if i.code == "no_dropout"] or [
+                        "The data cannot tell when customers stop buying (the dropout part of the model ran to "
+                        "the edge of its range)."]
+                    pm_msg = why[0] + " Expected purchases still come from each customer's buying rate; the " \
+                        "chance a customer is still active is estimated from the time since their last order."
                 else:
                     pm_msg = " ".join(i.message for i in bg.issues_) + \
                         " Predictions use a simple recency-based estimate instead."
