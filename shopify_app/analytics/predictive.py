@@ -86,10 +86,14 @@ class PredictionResult:
     cluster_model: dict = field(default_factory=dict)   # JSON-able, for clusters.assign between refits
 
     def records(self) -> list[dict]:
+        """Rows as plain Python dicts (float/int/bool/str/datetime/None) ready for a DB insert."""
         out = self.rows.astype(object).where(self.rows.notna(), None).to_dict("records")
         for r in out:
-            if isinstance(r.get("expected_next_order_at"), pd.Timestamp):
-                r["expected_next_order_at"] = r["expected_next_order_at"].to_pydatetime()
+            for k, v in r.items():
+                if isinstance(v, pd.Timestamp):
+                    r[k] = v.to_pydatetime()
+                elif isinstance(v, np.generic):
+                    r[k] = v.item()
         return out
 
 

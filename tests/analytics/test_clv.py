@@ -216,3 +216,18 @@ def test_nbd_fallback_is_the_no_dropout_limit_of_bgnbd():
     want = (0.7 + x) / (60.0 + T) * 90.0
     assert np.allclose(nbd.conditional_expected_purchases(90.0, x, tx, T), want)
     assert np.allclose(bg.conditional_expected_purchases(90.0, x, tx, T), want, rtol=1e-3)
+
+
+def test_prediction_invariants_on_random_histories(cdnow_bg):
+    rng = np.random.default_rng(9)
+    n = 500
+    T = rng.uniform(0, 80, n)
+    x = rng.integers(0, 30, n).astype(float)
+    tx = np.where(x > 0, T * rng.uniform(0.01, 1, n), 0.0)
+    pa = cdnow_bg.conditional_probability_alive(x, tx, T)
+    assert np.all((pa >= 0) & (pa <= 1))
+    e = np.array([cdnow_bg.conditional_expected_purchases(t, x, tx, T) for t in (1.0, 10.0, 52.0)])
+    assert np.all(np.isfinite(e)) and np.all(np.diff(e, axis=0) >= -1e-12) and np.all(e >= 0)
+    # more recent last purchase (same x, T) -> more likely alive and more expected purchases
+    pa_old = cdnow_bg.conditional_probability_alive(x, tx * 0.5, T)
+    assert np.all(pa_old[x > 0] <= pa[x > 0] + 1e-12)

@@ -111,6 +111,7 @@ def test_tiny_shop_falls_back_with_a_reason():
     json.dumps(md)
     rec = r.records()
     assert rec[0]["customer_id"] == 0 and set(rec[0]) == set(ROW_COLUMNS)
+    assert all(type(v) in (int, float, bool, str, dt.datetime, type(None)) for row in rec for v in row.values())
 
 
 def test_customers_without_orders_and_empty_shop():
@@ -165,3 +166,18 @@ def test_refit_keeps_cluster_ids_via_previous_model(cdnow_customers, cdnow_resul
     same = (r2.rows["cluster_id"].values == cdnow_result.rows["cluster_id"].values).mean()
     assert same > 0.95
     assert all(old[i] == new[i] for i in set(old) & set(new)) and len(set(old) & set(new)) >= len(old) - 1
+
+
+def test_spend_model_with_undefined_mean_falls_back(cdnow_customers):
+    # Give repeat buyers wildly heavy-tailed order values: Gamma-Gamma's q drops below 1 (mean undefined).
+    rng = np.random.default_rng(2)
+    custs = [dict(c) for c in cdnow_customers]
+    for c in custs:
+        if c["order_days"] > 1:
+            c["net_revenue"] = float(c["order_days"] * rng.gamma(2.0, 1 / rng.gamma(0.6, 0.1)))
+    r = run_predictions(custs, AS_OF)
+    gg = r.metadata["models"]["gamma_gamma"]
+    assert gg["status"] == "fallback" and "undefined" in gg["message"] and gg["params"]["q"] <= 1
+    assert r.metadata["models"]["bgnbd"]["status"] == "ok" and r.metadata["status"] == "fallback"
+    aov = r.rows["predicted_aov"].astype(float)
+    assert np.isfinite(aov).all() and (aov > 0).all()
