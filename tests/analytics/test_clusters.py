@@ -146,3 +146,17 @@ def test_tiny_shop_single_group():
     res = fit_clusters(F)
     assert res["model"]["status"] == "fallback" and "10 customers" in res["model"]["message"]
     assert set(res["assignments"]["cluster_name"]) == {"All customers"}
+
+
+def test_outlier_by_distance_within_a_cluster(base):
+    F, res = base
+    model = res["model"]
+    # a customer at a group's typical values is not an outlier; the same customer with an extreme basket is
+    # still assigned to that group's cluster but flagged by the robust-z distance rule (not by cluster size).
+    typical = pd.DataFrame([dict(PROTOS[0])], index=["typical"])
+    extreme = pd.DataFrame([dict(PROTOS[0], aov=3000, net_revenue=36000)], index=["extreme"])
+    a = assign(model, pd.concat([typical, extreme]))
+    want = res["assignments"].join(F["group"]).query("group == 0")["cluster_id"].iloc[0]
+    assert list(a["cluster_id"]) == [want, want]
+    assert list(a["is_outlier"]) == [False, True]
+    assert not any(model["outlier"]["tiny_cluster"])

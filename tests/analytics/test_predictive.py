@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from shopify_app.analytics.clusters import assign, behaviour_features
-from shopify_app.analytics.predictive import ROW_COLUMNS, run_predictions
+from shopify_app.analytics.predictive import ROW_COLUMNS, PredictionSettings, churn_bands, run_predictions, value_risk_quadrants
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cdnow"
 AS_OF = dt.datetime(1997, 9, 30)
@@ -181,3 +181,16 @@ def test_spend_model_with_undefined_mean_falls_back(cdnow_customers):
     assert r.metadata["models"]["bgnbd"]["status"] == "ok" and r.metadata["status"] == "fallback"
     aov = r.rows["predicted_aov"].astype(float)
     assert np.isfinite(aov).all() and (aov > 0).all()
+
+
+def test_churn_band_cutoffs():
+    s = PredictionSettings()
+    p = [0.95, 0.95, 0.95, 0.69, 0.29, 0.95]
+    e = [2.00, 0.49, 0.19, 2.00, 2.00, 0.50]
+    assert list(churn_bands(p, e, s)) == ["low", "medium", "high", "medium", "high", "low"]
+
+
+def test_value_risk_quadrants_split_at_median():
+    q, med = value_risk_quadrants([1.0, 2.0, 3.0, 4.0, 5.0], ["low", "high", "medium", "low", "high"])
+    assert med == 3.0      # 3.0 is not above the median -> low value
+    assert list(q) == ["grow", "low_priority", "low_priority", "protect", "win_back"]
