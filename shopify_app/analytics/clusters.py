@@ -190,20 +190,27 @@ def fit_clusters(feats: pd.DataFrame, previous_model: dict | None = None, fitted
     Z = (X - mean) / scale
     n = len(Z)
     n_distinct = len(np.unique(Z, axis=0)) if n else 0
-    status, message, scores = "ok", None, {}
-    if n < MIN_CUSTOMERS or n_distinct <= k_range[0]:
-        # Too few customers for 4+ meaningful groups: one cluster, said plainly.
-        status = "fallback"
-        message = ("Only %d customers with orders (need at least %d with varied behaviour) - everyone is in one "
-                   "group until the shop grows." % (n, MIN_CUSTOMERS))
-        centroids = Z.mean(axis=0, keepdims=True) if n else np.zeros((1, len(features)))
-        k = 1
+    status, message, scores, k = "ok", None, {}, None
+    if n < MIN_CUSTOMERS:
+        message = ("Only %d customers with orders (need at least %d) - everyone is in one group until the shop "
+                   "grows." % (n, MIN_CUSTOMERS))
+    elif n_distinct <= k_range[0]:
+        message = ("Customers behave too alike (%d distinct profiles) to split into %d+ groups - everyone is in "
+                   "one group." % (n_distinct, k_range[0]))
     else:
         sample_idx = np.arange(n)
         if n > SAMPLE_SIZE:
             h = np.array([_stable_hash(F.index[i]) for i in range(n)])
             sample_idx = np.sort(np.lexsort((np.arange(n), h))[:SAMPLE_SIZE])
         k, scores = choose_k(Z[sample_idx], k_range, random_state)
+        if k is None:
+            message = "No usable grouping found (the sample is too uniform) - everyone is in one group."
+    if k is None:
+        # Too few customers / too little variety for 4+ meaningful groups: one cluster, said plainly.
+        status = "fallback"
+        centroids = Z.mean(axis=0, keepdims=True) if n else np.zeros((1, len(features)))
+        k = 1
+    else:
         prev_z = _previous_centroids_in(features, mean, scale, previous_model)
         if prev_z is not None and len(prev_z) in scores and scores[k] <= scores[len(prev_z)] + K_HYSTERESIS:
             # Hysteresis: keep the previous k unless another k is clearly better; near-ties in silhouette would

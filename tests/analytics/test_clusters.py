@@ -160,3 +160,11 @@ def test_outlier_by_distance_within_a_cluster(base):
     assert list(a["cluster_id"]) == [want, want]
     assert list(a["is_outlier"]) == [False, True]
     assert not any(model["outlier"]["tiny_cluster"])
+
+
+def test_identical_customers_single_group():
+    F = pd.DataFrame([dict(PROTOS[1])] * 40, index=[f"x{i}" for i in range(40)])
+    res = fit_clusters(F)
+    assert res["model"]["status"] == "fallback" and "too alike" in res["model"]["message"]
+    assert (res["assignments"]["cluster_id"] == res["model"]["ids"][0]).all()
+    assert not res["assignments"]["is_outlier"].any()
