@@ -137,6 +137,7 @@ class _Exporter:
         self.ctx, self.schema, self.fragments, self.variables = ctx, schema, fragments, variables
         self.fh = None
         self.count = 0
+        self._plans: dict = {}
         self.dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
     def fields(self, sel_set, runtime_type):
@@ -188,23 +189,44 @@ class _Exporter:
             return self.schema.get_type(type_of(obj))
         return gtype
 
+    def plan(self, gtype, sel_set):
+        """Per (runtime type, selection) the list of field steps, computed once: 100k+ objects share it."""
+        key = (gtype.name, id(sel_set))
+        steps = self._plans.get(key)
+        if steps is None:
+            steps = []
+            for f in self.fields(sel_set, gtype):
+                name = f.name.value
+                out_key = f.alias.value if f.alias else name
+                if name == "__typename":
+                    steps.append((out_key, name, None, None, "typename", None))
+                    continue
+                fdef = gtype.fields[name]
+                args = get_argument_values(fdef, f, self.variables)
+                named = get_named_type(fdef.type)
+                if isinstance(named, GraphQLObjectType) and named.name.endswith("Connection") and f.selection_set:
+                    steps.append((out_key, name, fdef, args, "connection", self.node_selection(named, f)))
+                elif isinstance(named, (GraphQLObjectType, GraphQLInterfaceType, GraphQLUnionType)):
+                    steps.append((out_key, name, fdef, args, "object", f))
+                else:
+                    steps.append((out_key, name, fdef, args, "leaf", None))
+            self._plans[key] = steps
+        return steps
+
     def build(self, obj, gtype, sel_set, children) -> dict:
         out = {}
-        for f in self.fields(sel_set, gtype):
-            name = f.name.value
-            key = f.alias.value if f.alias else name
-            if name == "__typename":
-                out[key] = gtype.name
+        tname = gtype.name
+        for out_key, name, fdef, args, kind, extra in self.plan(gtype, sel_set):
+            if kind == "typename":
+                out[out_key] = tname
                 continue
-            fdef = gtype.fields[name]
-            args = get_argument_values(fdef, f, self.variables)
-            value = resolve_field(gtype.name, name, obj, args, self.ctx)
-            named = get_named_type(fdef.type)
-            if isinstance(named, GraphQLObjectType) and named.name.endswith("Connection") and f.selection_set:
-                ntype, nsel = self.node_selection(named, f)
-                children.append((ntype, nsel, value["nodes"] if value else []))
-                continue
-            out[key] = self.complete(value, fdef.type, f, children)
+            value = resolve_field(tname, name, obj, args, self.ctx)
+            if kind == "connection":
+                children.append((extra[0], extra[1], value["nodes"] if value else []))
+            elif kind == "leaf":
+                out[out_key] = value
+            else:
+                out[out_key] = self.complete(value, fdef.type, extra, children)
         return out
 
     def complete(self, value, gtype, node, children):

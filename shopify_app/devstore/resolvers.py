@@ -150,13 +150,14 @@ def paginate(items, sort_key, args: dict, *, bulk: bool = False) -> dict:
         has_prev = len(page) > last
         page = list(reversed(page[:last]))
         has_next = bk is not None
-    edges = [{"__typename": "Edge", "cursor": encode_cursor(list(k)), "node": r} for k, r in page]
+    # Cursors are computed lazily (a callable field value): bulk exports of 100k+ edges never ask for them.
+    edges = [{"__typename": "Edge", "cursor": (lambda a, c, k=k: encode_cursor(list(k))), "node": r} for k, r in page]
     return {
         "edges": edges,
         "nodes": [r for _, r in page],
         "pageInfo": {"hasNextPage": has_next, "hasPreviousPage": has_prev,
-                     "startCursor": edges[0]["cursor"] if edges else None,
-                     "endCursor": edges[-1]["cursor"] if edges else None},
+                     "startCursor": encode_cursor(list(page[0][0])) if page else None,
+                     "endCursor": encode_cursor(list(page[-1][0])) if page else None},
     }
 
 

@@ -172,7 +172,8 @@ def start_devstore_server(store, host: str = "127.0.0.1", port: int = 0):
     base = f"http://{host}:{srv.server_port}"
     if store.public_base_url is None:
         store.public_base_url = base
-    t = threading.Thread(target=srv.serve_forever, name="devstore-http", daemon=True)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, name="devstore-http",
+                         daemon=True)
     t.start()
 
     def stop():

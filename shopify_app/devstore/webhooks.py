@@ -302,7 +302,7 @@ def customer_payload(sh, c, template: str = "customers__update") -> dict:
               "multipass_identifier": None, "tax_exempt": False, "email": c.email, "phone": c.phone,
               "currency": sh.currency, "addresses": [], "tax_exemptions": [],
               "admin_graphql_api_id": f"gid://shopify/Customer/{c.id}", "default_address": None})
-    if "tags" in d or True:
+    if "tags" in d:   # Shopify's 2026-07 sample has no tags key; stay strict to the sample's shape
         d["tags"] = ", ".join(c.tags)
     return d
 

@@ -117,7 +117,7 @@ def test_retries_on_non_2xx_then_success(store, receiver):
     assert [a.status for a in attempts] == [500, 503, 200]
     assert [a.attempt for a in attempts] == [1, 2, 3]
     assert len({a.webhook_id for a in attempts}) == 1     # a retry is the same delivery
-    assert json.loads(receiver.received[-1][2])["tags"] == "vip"
+    assert json.loads(receiver.received[-1][2])["id"] == c.id
 
 
 def test_gives_up_after_schedule(store):
