@@ -95,3 +95,22 @@ def test_seeded_shop_over_graphql(seeded):
     v = body["data"]["products"]["nodes"][0]["variants"]["nodes"][0]
     assert Decimal(v["inventoryItem"]["unitCost"]["amount"]) == (Decimal(v["price"]) * Decimal("0.55")).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     assert v["inventoryItem"]["unitCost"]["currencyCode"] == "GBP"
+
+
+def test_replay_last_days_as_live_webhooks():
+    import datetime as dt
+    sent = []
+    store = DevStore(apps=[App("k", "s-0123456789abcdef0123456789abcdef")])
+    store.create_shop(SHOP, currency="GBP", iana_timezone="Europe/London")
+    store.webhooks.configure(transport=lambda url, h, body, t: sent.append((h["X-Shopify-Topic"], body)) or 200)
+    store.subscribe_webhook(SHOP, "orders/create", "http://app.test/webhooks/orders")
+    seed_online_retail(store, SHOP, BUNDLED_SAMPLE, since=dt.datetime(2011, 11, 1, tzinfo=dt.timezone.utc),
+                       replay_last_days=2, replay_rate=None)
+    import json
+    created = [json.loads(b) for t, b in sent if t == "orders/create"]
+    assert created, "the last two days must be replayed as orders/create deliveries"
+    times = [c["processed_at"] for c in created]
+    assert times == sorted(times) and min(times) >= "2011-12-07"
+    n_live = sum(1 for o in store.shop(SHOP).orders.values()
+                 if o.processed_at >= dt.datetime(2011, 12, 7, 12, 50, tzinfo=dt.timezone.utc))
+    assert len(created) >= n_live > 0

@@ -168,3 +168,19 @@ def test_webhook_subscription_via_graphql(store, admin, receiver):
     assert listed["data"]["webhookSubscriptions"]["nodes"] == [sub]
     store.create_order(SHOP, lines=[{"title": "x", "price": "1.00"}])
     assert receiver.received and receiver.received[0][1]["x-shopify-topic"] == "orders/create"
+
+
+def test_bulk_operations_finish_webhook(store, admin):
+    import time
+    sent = []
+    store.webhooks.configure(transport=lambda url, h, body, t: sent.append((h, json.loads(body))) or 200)
+    store.subscribe_webhook(SHOP, "BULK_OPERATIONS_FINISH", "/webhooks/bulk")
+    store.generate_orders(SHOP, 10, customers=2, products=2)
+    op = admin('mutation { bulkOperationRunQuery(query: "{ orders { edges { node { id } } } }", groupObjects: false) '
+               '{ bulkOperation { id } userErrors { message } } }')["data"]["bulkOperationRunQuery"]["bulkOperation"]
+    end = time.time() + 10
+    while not sent and time.time() < end:
+        time.sleep(0.02)
+    h, body = sent[0]
+    assert h["X-Shopify-Topic"] == "bulk_operations/finish"
+    assert body["admin_graphql_api_id"] == op["id"] and body["status"] == "completed" and body["type"] == "query"
