@@ -29,7 +29,10 @@ def main(argv=None) -> None:
     ap.add_argument("--app-key", required=True)
     ap.add_argument("--app-secret", required=True)
     ap.add_argument("--app-url", default="http://127.0.0.1:8000")
-    ap.add_argument("--scopes", default="read_orders,read_customers,write_customers,read_products,write_discounts")
+    ap.add_argument("--scopes", default="read_orders,read_all_orders,read_customers,write_customers,read_products,"
+                                        "write_discounts", help="scopes granted by token exchange")
+    ap.add_argument("--order-age-limit-days", type=int, default=60,
+                    help="hide orders older than this from apps without read_all_orders, like Shopify (0 = off)")
     ap.add_argument("--install", action="store_true", help="pre-install the app and print an offline token")
     ap.add_argument("--webhook", action="append", default=[], metavar="URI=TOPIC",
                     help="subscription like shopify.app.toml, e.g. /webhooks/orders=orders/create")
@@ -42,6 +45,7 @@ def main(argv=None) -> None:
     store = DevStore(apps=[App(args.app_key, args.app_secret, args.app_url, args.scopes)],
                      bucket_size=args.bucket_size, restore_rate=args.restore_rate,
                      public_base_url=f"http://{args.host}:{args.port}", webhook_mode=DeliveryMode(sync=False))
+    store.order_age_limit_days = args.order_age_limit_days or None
     shops = args.shop or ["demo.myshopify.com"]
     for shop in shops:
         store.create_shop(shop, currency="GBP" if args.seed == "online_retail" else "USD",

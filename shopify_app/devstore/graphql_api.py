@@ -14,14 +14,35 @@ from graphql import ExecutionResult, GraphQLError, execute
 
 from . import mutations  # noqa: F401  (registers the mutation resolvers)
 from .cost import actual_cost, requested_cost
-from .resolvers import Ctx, resolve_field, type_of
+from .resolvers import Ctx, has_scope, resolve_field, type_of
 from .schema import coerce_variables, find_deprecations, get_schema, parse_and_validate, select_operation
 from .throttle import MAX_SINGLE_QUERY_COST
 
 log = logging.getLogger("shopify_app.devstore")
 
 
+# Root fields -> the access scope Shopify requires (write_X implies read_X).
+ROOT_SCOPES = {
+    ("QueryRoot", "orders"): "read_orders", ("QueryRoot", "order"): "read_orders",
+    ("QueryRoot", "ordersCount"): "read_orders", ("QueryRoot", "customers"): "read_customers",
+    ("QueryRoot", "customer"): "read_customers", ("QueryRoot", "customersCount"): "read_customers",
+    ("QueryRoot", "segments"): "read_customers", ("QueryRoot", "segment"): "read_customers",
+    ("QueryRoot", "products"): "read_products", ("QueryRoot", "product"): "read_products",
+    ("QueryRoot", "productsCount"): "read_products", ("QueryRoot", "productVariant"): "read_products",
+    ("Mutation", "segmentCreate"): "write_customers",
+    ("Mutation", "discountAutomaticBxgyCreate"): "write_discounts",
+    ("Mutation", "discountCodeBxgyCreate"): "write_discounts",
+    ("Mutation", "discountAutomaticDelete"): "write_discounts", ("Mutation", "discountCodeDelete"): "write_discounts",
+}
+
+
 def field_resolver(source, info, **args):
+    need = ROOT_SCOPES.get((info.parent_type.name, info.field_name))
+    if need is not None and not has_scope(info.context, need):
+        raise GraphQLError(f"Access denied for {info.field_name} field. Required access: `{need}` access scope.",
+                           extensions={"code": "ACCESS_DENIED",
+                                       "documentation": "https://shopify.dev/api/usage/access-scopes",
+                                       "requiredAccess": f"`{need}` access scope."})
     return resolve_field(info.parent_type.name, info.field_name, source, args, info.context)
 
 

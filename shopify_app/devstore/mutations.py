@@ -7,7 +7,7 @@ import secrets
 from graphql import GraphQLError
 
 from .models import gid, parse_gid
-from .resolvers import reg, type_of
+from .resolvers import has_scope, reg, type_of
 from .search import parse_time
 
 
@@ -26,7 +26,7 @@ def _tags_change(add: bool):
             return {"node": None, "userErrors": [_uerr("Invalid id", ["id"])]}
         kind, num = parsed
         if kind == "Customer":
-            if "write_customers" not in c.scope.split(","):
+            if not has_scope(c, "write_customers"):
                 raise GraphQLError("Access denied for tagsAdd field. Required access: `write_customers` access scope.",
                                    extensions={"code": "ACCESS_DENIED"})
             if num not in c.shop.customers:
@@ -83,7 +83,7 @@ def _bxgy_create(method: str):
     out_key = "automaticDiscountNode" if method == "automatic" else "codeDiscountNode"
 
     def fn(s, a, c):
-        if "write_discounts" not in c.scope.split(","):
+        if not has_scope(c, "write_discounts"):
             raise GraphQLError(f"Access denied for {'discountAutomaticBxgyCreate' if method == 'automatic' else 'discountCodeBxgyCreate'} "
                                "field. Required access: `write_discounts` access scope.", extensions={"code": "ACCESS_DENIED"})
         inp = a[arg]

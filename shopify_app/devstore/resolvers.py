@@ -223,7 +223,32 @@ def _sort(table: dict, args: dict, default: str):
     return table[key]
 
 
+def has_scope(ctx, scope: str) -> bool:
+    """write_X implies read_X, as on Shopify."""
+    granted = {x.strip() for x in (ctx.scope or "").split(",") if x.strip()}
+    return scope in granted or (scope.startswith("read_") and "write_" + scope[5:] in granted)
+
+
+def visible_orders(ctx, orders):
+    """Shopify hides orders created more than 60 days ago unless the app has read_all_orders (no error, they just
+    aren't there). store.order_age_limit_days = None turns this off."""
+    days = getattr(ctx.store, "order_age_limit_days", None)
+    if not days or has_scope(ctx, "read_all_orders"):
+        return orders
+    cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
+    kept = [o for o in orders if o.created_at >= cutoff]
+    hidden = len(orders) - len(kept)
+    if hidden and not getattr(ctx, "_age_warned", False):
+        ctx._age_warned = True
+        import logging
+        logging.getLogger("shopify_app.devstore").warning(
+            "devstore: %d orders older than %d days hidden from %s on %s: the app lacks the read_all_orders "
+            "scope (Shopify does the same)", hidden, days, ctx.api_key, ctx.shop.domain)
+    return kept
+
+
 def orders_conn(orders, args, ctx, bulk=False):
+    orders = visible_orders(ctx, orders)
     return paginate(filtered(orders, args.get("query"), ORDER_FILTERS, ctx), _sort(ORDER_SORT, args, "PROCESSED_AT"),
                     args, bulk=bulk)
 
@@ -265,6 +290,8 @@ def lookup(ctx, gid_str: str):
     rec = getattr(sh, table).get(num)
     if rec is None or type_of(rec) != kind:
         return None
+    if kind == "Order" and not visible_orders(ctx, [rec]):
+        return None
     return rec
 
 
@@ -282,7 +309,7 @@ reg("QueryRoot",
     orders=lambda s, a, c: orders_conn(list(c.shop.orders.values()), a, c, c.bulk),
     customers=lambda s, a, c: customers_conn(list(c.shop.customers.values()), a, c, c.bulk),
     products=lambda s, a, c: products_conn(list(c.shop.products.values()), a, c, c.bulk),
-    ordersCount=lambda s, a, c: count(sum(1 for _ in filtered(c.shop.orders.values(), a.get("query"), ORDER_FILTERS, c)), a.get("limit")),
+    ordersCount=lambda s, a, c: count(sum(1 for _ in filtered(visible_orders(c, list(c.shop.orders.values())), a.get("query"), ORDER_FILTERS, c)), a.get("limit")),
     customersCount=lambda s, a, c: count(sum(1 for _ in filtered(c.shop.customers.values(), a.get("query"), CUSTOMER_FILTERS, c)), a.get("limit")),
     productsCount=lambda s, a, c: count(sum(1 for _ in filtered(c.shop.products.values(), a.get("query"), PRODUCT_FILTERS, c)), a.get("limit")),
     order=_typed("Order"), customer=_typed("Customer"), product=_typed("Product"),
@@ -481,7 +508,8 @@ reg("Customer",
                                      "phone": None} if s.country else None),
     numberOfOrders=lambda s, a, c: str(len(s.order_ids)),
     amountSpent=lambda s, a, c: mv2(_amount_spent(s, c), c.shop.currency),
-    lastOrder=lambda s, a, c: (c.shop.orders.get(s.order_ids[-1]) if s.order_ids else None),
+    lastOrder=lambda s, a, c: (next(iter(visible_orders(c, [c.shop.orders[s.order_ids[-1]]])), None)
+                               if s.order_ids and s.order_ids[-1] in c.shop.orders else None),
     orders=lambda s, a, c: orders_conn([c.shop.orders[i] for i in s.order_ids if i in c.shop.orders], a, c,
                                        bulk=getattr(c, "bulk", False)),
     lifetimeDuration=lambda s, a, c: _lifetime(s),

@@ -41,7 +41,7 @@ class App:
     api_key: str
     api_secret: str
     app_url: str = "http://127.0.0.1:8000"
-    scopes: str = "read_orders,read_customers,write_customers,read_products,write_discounts"
+    scopes: str = "read_orders,read_all_orders,read_customers,write_customers,read_products,write_discounts"
     name: str = "Segments & Bundles"
 
 
@@ -115,6 +115,8 @@ class DevStore:
         self.request_log: list[dict] = []           # (shop, api_key, operation, cost) per GraphQL request
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="devstore-")
         self.uploads: dict[str, bytes] = {}         # staged upload key -> content
+        # Shopify hides orders created > 60 days ago from apps without read_all_orders; None = off.
+        self.order_age_limit_days: int | None = 60
         self.bulk_start_delay = 0.0                 # seconds a bulk operation stays CREATED (polling tests)
         self.bulk_fail_next: str | None = None      # e.g. "INTERNAL_SERVER_ERROR": next bulk op FAILS half way
         for app in apps:
