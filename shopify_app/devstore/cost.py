@@ -129,13 +129,20 @@ def actual_cost(schema, doc, op, variables: dict, data) -> int:
             if v is None or not isinstance(named, (GraphQLObjectType, GraphQLInterfaceType, GraphQLUnionType)):
                 continue
             if _is_connection(named) and isinstance(v, dict):
-                items = v.get("edges") or v.get("nodes") or []
                 per = 0.0
-                for it in items:
-                    nd = it.get("node") if isinstance(it, dict) and "node" in it else it
-                    per += 1.0
-                    node_t = schema.get_type(nd.get("__typename")) if isinstance(nd, dict) and nd.get("__typename") else None
-                    del node_t
+                for cnode, cdef in _collect(schema, node.selection_set, named, fragments):
+                    ckey = cnode.alias.value if cnode.alias else cnode.name.value
+                    if cnode.name.value == "nodes":
+                        nt = get_named_type(cdef.type)
+                        per = max(per, sum(1.0 + walk(cnode.selection_set, nt, nd) for nd in v.get(ckey) or []))
+                    elif cnode.name.value == "edges":
+                        et = get_named_type(cdef.type)
+                        for enode, edef in _collect(schema, cnode.selection_set, et, fragments):
+                            if enode.name.value == "node":
+                                nt = get_named_type(edef.type)
+                                nkey = enode.alias.value if enode.alias else "node"
+                                per = max(per, sum(1.0 + walk(enode.selection_set, nt, (e or {}).get(nkey))
+                                                   for e in v.get(ckey) or []))
                 total += 2 + per
                 continue
             items = v if isinstance(v, list) else [v]

@@ -8,6 +8,7 @@ Ids come from one counter per store, so a number is never reused across types or
 """
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import itertools
 import logging
@@ -112,7 +113,7 @@ class DevStore:
         self.faults = Faults()
         self.webhooks = WebhookDispatcher(self, mode=webhook_mode)
         self.deprecation_log: list[dict] = []       # every deprecated thing a request used; tests assert == []
-        self.request_log: list[dict] = []           # (shop, api_key, operation, cost) per GraphQL request
+        self.request_log = collections.deque(maxlen=10_000)  # (shop, app, operation, cost) per GraphQL request
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="devstore-")
         self.uploads: dict[str, bytes] = {}         # staged upload key -> content
         # Shopify hides orders created > 60 days ago from apps without read_all_orders; None = off.
