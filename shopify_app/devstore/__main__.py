@@ -36,6 +36,7 @@ def main(argv=None) -> None:
     ap.add_argument("--install", action="store_true", help="pre-install the app and print an offline token")
     ap.add_argument("--webhook", action="append", default=[], metavar="URI=TOPIC",
                     help="subscription like shopify.app.toml, e.g. /webhooks/orders=orders/create")
+    ap.add_argument("--app-toml", default=None, help="subscribe the webhooks declared in this shopify.app.toml")
     ap.add_argument("--bucket-size", type=float, default=None)
     ap.add_argument("--restore-rate", type=float, default=None)
     ap.add_argument("--log-level", default="INFO")
@@ -53,6 +54,8 @@ def main(argv=None) -> None:
         for spec in args.webhook:
             uri, _, topic = spec.partition("=")
             store.subscribe_webhook(shop, topic, uri)
+        if args.app_toml:
+            store.subscribe_from_app_toml(shop, args.app_toml)
         if args.install:
             print(f"{shop} offline token: {store.install_app(shop, args.app_key)}", flush=True)
 

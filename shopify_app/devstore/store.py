@@ -476,6 +476,19 @@ class DevStore:
             sh.webhook_subscriptions[w.id] = w
         return w
 
+    def subscribe_from_app_toml(self, shop: str, toml_path, *, api_key: str | None = None) -> list:
+        """Every `[[webhooks.subscriptions]]` of a shopify.app.toml (topics and compliance_topics, uri, name,
+        include_fields), as Shopify does for app-specific subscriptions at install."""
+        import tomllib
+        with open(toml_path, "rb") as fh:
+            cfg = tomllib.load(fh)
+        out = []
+        for sub in (cfg.get("webhooks") or {}).get("subscriptions", []):
+            for topic in list(sub.get("topics", [])) + list(sub.get("compliance_topics", [])):
+                out.append(self.subscribe_webhook(shop, topic, sub["uri"], api_key=api_key, name=sub.get("name"),
+                                                  include_fields=sub.get("include_fields") or ()))
+        return out
+
     def trigger_compliance(self, shop: str, topic: str, *, customer_id: int | None = None,
                            api_key: str | None = None) -> None:
         """customers/data_request, customers/redact or shop/redact, as Shopify sends them (mandatory topics)."""

@@ -302,8 +302,9 @@ def customer_payload(sh, c, template: str = "customers__update") -> dict:
               "multipass_identifier": None, "tax_exempt": False, "email": c.email, "phone": c.phone,
               "currency": sh.currency, "addresses": [], "tax_exemptions": [],
               "admin_graphql_api_id": f"gid://shopify/Customer/{c.id}", "default_address": None})
-    if "tags" in d:   # Shopify's 2026-07 sample has no tags key; stay strict to the sample's shape
-        d["tags"] = ", ".join(c.tags)
+    # The 2026-07 sample omits `tags`, but webhook payloads are the REST Customer resource, which has
+    # `tags` ("a, b"), and apps subscribe with include_fields = [..., "tags"]: keep it, REST-formatted.
+    d["tags"] = ", ".join(c.tags)
     return d
 
 

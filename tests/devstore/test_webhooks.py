@@ -184,3 +184,24 @@ def test_bulk_operations_finish_webhook(store, admin):
     h, body = sent[0]
     assert h["X-Shopify-Topic"] == "bulk_operations/finish"
     assert body["admin_graphql_api_id"] == op["id"] and body["status"] == "completed" and body["type"] == "query"
+
+
+def test_subscriptions_from_app_toml_include_fields_and_deletes(store):
+    from pathlib import Path
+    sent = []
+    store.webhooks.configure(transport=lambda url, h, body, t: sent.append((url, h, json.loads(body))) or 200)
+    subs = store.subscribe_from_app_toml(SHOP, Path(__file__).parent / "data" / "shopify.app.toml")
+    assert len(subs) == 13
+    c = store.create_customer(SHOP, email="t@example.com")
+    store.add_customer_tags(SHOP, c.id, ["a", "b"])
+    url, h, body = sent[-1]
+    assert url == "http://app.test/webhooks/customers" and h["X-Shopify-Topic"] == "customers/update"
+    assert body == {"id": c.id, "admin_graphql_api_id": f"gid://shopify/Customer/{c.id}", "tags": "a, b",
+                    "updated_at": body["updated_at"]}
+    o = store.create_order(SHOP, lines=[{"title": "x", "price": "1.00"}])
+    assert [x[1]["X-Shopify-Topic"] for x in sent[-2:]] == ["orders/create", "orders/paid"]
+    assert sent[-1][1]["X-Shopify-Name"] == "orders-ingest"
+    store.delete_customer(SHOP, c.id)
+    assert sent[-1][1]["X-Shopify-Topic"] == "customers/delete" and sent[-1][2]["id"] == c.id
+    store.delete_order(SHOP, o.id)   # orders/delete is not subscribed in this toml
+    assert sent[-1][1]["X-Shopify-Topic"] == "customers/delete"
