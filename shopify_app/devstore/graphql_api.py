@@ -12,7 +12,7 @@ import logging
 
 from graphql import ExecutionResult, GraphQLError, execute
 
-from . import mutations  # noqa: F401  (registers the mutation resolvers)
+from . import mutations  # noqa: F401 - registers the mutation resolvers
 from .cost import actual_cost, requested_cost
 from .resolvers import Ctx, has_scope, resolve_field, type_of
 from .schema import coerce_variables, find_deprecations, get_schema, parse_and_validate, select_operation

@@ -103,7 +103,7 @@ def decode_cursor(cursor: str):
         pad = "=" * (-len(cursor) % 4)
         return tuple(json.loads(base64.urlsafe_b64decode(cursor + pad)))
     except Exception:  # noqa: BLE001
-        raise GraphQLError(f"Invalid cursor for current pagination sort.", extensions={"code": "BAD_REQUEST"}) from None
+        raise GraphQLError("Invalid cursor for current pagination sort.", extensions={"code": "BAD_REQUEST"}) from None
 
 
 def _ts(t: dt.datetime | None) -> float:

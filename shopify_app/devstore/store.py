@@ -432,7 +432,7 @@ class DevStore:
         """Fast synthetic data for scale tests and benches: no webhooks, deterministic."""
         import random
         rng = random.Random(seed)
-        sh = self.shop(shop)
+        self.shop(shop)   # KeyError early for an unknown shop
         start = start or dt.datetime(2025, 1, 1, tzinfo=UTC)
         with self.lock:
             cust_ids = [self.create_customer(shop, first_name=f"C{i}", email=f"c{i}@example.com", emit=False,

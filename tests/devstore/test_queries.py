@@ -159,3 +159,26 @@ def test_first_or_last_required_and_page_limit(admin, shop_data):
     assert admin("{ orders { nodes { id } } }")["errors"][0]["message"] == "you must provide one of first or last"
     assert admin("{ orders(first: 251) { nodes { id } } }")["errors"][0]["extensions"]["code"] in (
         "BAD_REQUEST", "MAX_COST_EXCEEDED")
+
+
+def test_shops_are_isolated_and_routed_by_path(store, server, admin):
+    import requests
+    other = store.create_shop("other-shop.myshopify.com", currency="EUR")
+    o = store.create_order(other.domain, lines=[{"title": "x", "price": "10.00"}], presentment_currency="USD",
+                           fx_rate="1.10")
+    assert admin("{ orders(first: 5) { nodes { id } } }")["data"]["orders"]["nodes"] == []
+    # the demo shop's token is refused on the other shop
+    r = requests.post(f"{server}/shops/{other.domain}/admin/api/2026-10/graphql.json",
+                      json={"query": "{ shop { name } }"}, headers={"X-Shopify-Access-Token": admin.token})
+    assert r.status_code == 401
+    tok = store.install_app(other.domain, store.apps and next(iter(store.apps)))
+    body = requests.post(f"{server}/shops/{other.domain}/admin/api/2026-10/graphql.json",
+                         json={"query": "{ orders(first: 1) { nodes { totalPriceSet { shopMoney { amount currencyCode }"
+                                        " presentmentMoney { amount currencyCode } } } } }"},
+                         headers={"X-Shopify-Access-Token": tok}).json()
+    bag = body["data"]["orders"]["nodes"][0]["totalPriceSet"]
+    assert bag == {"shopMoney": {"amount": "10.00", "currencyCode": "EUR"},
+                   "presentmentMoney": {"amount": "11.00", "currencyCode": "USD"}}
+    assert requests.post(f"{server}/shops/nope.myshopify.com/admin/api/2026-10/graphql.json",
+                         json={"query": "{ shop { name } }"}).status_code == 404
+    assert o.id
