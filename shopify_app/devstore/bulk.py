@@ -65,11 +65,57 @@ def start_bulk_query(ctx: Ctx, query: str, group_objects: bool = False) -> dict:
     if len(roots) != 1 or not get_named_type(schema.query_type.fields[roots[0].name.value].type).name.endswith("Connection"):
         return {"bulkOperation": None, "userErrors": [_uerr(
             "Bulk queries must contain at least one connection.")]}
+    problem = _check_bulk_shape(schema, doc, roots[0])
+    if problem:
+        return {"bulkOperation": None, "userErrors": [_uerr(problem)]}
     op = ctx.store.new_bulk_operation(ctx.shop.domain, "QUERY", query, ctx.api_key)
     bctx = _bulk_ctx(ctx)
     threading.Thread(target=_run_query, args=(bctx, op, doc, ops[0]), daemon=True,
                      name=f"bulk-{op.id}").start()
     return {"bulkOperation": op, "userErrors": []}
+
+
+def _check_bulk_shape(schema, doc, root) -> str | None:
+    """Shopify's bulk query limits: at most 5 connections, connections nested at most 2 levels deep, and no
+    connection inside a list field."""
+    fragments = {d.name.value: d for d in doc.definitions if isinstance(d, FragmentDefinitionNode)}
+    found = {"connections": 0, "depth": 0, "in_list": False}
+
+    def walk(sel_set, parent, depth, in_list):
+        for sel in sel_set.selections:
+            if isinstance(sel, InlineFragmentNode):
+                t = schema.get_type(sel.type_condition.name.value) if sel.type_condition else parent
+                walk(sel.selection_set, t, depth, in_list)
+                continue
+            if isinstance(sel, FragmentSpreadNode):
+                frag = fragments[sel.name.value]
+                walk(frag.selection_set, schema.get_type(frag.type_condition.name.value), depth, in_list)
+                continue
+            if sel.name.value.startswith("__") or not hasattr(parent, "fields"):
+                continue
+            fdef = parent.fields[sel.name.value]
+            named = get_named_type(fdef.type)
+            t = fdef.type.of_type if isinstance(fdef.type, GraphQLNonNull) else fdef.type
+            is_list = isinstance(t, GraphQLList)
+            if isinstance(named, GraphQLObjectType) and named.name.endswith("Connection"):
+                found["connections"] += 1
+                found["depth"] = max(found["depth"], depth + 1)
+                found["in_list"] |= in_list
+                if sel.selection_set:
+                    walk(sel.selection_set, named, depth + 1, False)
+            elif sel.selection_set:
+                # a connection's own edges / nodes lists are the connection, not "a list field"
+                own = parent.name.endswith(("Connection", "Edge")) and sel.name.value in ("edges", "nodes", "node")
+                walk(sel.selection_set, named, depth, in_list or (is_list and not own))
+
+    walk(root.selection_set, get_named_type(schema.query_type.fields[root.name.value].type), 1, False)
+    if found["in_list"]:
+        return "Queries that contain a connection field within a list field are not currently supported."
+    if found["connections"] + 1 > 5:
+        return "Bulk queries cannot contain more than 5 connections."
+    if found["depth"] > 2:
+        return "Bulk queries cannot contain connections with a nesting depth greater than 2."
+    return None
 
 
 def _start(ctx, op):

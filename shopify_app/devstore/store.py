@@ -378,7 +378,8 @@ class DevStore:
             o.cancelled_at = at or now()
             o.cancel_reason = reason
             o.closed_at = o.cancelled_at
-            o.updated_at = max(_later(o.updated_at), o.cancelled_at)
+            # Historical replays (seed) pass `at`: updated_at is then that time, not the wall clock.
+            o.updated_at = max(o.updated_at, at) if at is not None else _later(o.updated_at)
         if emit:
             from .webhooks import order_payload
             self.webhooks.emit(shop, "orders/cancelled", lambda: order_payload(sh, o))
@@ -409,7 +410,7 @@ class DevStore:
             r.amount = money(total)
             o.refunds.append(r)
             sh.refunds[r.id] = r
-            o.updated_at = max(_later(o.updated_at), t)
+            o.updated_at = max(o.updated_at, at) if at is not None else _later(o.updated_at)
         if emit:
             from .webhooks import order_payload, refund_payload
             self.webhooks.emit(shop, "refunds/create", lambda: refund_payload(sh, r))

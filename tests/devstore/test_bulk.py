@@ -116,3 +116,13 @@ def test_bulk_mutation_tags_add_via_staged_upload(store, admin):
     missing = admin('''mutation { bulkOperationRunMutation(mutation: "mutation { shop }", stagedUploadPath: "nope") {
         userErrors { code } } }''')["data"]["bulkOperationRunMutation"]
     assert missing["userErrors"][0]["code"] == "NO_SUCH_FILE"
+
+
+def test_bulk_query_shape_limits(admin):
+    def run(q):
+        return admin(RUN, {"q": q})["data"]["bulkOperationRunQuery"]
+    bad = run("{ orders { edges { node { id refunds { refundLineItems { edges { node { quantity } } } } } } } }")
+    assert bad["bulkOperation"] is None and "within a list field" in bad["userErrors"][0]["message"]
+    deep = run("{ customers { edges { node { id orders { edges { node { id lineItems { edges { node { id } } } } } } } } } }")
+    assert "nesting depth" in deep["userErrors"][0]["message"]
+    assert run("{ shop { name } }")["userErrors"][0]["message"] == "Bulk queries must contain at least one connection."
