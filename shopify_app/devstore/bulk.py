@@ -327,7 +327,7 @@ def _run_mutation(ctx: Ctx, op, doc, op_node, content: bytes):
                 if errors:
                     line["errors"] = errors
                 else:
-                    with ctx.store.lock:
+                    with ctx.store.webhooks.deferred(), ctx.store.lock:
                         res = execute_document(ctx, doc, op_node, coerced)
                     line["data"] = res.data
                     if res.errors:

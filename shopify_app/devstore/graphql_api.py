@@ -116,7 +116,7 @@ def run_graphql(ctx: Ctx, body: dict, *, charge: bool = True) -> dict:
                 "extensions": {"cost": cost_ext}}
 
     deprecations = find_deprecations(doc, variables, ctx.version)
-    with store.lock:
+    with store.webhooks.deferred(), store.lock:   # webhooks go out after the lock is released
         result = execute_document(ctx, doc, op, coerced)
     out: dict = {}
     if result.errors:

@@ -15,6 +15,7 @@ Every attempt is recorded in `dispatcher.attempts`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import datetime as dt
 import hashlib
@@ -109,6 +110,7 @@ class WebhookDispatcher:
         self._thread: threading.Thread | None = None
         self._stop = False
         self._inflight = 0
+        self._local = threading.local()
 
     def configure(self, **changes) -> DeliveryMode:
         for k, v in changes.items():
@@ -156,7 +158,27 @@ class WebhookDispatcher:
         return event_id
 
     # ------------------------------------------------------------------------------------------------ delivery
+    @contextlib.contextmanager
+    def deferred(self):
+        """Hold sync deliveries made inside the block until it ends. The GraphQL endpoint runs resolvers under
+        the store lock; delivering there would deadlock an app whose webhook handler calls the Admin API back."""
+        outer = getattr(self._local, "jobs", None)
+        if outer is not None:
+            yield
+            return
+        self._local.jobs = []
+        try:
+            yield
+        finally:
+            jobs, self._local.jobs = self._local.jobs, None
+            for job in jobs:
+                self._submit(job)
+
     def _submit(self, job: _Job) -> None:
+        held = getattr(self._local, "jobs", None)
+        if held is not None and self.mode.sync:
+            held.append(job)
+            return
         if self.mode.sync:
             if self.mode.shuffle:
                 self._buffer.append(job)

@@ -205,3 +205,22 @@ def test_subscriptions_from_app_toml_include_fields_and_deletes(store):
     assert sent[-1][1]["X-Shopify-Topic"] == "customers/delete" and sent[-1][2]["id"] == c.id
     store.delete_order(SHOP, o.id)   # orders/delete is not subscribed in this toml
     assert sent[-1][1]["X-Shopify-Topic"] == "customers/delete"
+
+
+def test_sync_webhook_handler_may_call_the_admin_api_back(store, admin):
+    """A webhook caused by a GraphQL mutation is delivered after the request's store lock is released, so an app
+    handler that queries the Admin API from inside the webhook does not deadlock."""
+    seen = []
+
+    def handler(url, headers, body, timeout):
+        cid = json.loads(body)["id"]
+        got = admin("query($id: ID!) { customer(id: $id) { tags } }", {"id": f"gid://shopify/Customer/{cid}"})
+        seen.append(got["data"]["customer"]["tags"])
+        return 200
+    store.webhooks.configure(transport=handler, timeout=2)
+    store.subscribe_webhook(SHOP, "customers/update", "http://app.test/wh")
+    c = store.create_customer(SHOP, email="cb@example.com", emit=False)
+    body = admin('mutation($id: ID!) { tagsAdd(id: $id, tags: ["x"]) { userErrors { message } } }',
+                 {"id": f"gid://shopify/Customer/{c.id}"})
+    assert body["data"]["tagsAdd"]["userErrors"] == []
+    assert seen == [["x"]]
