@@ -39,6 +39,7 @@ log = logging.getLogger("shopify_app.devstore.webhooks")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Shopify: 8 retries over 4 hours after the first attempt (intervals grow).
 SHOPIFY_RETRY_SCHEDULE = (10, 30, 60, 300, 900, 1800, 3600, 7500)
+SYNC_RETRY_SCHEDULE = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 
 
 @dataclass
@@ -46,7 +47,9 @@ class DeliveryMode:
     sync: bool = True
     duplicate_probability: float = 0.0
     shuffle: bool = False
-    retry_schedule: tuple = SHOPIFY_RETRY_SCHEDULE
+    # None: Shopify's schedule in background mode; in sync mode 8 quick exponential retries (~2.5 s in all),
+    # because sync retries sleep inside the caller.
+    retry_schedule: tuple | None = None
     timeout: float = 5.0
     seed: int | None = None
     transport: object = None      # callable(url, headers, body, timeout) -> status; default: requests.post
@@ -111,6 +114,11 @@ class WebhookDispatcher:
         self._stop = False
         self._inflight = 0
         self._local = threading.local()
+
+    def _schedule(self) -> tuple:
+        if self.mode.retry_schedule is not None:
+            return tuple(self.mode.retry_schedule)
+        return SYNC_RETRY_SCHEDULE if self.mode.sync else SHOPIFY_RETRY_SCHEDULE
 
     def configure(self, **changes) -> DeliveryMode:
         for k, v in changes.items():
@@ -216,10 +224,10 @@ class WebhookDispatcher:
         while True:
             if self._attempt(job):
                 return
-            if job.attempt > len(self.mode.retry_schedule):
+            if job.attempt > len(self._schedule()):
                 log.warning("webhook %s to %s dropped after %d attempts", job.topic, job.url, job.attempt)
                 return
-            time.sleep(self.mode.retry_schedule[job.attempt - 1])
+            time.sleep(self._schedule()[job.attempt - 1])
             job.attempt += 1
 
     def _ensure_thread(self) -> None:
@@ -247,8 +255,8 @@ class WebhookDispatcher:
                 ok = self._attempt(job)
                 with self._cv:
                     self._inflight -= 1
-                    if not ok and job.attempt <= len(self.mode.retry_schedule):
-                        job.due = time.monotonic() + self.mode.retry_schedule[job.attempt - 1]
+                    if not ok and job.attempt <= len(self._schedule()):
+                        job.due = time.monotonic() + self._schedule()[job.attempt - 1]
                         job.attempt += 1
                         heapq.heappush(self._heap, job)
                     self._cv.notify_all()
