@@ -1,0 +1,74 @@
+"""Engine and session factory, usable without Flask (workers, CLI, Alembic, benches).
+
+SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` transactions so concurrent worker processes
+serialize their writes instead of failing with "database is locked" half way through a transaction.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+_engines: dict[str, Engine] = {}
+
+
+def get_engine(url: str) -> Engine:
+    """One engine per URL per process (engines are not fork-safe: workers call this after forking)."""
+    eng = _engines.get(url)
+    if eng is None:
+        eng = _engines[url] = _create(url)
+    return eng
+
+
+def _create(url: str) -> Engine:
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        if u.database and u.database != ":memory:":
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        eng = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(eng, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None      # let SQLAlchemy/`begin` below control transactions
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(eng, "begin")
+        def _sqlite_begin(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return eng
+    if u.drivername == "postgresql":              # default to psycopg 3, which we ship
+        u = u.set(drivername="postgresql+psycopg")
+    return create_engine(u, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def session_factory(url: str) -> sessionmaker[Session]:
+    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+
+
+@contextlib.contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A transaction: commit on success, roll back on error."""
+    session = session_factory(url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_all() -> None:
+    for eng in _engines.values():
+        eng.dispose()
+    _engines.clear()

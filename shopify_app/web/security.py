@@ -1,0 +1,36 @@
+"""Security headers on every response.
+
+Embedded apps are framed by the Shopify admin: every HTML response must allow exactly the shop's admin and
+admin.shopify.com as frame ancestors (CSP `frame-ancestors`), nothing else. The shop is the one the request was
+authenticated for (`g.shop_domain`, set by the session-token check), else the validated `shop` query parameter.
+"""
+from __future__ import annotations
+
+import re
+
+from flask import Flask, g, request
+
+SHOP_DOMAIN_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]*\.myshopify\.com$")
+
+
+def valid_shop_domain(shop: str | None) -> str | None:
+    if shop and SHOP_DOMAIN_RE.fullmatch(shop):
+        return shop.lower()
+    return None
+
+
+def frame_ancestors(shop: str | None) -> str:
+    sources = [f"https://{shop}"] if shop else []
+    sources.append("https://admin.shopify.com")
+    return "frame-ancestors " + " ".join(sources) + ";"
+
+
+def install_security_headers(app: Flask) -> None:
+    @app.after_request
+    def _headers(response):
+        shop = getattr(g, "shop_domain", None) or valid_shop_domain(request.args.get("shop"))
+        if response.mimetype == "text/html" or "Content-Security-Policy" not in response.headers:
+            response.headers["Content-Security-Policy"] = frame_ancestors(shop)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+        return response

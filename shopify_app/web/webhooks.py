@@ -1,0 +1,4 @@
+"""Blueprint 'webhooks' (filled in by its issue)."""
+from flask import Blueprint
+
+bp = Blueprint("webhooks", __name__)

@@ -1,0 +1,49 @@
+"""Bad configuration fails at start with one clear line naming the setting."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from shopify_app.config import PROJECT_ROOT, Config, ConfigError
+
+
+@pytest.mark.parametrize("env,setting", [
+    ({"DATABASE_URL": "not a url"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "mysql://u@h/db"}, "DATABASE_URL"),
+    ({"REDIS_URL": "http://localhost"}, "REDIS_URL"),
+    ({"PORT": "eighty"}, "PORT"),
+    ({"SHOPIFY_API_VERSION": "2026-11"}, "SHOPIFY_API_VERSION"),
+    ({"APP_ENV": "production"}, "SHOPIFY_API_KEY"),
+    ({"APP_ENV": "production", "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "s", "SECRET_KEY": "x"},
+     "TOKEN_ENCRYPTION_KEY"),
+])
+def test_bad_setting_names_itself(env, setting):
+    with pytest.raises(ConfigError, match=setting):
+        Config.from_env(env)
+
+
+def test_defaults_are_embedded():
+    cfg = Config.from_env({})
+    assert cfg.sqlalchemy_url.startswith("sqlite:///") and cfg.sqlalchemy_url.endswith("segments.sqlite3")
+    assert cfg.redis_url == "" and cfg.api_version == "2026-10" and cfg.port == 8000
+
+
+def test_flask_cli_prints_one_line_not_a_traceback():
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": "postgresql://user@host:notaport/db", "HOME": "/tmp"}
+    proc = subprocess.run([sys.executable, "-m", "flask", "--app", "shopify_app", "db", "current"],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [lines[-1]] and "DATABASE_URL" in lines[-1], proc.stderr
+
+
+def test_import_has_no_side_effects(tmp_path):
+    code = "import shopify_app, workers; import os; print(sorted(os.listdir('.')))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_ROOT),
+                               "DATABASE_URL": "garbage"}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
