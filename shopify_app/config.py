@@ -136,7 +136,8 @@ def _check_database_url(url: str) -> None:
 
     try:
         u = make_url(url)
-    except ArgumentError:
+        u.port  # noqa: B018 - a non-numeric port only fails when parsed
+    except (ArgumentError, ValueError):
         raise ConfigError(f"DATABASE_URL is malformed: {url!r} (expected e.g. postgresql+psycopg://user:pw@host/db)") from None
     if u.get_backend_name() not in ("sqlite", "postgresql"):
         raise ConfigError(f"DATABASE_URL backend must be sqlite or postgresql, got {u.get_backend_name()!r}")
