@@ -47,3 +47,12 @@ def test_import_has_no_side_effects(tmp_path):
                                "DATABASE_URL": "garbage"}, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_analytics_import_does_not_load_web_stack():
+    code = ("import sys, shopify_app.analytics.predictive; "
+            "print(sorted(m for m in ('flask', 'redis', 'sqlalchemy', 'rq') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
