@@ -1,0 +1,129 @@
+"""Pair association rules (A -> B, one item each side) from basket counts.
+
+For n baskets, item counts c(A), c(B) and pair count c(AB):
+    support(A->B)    = c(AB) / n
+    confidence(A->B) = c(AB) / c(A)
+    lift(A->B)       = confidence / (c(B) / n)
+    leverage(A->B)   = support(AB) - support(A) * support(B)
+    conviction(A->B) = (1 - support(B)) / (1 - confidence), = inf when confidence == 1 (mlxtend's convention)
+A pair is kept when support >= min_support and c(AB) >= min_count; both directions are emitted.
+
+`count_pairs` builds a binary basket x item CSR matrix X and takes the upper triangle of X.T @ X.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+RULE_COLUMNS = ["antecedent", "consequent", "count", "support", "confidence", "lift", "leverage", "conviction"]
+
+
+@dataclass(frozen=True)
+class PairCounts:
+    n_baskets: int
+    items: np.ndarray         # item ids, index = column of X
+    item_counts: np.ndarray   # baskets containing each item
+    pair_i: np.ndarray        # item index, pair_i < pair_j
+    pair_j: np.ndarray
+    pair_counts: np.ndarray   # baskets containing both
+
+    def as_dicts(self) -> tuple[dict, dict]:
+        items = self.items.tolist()
+        ic = dict(zip(items, self.item_counts.tolist()))
+        pc = {(items[i], items[j]): int(c)
+              for i, j, c in zip(self.pair_i.tolist(), self.pair_j.tolist(), self.pair_counts.tolist())}
+        return ic, pc
+
+
+def count_pairs_codes(basket_idx, item_idx, n_baskets: int, items) -> PairCounts:
+    """Pair counts from parallel arrays (basket index, item index); duplicates within a basket count once."""
+    basket_idx = np.asarray(basket_idx, dtype=np.int64)
+    item_idx = np.asarray(item_idx, dtype=np.int64)
+    items = np.asarray(items, dtype=object)
+    n_items = len(items)
+    x = sparse.csr_matrix((np.ones(len(basket_idx), dtype=np.int32), (basket_idx, item_idx)),
+                          shape=(n_baskets, n_items))
+    x.sum_duplicates()
+    x.data[:] = 1
+    item_counts = np.asarray(x.sum(axis=0)).ravel().astype(np.int64)
+    xt = x.T.tocsr()
+    co = sparse.triu(xt @ x, k=1).tocoo()
+    return PairCounts(n_baskets=int(n_baskets), items=items, item_counts=item_counts,
+                      pair_i=co.row.astype(np.int64), pair_j=co.col.astype(np.int64),
+                      pair_counts=co.data.astype(np.int64))
+
+
+def count_pairs(baskets: Iterable[Iterable]) -> PairCounts:
+    """Pair counts over an iterable of baskets (each an iterable of hashable item ids)."""
+    index: dict = {}
+    b_idx: list[int] = []
+    i_idx: list[int] = []
+    n = 0
+    for n, basket in enumerate(baskets, start=1):
+        for item in basket:
+            j = index.get(item)
+            if j is None:
+                j = index[item] = len(index)
+            b_idx.append(n - 1)
+            i_idx.append(j)
+    items = np.empty(len(index), dtype=object)
+    for k, v in index.items():
+        items[v] = k
+    return count_pairs_codes(b_idx, i_idx, n, items)
+
+
+def pair_rules(n_baskets: int, item_counts: Mapping, pair_counts: Mapping,
+               min_support: float = 0.0, min_count: int = 1) -> pd.DataFrame:
+    """Rules from dict counts: item_counts {item: c}, pair_counts {(a, b): c} (each unordered pair once)."""
+    pairs = [(a, b, c) for (a, b), c in pair_counts.items()]
+    a = np.array([p[0] for p in pairs], dtype=object)
+    b = np.array([p[1] for p in pairs], dtype=object)
+    c = np.array([p[2] for p in pairs], dtype=np.int64)
+    ca = np.array([item_counts[x] for x in a], dtype=np.int64)
+    cb = np.array([item_counts[x] for x in b], dtype=np.int64)
+    return _rules(n_baskets, a, b, c, ca, cb, min_support, min_count)
+
+
+def rules_from_counts(pc: PairCounts, min_support: float = 0.0, min_count: int = 1) -> pd.DataFrame:
+    if pc.n_baskets <= 0:
+        return _rules(0, *([np.array([], dtype=object)] * 5), min_support, min_count)
+    keep = (pc.pair_counts / pc.n_baskets >= min_support) & (pc.pair_counts >= min_count)
+    i, j = pc.pair_i[keep], pc.pair_j[keep]
+    return _rules(pc.n_baskets, pc.items[i], pc.items[j], pc.pair_counts[keep],
+                  pc.item_counts[i], pc.item_counts[j], min_support, min_count)
+
+
+def _rules(n, a, b, c, ca, cb, min_support, min_count) -> pd.DataFrame:
+    if n <= 0:
+        return pd.DataFrame({col: [] for col in RULE_COLUMNS})
+    c = np.asarray(c, dtype=np.int64)
+    support = c / n
+    keep = (support >= min_support) & (c >= min_count)
+    a, b, c, ca, cb, support = a[keep], b[keep], c[keep], ca[keep], cb[keep], support[keep]
+    # both directions: A->B then B->A
+    ante = np.concatenate([a, b])
+    cons = np.concatenate([b, a])
+    cnt = np.concatenate([c, c])
+    sup = np.concatenate([support, support])
+    c_ante = np.concatenate([ca, cb]).astype(float)
+    c_cons = np.concatenate([cb, ca]).astype(float)
+    s_ante = c_ante / n
+    s_cons = c_cons / n
+    conf = cnt / c_ante
+    lift = conf / s_cons
+    leverage = sup - s_ante * s_cons
+    conviction = np.full(conf.shape, np.inf)
+    lt = conf < 1.0
+    conviction[lt] = (1.0 - s_cons[lt]) / (1.0 - conf[lt])
+    df = pd.DataFrame({"antecedent": ante, "consequent": cons, "count": cnt, "support": sup,
+                       "confidence": conf, "lift": lift, "leverage": leverage, "conviction": conviction})
+    return df.sort_values(["count", "lift"], ascending=[False, False], kind="mergesort").reset_index(drop=True)
+
+
+def mine_pair_rules(baskets: Iterable[Iterable], min_support: float, min_count: int = 1) -> pd.DataFrame:
+    """All directed pair rules with support >= min_support and pair count >= min_count."""
+    return rules_from_counts(count_pairs(baskets), min_support, min_count)
