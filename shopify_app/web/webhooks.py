@@ -1,4 +1,127 @@
-"""Blueprint 'webhooks' (filled in by its issue)."""
-from flask import Blueprint
+"""Blueprint 'webhooks': verify, record, enqueue, answer 200. No analytics work happens here.
+
+POST /webhooks and /webhooks/{app,orders,customers,bulk,compliance} (the URIs of shopify.app.toml). Any topic
+is accepted on any of them (Shopify decides where it sends what); other methods get 405 from Flask.
+
+Rules, in order:
+1. Missing/oversized X-Shopify-Topic, -Hmac-Sha256, -Shop-Domain, -Webhook-Id or a malformed shop domain -> 400.
+2. HMAC of the raw body under the client secret does not match -> 401; nothing is stored.
+3. Every authentic delivery is recorded as a WebhookDelivery row *before* we answer:
+   - the same (shop_domain, webhook_id) again (Shopify retry) -> 200, nothing new stored: the unique
+     constraint decides, so two concurrent copies cannot both be stored (the loser's insert fails);
+   - body not a JSON object -> status 'invalid' (+ error), not enqueued;
+   - shop not installed here -> status 'unknown_shop', body NOT kept (personal data of a shop we have no
+     relationship with), not enqueued. Compliance topics are the exception: recorded 'received' and enqueued
+     so the worker records the ComplianceRequest and erases whatever we may still hold for that domain;
+   - another delivery of the same event (shop_domain, topic, X-Shopify-Event-Id) already recorded -> stored
+     as status 'duplicate' without its body (audit trail), not enqueued. Two copies of one event racing each
+     other can both be enqueued; that is harmless because processing is idempotent;
+   - otherwise status 'received', then `workers.ingest.process_delivery(id)` is enqueued on the webhooks
+     queue with job_id `delivery-{id}`.
+4. Redis unavailable while enqueueing -> still 200 (the row is the record); `sweep_stuck_deliveries`
+   re-enqueues rows left 'received'.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Blueprint, jsonify, request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from shopify_app.models import Shop, WebhookDelivery
+from shopify_app.queues import WEBHOOKS, enqueue
+from shopify_app.shopify.webhooks import parse_webhook_headers, verify_webhook_hmac
+from shopify_app.web import app_config, db
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("webhooks", __name__)
+
+KINDS = ("app", "orders", "customers", "bulk", "compliance")
+PROCESS_JOB = "workers.ingest.process_delivery"
+
+
+def delivery_job_id(delivery_id: int) -> str:
+    return f"delivery-{delivery_id}"
+
+
+def enqueue_delivery(config, delivery_id: int) -> bool:
+    """Enqueue the processing job; False (logged) when Redis is unavailable - the sweeper catches up."""
+    try:
+        enqueue(config, WEBHOOKS, PROCESS_JOB, delivery_id, job_id=delivery_job_id(delivery_id))
+        return True
+    except Exception as exc:  # redis down, timeout, ...: the row is the record
+        log.warning("webhook delivery %s recorded but not enqueued (%s: %s); the sweeper will retry",
+                    delivery_id, type(exc).__name__, exc)
+        return False
+
+
+def _decode_body(raw: bytes) -> tuple[str, dict | None, str | None]:
+    """(text, payload, error): payload is None and error set when the body is not a JSON object."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return raw.decode("utf-8", "replace"), None, f"body is not UTF-8: {exc}"
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        return text, None, f"body is not JSON: {exc}"
+    if not isinstance(payload, dict):
+        return text, None, f"body is JSON {type(payload).__name__}, not an object"
+    return text, payload, None
+
+
+def _answer(status: str, code: int = 200, **extra):
+    resp = jsonify(status=status, **extra)
+    resp.status_code = code
+    return resp
+
+
+@bp.post("/webhooks")
+@bp.post(f"/webhooks/<any({', '.join(KINDS)}):kind>")
+def receive(kind: str | None = None):
+    cfg = app_config()
+    raw = request.get_data(cache=False)
+    headers = parse_webhook_headers(request.headers)
+
+    errors = headers.errors()
+    if errors:
+        return _answer("bad_request", 400, errors=errors)
+    if not verify_webhook_hmac(raw, headers.hmac, cfg.api_secret):
+        log.warning("webhook with a bad HMAC rejected (shop %s, topic %s)", headers.shop_domain, headers.topic)
+        return _answer("unauthorized", 401)
+
+    session = db()
+    shop = session.scalar(select(Shop).where(Shop.domain == headers.shop_domain))
+    text, payload, error = _decode_body(raw)
+
+    row = WebhookDelivery(
+        shop_id=shop.id if shop else None, shop_domain=headers.shop_domain, topic=headers.topic,
+        webhook_id=headers.webhook_id, event_id=headers.event_id, api_version=headers.api_version,
+        triggered_at=headers.triggered_at_utc, status="received", body=text, attempts=0,
+    )
+    if error:
+        row.status, row.error = "invalid", error
+    elif shop is None and not headers.is_compliance:
+        row.status, row.error, row.body = "unknown_shop", "shop is not installed", None
+    elif headers.event_id and session.scalar(
+        select(WebhookDelivery.id).where(
+            WebhookDelivery.shop_domain == headers.shop_domain, WebhookDelivery.topic == headers.topic,
+            WebhookDelivery.event_id == headers.event_id, WebhookDelivery.webhook_id != headers.webhook_id,
+            WebhookDelivery.status != "invalid",
+        ).limit(1)
+    ) is not None:
+        row.status, row.error, row.body = "duplicate", f"event {headers.event_id} already recorded", None
+
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        log.info("webhook %s from %s already recorded", headers.webhook_id, headers.shop_domain)
+        return _answer("already_recorded")
+
+    queued = enqueue_delivery(cfg, row.id) if row.status == "received" else False
+    return _answer(row.status, delivery_id=row.id, queued=queued)

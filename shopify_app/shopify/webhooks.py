@@ -1,0 +1,134 @@
+"""Webhook verification and header parsing (no Flask, no database: usable from views, workers and tests).
+
+- HMAC: `X-Shopify-Hmac-Sha256` = base64(HMAC-SHA256(client secret, raw body)), compared in constant time.
+  Always verify the *raw* bytes, never re-serialized JSON.
+- Headers: X-Shopify-Topic, X-Shopify-Hmac-Sha256, X-Shopify-Shop-Domain, X-Shopify-API-Version,
+  X-Shopify-Webhook-Id (one per delivery: dedupe key), X-Shopify-Event-Id (shared by every delivery of one
+  event), X-Shopify-Triggered-At, optional X-Shopify-Name. Names are case-insensitive.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+SHOP_DOMAIN_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]*\.myshopify\.com$")
+TOPIC_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+$")
+
+COMPLIANCE_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
+
+HEADER_NAMES = {
+    "topic": "X-Shopify-Topic",
+    "hmac": "X-Shopify-Hmac-Sha256",
+    "shop_domain": "X-Shopify-Shop-Domain",
+    "api_version": "X-Shopify-API-Version",
+    "webhook_id": "X-Shopify-Webhook-Id",
+    "event_id": "X-Shopify-Event-Id",
+    "triggered_at": "X-Shopify-Triggered-At",
+    "name": "X-Shopify-Name",
+}
+REQUIRED = ("topic", "hmac", "shop_domain", "webhook_id")
+
+# Column sizes of WebhookDelivery: longer values are rejected (400) rather than failing the insert (500).
+MAX_LENGTHS = {"topic": 64, "shop_domain": 255, "webhook_id": 64, "event_id": 64, "api_version": 10}
+
+
+def compute_webhook_hmac(raw_body: bytes, secret: str) -> str:
+    """The header value Shopify would send for `raw_body` (also used by tests and the devstore)."""
+    digest = hmac.new(secret.encode("utf-8"), raw_body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def verify_webhook_hmac(raw_body: bytes, header_value: str | None, secret: str) -> bool:
+    """True when `header_value` is the base64 HMAC-SHA256 of the raw body under `secret` (constant time)."""
+    if not header_value or not secret:
+        return False
+    expected = compute_webhook_hmac(raw_body, secret).encode("ascii")
+    given = header_value.strip().encode("utf-8", "replace")
+    return hmac.compare_digest(expected, given)
+
+
+def valid_shop_domain(shop: str | None) -> str | None:
+    """The lower-cased shop domain when it is NAME.myshopify.com, else None."""
+    if shop and SHOP_DOMAIN_RE.fullmatch(shop):
+        return shop.lower()
+    return None
+
+
+def parse_triggered_at(value: str | None) -> dt.datetime | None:
+    """ISO 8601 (Shopify sends nanoseconds and a Z) -> naive UTC; None when absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    # Python keeps at most 6 fractional digits: trim Shopify's nanoseconds.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+@dataclass(frozen=True)
+class WebhookHeaders:
+    topic: str | None
+    hmac: str | None
+    shop_domain: str | None       # lower-cased as sent; see `valid_shop_domain`
+    api_version: str | None
+    webhook_id: str | None
+    event_id: str | None
+    triggered_at: str | None      # raw header; `triggered_at_utc` parses it
+    name: str | None
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(HEADER_NAMES[k] for k in REQUIRED if not getattr(self, k))
+
+    @property
+    def triggered_at_utc(self) -> dt.datetime | None:
+        return parse_triggered_at(self.triggered_at)
+
+    @property
+    def is_compliance(self) -> bool:
+        return self.topic in COMPLIANCE_TOPICS
+
+    def errors(self) -> list[str]:
+        """Why the request is malformed (missing/oversized headers, bad shop domain); empty when fine."""
+        out = [f"missing header {h}" for h in self.missing]
+        out += list(self.problems)
+        if self.shop_domain and not valid_shop_domain(self.shop_domain):
+            out.append("X-Shopify-Shop-Domain is not a NAME.myshopify.com domain")
+        if self.topic and not TOPIC_RE.fullmatch(self.topic):
+            out.append("X-Shopify-Topic is not a topic")
+        return out
+
+
+def parse_webhook_headers(headers: Mapping[str, str]) -> WebhookHeaders:
+    """Read the X-Shopify-* headers from any mapping, matching names case-insensitively."""
+    lowered: dict[str, str] = {}
+    for key, value in headers.items():
+        lowered.setdefault(str(key).lower(), value)
+    values: dict[str, str | None] = {}
+    problems: list[str] = []
+    for attr, header in HEADER_NAMES.items():
+        raw = lowered.get(header.lower())
+        value = raw.strip() if isinstance(raw, str) else None
+        value = value or None
+        limit = MAX_LENGTHS.get(attr)
+        if value and limit and len(value) > limit:
+            problems.append(f"header {header} is longer than {limit} characters")
+        values[attr] = value
+    if values["shop_domain"]:
+        values["shop_domain"] = values["shop_domain"].lower()
+    if values["topic"]:
+        values["topic"] = values["topic"].lower()
+    return WebhookHeaders(**values, problems=tuple(problems))
