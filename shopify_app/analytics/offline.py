@@ -85,7 +85,7 @@ def analyze(path, out_dir, min_support: float = 0.01, min_count: int = 1, as_of=
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     customers.to_csv(out / "customers.csv", index=False)
-    rules[RULE_COLUMNS].to_csv(out / "rules.csv", index=False, float_format="%.10g")
+    rules[RULE_COLUMNS].to_csv(out / "rules.csv", index=False)   # full precision (round-trips exactly)
     return Result(parsed, customers, rules, edges, as_of, pc.n_baskets, len(pc.items))
 
 
@@ -99,8 +99,10 @@ def analyze(path, out_dir, min_support: float = 0.01, min_count: int = 1, as_of=
 @click.option("--as-of", default=None, help="ISO time for recency (default: last order time + 1 day).")
 @click.option("--scheme", type=click.Choice(sorted(SCHEMES)), default="default", show_default=True,
               help="Segment map.")
+@click.option("--min-segment-size", type=click.IntRange(1), default=10, show_default=True,
+              help="Flag segments with fewer customers than this.")
 def analyze_command(file: str, out_dir: str, min_support: float, min_count: int, as_of: str | None,
-                    scheme: str) -> None:
+                    scheme: str, min_segment_size: int) -> None:
     """RFM segments and pair rules from an orders FILE (Shopify Orders export or UCI Online Retail CSV, .gz ok)."""
     as_of_t = None
     if as_of:
@@ -118,14 +120,17 @@ def analyze_command(file: str, out_dir: str, min_support: float, min_count: int,
     counts = res.customers["segment"].value_counts()
     orders = p.lines.loc[p.lines["is_order"], "order_id"].nunique()
     click.echo(f"{file}: format {p.format}, {p.n_rows} rows, {len(p.bad)} bad rows skipped")
-    click.echo(f"orders {orders}, customers {len(res.customers)}, as-of {res.as_of:%Y-%m-%d %H:%M:%S}")
+    known = p.lines.loc[p.lines["customer_id"].notna(), "customer_id"].nunique()
+    click.echo(f"orders {orders}, customers {len(res.customers)}, as-of {res.as_of:%Y-%m-%d %H:%M:%S}"
+               + (f" ({known - len(res.customers)} customers with returns/cancellations only left out)"
+                  if known > len(res.customers) else ""))
     click.echo(f"baskets {res.n_baskets}, items {res.n_items}, pair rules {len(res.rules)} "
                f"(min support {min_support}, min count {min_count})")
     for name in SCHEMES[scheme].segments:
         click.echo(f"  {name:<22} {int(counts.get(name, 0)):>7}")
-    small = flag_small_segments(counts.to_dict(), 10)
+    small = flag_small_segments(counts.to_dict(), min_segment_size)
     if small:
-        click.echo(f"small segments (< 10 customers): {', '.join(small)}")
+        click.echo(f"small segments (< {min_segment_size} customers): {', '.join(small)}")
     click.echo(f"wrote {Path(out_dir) / 'customers.csv'} and {Path(out_dir) / 'rules.csv'}")
 
 

@@ -61,6 +61,8 @@ def test_sample_outputs_match_references(sample_out):
         np.testing.assert_allclose(m[col], m[col + "_ref"], rtol=1e-9, atol=1e-12)
     assert "format online_retail, 8164 rows, 0 bad rows" in res.stdout
     assert "customers 260" in res.stdout and "baskets 382" in res.stdout
+    assert "(21 customers with returns/cancellations only left out)" in res.stdout
+    assert "small segments (< 10 customers): Can't lose" in res.stdout
 
 
 def test_as_of_option(tmp_path):
