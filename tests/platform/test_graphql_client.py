@@ -246,3 +246,43 @@ def test_bulk_tags_add_mutation_via_staged_upload(make_client, store):
     assert len(results) == 5
     assert all(r["data"]["tagsAdd"]["userErrors"] == [] for r in results)
     assert all(store.shop(SHOP).customers[c.id].tags == ["rfm:champions"] for c in customers)
+
+
+# ------------------------------------------------------------------ token exchange (shopify_app/shopify/oauth.py)
+
+def test_token_exchange_offline_token_works_with_the_client(server, store):
+    from shopify_app.shopify.oauth import exchange_session_token
+    jwt_ = store.mint_session_token(SHOP, API_KEY, sub="42")
+    store.faults.add("http_503")                       # retried
+    sleeps = Sleeps()
+    tok = exchange_session_token(SHOP, jwt_, API_KEY, API_SECRET, admin_base=server + "/shops/{shop}",
+                                 sleep=sleeps, rng=random.Random(1))
+    assert len(sleeps.waits) == 1 and tok.expires_at is None and not tok.online
+    assert tok.scopes and tok.access_token not in repr(tok)
+    client = AdminClient(SHOP, tok.access_token, VERSION, admin_base=server + "/shops/{shop}")
+    assert client.execute("shop_info")["shop"]["myshopifyDomain"] == SHOP
+
+
+def test_token_exchange_online_expiring_refresh_and_bad_token(server, store):
+    from shopify_app.shopify.oauth import (InvalidSubjectToken, TokenExchangeError, exchange_session_token,
+                                           refresh_access_token)
+    base = server + "/shops/{shop}"
+    online = exchange_session_token(SHOP, store.mint_session_token(SHOP, API_KEY, sub="7"), API_KEY, API_SECRET,
+                                    online=True, admin_base=base)
+    assert online.online and online.associated_user["id"] == 7 and online.expires_at is not None
+    exp = exchange_session_token(SHOP, store.mint_session_token(SHOP, API_KEY), API_KEY, API_SECRET,
+                                 expiring=True, admin_base=base)
+    assert exp.refresh_token and not exp.expired()
+    new = refresh_access_token(SHOP, exp.refresh_token, API_KEY, API_SECRET, admin_base=base)
+    assert new.access_token != exp.access_token
+    with pytest.raises(ShopifyAuthError):                # rotated: the old token is revoked
+        AdminClient(SHOP, exp.access_token, VERSION, admin_base=base).execute("shop_info")
+    assert AdminClient(SHOP, new.access_token, VERSION, admin_base=base).execute("shop_info")["shop"]
+    expired = store.mint_session_token(SHOP, API_KEY, now=time.time() - 3600)
+    with pytest.raises(InvalidSubjectToken) as ei:
+        exchange_session_token(SHOP, expired, API_KEY, API_SECRET, admin_base=base)
+    assert ei.value.status == 400 and ei.value.error == "invalid_subject_token"
+    with pytest.raises(TokenExchangeError) as ei:
+        exchange_session_token(SHOP, store.mint_session_token(SHOP, API_KEY), API_KEY, "wrong-secret",
+                               admin_base=base)
+    assert ei.value.error == "invalid_client" and not isinstance(ei.value, InvalidSubjectToken)
