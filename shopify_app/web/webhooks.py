@@ -41,6 +41,7 @@ bp = Blueprint("webhooks", __name__)
 
 KINDS = ("app", "orders", "customers", "bulk", "compliance")
 PROCESS_JOB = "workers.ingest.process_delivery"
+MAX_INVALID_BODY_CHARS = 65_536
 
 
 def delivery_job_id(delivery_id: int) -> str:
@@ -103,7 +104,9 @@ def receive(kind: str | None = None):
         triggered_at=headers.triggered_at_utc, status="received", body=text, attempts=0,
     )
     if error:
+        # Kept for diagnosis, made storable: PostgreSQL text cannot hold NUL; garbage is capped.
         row.status, row.error = "invalid", error
+        row.body = text.replace("\x00", "\ufffd")[:MAX_INVALID_BODY_CHARS]
     elif shop is None and not headers.is_compliance:
         row.status, row.error, row.body = "unknown_shop", "shop is not installed", None
     elif headers.event_id and session.scalar(

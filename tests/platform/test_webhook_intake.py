@@ -158,6 +158,12 @@ def test_missing_required_header_is_400(client, shop, db_url, header):
     assert deliveries(db_url) == []
 
 
+def test_oversized_header_is_400_not_500(client, shop, db_url):
+    resp = post(client, "orders/create", sample("orders/create"), webhook_id="w" * 65)
+    assert resp.status_code == 400
+    assert deliveries(db_url) == []
+
+
 def test_bad_shop_domain_is_400(client, db_url):
     resp = post(client, "orders/create", sample("orders/create"), shop="evil.example.com")
     assert resp.status_code == 400
@@ -213,6 +219,7 @@ def test_garbage_body_with_valid_hmac_is_recorded_invalid(client, shop, config, 
     assert [r.status for r in rows] == ["invalid"] * 4
     assert all(r.error for r in rows)
     assert rows[0].body == "{not json"
+    assert "\x00" not in rows[1].body              # storable on PostgreSQL too (text cannot hold NUL)
     assert queued_job_ids(config) == []
 
 
@@ -453,3 +460,43 @@ def test_real_worker_processes_an_uninstall_posted_through_the_app(client, shop,
     d = wait_for(lambda: (deliveries(db_url) or [None])[0].status == "processed" and deliveries(db_url)[0],
                  timeout=10, message="the delivery to be marked processed")
     assert d.body is None and d.processed_at is not None
+
+
+def test_concurrent_copies_of_one_delivery_store_one_row(app, shop, config, db_url):
+    import threading
+
+    body = sample("orders/create")
+    codes: list[int] = []
+
+    def send():
+        codes.append(post(app.test_client(), "orders/create", body, webhook_id="wh-race", event_id="ev-race")
+                     .status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert codes == [200] * 8
+    assert len(deliveries(db_url)) == 1
+    assert len(queued_job_ids(config)) == 1
+
+
+def test_failing_handler_keeps_the_delivery_for_retry(client, shop, db_url, worker_ctx, monkeypatch):
+    import workers.ingest as ingest
+
+    def boom(*_args):
+        raise RuntimeError("database hiccup")
+
+    monkeypatch.setattr(ingest, "_app_uninstalled", boom)
+    post(client, "app/uninstalled", sample("app/uninstalled"))
+    (d,) = deliveries(db_url)
+    with pytest.raises(RuntimeError):
+        ingest.process_delivery(d.id)
+    (d,) = deliveries(db_url)
+    assert (d.status, d.attempts) == ("received", 1) and "database hiccup" in d.error
+    assert _get_shop(db_url, shop).status == "active"             # rolled back
+    monkeypatch.setattr(ingest, "MAX_ATTEMPTS", 2)
+    with pytest.raises(RuntimeError):
+        ingest.process_delivery(d.id)
+    assert deliveries(db_url)[0].status == "failed"
