@@ -233,6 +233,16 @@ def test_bulk_query_completes_and_downloads_jsonl(make_client, store):
     assert len(lines) == int(op["objectCount"]) == n * 3
     orders = [x for x in lines if "__parentId" not in x]
     assert len(orders) == n and all(x["id"].startswith("gid://shopify/Order/") for x in orders)
+    items = [x for x in lines if "__parentId" in x]
+    assert len(items) == 2 * n and all(x["__parentId"].startswith("gid://shopify/Order/") for x in items)
+
+    # A filtered bulk query (incremental backfill): only orders created after the cut-off.
+    cutoff = sorted(o["createdAt"] for o in orders)[n // 2]
+    op = client.wait_for_bulk_operation(client.run_bulk_query(bulk_orders_query(f"created_at:>='{cutoff}'")),
+                                        poll_interval=0.05, sleep=time.sleep)
+    expected = sum(1 for o in orders if o["createdAt"] >= cutoff)
+    assert int(op["rootObjectCount"]) == expected and 0 < expected < n
+    assert sum(1 for x in client.download_jsonl(op["url"]) if "__parentId" not in x) == expected
     assert store.deprecation_log == []
 
 
@@ -286,3 +296,22 @@ def test_token_exchange_online_expiring_refresh_and_bad_token(server, store):
         exchange_session_token(SHOP, store.mint_session_token(SHOP, API_KEY), API_KEY, "wrong-secret",
                                admin_base=base)
     assert ei.value.error == "invalid_client" and not isinstance(ei.value, InvalidSubjectToken)
+
+
+def test_read_timeout_is_retried(make_client, store):
+    store.faults.add("slow", delay=0.6)
+    client = make_client(timeout=(2.0, 0.2))
+    assert client.execute("shop_info")["shop"]["myshopifyDomain"] == SHOP
+    assert client.attempts == 2 and len(client.sleep.waits) == 1
+
+
+def test_failed_bulk_operation_raises_with_partial_data(make_client, store):
+    from shopify_app.shopify.graphql import ShopifyBulkOperationError
+    store.generate_orders(SHOP, 40, customers=5, products=5)
+    store.bulk_fail_next = "INTERNAL_SERVER_ERROR"
+    client = make_client()
+    op_id = client.run_bulk_query("{ orders { edges { node { id } } } }")
+    with pytest.raises(ShopifyBulkOperationError) as ei:
+        client.wait_for_bulk_operation(op_id, poll_interval=0.05, sleep=time.sleep)
+    assert ei.value.error_code == "INTERNAL_SERVER_ERROR" and ei.value.partial_data_url
+    assert 0 < len(list(client.download_jsonl(ei.value.partial_data_url))) < 40
