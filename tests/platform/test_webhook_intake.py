@@ -500,3 +500,42 @@ def test_failing_handler_keeps_the_delivery_for_retry(client, shop, db_url, work
     with pytest.raises(RuntimeError):
         ingest.process_delivery(d.id)
     assert deliveries(db_url)[0].status == "failed"
+
+
+def test_devstore_deliveries_with_duplicates_end_to_end(client, shop, config, db_url, worker_ctx):
+    """The devstore signs and sends like Shopify (at least once, duplicated here); the app records each
+    webhook id once, and the worker applies the uninstall and the redact."""
+    from urllib.parse import urlparse
+
+    from shopify_app.config import PROJECT_ROOT
+    from shopify_app.devstore import App, DevStore
+    from shopify_app.devstore.webhooks import DeliveryMode
+    from tests.conftest import TEST_API_KEY
+    from workers.ingest import process_delivery
+
+    def transport(url, headers, body, timeout):
+        return client.post(urlparse(url).path, data=body, headers=headers).status_code
+
+    store = DevStore(apps=[App(TEST_API_KEY, TEST_API_SECRET, "https://app.test")],
+                     webhook_mode=DeliveryMode(sync=True, duplicate_probability=1.0, seed=7, transport=transport))
+    store.create_shop(SHOP)
+    store.install_app(SHOP, TEST_API_KEY)
+    store.subscribe_from_app_toml(SHOP, PROJECT_ROOT / "shopify.app.toml", api_key=TEST_API_KEY)
+    c = store.create_customer(SHOP, email="a@example.com")
+    store.create_order(SHOP, customer_id=c.id, lines=[{"title": "Thing", "price": "3.00"}])
+    store.trigger_compliance(SHOP, "customers/redact", customer_id=c.id)
+    store.uninstall_app(SHOP, TEST_API_KEY)
+
+    attempts = store.webhooks.attempts
+    assert attempts and all(a.status == 200 for a in attempts), [(a.topic, a.status) for a in attempts]
+    rows = deliveries(db_url)
+    assert len(rows) == len({a.webhook_id for a in attempts}) < len(attempts)
+    topics = {r.topic for r in rows}
+    assert {"orders/create", "customers/redact", "app/uninstalled"} <= topics
+    for r in rows:
+        if r.status == "received":
+            process_delivery(r.id)
+    assert _get_shop(db_url, shop).status == "uninstalled"
+    by_topic = {r.topic: r.status for r in deliveries(db_url) if r.status != "duplicate"}
+    assert by_topic["orders/create"] == "pending_analytics"
+    assert by_topic["customers/redact"] == "processed"
