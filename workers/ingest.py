@@ -61,6 +61,9 @@ def process_delivery(delivery_id: int) -> dict:
             shop = None
             if d.shop_id is not None:
                 shop = s.scalar(select(Shop).where(Shop.id == d.shop_id, Shop.domain == d.shop_domain))
+            elif d.topic in COMPLIANCE_TOPICS:
+                # Recorded before the shop was known (the delivery is authenticated for this domain).
+                shop = s.scalar(select(Shop).where(Shop.domain == d.shop_domain))
             d.attempts = (d.attempts or 0) + 1
             outcome = _dispatch(s, d, shop)
             if outcome.status == "deleted":          # shop/redact removed the row itself
