@@ -23,7 +23,9 @@ _connections: dict[str, Redis] = {}
 def redis_connection(url: str) -> Redis:
     conn = _connections.get(url)
     if conn is None:
-        conn = _connections[url] = Redis.from_url(url)
+        # Short connect timeout: a webhook answer must not hang on an unreachable Redis (the delivery row is
+        # already recorded; the sweeper enqueues it later).
+        conn = _connections[url] = Redis.from_url(url, socket_connect_timeout=2, health_check_interval=30)
     return conn
 
 

@@ -10,16 +10,18 @@ import logging
 from rq.cron import CronScheduler
 
 from shopify_app.config import Config
-from shopify_app.queues import DEFAULT, MODELS, queue_name, redis_connection
+from shopify_app.queues import DEFAULT, MODELS, WEBHOOKS, queue_name, redis_connection
 
 log = logging.getLogger(__name__)
 
 
 def schedule_table():
     """(function, queue, cron expression). Imported lazily so the web process never loads worker code."""
-    from workers import maintenance, predictive_jobs
+    from workers import ingest, maintenance, predictive_jobs
 
     return [
+        # Deliveries recorded but whose job was lost (Redis restarted, worker killed) are re-enqueued.
+        (ingest.sweep_stuck_deliveries, WEBHOOKS, "* * * * *", ()),
         (maintenance.ping, DEFAULT, "*/5 * * * *", ("scheduler-heartbeat",)),
         (predictive_jobs.refit_all_shops, MODELS, "30 3 * * *", ()),  # daily, off-peak
     ]

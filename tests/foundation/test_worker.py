@@ -26,3 +26,13 @@ def test_health_endpoint_sees_database_and_redis(client):
     resp = client.get("/healthz")
     assert resp.status_code == 200
     assert resp.get_json()["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_scheduler_registers_the_periodic_jobs(config):
+    from workers.schedules import build_scheduler
+
+    scheduler = build_scheduler(config)
+    names = {job.func_name for job in scheduler.get_jobs()}
+    assert {"workers.ingest.sweep_stuck_deliveries", "workers.predictive_jobs.refit_all_shops"} <= names
+    queues = {job.queue_name for job in scheduler.get_jobs()}
+    assert queues <= {f"{config.queue_prefix}:{q}" for q in ("webhooks", "default", "models")}
