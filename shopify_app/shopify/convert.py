@@ -1,0 +1,113 @@
+"""Shopify REST webhook payloads -> `OrderVersion` (the analytics' view of one order version).
+
+Rules:
+- money is shop money: ``<field>_set.shop_money.amount`` when present, else the plain ``<field>``;
+- times are converted to naive UTC; the order time is ``processed_at`` (fallback ``created_at``), the version is
+  ``updated_at`` (last writer wins);
+- ``cancelled_at`` set -> cancelled; ``test`` -> test order; ``customer`` missing/null -> guest (None);
+- a line's discount is ``total_discount_set`` shop money, or the sum of its ``discount_allocations`` when
+  total_discount is 0; refunded quantity per line is the sum of ``refunds[].refund_line_items[].quantity`` for
+  that ``line_item_id``; the order's ``refunded`` is the sum of the refund line items' ``subtotal_set`` shop money
+  (shipping refunds and order adjustments are not product revenue and are left out);
+- REST line items carry no product type: ``product_type`` is None (filled from Products elsewhere, if ever).
+
+orders/delete sends only ``{"id": ...}``: `order_deleted` builds a *tombstone*. Rule: a tombstone wins over every
+version of the order, whatever their updated_at (its updated_at is the processing time, after any version in
+practice, and the appliers never replace a stored tombstone by a later-arriving version).
+
+refunds/create delivers a Refund, not an Order. Shopify also sends orders/updated after a refund, carrying the
+order's ``refunds`` array, so refunds/create deliveries are applied by doing nothing: the job marks them
+processed without changes (`is_order_topic` tells the two apart).
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from shopify_app.analytics.orders import OrderLine, OrderVersion
+
+REFUND_TOPICS = frozenset({"refunds/create"})
+
+
+def is_order_topic(topic: str) -> bool:
+    return topic.startswith("orders/")
+
+
+def _num(value) -> float:
+    if value is None or value == "":
+        return 0.0
+    return float(value)
+
+
+def money(obj: dict | None, key: str) -> float:
+    """Shop money of `key`: obj[key + '_set'].shop_money.amount if present, else obj[key]."""
+    if not isinstance(obj, dict):
+        return 0.0
+    s = obj.get(f"{key}_set")
+    if isinstance(s, dict) and isinstance(s.get("shop_money"), dict) and s["shop_money"].get("amount") is not None:
+        return _num(s["shop_money"]["amount"])
+    return _num(obj.get(key))
+
+
+def parse_time(value) -> dt.datetime | None:
+    """ISO 8601 (with offset or Z) -> naive UTC. Naive input is taken as UTC."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.datetime):
+        t = value
+    else:
+        t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return t
+
+
+def _int_or_none(value) -> int | None:
+    if value is None or value == "":
+        return None
+    return int(value)
+
+
+def order_from_rest(payload: dict) -> OrderVersion:
+    if not isinstance(payload, dict) or payload.get("id") is None:
+        raise ValueError("order payload without id")
+    refunded_qty: dict[int, int] = {}
+    refunded = 0.0
+    for refund in payload.get("refunds") or []:
+        for rli in (refund or {}).get("refund_line_items") or []:
+            lid = _int_or_none(rli.get("line_item_id"))
+            if lid is not None:
+                refunded_qty[lid] = refunded_qty.get(lid, 0) + int(rli.get("quantity") or 0)
+            refunded += money(rli, "subtotal")
+    lines = []
+    for li in payload.get("line_items") or []:
+        lid = int(li["id"])
+        discount = money(li, "total_discount")
+        if discount == 0:
+            discount = float(sum(money(a, "amount") for a in li.get("discount_allocations") or []))
+        lines.append(OrderLine(
+            id=lid, product_id=_int_or_none(li.get("product_id")), variant_id=_int_or_none(li.get("variant_id")),
+            product_type=li.get("product_type") or None, quantity=int(li.get("quantity") or 0),
+            refunded_quantity=refunded_qty.get(lid, 0), price=round(money(li, "price"), 2),
+            discount=round(discount, 2),
+        ))
+    processed = parse_time(payload.get("processed_at")) or parse_time(payload.get("created_at"))
+    updated = parse_time(payload.get("updated_at")) or processed
+    if processed is None:
+        raise ValueError("order payload without processed_at/created_at")
+    customer = payload.get("customer")
+    cid = _int_or_none(customer.get("id")) if isinstance(customer, dict) else None
+    return OrderVersion(
+        id=int(payload["id"]), processed_at=processed, updated_at=updated, customer_id=cid,
+        name=payload.get("name"), cancelled=bool(payload.get("cancelled_at")), test=bool(payload.get("test")),
+        currency=(payload.get("currency") or "USD")[:3], subtotal=round(money(payload, "subtotal_price"), 2),
+        total_discounts=round(money(payload, "total_discounts"), 2), refunded=round(refunded, 2),
+        financial_status=payload.get("financial_status"), lines=tuple(lines),
+    )
+
+
+def order_deleted(payload: dict, now: dt.datetime) -> OrderVersion:
+    """Tombstone for orders/delete. Its updated_at is `now` (processing time); it wins over every version."""
+    if not isinstance(payload, dict) or payload.get("id") is None:
+        raise ValueError("orders/delete payload without id")
+    now = parse_time(now)
+    return OrderVersion(id=int(payload["id"]), processed_at=now, updated_at=now, deleted=True)

@@ -1,0 +1,78 @@
+"""REST webhook payload -> OrderVersion."""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+
+from shopify_app.config import PROJECT_ROOT
+from shopify_app.shopify.convert import money, order_deleted, order_from_rest, parse_time
+
+FIXTURES = PROJECT_ROOT / "shopify_app" / "devstore" / "fixtures"
+
+
+def load(name):
+    return json.loads((FIXTURES / name).read_text())
+
+
+def test_fixture_order():
+    v = order_from_rest(load("orders__create.json"))
+    assert v.id == 820982911946154508 and v.name == "#9999"
+    assert v.processed_at == dt.datetime(2022, 1, 1, 0, 0) and v.updated_at == dt.datetime(2022, 1, 1)
+    assert v.customer_id == 115310627314723954 and v.cancelled and v.test and not v.counted
+    assert v.subtotal == 404.95 and v.total_discounts == 20.0 and v.refunded == 0.0
+    assert [ln.product_id for ln in v.lines] == [788032119674292922, None, None, 788032119674292922,
+                                                  788032119674292922]
+    assert v.lines[0].price == 89.99 and v.lines[0].quantity == 1
+
+
+def test_shop_money_preferred_and_fallbacks():
+    p = load("orders__create.json")
+    p["subtotal_price_set"]["shop_money"]["amount"] = "300.00"     # presentment stays 404.95
+    del p["total_discounts_set"]
+    p["total_discounts"] = "7.50"
+    del p["processed_at"]
+    p["created_at"] = "2024-06-30T23:30:00Z"
+    p["updated_at"] = "2024-07-01T02:00:00+02:00"
+    p["customer"] = None
+    p["cancelled_at"] = None
+    p["test"] = False
+    v = order_from_rest(p)
+    assert v.subtotal == 300.0 and v.total_discounts == 7.5
+    assert v.processed_at == dt.datetime(2024, 6, 30, 23, 30) and v.updated_at == dt.datetime(2024, 7, 1, 0, 0)
+    assert v.customer_id is None and v.counted
+
+
+def test_refunds_and_discount_allocations():
+    p = load("orders__create.json")
+    refund = load("refunds__create.json")
+    p["refunds"] = [refund]
+    li = p["line_items"][3]
+    li["discount_allocations"] = [{"amount": "4.00", "amount_set": {"shop_money": {"amount": "3.00"}}},
+                                  {"amount_set": {"shop_money": {"amount": "2.00"}}}]
+    p["line_items"][0]["total_discount_set"]["shop_money"]["amount"] = "1.50"
+    p["line_items"][0]["quantity"] = 2
+    v = order_from_rest(p)
+    assert v.lines[3].discount == 5.0 and v.lines[0].discount == 1.5
+    assert [ln.refunded_quantity for ln in v.lines] == [1, 1, 1, 1, 1]
+    assert v.refunded == round(89.99 + 19.99 + 24.99 + 159.99 + 119.99, 2)
+
+
+def test_money_and_time_helpers():
+    assert money({"x": "1.25"}, "x") == 1.25 and money({}, "x") == 0.0 and money(None, "x") == 0.0
+    assert money({"x": "1", "x_set": {"shop_money": {"amount": "2"}}}, "x") == 2.0
+    assert parse_time("2021-12-31T19:00:00-05:00") == dt.datetime(2022, 1, 1)
+    assert parse_time(None) is None
+
+
+def test_tombstone():
+    now = dt.datetime(2030, 1, 1)
+    v = order_deleted(load("orders__delete.json"), now)
+    assert v.id == 820982911946154508 and v.deleted and not v.counted and v.updated_at == now
+
+
+def test_payload_not_mutated():
+    p = load("orders__create.json")
+    before = copy.deepcopy(p)
+    order_from_rest(p)
+    assert p == before
