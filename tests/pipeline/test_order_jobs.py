@@ -1,0 +1,269 @@
+"""The order analytics job on the test database: event kinds, replays, out-of-order versions, tenant isolation."""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import random
+
+import pytest
+from sqlalchemy import select
+
+from shopify_app.analytics.incremental import clean_pass
+from shopify_app.config import PROJECT_ROOT
+from shopify_app.models import (
+    BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountDelta, SegmentChange, Shop, ShopModel,
+    WebhookDelivery,
+)
+from shopify_app.shopify.convert import order_deleted, order_from_rest
+from workers.order_jobs import process_shop_orders
+
+FIXTURES = PROJECT_ROOT / "shopify_app" / "devstore" / "fixtures"
+BASE = json.loads((FIXTURES / "orders__create.json").read_text())
+REFUND = json.loads((FIXTURES / "refunds__create.json").read_text())
+NOW = dt.datetime(2024, 8, 1, 12, 0)
+P1, P2, P3 = 1001, 1002, 1003
+
+
+def payload(oid, cust=5001, items=((P1, 1), (P2, 2)), upd=0, day=1, cancelled=False, test=False, refund_first=False,
+            subtotal="50.00", discount="0.00", custom=True):
+    p = copy.deepcopy(BASE)
+    p["id"], p["name"] = oid, f"#{oid}"
+    p["processed_at"] = p["created_at"] = f"2024-07-{day:02d}T10:00:00Z"
+    p["updated_at"] = (dt.datetime(2024, 7, 20, 0, 0) + dt.timedelta(hours=upd)).isoformat() + "Z"
+    p["cancelled_at"] = "2024-07-21T00:00:00Z" if cancelled else None
+    p["test"] = test
+    p["customer"] = {"id": cust} if cust else None
+    p["subtotal_price_set"]["shop_money"]["amount"] = subtotal
+    p["total_discounts_set"]["shop_money"]["amount"] = discount
+    tmpl = BASE["line_items"][0]
+    lines = []
+    for i, (pid, q) in enumerate(items):
+        li = copy.deepcopy(tmpl)
+        li["id"], li["product_id"], li["quantity"] = oid * 10 + i, pid, q
+        lines.append(li)
+    if custom:
+        li = copy.deepcopy(BASE["line_items"][1])
+        li["id"] = oid * 10 + 9
+        lines.append(li)
+    p["line_items"] = lines
+    p["refunds"] = []
+    if refund_first:
+        r = copy.deepcopy(REFUND)
+        r["refund_line_items"] = [dict(r["refund_line_items"][0], line_item_id=oid * 10, quantity=items[0][1])]
+        p["refunds"] = [r]
+    return p
+
+
+def make_shop(session, domain):
+    shop = Shop(domain=domain, status="active")
+    session.add(shop)
+    session.flush()
+    return shop
+
+
+def deliver(session, shop, topic, body, n=[0]):
+    n[0] += 1
+    d = WebhookDelivery(shop_id=shop.id, shop_domain=shop.domain, topic=topic, webhook_id=f"w{n[0]}",
+                        status="pending_analytics", body=json.dumps(body))
+    session.add(d)
+    session.flush()
+    return d
+
+
+def run(session, shop, limit=500):
+    res = process_shop_orders(session, shop.id, limit=limit, now=NOW)
+    session.commit()
+    return res
+
+
+def dump(session, shop_id):
+    orders = sorted((o.id, o.customer_id, o.processed_at, o.shopify_updated_at, o.counted, o.deleted_at, o.subtotal,
+                     o.total_refunded, json.dumps(o.contribution, sort_keys=True))
+                    for o in session.scalars(select(Order).where(Order.shop_id == shop_id)))
+    lines = sorted((ln.order_id, ln.id, ln.product_id, ln.quantity, ln.refunded_quantity, ln.price)
+                   for ln in session.scalars(select(OrderLine).where(OrderLine.shop_id == shop_id)))
+    cols = ("customer_id", "first_order_at", "last_order_at", "orders_count", "gross_revenue", "refunded",
+            "net_revenue", "discounted_orders", "discount_total", "pre_discount_total", "refunded_orders",
+            "items_count", "product_type_counts", "recency_days", "r_score", "f_score", "m_score", "segment")
+    stats = sorted(tuple(json.dumps(getattr(c, k), sort_keys=True, default=str) for k in cols)
+                   for c in session.scalars(select(CustomerStats).where(CustomerStats.shop_id == shop_id)))
+    items = sorted((r.segment, r.bucket, r.item_id, r.count) for r in session.scalars(
+        select(ItemCountDelta).where(ItemCountDelta.shop_id == shop_id)) if r.count)
+    pairs = sorted((r.segment, r.bucket, r.item_a, r.item_b, r.count) for r in session.scalars(
+        select(PairCountDelta).where(PairCountDelta.shop_id == shop_id)) if r.count)
+    baskets = sorted((r.segment, r.bucket, r.baskets) for r in session.scalars(
+        select(BasketCountDelta).where(BasketCountDelta.shop_id == shop_id)) if r.baskets)
+    return {"orders": orders, "lines": lines, "stats": stats, "items": items, "pairs": pairs, "baskets": baskets}
+
+
+def stats(session, shop, cid):
+    session.expire_all()
+    return session.get(CustomerStats, (shop.id, cid))
+
+
+# --------------------------------------------------------------------------------------------- event kinds
+def test_create_update_paid_cancel(session):
+    shop = make_shop(session, "a.myshopify.com")
+    deliver(session, shop, "orders/create", payload(1))
+    res = run(session, shop)
+    assert res["applied"] == 1 and res["customers"] == 1
+    c = stats(session, shop, 5001)
+    assert (c.orders_count, c.gross_revenue, c.items_count, c.first_order_at) == (1, 50.0, 4, dt.datetime(2024, 7, 1, 10))
+    assert c.segment is not None and c.r_score is not None
+    assert dump(session, shop.id)["pairs"] == [("*", "2024-07", P1, P2, 1)]
+    assert session.scalar(select(WebhookDelivery.status)) == "processed"
+    assert session.scalar(select(WebhookDelivery.body)) is None
+
+    deliver(session, shop, "orders/paid", payload(1, upd=1))                                      # no change
+    deliver(session, shop, "orders/updated", payload(1, upd=2, items=((P1, 1), (P3, 1)), subtotal="30.00"))
+    run(session, shop)
+    d = dump(session, shop.id)
+    assert d["pairs"] == [("*", "2024-07", P1, P3, 1)]
+    assert d["items"] == [("*", "2024-07", P1, 1), ("*", "2024-07", P3, 1)]
+    assert stats(session, shop, 5001).gross_revenue == 30.0
+
+    deliver(session, shop, "orders/cancelled", payload(1, upd=3, cancelled=True))
+    run(session, shop)
+    d = dump(session, shop.id)
+    assert d["items"] == [] and d["pairs"] == [] and d["baskets"] == [] and d["stats"] == []
+    changes = session.scalars(select(SegmentChange).order_by(SegmentChange.id)).all()
+    assert changes[-1].to_segment is None
+
+
+def test_refund_delete_test_guest_custom(session):
+    shop = make_shop(session, "b.myshopify.com")
+    deliver(session, shop, "orders/create", payload(1, day=3))
+    deliver(session, shop, "orders/create", payload(2, day=5, discount="5.00"))
+    deliver(session, shop, "orders/create", payload(3, test=True))                 # test order: nothing
+    deliver(session, shop, "orders/create", payload(4, cust=None))                 # guest: items only
+    deliver(session, shop, "orders/create", payload(5, items=(), cust=5002))        # custom line only
+    deliver(session, shop, "refunds/create", REFUND)                                # no-op by rule
+    deliver(session, shop, "orders/updated", payload(1, upd=1, day=3, refund_first=True))
+    res = run(session, shop)
+    assert res["deliveries"] == 7 and res["applied"] == 6
+    c = stats(session, shop, 5001)
+    assert (c.orders_count, c.first_order_at, c.last_order_at) == (2, dt.datetime(2024, 7, 3, 10), dt.datetime(2024, 7, 5, 10))
+    assert (c.refunded, c.refunded_orders, c.net_revenue) == (89.99, 1, round(100 - 89.99, 2))
+    assert (c.discounted_orders, c.discount_total) == (1, 5.0)
+    assert stats(session, shop, 5002).items_count == 1
+    d = dump(session, shop.id)
+    # order 1 lost P1 (refunded); orders 2 and 4 have P1+P2; order 5 has no product
+    assert d["baskets"] == [("*", "2024-07", 3)]
+    assert d["items"] == [("*", "2024-07", P1, 2), ("*", "2024-07", P2, 3)]
+    assert d["pairs"] == [("*", "2024-07", P1, P2, 2)]
+
+    deliver(session, shop, "orders/delete", {"id": 2})
+    deliver(session, shop, "orders/updated", payload(2, upd=50, day=5))   # after the delete: ignored
+    res = run(session, shop)
+    assert res["applied"] == 1 and res["skipped"] == 1
+    c = stats(session, shop, 5001)
+    assert (c.orders_count, c.last_order_at, c.discounted_orders) == (1, dt.datetime(2024, 7, 3, 10), 0)
+    assert dump(session, shop.id)["pairs"] == [("*", "2024-07", P1, P2, 1)]
+    o = session.get(Order, (shop.id, 2))
+    assert o.deleted_at == NOW and not o.counted
+
+
+def test_invalid_body_is_marked(session):
+    shop = make_shop(session, "c.myshopify.com")
+    d = deliver(session, shop, "orders/create", {"no": "id"})
+    run(session, shop)
+    session.refresh(d)
+    assert d.status == "invalid" and "id" in d.error
+
+
+# --------------------------------------------------------------------------------------------- replay / order
+def _history():
+    """Several versions per order (distinct updated_at): updates, refunds, cancels, test, guest, custom, delete."""
+    h = []
+    for oid, cust in ((1, 5001), (2, 5001), (3, 5002), (4, None), (5, 5003)):
+        h.append(("orders/create", payload(oid, cust=cust, day=oid)))
+        h.append(("orders/updated", payload(oid, cust=cust, day=oid, upd=oid, items=((P2, 1), (P3, 1)),
+                                            subtotal="20.00")))
+    h.append(("orders/updated", payload(1, upd=9, day=1, refund_first=True, items=((P2, 1), (P3, 1)))))
+    h.append(("orders/cancelled", payload(3, cust=5002, upd=9, day=3, cancelled=True)))
+    h.append(("orders/updated", payload(5, cust=5003, upd=9, day=5, test=True)))
+    h.append(("orders/create", payload(6, cust=5002, day=28, items=(), custom=True, discount="2.00")))
+    h.append(("orders/delete", {"id": 2}))
+    return h
+
+
+def _rfm(session, shop):
+    session.add(ShopModel(shop_id=shop.id, kind="rfm", params={
+        "edges": {"recency": [10, 20, 30, 40], "frequency": [1, 1, 2, 3], "monetary": [10, 30, 60, 100]}}))
+    session.flush()
+
+
+def test_replays_and_out_of_order_equal_one_clean_pass(session):
+    h = _history()
+    clean = make_shop(session, "clean.myshopify.com")
+    messy = make_shop(session, "messy.myshopify.com")
+    other = make_shop(session, "other.myshopify.com")
+    for s in (clean, messy, other):
+        _rfm(session, s)
+    # clean: only the latest version of each order, one pass
+    latest = {}
+    for topic, body in h:
+        latest[body["id"]] = (topic, body)
+    for topic, body in latest.values():
+        deliver(session, clean, topic, body)
+    run(session, clean)
+    # other shop: same order ids, different data, processed before the messy shop
+    for oid in (1, 2, 3):
+        deliver(session, other, "orders/create", payload(oid, cust=9000 + oid, items=((P3, 1),)))
+    run(session, other)
+    other_before = dump(session, other.id)
+    # messy: every version, shuffled, with duplicates, in several small batches
+    rng = random.Random(7)
+    messy_h = h + rng.sample(h, 6)
+    rng.shuffle(messy_h)
+    for topic, body in messy_h:
+        deliver(session, messy, topic, body)
+    while run(session, messy, limit=4)["deliveries"]:
+        pass
+    a, b = dump(session, clean.id), dump(session, messy.id)
+    for k in a:
+        assert a[k] == b[k], k
+    assert dump(session, other.id) == other_before     # tenant isolation
+    # and the pure reference agrees on customers and counts
+    versions = [order_deleted(body, NOW) if topic == "orders/delete" else order_from_rest(body) for topic, body in h]
+    ref = clean_pass(versions)
+    assert sorted(("*",) + k + (v,) for k, v in ref["pairs"].items()) == a["pairs"]
+    assert sorted(("*",) + k + (v,) for k, v in ref["items"].items()) == a["items"]
+    assert {int(json.loads(s[0])): json.loads(s[3]) for s in a["stats"]} == \
+        {cid: c["orders_count"] for cid, c in ref["customers"].items()}
+    # replaying everything once more changes nothing
+    for topic, body in h:
+        deliver(session, messy, topic, body)
+    assert run(session, messy)["applied"] == 0
+    assert dump(session, messy.id) == b
+
+
+def test_scores_fitted_without_stored_model(session):
+    shop = make_shop(session, "fit.myshopify.com")
+    for oid in range(1, 6):
+        deliver(session, shop, "orders/create", payload(oid, cust=6000 + oid, day=oid, subtotal=f"{oid * 10}.00"))
+    res = run(session, shop)
+    assert res["customers"] == 5 and res["segment_changes"] == 5
+    rows = session.scalars(select(CustomerStats).where(CustomerStats.shop_id == shop.id)
+                           .order_by(CustomerStats.customer_id)).all()
+    assert [r.m_score for r in rows] == [1, 2, 3, 4, 5]
+    assert all(r.segment for r in rows)
+
+
+def test_job_entry_point(db_url, session):
+    from shopify_app.config import Config
+    from workers import context
+    from workers.order_jobs import process_pending_orders
+
+    shop = make_shop(session, "entry.myshopify.com")
+    deliver(session, shop, "orders/create", payload(1))
+    session.commit()
+    context.set_config(Config(env="test", database_url=db_url, redis_url="redis://127.0.0.1:1/0"))
+    try:
+        res = process_pending_orders(shop.id)
+    finally:
+        context.set_config(None)
+    assert res["applied"] == 1
+    session.expire_all()
+    assert session.get(CustomerStats, (shop.id, 5001)).orders_count == 1

@@ -1,0 +1,326 @@
+"""Order analytics job (queue `webhooks`): consume a shop's 'pending_analytics' order/refund deliveries.
+
+`process_pending_orders(shop_id, limit=500)` runs in ONE transaction:
+
+  1. lock the shop row (per-shop serialization, see below);
+  2. take up to `limit` of the shop's deliveries with status 'pending_analytics' and topic orders/* or
+     refunds/create, in id order;
+  3. convert each (shopify_app.shopify.convert) and apply it with last-writer-wins: the stored Order row
+     (always scoped by shop_id) is replaced only by a strictly newer updated_at; a tombstone (orders/delete)
+     replaces any version and is never replaced. A replay or an out-of-order older version is a no-op;
+  4. apply `diff(stored contribution, new contribution)` (shopify_app.analytics.incremental): additive
+     CustomerStats fields, and item / pair / basket count deltas for segment ALL_SEGMENTS (upserts
+     count = count + excluded.count). first/last order time and orders_count are *recomputed* from the
+     customer's counted Order rows (O(customer's orders)); a customer left with no counted order loses their
+     CustomerStats row. The new Order / OrderLine rows and the contribution are stored;
+  5. rescore the touched customers with the stored RFM thresholds (ShopModel kind 'rfm'; when the shop has
+     none yet, thresholds are fitted on the shop's CustomerStats for this run only, not stored) and record a
+     SegmentChange (reason 'order') when the named segment changes;
+  6. mark the deliveries 'processed' (body erased), or 'invalid' with the error when the payload cannot be
+     converted. refunds/create deliveries are processed without changes: Shopify follows a refund with
+     orders/updated, which carries the order's `refunds`.
+
+Concurrency: all writes of a shop's analytics happen under a lock on its `shops` row, taken first
+(SELECT ... FOR UPDATE on PostgreSQL), so two jobs of the same shop serialize and the read-modify-write of
+Order.contribution / CustomerStats cannot interleave; different shops run in parallel. On SQLite, FOR UPDATE is
+not rendered, but every transaction starts with BEGIN IMMEDIATE (shopify_app.db), which already serializes all
+writers. Because the whole batch is one transaction, a failure rolls everything back and the deliveries stay
+pending for the retry: the job is idempotent.
+
+Contract for other writers of Order rows (bulk import, rebuild): `Order.contribution` must hold what the row
+added to the aggregates (None = nothing added).
+
+Ingest hand-off: after setting a delivery to 'pending_analytics', call `enqueue_process_orders(config, shop_id)`
+(after the commit); bursts coalesce into one queued job per shop.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+
+from sqlalchemy import delete, func, or_, select
+
+from shopify_app.analytics.incremental import Delta, _add, contribution, diff
+from shopify_app.analytics.orders import OrderVersion
+from shopify_app.analytics.rfm import fit_thresholds, score, score_recency
+from shopify_app.analytics.segments import SCHEMES, assign_segment
+from shopify_app.models import (
+    ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountDelta, SegmentChange,
+    Shop, ShopModel, WebhookDelivery, utcnow,
+)
+from shopify_app.shopify.convert import REFUND_TOPICS, order_deleted, order_from_rest
+
+from . import context
+
+log = logging.getLogger(__name__)
+
+PENDING_ANALYTICS = "pending_analytics"
+JOB_PATH = "workers.order_jobs.process_pending_orders"
+UPSERT_CHUNK = 150               # rows per INSERT (SQLite's bound-parameter limit)
+ACTIVE_JOB_STATUSES = {"queued", "deferred", "scheduled"}
+
+
+# --------------------------------------------------------------------------------------------- entry points
+def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
+    with context.transaction() as s:
+        result = process_shop_orders(s, shop_id, limit=limit)
+    if result.get("deliveries", 0) >= limit:       # more may be waiting: continue in a new job
+        try:
+            enqueue_process_orders(context.config(), shop_id, followup=True)
+        except Exception as exc:  # Redis down: the next webhook (or a sweeper) enqueues again
+            log.warning("could not enqueue the next order batch of shop %s: %s", shop_id, exc)
+    return result
+
+
+def process_job_id(shop_id: int, followup: bool = False) -> str:
+    return f"process-orders-{shop_id}" + ("-next" if followup else "")
+
+
+def enqueue_process_orders(config, shop_id: int, followup: bool = False):
+    """Enqueue the shop's order job; a job of the shop still waiting in the queue is reused (it reads the pending
+    rows when it starts, so it will see this one). A job already running may have read its rows already: the
+    follow-up id is used then, so at most one running + one waiting job per shop."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job as RQJob
+
+    from shopify_app.queues import WEBHOOKS, enqueue, redis_connection
+
+    conn = redis_connection(config.redis_url)
+    for fid in ((followup,) if followup else (False, True)):
+        job_id = process_job_id(shop_id, fid)
+        try:
+            existing = RQJob.fetch(job_id, connection=conn)
+            status = existing.get_status(refresh=False)
+        except NoSuchJobError:
+            status = None
+        if status in ACTIVE_JOB_STATUSES:
+            return existing
+        if status != "started":
+            return enqueue(config, WEBHOOKS, JOB_PATH, shop_id, job_id=job_id)
+    return None   # both the job and its follow-up are running: the follow-up re-enqueues if rows remain
+
+
+# --------------------------------------------------------------------------------------------- core
+def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | None = None) -> dict:
+    """The job's work inside the caller's transaction (tests call it with their own session)."""
+    now = now or utcnow()
+    shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())
+    if shop is None:
+        return {"shop_id": shop_id, "status": "missing"}
+    rows = list(s.scalars(
+        select(WebhookDelivery).where(
+            WebhookDelivery.shop_id == shop_id, WebhookDelivery.status == PENDING_ANALYTICS,
+            or_(WebhookDelivery.topic.like("orders/%"), WebhookDelivery.topic.in_(REFUND_TOPICS)))
+        .order_by(WebhookDelivery.id).limit(limit)))
+    batch = Delta()
+    applied = skipped = invalid = 0
+    for d in rows:
+        d.attempts = (d.attempts or 0) + 1
+        try:
+            version = _convert(d, now)
+        except (ValueError, TypeError, KeyError) as exc:
+            d.status, d.error, d.processed_at, d.body = "invalid", f"{type(exc).__name__}: {exc}"[:2000], now, None
+            invalid += 1
+            continue
+        if version is not None:
+            if _apply_version(s, shop_id, version, batch, now):
+                applied += 1
+            else:
+                skipped += 1
+        d.status, d.error, d.processed_at, d.body = "processed", None, now, None
+    s.flush()
+    _write_counts(s, shop_id, batch)
+    touched = _update_customers(s, shop_id, batch, now)
+    changes = _rescore(s, shop, touched, now)
+    return {"shop_id": shop_id, "deliveries": len(rows), "applied": applied, "skipped": skipped,
+            "invalid": invalid, "customers": len(touched), "segment_changes": changes}
+
+
+def _convert(d: WebhookDelivery, now: dt.datetime) -> OrderVersion | None:
+    payload = json.loads(d.body) if d.body else None
+    if not isinstance(payload, dict):
+        raise ValueError("body is not a JSON object")
+    if d.topic in REFUND_TOPICS:
+        return None                      # applied through the orders/updated that follows a refund
+    if d.topic == "orders/delete":
+        return order_deleted(payload, now)
+    return order_from_rest(payload)
+
+
+def _supersedes(v: OrderVersion, row: Order | None) -> bool:
+    if row is None:
+        return True
+    if row.deleted_at is not None:      # a tombstone is never replaced
+        return False
+    if v.deleted:                        # ... and replaces every version
+        return True
+    return v.updated_at > row.shopify_updated_at
+
+
+def _apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.datetime) -> bool:
+    row = s.get(Order, (shop_id, v.id))
+    if not _supersedes(v, row):
+        return False
+    old = row.contribution if row is not None else None
+    if old is not None and row.customer_id != old.get("customer_id"):
+        old = {**old, "customer_id": row.customer_id}   # unlinked by customers/redact: stats already erased
+    new = contribution(v)
+    _merge(batch, diff(old, new))
+    if row is None:
+        row = Order(shop_id=shop_id, id=v.id)
+        s.add(row)
+    # Every column comes from the version (a tombstone has zeros and its deletion time), so the row does not
+    # depend on which earlier versions happened to be seen.
+    row.processed_at, row.name, row.customer_id = v.processed_at, v.name, v.customer_id
+    row.deleted_at = now if v.deleted else None
+    row.cancelled_at = v.updated_at if v.cancelled else None   # OrderVersion keeps the flag, not the time
+    row.test, row.financial_status, row.currency = v.test, v.financial_status, v.currency
+    row.subtotal, row.total_discounts = v.subtotal, v.total_discounts
+    row.total_refunded, row.net_revenue = v.refunded, v.net_revenue
+    row.shopify_updated_at = v.updated_at
+    row.counted = v.counted
+    row.contribution = new
+    row.ingested_at = now
+    s.flush()
+    s.execute(delete(OrderLine).where(OrderLine.shop_id == shop_id, OrderLine.order_id == v.id))
+    for ln in v.lines:
+        s.add(OrderLine(shop_id=shop_id, order_id=v.id, id=ln.id, product_id=ln.product_id, variant_id=ln.variant_id,
+                        product_type=ln.product_type, quantity=ln.quantity, refunded_quantity=ln.refunded_quantity,
+                        price=ln.price, discount=ln.discount))
+    return True
+
+
+def _merge(batch: Delta, d: Delta) -> None:
+    for cid, acc in d.customers.items():
+        dst = batch.customers.setdefault(cid, {})
+        for k, v in acc.items():
+            if k == "product_type_counts":
+                pt = dst.setdefault(k, {})
+                for t, q in v.items():
+                    _add(pt, t, q)
+            elif isinstance(v, float):
+                dst[k] = round(dst.get(k, 0.0) + v, 2)
+            else:
+                dst[k] = dst.get(k, 0) + v
+    batch.touched |= d.touched
+    for src, dst in ((d.items, batch.items), (d.pairs, batch.pairs), (d.baskets, batch.baskets)):
+        for k, v in src.items():
+            _add(dst, k, v)
+
+
+# --------------------------------------------------------------------------------------------- writes
+def _insert(s):
+    if s.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def _upsert(s, model, keys: list[str], col: str, rows: list[dict]) -> None:
+    insert = _insert(s)
+    table = model.__table__
+    for i in range(0, len(rows), UPSERT_CHUNK):
+        stmt = insert(table).values(rows[i:i + UPSERT_CHUNK])
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_={col: table.c[col] + stmt.excluded[col]})
+        s.execute(stmt)
+
+
+def _write_counts(s, shop_id: int, batch: Delta) -> None:
+    base = {"shop_id": shop_id, "segment": ALL_SEGMENTS}
+    if batch.items:
+        _upsert(s, ItemCountDelta, ["shop_id", "segment", "bucket", "item_id"], "count",
+                [{**base, "bucket": b, "item_id": i, "count": n} for (b, i), n in sorted(batch.items.items())])
+    if batch.pairs:
+        _upsert(s, PairCountDelta, ["shop_id", "segment", "bucket", "item_a", "item_b"], "count",
+                [{**base, "bucket": b, "item_a": a, "item_b": c, "count": n}
+                 for (b, a, c), n in sorted(batch.pairs.items())])
+    if batch.baskets:
+        _upsert(s, BasketCountDelta, ["shop_id", "segment", "bucket"], "baskets",
+                [{**base, "bucket": b, "baskets": n} for b, n in sorted(batch.baskets.items())])
+
+
+def _update_customers(s, shop_id: int, batch: Delta, now: dt.datetime) -> list[int]:
+    """Additive deltas + recomputed first/last/orders_count; returns the customers left with stats."""
+    kept = []
+    for cid in sorted(batch.touched):
+        first, last, n = s.execute(
+            select(func.min(Order.processed_at), func.max(Order.processed_at), func.count())
+            .where(Order.shop_id == shop_id, Order.customer_id == cid, Order.counted.is_(True))).one()
+        row = s.get(CustomerStats, (shop_id, cid))
+        if not n:
+            if row is not None:
+                if row.segment is not None:
+                    s.add(SegmentChange(shop_id=shop_id, customer_id=cid, from_segment=row.segment,
+                                        to_segment=None, changed_at=now, reason="order"))
+                s.delete(row)
+            continue
+        if row is None:
+            row = CustomerStats(shop_id=shop_id, customer_id=cid, orders_count=0, gross_revenue=0.0, refunded=0.0,
+                                net_revenue=0.0, discounted_orders=0, discount_total=0.0, pre_discount_total=0.0,
+                                refunded_orders=0, items_count=0, product_type_counts={})
+            s.add(row)
+        for k, v in batch.customers.get(cid, {}).items():
+            if k == "orders_count":
+                continue
+            if k == "product_type_counts":
+                pt = dict(row.product_type_counts or {})
+                for t, q in v.items():
+                    _add(pt, t, q)
+                row.product_type_counts = dict(sorted(pt.items()))
+            elif isinstance(v, float):
+                setattr(row, k, round((getattr(row, k) or 0.0) + v, 2))
+            else:
+                setattr(row, k, (getattr(row, k) or 0) + v)
+        row.first_order_at, row.last_order_at, row.orders_count = first, last, int(n)
+        kept.append(cid)
+    s.flush()
+    return kept
+
+
+# --------------------------------------------------------------------------------------------- scoring
+def rfm_params(s, shop: Shop, now: dt.datetime) -> tuple[dict, str]:
+    """(edges, scheme). Stored params: {"edges": {"recency": [...], "frequency": [...], "monetary": [...]},
+    "scheme": "default"} (or the edges dict itself). Without a stored model, fit on the shop's CustomerStats."""
+    model = s.get(ShopModel, (shop.id, "rfm"))
+    params = dict(model.params or {}) if model is not None else {}
+    edges = params.get("edges") if isinstance(params.get("edges"), dict) else (
+        params if {"recency", "frequency", "monetary"} <= set(params) else None)
+    scheme = params.get("scheme") or (shop.settings or {}).get("segment_scheme") or "default"
+    if scheme not in SCHEMES:
+        scheme = "default"
+    if edges is None:
+        rows = s.execute(select(CustomerStats.last_order_at, CustomerStats.orders_count, CustomerStats.net_revenue)
+                         .where(CustomerStats.shop_id == shop.id)).all()
+        edges = {"recency": fit_thresholds([_days(now, r.last_order_at) for r in rows if r.last_order_at]),
+                 "frequency": fit_thresholds([r.orders_count for r in rows]),
+                 "monetary": fit_thresholds([r.net_revenue for r in rows])}
+    return edges, scheme
+
+
+def _days(now: dt.datetime, t: dt.datetime) -> int:
+    return max(0, (now - t) // dt.timedelta(days=1))
+
+
+def _rescore(s, shop: Shop, customers: list[int], now: dt.datetime) -> int:
+    if not customers:
+        return 0
+    edges, scheme = rfm_params(s, shop, now)
+    changes = 0
+    for cid in customers:
+        row = s.get(CustomerStats, (shop.id, cid))
+        if row is None or row.last_order_at is None:
+            continue
+        row.recency_days = _days(now, row.last_order_at)
+        row.r_score = score_recency(row.recency_days, edges.get("recency") or [])
+        row.f_score = score(row.orders_count, edges.get("frequency") or [])
+        row.m_score = score(row.net_revenue, edges.get("monetary") or [])
+        seg = assign_segment(row.r_score, row.f_score, row.m_score, scheme)
+        if seg != row.segment:
+            s.add(SegmentChange(shop_id=shop.id, customer_id=cid, from_segment=row.segment, to_segment=seg,
+                                changed_at=now, reason="order"))
+            row.segment, row.segment_since = seg, now
+            changes += 1
+        row.scored_at = now
+    return changes
