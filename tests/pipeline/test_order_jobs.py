@@ -267,3 +267,33 @@ def test_job_entry_point(db_url, session):
     assert res["applied"] == 1
     session.expire_all()
     assert session.get(CustomerStats, (shop.id, 5001)).orders_count == 1
+
+
+def test_redacted_customer_orders_stay_guest_orders(session):
+    from sqlalchemy import update
+
+    shop = make_shop(session, "redact.myshopify.com")
+    deliver(session, shop, "orders/create", payload(1))
+    run(session, shop)
+    # what customers/redact does: stats erased, orders unlinked
+    session.execute(CustomerStats.__table__.delete().where(CustomerStats.shop_id == shop.id))
+    session.execute(update(Order).where(Order.shop_id == shop.id).values(customer_id=None))
+    session.commit()
+    deliver(session, shop, "orders/updated", payload(1, upd=1, cust=None, items=((P1, 1),)))
+    run(session, shop)
+    d = dump(session, shop.id)
+    assert d["stats"] == [] and d["pairs"] == [] and d["items"] == [("*", "2024-07", P1, 1)]
+
+
+def test_enqueue_coalesces_per_shop(config):
+    from rq import Queue
+
+    from shopify_app.queues import WEBHOOKS, get_queue
+    from workers.order_jobs import enqueue_process_orders
+
+    a = enqueue_process_orders(config, 42)
+    b = enqueue_process_orders(config, 42)
+    c = enqueue_process_orders(config, 43)
+    assert a.id == b.id == "process-orders-42" and c.id == "process-orders-43"
+    q: Queue = get_queue(config, WEBHOOKS)
+    assert sorted(q.job_ids) == ["process-orders-42", "process-orders-43"]
