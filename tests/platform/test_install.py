@@ -346,3 +346,20 @@ def test_install_survives_redis_outage(cfg, store, session, caplog):
     assert shop.status == "active" and shop_row(session).status == "active"
     assert "could not enqueue history import" in caplog.text
     after_install(down, shop)       # never raises
+
+
+def test_installed_shop_redirects_to_admin_home_when_it_exists(cfg, store, session, caplog):
+    app = create_app(cfg)
+    app.testing = True
+    app.add_url_rule("/app", endpoint="admin.home", view_func=lambda: "home")
+    web = app.test_client()
+    with caplog.at_level(logging.DEBUG):
+        resp = web.get(entry_url(store))
+    assert resp.status_code == 302
+    loc = urlsplit(resp.headers["Location"])
+    q = dict(parse_qsl(loc.query))
+    assert loc.path == "/app" and q["shop"] == SHOP and q["host"] == host_param(SHOP) and q["id_token"]
+    shop = shop_row(session)
+    token = TokenCipher(cfg.fernet_key).decrypt(shop.access_token_enc)
+    assert token not in caplog.text                                  # tokens never logged
+    assert TokenCipher(cfg.fernet_key).decrypt(shop.refresh_token_enc) not in caplog.text
