@@ -297,3 +297,42 @@ def test_enqueue_coalesces_per_shop(config):
     assert a.id == b.id == "process-orders-42" and c.id == "process-orders-43"
     q: Queue = get_queue(config, WEBHOOKS)
     assert sorted(q.job_ids) == ["process-orders-42", "process-orders-43"]
+
+
+def test_concurrent_jobs_of_one_shop_serialize(db_url, session):
+    import threading
+
+    from shopify_app.db import session_factory
+
+    h = _history()
+    clean = make_shop(session, "c1.myshopify.com")
+    busy = make_shop(session, "c2.myshopify.com")
+    for s in (clean, busy):
+        _rfm(session, s)
+    for topic, body in h:
+        deliver(session, clean, topic, body)
+        deliver(session, busy, topic, body)
+        deliver(session, busy, topic, body)      # every delivery twice
+    session.commit()
+    run(session, clean)
+    errors = []
+    barrier = threading.Barrier(4)
+
+    def worker():
+        try:
+            barrier.wait(10)
+            for _ in range(10):
+                with session_factory(db_url)() as s:
+                    process_shop_orders(s, busy.id, limit=2, now=NOW)
+                    s.commit()
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    session.expire_all()
+    assert dump(session, clean.id) == dump(session, busy.id)
