@@ -1,7 +1,7 @@
 """HMAC of a signed Shopify query string (OAuth callback, admin links), hex-encoded.
 
-Rule (Shopify's OAuth docs; the same rule shopify_app.devstore.oauth signs with): drop `hmac` (and the legacy
-`signature`), sort the remaining parameters by key, join them as `key=value` with `&`, where keys and values are
+Rule (the project's reading of Shopify's OAuth verification docs; shopify_app.devstore.oauth signs the same
+way): drop `hmac` (and the legacy `signature`), sort the remaining parameters by key, join them as `key=value` with `&`, where keys and values are
 percent-encoded RFC 3986 style (space as `%20`, never `+`; only letters, digits and `-._~` left as is), then
 HMAC-SHA256 with the app's client secret, hex digest; compared in constant time.
 
@@ -9,12 +9,14 @@ Why not ShopifyAPI's `shopify.Session.validate_hmac` (ShopifyAPI 12.7.0, read fr
 .venv/lib/python3.11/site-packages/shopify/session.py, `__encoded_params_for_signature`)? It does not
 percent-encode values: it only replaces `%` with `%25` (and `=` with `%3D` in keys), then `&` with `%26` in the
 whole `key=value` pair. A space therefore stays a literal space (neither `%20` nor `+`), and `/`, `:`, `+`, `?`,
-non-ASCII etc. are left raw, so for any value with such characters (e.g. a `state` containing a space) it computes
+non-ASCII etc. are left raw (this is the older "replace %, & and =" escaping some earlier Shopify docs
+described), so for any value with such characters (e.g. a `state` containing a space) it computes
 a different digest than the percent-encoded rule above and rejects a genuine callback (tests/platform/
 test_install.py checks this difference). It also only skips `hmac`, not `signature`, and reads the secret from
 class-level global state (`Session.setup(secret=...)`), which is awkward in a multi-app / threaded process. For
 plain values (hex code, shop domain, digits, base64url host) both rules agree, which is why Shopify's documented
-example verifies with either.
+example verifies with either -- and our own `state` nonces are `secrets.token_urlsafe` ([A-Za-z0-9_-] only), so the
+choice only matters for values Shopify itself adds.
 
 Duplicate keys are rejected (a second `shop=` or `state=` appended to a signed URL must not be ambiguous about
 which value was signed).
