@@ -2,8 +2,8 @@
 
 Rule (the project's reading of Shopify's OAuth verification docs; shopify_app.devstore.oauth signs the same
 way): drop `hmac` (and the legacy `signature`), sort the remaining parameters by key, join them as `key=value`
-with `&`, where keys and values are percent-encoded RFC 3986 style (space as `%20`, never `+`; only letters, digits and `-._~` left as is), then
-HMAC-SHA256 with the app's client secret, hex digest; compared in constant time.
+with `&`, where keys and values are percent-encoded RFC 3986 style (space as `%20`, never `+`; only letters,
+digits and `-._~` left as is), then HMAC-SHA256 with the app's client secret, hex digest; compared in constant time.
 
 Why not ShopifyAPI's `shopify.Session.validate_hmac` (ShopifyAPI 12.7.0, read from
 .venv/lib/python3.11/site-packages/shopify/session.py, `__encoded_params_for_signature`)? It does not
