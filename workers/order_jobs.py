@@ -67,7 +67,7 @@ def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
         result = process_shop_orders(s, shop_id, limit=limit)
     if result.get("deliveries", 0) >= limit:       # more may be waiting: continue in a new job
         try:
-            enqueue_process_orders(context.config(), shop_id, followup=True)
+            enqueue_process_orders(context.config(), shop_id)   # this job is 'started': the other id is used
         except Exception as exc:  # Redis down: the next webhook (or a sweeper) enqueues again
             log.warning("could not enqueue the next order batch of shop %s: %s", shop_id, exc)
     return result

@@ -336,3 +336,19 @@ def test_concurrent_jobs_of_one_shop_serialize(db_url, session):
     assert not errors
     session.expire_all()
     assert dump(session, clean.id) == dump(session, busy.id)
+
+
+def test_enqueue_while_running_uses_the_followup_id(config):
+    from rq.job import Job as RQJob
+
+    from shopify_app.queues import redis_connection
+    from workers.order_jobs import enqueue_process_orders
+
+    a = enqueue_process_orders(config, 44)
+    a.set_status("started")
+    b = enqueue_process_orders(config, 44)
+    assert b.id == "process-orders-44-next"
+    assert enqueue_process_orders(config, 44).id == b.id
+    b.set_status("started")
+    assert enqueue_process_orders(config, 44) is None
+    assert RQJob.fetch("process-orders-44", connection=redis_connection(config.redis_url)).id == a.id
