@@ -17,8 +17,8 @@
      none yet, thresholds are fitted on the shop's CustomerStats for this run only, not stored) and record a
      SegmentChange (reason 'order') when the named segment changes;
   6. mark the deliveries 'processed' (body erased), or 'invalid' with the error when the payload cannot be
-     converted. refunds/create deliveries are processed without changes: Shopify follows a refund with
-     orders/updated, which carries the order's `refunds`.
+     converted. refunds/create and orders/edited deliveries are processed without changes: Shopify follows
+     them with orders/updated, which carries the order's `refunds` / edited lines.
 
 Concurrency: all writes of a shop's analytics happen under a lock on its `shops` row, taken first
 (SELECT ... FOR UPDATE on PostgreSQL), so two jobs of the same shop serialize and the read-modify-write of
@@ -49,7 +49,7 @@ from shopify_app.models import (
     ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountDelta, SegmentChange,
     Shop, ShopModel, WebhookDelivery, utcnow,
 )
-from shopify_app.shopify.convert import REFUND_TOPICS, order_deleted, order_from_rest
+from shopify_app.shopify.convert import NOOP_TOPICS, REFUND_TOPICS, order_deleted, order_from_rest
 
 from . import context
 
@@ -141,8 +141,8 @@ def _convert(d: WebhookDelivery, now: dt.datetime) -> OrderVersion | None:
     payload = json.loads(d.body) if d.body else None
     if not isinstance(payload, dict):
         raise ValueError("body is not a JSON object")
-    if d.topic in REFUND_TOPICS:
-        return None                      # applied through the orders/updated that follows a refund
+    if d.topic in NOOP_TOPICS:
+        return None                      # applied through the orders/updated that follows a refund / an edit
     if d.topic == "orders/delete":
         return order_deleted(payload, now)
     return order_from_rest(payload)

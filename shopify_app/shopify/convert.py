@@ -17,7 +17,8 @@ practice, and the appliers never replace a stored tombstone by a later-arriving 
 
 refunds/create delivers a Refund, not an Order. Shopify also sends orders/updated after a refund, carrying the
 order's ``refunds`` array, so refunds/create deliveries are applied by doing nothing: the job marks them
-processed without changes (`is_order_topic` tells the two apart).
+processed without changes. The same holds for orders/edited, whose body is an OrderEdit summary
+(``{"order_edit": {...}}``) followed by orders/updated: see NOOP_TOPICS.
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ import datetime as dt
 from shopify_app.analytics.orders import OrderLine, OrderVersion
 
 REFUND_TOPICS = frozenset({"refunds/create"})
+# Deliveries whose payload is not an order and whose effect arrives through the orders/updated that Shopify
+# sends after them: refunds/create (a Refund) and orders/edited (an OrderEdit summary). Processed as no-ops.
+NOOP_TOPICS = REFUND_TOPICS | {"orders/edited"}
 
 
 def is_order_topic(topic: str) -> bool:

@@ -139,9 +139,10 @@ def test_refund_delete_test_guest_custom(session):
     deliver(session, shop, "orders/create", payload(4, cust=None))                 # guest: items only
     deliver(session, shop, "orders/create", payload(5, items=(), cust=5002))        # custom line only
     deliver(session, shop, "refunds/create", REFUND)                                # no-op by rule
+    deliver(session, shop, "orders/edited", {"order_edit": {"id": 1, "order_id": 1}})  # no-op by rule
     deliver(session, shop, "orders/updated", payload(1, upd=1, day=3, refund_first=True))
     res = run(session, shop)
-    assert res["deliveries"] == 7 and res["applied"] == 6
+    assert res["deliveries"] == 8 and res["applied"] == 6 and res["invalid"] == 0
     c = stats(session, shop, 5001)
     assert (c.orders_count, c.first_order_at, c.last_order_at) == (2, dt.datetime(2024, 7, 3, 10), dt.datetime(2024, 7, 5, 10))
     assert (c.refunded, c.refunded_orders, c.net_revenue) == (89.99, 1, round(100 - 89.99, 2))
