@@ -72,7 +72,6 @@ def contribution(order: OrderVersion) -> dict:
     return base
 
 
-ZERO = None  # diff(None, new): nothing was applied before
 
 
 @dataclass

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import random
 
-import pytest
 from sqlalchemy import select
 
 from shopify_app.analytics.incremental import clean_pass
