@@ -73,10 +73,25 @@ def process_delivery(delivery_id: int) -> dict:
             d.processed_at = utcnow()
             if not outcome.keep_body:
                 d.body = None
-            return {"delivery_id": delivery_id, "status": d.status, **outcome.result}
+            result = {"delivery_id": delivery_id, "status": d.status, **outcome.result}
+            shop_id = d.shop_id
     except Exception as exc:
         _record_failure(delivery_id, exc)
         raise
+    if result["status"] == PENDING_ANALYTICS and shop_id is not None:
+        # After commit, so the order job sees the row. Jobs per shop coalesce; if Redis is down the
+        # sweeper hands the shop's pending rows over later.
+        _hand_to_order_job(shop_id)
+    return result
+
+
+def _hand_to_order_job(shop_id: int) -> None:
+    from workers.order_jobs import enqueue_process_orders
+
+    try:
+        enqueue_process_orders(config(), shop_id)
+    except Exception as exc:  # noqa: BLE001 - Redis down: the delivery row is kept, the sweeper retries
+        log.warning("could not enqueue order processing for shop %s: %s", shop_id, exc)
 
 
 def sweep_stuck_deliveries(older_than_seconds: int = 120, limit: int = 1000) -> dict:
@@ -108,7 +123,16 @@ def sweep_stuck_deliveries(older_than_seconds: int = 120, limit: int = 1000) -> 
             pass
         if enqueue_delivery(cfg, delivery_id):
             enqueued += 1
-    return {"candidates": len(ids), "enqueued": enqueued, "skipped": skipped}
+    # Order deliveries handed to analytics whose job was lost: one coalesced job per shop.
+    with transaction() as s:
+        pending_shops = list(s.scalars(
+            select(WebhookDelivery.shop_id).where(WebhookDelivery.status == PENDING_ANALYTICS,
+                                                  WebhookDelivery.processed_at < cutoff,
+                                                  WebhookDelivery.shop_id.is_not(None)).distinct()
+        ))
+    for shop_id in pending_shops:
+        _hand_to_order_job(shop_id)
+    return {"candidates": len(ids), "enqueued": enqueued, "skipped": skipped, "order_shops": len(pending_shops)}
 
 
 # --------------------------------------------------------------------------------------------- dispatch
