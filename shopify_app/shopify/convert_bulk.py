@@ -1,0 +1,111 @@
+"""Bulk-query JSONL (documents/bulk_orders_query.graphql) -> `OrderVersion`, mirroring convert.order_from_rest.
+
+The JSONL has one line per order followed by one line per line item (``__parentId`` = the order's gid). Shopify
+writes child lines right after their parent; this reader assembles one order at a time (streaming, O(1) memory),
+so a child whose ``__parentId`` is not the order being assembled is ignored.
+
+Rules (same as the REST conversion):
+- money is shop money (``<field>Set.shopMoney.amount``); ids are ``legacyResourceId`` (or the gid's tail) as int;
+- times are naive UTC; the order time is ``processedAt`` (fallback ``createdAt``), the version is ``updatedAt``;
+- ``cancelledAt`` set -> cancelled; ``test`` -> test; ``customer`` null -> guest;
+- a line with ``product`` null is a custom line (product_id None); product_type is the product's productType;
+- refunded quantity per line = quantity - currentQuantity (when currentQuantity is present, clipped at 0);
+- the order's ``refunded`` is the product part of the refunds: sum over lines of refunded_qty x (unit price -
+  unit discount), capped by ``totalRefundedSet`` (REST leaves shipping refunds and adjustments out; GraphQL's
+  currentQuantity also drops with edits/cancellation that refunded nothing, hence the cap).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+from shopify_app.analytics.orders import OrderLine, OrderVersion
+
+from .convert import parse_time
+
+
+def _gid_int(value) -> int | None:
+    if value is None or value == "":
+        return None
+    return int(str(value).rsplit("/", 1)[-1].split("?", 1)[0])
+
+
+def _legacy_id(obj: dict | None) -> int | None:
+    if not isinstance(obj, dict):
+        return None
+    if obj.get("legacyResourceId") not in (None, ""):
+        return int(obj["legacyResourceId"])
+    return _gid_int(obj.get("id"))
+
+
+def _shop_money(obj: dict | None, key: str) -> float:
+    s = (obj or {}).get(key)
+    if isinstance(s, dict) and isinstance(s.get("shopMoney"), dict):
+        amount = s["shopMoney"].get("amount")
+        if amount not in (None, ""):
+            return float(amount)
+    return 0.0
+
+
+def _is_order(obj: dict) -> bool:
+    return "__parentId" not in obj and str(obj.get("id", "")).startswith("gid://shopify/Order/")
+
+
+def line_from_node(node: dict) -> OrderLine:
+    quantity = int(node.get("quantity") or 0)
+    current = node.get("currentQuantity")
+    refunded_qty = max(0, quantity - int(current)) if current is not None else 0
+    product = node.get("product")
+    return OrderLine(
+        id=_gid_int(node["id"]),
+        product_id=_gid_int(product.get("id")) if isinstance(product, dict) else None,
+        variant_id=_gid_int((node.get("variant") or {}).get("id")) if isinstance(node.get("variant"), dict) else None,
+        product_type=(product.get("productType") or None) if isinstance(product, dict) else None,
+        quantity=quantity, refunded_quantity=min(refunded_qty, quantity),
+        price=round(_shop_money(node, "originalUnitPriceSet"), 2),
+        discount=round(_shop_money(node, "totalDiscountSet"), 2),
+    )
+
+
+def order_from_node(node: dict, line_nodes: Iterable[dict] = ()) -> OrderVersion:
+    if not isinstance(node, dict) or node.get("id") is None:
+        raise ValueError("order node without id")
+    lines = tuple(line_from_node(n) for n in line_nodes)
+    processed = parse_time(node.get("processedAt")) or parse_time(node.get("createdAt"))
+    if processed is None:
+        raise ValueError("order node without processedAt/createdAt")
+    updated = parse_time(node.get("updatedAt")) or processed
+    refunded = 0.0
+    for ln in lines:
+        if ln.refunded_quantity and ln.quantity:
+            refunded += ln.refunded_quantity * (ln.price - ln.discount / ln.quantity)
+    total_refunded = _shop_money(node, "totalRefundedSet")
+    refunded = max(0.0, min(refunded, total_refunded))
+    currency = (((node.get("subtotalPriceSet") or {}).get("shopMoney") or {}).get("currencyCode")
+                or node.get("currencyCode") or "USD")
+    return OrderVersion(
+        id=_legacy_id(node), processed_at=processed, updated_at=updated,
+        customer_id=_legacy_id(node.get("customer")), name=node.get("name"),
+        cancelled=bool(node.get("cancelledAt")), test=bool(node.get("test")), currency=str(currency)[:3],
+        subtotal=round(_shop_money(node, "subtotalPriceSet"), 2),
+        total_discounts=round(_shop_money(node, "totalDiscountsSet"), 2), refunded=round(refunded, 2),
+        financial_status=(node.get("displayFinancialStatus") or "").lower() or None, lines=lines,
+    )
+
+
+def orders_from_jsonl(lines: Iterable[dict]) -> Iterator[OrderVersion]:
+    """Assemble orders from bulk JSONL objects (parsed lines), in file order."""
+    current: dict | None = None
+    children: list[dict] = []
+    for obj in lines:
+        if not isinstance(obj, dict):
+            continue
+        if _is_order(obj):
+            if current is not None:
+                yield order_from_node(current, children)
+            current, children = obj, []
+        elif obj.get("__parentId") is not None:
+            if current is not None and obj["__parentId"] == current.get("id") \
+                    and str(obj.get("id", "")).startswith("gid://shopify/LineItem/"):
+                children.append(obj)
+    if current is not None:
+        yield order_from_node(current, children)

@@ -1,0 +1,225 @@
+"""History import end to end against the devstore stand-in over HTTP (bulk query -> JSONL -> Order rows, counts,
+customer stats), plus the bulk JSONL conversion itself."""
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+import pytest
+from sqlalchemy import func, select
+
+from shopify_app.devstore import App, DevStore, start_devstore_server
+from shopify_app.devstore.webhooks import DeliveryMode
+from shopify_app.models import CustomerStats, ItemCountDelta, Job, Order, OrderLine, Shop
+from shopify_app.shopify.convert_bulk import orders_from_jsonl
+from shopify_app.shopify.install import install_with_access_token
+from shopify_app.shopify.oauth import AccessToken
+from tests.conftest import TEST_API_KEY, TEST_API_SECRET
+from workers import context
+from workers.import_jobs import start_history_import
+
+SHOP = "history-import.myshopify.com"
+FAST = {"batch_size": 50, "poll_interval": 0.02}
+
+
+@pytest.fixture
+def store():
+    s = DevStore(apps=[App(TEST_API_KEY, TEST_API_SECRET, "https://app.test")], webhook_mode=DeliveryMode(sync=True))
+    s.create_shop(SHOP, currency="USD")
+    return s
+
+
+@pytest.fixture
+def server(store):
+    base, stop = start_devstore_server(store)
+    yield base
+    stop()
+
+
+@pytest.fixture
+def cfg(config, server):
+    c = config.replace(shopify_admin_base=f"{server}/shops/{{shop}}")
+    context.set_config(c)
+    yield c
+    context.set_config(None)
+
+
+@pytest.fixture
+def shop_id(store, cfg, session):
+    token = store.install_app(SHOP, TEST_API_KEY)
+    shop = install_with_access_token(session, cfg, SHOP, AccessToken(access_token=token,
+                                                                      scope=store.apps[TEST_API_KEY].scopes))
+    sid = shop.id
+    session.commit()
+    return sid
+
+
+def populate(store):
+    store.generate_orders(SHOP, 300, customers=40, products=25, seed=3)
+    sh = store.shops[SHOP]
+    cust = store.create_customer(SHOP, email="extra@example.com")
+    prod = store.create_product(SHOP, title="Mug", price="9.50", unit_cost="4.00", product_type="Kitchen")
+    var = prod.variants[0].id
+    o1 = store.create_order(SHOP, customer_id=cust.id, lines=[{"variant_id": var, "quantity": 2},
+                                                              {"title": "POSTAGE", "price": "5.00"}],
+                            discount_code={"code": "TEN", "amount": "2.00"})
+    store.refund_order(SHOP, o1.id, [(o1.line_items[0].id, 1)])
+    o2 = store.create_order(SHOP, customer_id=cust.id, lines=[{"variant_id": var, "quantity": 1}])
+    store.cancel_order(SHOP, o2.id)
+    store.create_order(SHOP, customer_id=cust.id, lines=[{"variant_id": var, "quantity": 1}], test=True)
+    store.create_order(SHOP, lines=[{"title": "Gift wrap", "price": "3.00"}])        # guest, custom line only
+    return sh, o1
+
+
+def expected(sh):
+    counted = {o.id: o for o in sh.orders.values()
+               if not o.cancelled_at and not o.test and not getattr(o, "deleted", False)}
+    per_customer = Counter(o.customer_id for o in counted.values() if o.customer_id is not None)
+    return counted, per_customer
+
+
+def snapshot(session, shop_id):
+    session.expire_all()
+    orders = {(o.id, o.shopify_updated_at, o.counted, o.customer_id, o.net_revenue)
+              for o in session.scalars(select(Order).where(Order.shop_id == shop_id))}
+    stats = {(c.customer_id, c.orders_count, round(c.net_revenue, 2), c.items_count, c.segment)
+             for c in session.scalars(select(CustomerStats).where(CustomerStats.shop_id == shop_id))}
+    items = {(r.bucket, r.item_id, r.count)
+             for r in session.scalars(select(ItemCountDelta).where(ItemCountDelta.shop_id == shop_id))}
+    lines = session.scalar(select(func.count()).select_from(OrderLine).where(OrderLine.shop_id == shop_id))
+    session.commit()
+    return orders, stats, items, lines
+
+
+def import_jobs(session, shop_id):
+    session.expire_all()
+    jobs = list(session.scalars(select(Job).where(Job.shop_id == shop_id, Job.kind == "import").order_by(Job.id)))
+    session.commit()
+    return jobs
+
+
+def assert_matches_store(session, shop_id, sh):
+    counted, per_customer = expected(sh)
+    session.expire_all()
+    stored = set(session.scalars(select(Order.id).where(Order.shop_id == shop_id, Order.counted.is_(True))))
+    assert stored == set(counted)
+    all_ids = set(session.scalars(select(Order.id).where(Order.shop_id == shop_id)))
+    assert all_ids == set(sh.orders)
+    stats = {c.customer_id: c.orders_count
+             for c in session.scalars(select(CustomerStats).where(CustomerStats.shop_id == shop_id))}
+    assert stats == dict(per_customer)
+    assert all(c.segment for c in session.scalars(select(CustomerStats).where(CustomerStats.shop_id == shop_id)))
+    shop = session.get(Shop, shop_id)
+    newest = max(o.updated_at for o in sh.orders.values()).replace(tzinfo=None, microsecond=0)  # API: seconds
+    assert shop.orders_watermark == newest
+    session.commit()
+
+
+def test_history_import_end_to_end(store, cfg, session, shop_id):
+    sh, refunded_order = populate(store)
+    result = start_history_import(shop_id, **FAST)
+    assert result["status"] == "done" and result["orders"] == len(sh.orders)
+    assert_matches_store(session, shop_id, sh)
+    jobs = import_jobs(session, shop_id)
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert job.status == "done" and job.error is None and job.total == job.done == len(sh.orders)
+    assert job.bulk_operation_id and job.cursor == str(len(sh.orders) - 1)
+
+    session.expire_all()
+    row = session.get(Order, (shop_id, refunded_order.id))
+    assert row.total_refunded == pytest.approx(8.71) and row.financial_status == "partially_refunded"
+    lines = {ln.product_id: ln for ln in session.scalars(
+        select(OrderLine).where(OrderLine.shop_id == shop_id, OrderLine.order_id == refunded_order.id))}
+    assert set(lines) == {None, store.shops[SHOP].orders[refunded_order.id].line_items[0].product_id}
+    assert [ln.refunded_quantity for ln in lines.values() if ln.product_id][0] == 1
+    session.commit()
+
+    before = snapshot(session, shop_id)
+    second = start_history_import(shop_id, **FAST)          # rerun after completion: nothing changes
+    assert second["status"] == "done" and second["applied"] == 0
+    assert snapshot(session, shop_id) == before
+    assert_matches_store(session, shop_id, sh)
+
+
+def test_crash_resume_from_cursor(store, cfg, session, shop_id):
+    sh, _ = populate(store)
+    start_history_import(shop_id, **FAST)
+    full = snapshot(session, shop_id)
+    job = import_jobs(session, shop_id)[-1]
+    op_id = job.bulk_operation_id
+
+    # Simulate a crash half way: the job still 'running' on the same bulk operation, cursor in the middle.
+    session.expire_all()
+    j = session.get(Job, job.id)
+    j.status, j.cursor, j.done, j.finished_at = "running", "149", 150, None
+    session.commit()
+    result = start_history_import(shop_id, **FAST)
+    assert result["job_id"] == job.id and result["orders"] == len(sh.orders)
+    assert result["applied"] + result["skipped"] == len(sh.orders) - 150      # only after the cursor
+    jobs = import_jobs(session, shop_id)
+    assert len(jobs) == 1 and jobs[0].bulk_operation_id == op_id            # resumed, no new bulk operation
+    assert jobs[0].status == "done" and jobs[0].done == jobs[0].total == len(sh.orders)
+    assert snapshot(session, shop_id) == full
+    assert_matches_store(session, shop_id, sh)
+
+
+def test_crash_resume_into_empty_database_applies_rest(store, cfg, session, shop_id):
+    """A crash after the first batches: resuming applies exactly the orders after the cursor."""
+    populate(store)
+    start_history_import(shop_id, **FAST)
+    job = import_jobs(session, shop_id)[-1]
+    session.expire_all()
+    session.execute(OrderLine.__table__.delete().where(OrderLine.shop_id == shop_id))
+    session.execute(Order.__table__.delete().where(Order.shop_id == shop_id))
+    j = session.get(Job, job.id)
+    j.status, j.cursor, j.done = "running", "99", 100
+    session.commit()
+    result = start_history_import(shop_id, **FAST)
+    session.expire_all()
+    n = session.scalar(select(func.count()).select_from(Order).where(Order.shop_id == shop_id))
+    session.commit()
+    assert result["applied"] == n == len(store.shops[SHOP].orders) - 100
+
+
+def test_revoked_token_marks_needs_reauth(store, cfg, session, shop_id):
+    populate(store)
+    store.revoke_shop_tokens(SHOP)
+    result = start_history_import(shop_id, **FAST)
+    assert result["status"] == "failed"
+    session.expire_all()
+    assert session.get(Shop, shop_id).status == "needs_reauth"
+    job = import_jobs(session, shop_id)[-1]
+    assert job.status == "failed" and "access token" in job.error
+
+
+def test_orders_from_jsonl_assembles_children():
+    lines = [
+        {"id": "gid://shopify/Order/10", "legacyResourceId": "10", "name": "#1", "createdAt": "2026-01-02T10:00:00Z",
+         "processedAt": "2026-01-02T11:00:00+01:00", "updatedAt": "2026-01-03T00:00:00Z", "cancelledAt": None,
+         "test": False, "displayFinancialStatus": "PARTIALLY_REFUNDED", "currencyCode": "EUR",
+         "subtotalPriceSet": {"shopMoney": {"amount": "22.00", "currencyCode": "GBP"}},
+         "totalDiscountsSet": {"shopMoney": {"amount": "2.00"}},
+         "totalRefundedSet": {"shopMoney": {"amount": "10.00"}},
+         "customer": {"id": "gid://shopify/Customer/7", "legacyResourceId": "7"}},
+        {"id": "gid://shopify/LineItem/11", "quantity": 2, "currentQuantity": 1,
+         "product": {"id": "gid://shopify/Product/5", "productType": "Kitchen"},
+         "variant": {"id": "gid://shopify/ProductVariant/6"}, "originalUnitPriceSet": {"shopMoney": {"amount": "9.50"}},
+         "totalDiscountSet": {"shopMoney": {"amount": "1.58"}}, "__parentId": "gid://shopify/Order/10"},
+        {"id": "gid://shopify/LineItem/12", "quantity": 1, "currentQuantity": 1, "product": None, "variant": None,
+         "originalUnitPriceSet": {"shopMoney": {"amount": "5.00"}}, "totalDiscountSet": {"shopMoney": {"amount": "0.42"}},
+         "__parentId": "gid://shopify/Order/10"},
+        {"id": "gid://shopify/Order/20", "legacyResourceId": "20", "createdAt": "2026-01-04T00:00:00Z",
+         "processedAt": None, "updatedAt": "2026-01-05T00:00:00Z", "cancelledAt": "2026-01-05T00:00:00Z",
+         "test": True, "customer": None},
+    ]
+    a, b = list(orders_from_jsonl(lines))
+    assert (a.id, a.customer_id, a.name, a.currency) == (10, 7, "#1", "GBP")
+    assert a.processed_at == dt.datetime(2026, 1, 2, 10, 0) and a.updated_at == dt.datetime(2026, 1, 3)
+    assert (a.subtotal, a.total_discounts, a.refunded, a.financial_status) == (22.0, 2.0, 8.71, "partially_refunded")
+    l1, l2 = a.lines
+    assert (l1.id, l1.product_id, l1.variant_id, l1.product_type, l1.quantity, l1.refunded_quantity, l1.price,
+            l1.discount) == (11, 5, 6, "Kitchen", 2, 1, 9.5, 1.58)
+    assert (l2.product_id, l2.variant_id, l2.refunded_quantity) == (None, None, 0)
+    assert a.counted and not b.counted and b.cancelled and b.test and b.customer_id is None and b.lines == ()
+    assert b.processed_at == dt.datetime(2026, 1, 4)
