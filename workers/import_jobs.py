@@ -28,8 +28,7 @@ from sqlalchemy import select
 from shopify_app.analytics.incremental import Delta
 from shopify_app.models import CustomerStats, Job, Shop, utcnow
 from shopify_app.shopify.convert_bulk import orders_from_jsonl
-from shopify_app.shopify.graphql import (AdminClient, ShopifyAuthError, ShopifyBulkOperationError, ShopifyError,
-                                         bulk_orders_query)
+from shopify_app.shopify.graphql import AdminClient, ShopifyAuthError, ShopifyBulkOperationError, bulk_orders_query
 from shopify_app.shopify.install import ensure_fresh_token, mark_needs_reauth
 
 from . import context
@@ -169,8 +168,7 @@ def _apply_file(client: AdminClient, shop_id: int, job_id: int, op: dict, batch_
         applied, skipped = applied + a, skipped + k
     with context.transaction() as s:
         job = s.get(Job, job_id)
-        job.total = count if job.total is None or job.total != count else job.total
-        job.done = count
+        job.total = job.done = count          # the file is the truth (rootObjectCount was the estimate)
         job.cursor = str(count - 1) if count else job.cursor
     return {"orders": count, "applied": applied, "skipped": skipped}
 
@@ -199,5 +197,3 @@ def _apply_batch(shop_id: int, job_id: int, pending: list) -> tuple[int, int]:
         job.done = last_index + 1
     return applied, skipped
 
-
-__all__ = ["start_history_import", "ShopifyError"]

@@ -9,13 +9,16 @@ Rules (same as the REST conversion):
 - times are naive UTC; the order time is ``processedAt`` (fallback ``createdAt``), the version is ``updatedAt``;
 - ``cancelledAt`` set -> cancelled; ``test`` -> test; ``customer`` null -> guest;
 - a line with ``product`` null is a custom line (product_id None); product_type is the product's productType;
-- refunded quantity per line = quantity - currentQuantity (when currentQuantity is present, clipped at 0);
+- refunded quantity per line = quantity - currentQuantity (when currentQuantity is present, clipped at 0), and 0
+  on every line when the order's ``totalRefundedSet`` is 0 (a cancellation or an edit without refund also lowers
+  currentQuantity; REST shows no refund line items then);
 - the order's ``refunded`` is the product part of the refunds: sum over lines of refunded_qty x (unit price -
   unit discount), capped by ``totalRefundedSet`` (REST leaves shipping refunds and adjustments out; GraphQL's
   currentQuantity also drops with edits/cancellation that refunded nothing, hence the cap).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable, Iterator
 
 from shopify_app.analytics.orders import OrderLine, OrderVersion
@@ -70,6 +73,10 @@ def order_from_node(node: dict, line_nodes: Iterable[dict] = ()) -> OrderVersion
     if not isinstance(node, dict) or node.get("id") is None:
         raise ValueError("order node without id")
     lines = tuple(line_from_node(n) for n in line_nodes)
+    total_refunded = _shop_money(node, "totalRefundedSet")
+    if total_refunded <= 0 and any(ln.refunded_quantity for ln in lines):
+        # Nothing was refunded: the quantities went with an edit or a cancellation (REST shows no refund lines).
+        lines = tuple(replace(ln, refunded_quantity=0) for ln in lines)
     processed = parse_time(node.get("processedAt")) or parse_time(node.get("createdAt"))
     if processed is None:
         raise ValueError("order node without processedAt/createdAt")
@@ -78,7 +85,6 @@ def order_from_node(node: dict, line_nodes: Iterable[dict] = ()) -> OrderVersion
     for ln in lines:
         if ln.refunded_quantity and ln.quantity:
             refunded += ln.refunded_quantity * (ln.price - ln.discount / ln.quantity)
-    total_refunded = _shop_money(node, "totalRefundedSet")
     refunded = max(0.0, min(refunded, total_refunded))
     currency = (((node.get("subtotalPriceSet") or {}).get("shopMoney") or {}).get("currencyCode")
                 or node.get("currencyCode") or "USD")

@@ -223,3 +223,38 @@ def test_orders_from_jsonl_assembles_children():
     assert (l2.product_id, l2.variant_id, l2.refunded_quantity) == (None, None, 0)
     assert a.counted and not b.counted and b.cancelled and b.test and b.customer_id is None and b.lines == ()
     assert b.processed_at == dt.datetime(2026, 1, 4)
+
+
+def test_bulk_conversion_matches_rest_webhook_conversion(store, server):
+    """The same stand-in orders converted from bulk JSONL and from the REST webhook payload agree (product_type
+    aside: REST line items carry none)."""
+    from shopify_app.devstore.webhooks import order_payload
+    from shopify_app.shopify.convert import order_from_rest
+    from shopify_app.shopify.graphql import AdminClient, bulk_orders_query
+
+    sh, _ = populate(store)
+    client = AdminClient(SHOP, store.install_app(SHOP, TEST_API_KEY), "2026-10", admin_base=f"{server}/shops/{{shop}}")
+    op = client.wait_for_bulk_operation(client.run_bulk_query(bulk_orders_query()), poll_interval=0.02)
+    bulk = {v.id: v for v in orders_from_jsonl(client.download_jsonl(op["url"]))}
+    assert set(bulk) == set(sh.orders)
+
+    def key(v):
+        return (v.id, v.customer_id, v.name, v.cancelled, v.test, v.currency, v.subtotal, v.total_discounts,
+                v.refunded, v.financial_status, v.processed_at.replace(microsecond=0),
+                v.updated_at.replace(microsecond=0),
+                tuple((ln.id, ln.product_id, ln.variant_id, ln.quantity, ln.refunded_quantity, ln.price, ln.discount)
+                      for ln in v.lines))
+
+    for oid, o in sh.orders.items():
+        rest = order_from_rest(order_payload(sh, o))
+        assert key(bulk[oid]) == key(rest), oid
+
+
+def test_shop_without_orders(store, cfg, session, shop_id):
+    result = start_history_import(shop_id, **FAST)
+    assert result["status"] == "done" and result["orders"] == 0
+    job = import_jobs(session, shop_id)[-1]
+    assert job.status == "done" and job.done == job.total == 0
+    session.expire_all()
+    assert session.get(Shop, shop_id).orders_watermark is None
+    session.commit()
