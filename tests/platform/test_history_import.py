@@ -207,7 +207,8 @@ def test_orders_from_jsonl_assembles_children():
          "variant": {"id": "gid://shopify/ProductVariant/6"}, "originalUnitPriceSet": {"shopMoney": {"amount": "9.50"}},
          "totalDiscountSet": {"shopMoney": {"amount": "1.58"}}, "__parentId": "gid://shopify/Order/10"},
         {"id": "gid://shopify/LineItem/12", "quantity": 1, "currentQuantity": 1, "product": None, "variant": None,
-         "originalUnitPriceSet": {"shopMoney": {"amount": "5.00"}}, "totalDiscountSet": {"shopMoney": {"amount": "0.42"}},
+         "originalUnitPriceSet": {"shopMoney": {"amount": "5.00"}},
+         "totalDiscountSet": {"shopMoney": {"amount": "0.42"}},
          "__parentId": "gid://shopify/Order/10"},
         {"id": "gid://shopify/Order/20", "legacyResourceId": "20", "createdAt": "2026-01-04T00:00:00Z",
          "processedAt": None, "updatedAt": "2026-01-05T00:00:00Z", "cancelledAt": "2026-01-05T00:00:00Z",
@@ -258,3 +259,21 @@ def test_shop_without_orders(store, cfg, session, shop_id):
     session.expire_all()
     assert session.get(Shop, shop_id).orders_watermark is None
     session.commit()
+
+
+def test_failed_bulk_operation_fails_job_and_rerun_starts_a_new_one(store, cfg, session, shop_id):
+    from shopify_app.shopify.graphql import ShopifyBulkOperationError
+
+    sh, _ = populate(store)
+    store.bulk_fail_next = "INTERNAL_SERVER_ERROR"
+    with pytest.raises(ShopifyBulkOperationError):
+        start_history_import(shop_id, **FAST)
+    job = import_jobs(session, shop_id)[-1]
+    assert job.status == "failed" and "INTERNAL_SERVER_ERROR" in job.error
+    failed_op = job.bulk_operation_id
+
+    result = start_history_import(shop_id, **FAST)          # the RQ retry / a manual rerun
+    jobs = import_jobs(session, shop_id)
+    assert result["status"] == "done" and len(jobs) == 1 and jobs[0].status == "done" and jobs[0].error is None
+    assert jobs[0].bulk_operation_id != failed_op
+    assert_matches_store(session, shop_id, sh)
