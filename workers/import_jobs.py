@@ -28,7 +28,8 @@ from sqlalchemy import select
 from shopify_app.analytics.incremental import Delta
 from shopify_app.models import CustomerStats, Job, Shop, utcnow
 from shopify_app.shopify.convert_bulk import orders_from_jsonl
-from shopify_app.shopify.graphql import AdminClient, ShopifyAuthError, ShopifyBulkOperationError, bulk_orders_query
+from shopify_app.shopify.graphql import (AdminClient, ShopifyAuthError, ShopifyBulkOperationError, ShopifyUserError,
+                                         bulk_orders_query)
 from shopify_app.shopify.install import ensure_fresh_token, mark_needs_reauth
 
 from . import context
@@ -129,10 +130,29 @@ def _completed_operation(client: AdminClient, job_id: int, poll_interval: float)
             except ShopifyBulkOperationError as exc:
                 log.warning("resumed bulk operation %s ended: %s; starting a new one", op_id, exc)
         log.info("bulk operation %s of job %s cannot be resumed: starting a new one", op_id, job_id)
-    op_id = client.run_bulk_query(bulk_orders_query())
+    op_id = _start_or_adopt(client, bulk_orders_query())
     _update_job(job_id, bulk_operation_id=op_id, cursor=None, done=0, total=None,
                 message="waiting for Shopify's bulk export")
     return client.wait_for_bulk_operation(op_id, poll_interval=poll_interval, max_interval=POLL_MAX_INTERVAL)
+
+
+CURRENT_BULK_QUERY = "{ currentBulkOperation(type: QUERY) { id status query } }"
+
+
+def _start_or_adopt(client: AdminClient, query: str) -> str:
+    """Start the bulk query; when Shopify says one is already in progress (we crashed after starting it but before
+    storing its id) and it is this same export, adopt it. Another export in progress (not ours) is an error: the
+    job fails and its retry starts over once that one is finished."""
+    try:
+        return client.run_bulk_query(query)
+    except ShopifyUserError as exc:
+        if "OPERATION_IN_PROGRESS" not in exc.codes:
+            raise
+        current = client.execute(CURRENT_BULK_QUERY).get("currentBulkOperation") or {}
+        if current.get("id") and (current.get("query") or "").strip() == query.strip():
+            log.info("adopting bulk operation %s already in progress", current["id"])
+            return current["id"]
+        raise
 
 
 def _int(value) -> int | None:

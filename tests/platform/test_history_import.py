@@ -277,3 +277,17 @@ def test_failed_bulk_operation_fails_job_and_rerun_starts_a_new_one(store, cfg, 
     assert result["status"] == "done" and len(jobs) == 1 and jobs[0].status == "done" and jobs[0].error is None
     assert jobs[0].bulk_operation_id != failed_op
     assert_matches_store(session, shop_id, sh)
+
+
+def test_operation_in_progress_is_adopted(store, cfg, server, session, shop_id):
+    """Crash after bulkOperationRunQuery but before the id was stored: the rerun adopts the running export."""
+    from shopify_app.shopify.graphql import AdminClient, bulk_orders_query
+
+    sh, _ = populate(store)
+    store.bulk_start_delay = 0.5
+    client = AdminClient(SHOP, store.install_app(SHOP, TEST_API_KEY), "2026-10", admin_base=f"{server}/shops/{{shop}}")
+    running = client.run_bulk_query(bulk_orders_query())
+    result = start_history_import(shop_id, **FAST)
+    job = import_jobs(session, shop_id)[-1]
+    assert result["status"] == "done" and job.bulk_operation_id == running
+    assert_matches_store(session, shop_id, sh)
