@@ -8,7 +8,8 @@ Steps, each recorded on a Job row (kind 'import') so a crash resumes where it st
      failed, and stops;
   3. start the bulk query (graphql.bulk_orders_query) and store its id on the Job, or resume the stored
      bulk_operation_id (a crash after it started); a stored operation that FAILED / EXPIRED / vanished is replaced
-     by a new one (progress reset);
+     by a new one (progress reset); OPERATION_IN_PROGRESS for this same export (crash before its id was stored)
+     adopts the running operation;
   4. wait for it (polling), stream the JSONL, assemble orders (convert_bulk.orders_from_jsonl) and apply them in
      batches of BATCH_SIZE, one transaction per batch: orders, item/pair/basket counts and customer stats as in
      workers.order_jobs, plus Job.done / Job.cursor (index of the last applied order in the file) and
@@ -16,7 +17,12 @@ Steps, each recorded on a Job row (kind 'import') so a crash resumes where it st
   5. rescore every customer of the shop (RFM, stored thresholds or fitted on the shop) and mark the Job done
      (done == total == number of orders in the file).
 
-Per-shop serialization with the order job: every batch locks the shop row first (see order_jobs).
+Per-shop serialization with the order job: every batch locks the shop row first (see order_jobs). Webhook
+versions applied meanwhile win or lose by updated_at as usual; the watermark never moves backwards.
+
+Failures: the Job is marked 'failed' with a readable error and the exception re-raised (RQ retries); the retry
+reuses that Job, its bulk operation and its cursor. A ShopifyAuthError is not raised: the shop is marked
+needs_reauth and the Job failed.
 """
 from __future__ import annotations
 
