@@ -21,7 +21,7 @@ from shopify_app.models import Base
 from shopify_app.redis_server import EmbeddedRedis
 
 TEST_API_KEY = "test-api-key-0123456789"
-TEST_API_SECRET = "test-api-secret-abcdef"
+TEST_API_SECRET = "test-api-secret-0123456789abcdef-0123"
 
 
 def _reset_database(url: str) -> None:

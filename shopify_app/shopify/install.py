@@ -182,6 +182,7 @@ def after_install(config, shop: Shop) -> None:
     try:
         from shopify_app.queues import DEFAULT, enqueue
 
-        enqueue(config, DEFAULT, HISTORY_IMPORT_JOB, shop.id, job_id=f"history-import-{shop.id}")
+        # A big shop imports for a long time (RQ's default 180 s would kill it); a retry resumes from the cursor.
+        enqueue(config, DEFAULT, HISTORY_IMPORT_JOB, shop.id, job_id=f"history-import-{shop.id}", timeout=6 * 3600)
     except Exception as exc:  # noqa: BLE001 - Redis down / misconfigured: never break the install
         log.warning("could not enqueue history import for %s: %s: %s", shop.domain, exc.__class__.__name__, exc)
