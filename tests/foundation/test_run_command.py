@@ -49,6 +49,21 @@ def test_run_command_starts_everything_and_stops_on_ctrl_c(tmp_path):
         assert queues == ["sb:default", "sb:default", "sb:models", "sb:webhooks"]
         assert wait_for(lambda: conn.keys("rq:cron_scheduler:*"), timeout=30, message="the cron scheduler")
         assert (tmp_path / "instance" / "segments.sqlite3").exists()
+        # Demo mode installed the app into the stand-in's shop by token exchange and ran the history import.
+        from sqlalchemy import select
+
+        from shopify_app.db import session_scope
+        from shopify_app.models import Job, Shop
+
+        db = f"sqlite:///{tmp_path / 'instance' / 'segments.sqlite3'}"
+
+        def imported():
+            with session_scope(db) as s:
+                shop = s.scalar(select(Shop).where(Shop.domain == "demo.myshopify.com"))
+                job = shop and s.scalar(select(Job).where(Job.shop_id == shop.id, Job.kind == "import"))
+                return shop and shop.status == "active" and shop.access_token_enc and job and job.status == "done"
+
+        wait_for(imported, timeout=60, message="the demo install and history import")
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
