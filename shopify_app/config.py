@@ -88,6 +88,8 @@ class Config:
                 values["port"] = int(values["port"])
             except (TypeError, ValueError):
                 raise ConfigError(f"PORT must be an integer, got {values['port']!r}") from None
+        if "app_url" not in values and "port" in values:   # local default follows PORT
+            values["app_url"] = f"http://127.0.0.1:{values['port']}"
         cfg = cls(**values)
         cfg.validate()
         return cfg

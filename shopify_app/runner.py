@@ -35,6 +35,13 @@ def _wait_http(url: str, timeout: float, procs: list[subprocess.Popen]) -> bool:
     return False
 
 
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _demo_install(cfg: Config, app_url: str) -> None:
     """Install the app into the demo shop the way Shopify does for an embedded app: the admin loads the app with
     a session token (minted here with the app secret, as Shopify would sign it) and the app exchanges it for an
@@ -69,14 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     redis_server = None
 
     def stop_all(*_):
+        # Each child leads its own process group (start_new_session), so RQ's forked work horses are stopped
+        # with their worker instead of being orphaned mid-job (an interrupted job is retried/resumed later).
         for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
+            _signal_group(p, signal.SIGTERM)
         for p in procs:
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
-                p.kill()
+                pass
+            _signal_group(p, signal.SIGKILL)
         if redis_server:
             redis_server.stop()
 
@@ -96,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--seed", os.environ.get("DEMO_SEED", "online_retail"), "--app-key", cfg.api_key,
                 "--app-secret", cfg.api_secret, "--app-url", cfg.app_url,
                 "--app-toml", str(PROJECT_ROOT / "shopify.app.toml"),
-            ], env=env, cwd=PROJECT_ROOT))
+            ], env=env, cwd=PROJECT_ROOT, start_new_session=True))
             print(f"shopify    http://127.0.0.1:{port}/shops/{DEMO_SHOP} (local Shopify stand-in, demo data)")
         from shopify_app.cli import upgrade_database
 
@@ -104,12 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"database   {cfg.sqlalchemy_url} (migrated)")
         flask = [sys.executable, "-m", "flask", "--app", "shopify_app"]
         procs.append(subprocess.Popen(flask + ["run", "--host", "127.0.0.1", "--port", str(cfg.port)],
-                                      env=env, cwd=PROJECT_ROOT))
+                                      env=env, cwd=PROJECT_ROOT, start_new_session=True))
         procs.append(subprocess.Popen(flask + ["worker", "-q", "webhooks", "-q", "default"], env=env,
-                                      cwd=PROJECT_ROOT))
+                                      cwd=PROJECT_ROOT, start_new_session=True))
         procs.append(subprocess.Popen(flask + ["worker", "-q", "models", "-q", "default"], env=env,
-                                      cwd=PROJECT_ROOT))
-        procs.append(subprocess.Popen(flask + ["scheduler"], env=env, cwd=PROJECT_ROOT))
+                                      cwd=PROJECT_ROOT, start_new_session=True))
+        procs.append(subprocess.Popen(flask + ["scheduler"], env=env, cwd=PROJECT_ROOT, start_new_session=True))
         url = f"http://127.0.0.1:{cfg.port}"
         if not _wait_http(url + "/healthz", 60, procs):
             print("the web process did not come up; see the output above", file=sys.stderr)

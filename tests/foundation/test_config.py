@@ -56,3 +56,8 @@ def test_analytics_import_does_not_load_web_stack():
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_local_app_url_follows_port():
+    assert Config.from_env({"PORT": "8765"}).app_url == "http://127.0.0.1:8765"
+    assert Config.from_env({"PORT": "8765", "APP_URL": "https://x.example"}).app_url == "https://x.example"

@@ -73,3 +73,19 @@ def test_run_command_starts_everything_and_stops_on_ctrl_c(tmp_path):
     assert _health(port) is None
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", store_port)) != 0
+    assert wait_for(lambda: not _processes_with_instance(tmp_path / "instance"), timeout=20,
+                    message="no orphaned child (RQ work horses included)")
+
+
+def _processes_with_instance(instance) -> list[int]:
+    marker = f"INSTANCE_PATH={instance}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if marker in f.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
