@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, text
@@ -110,6 +109,17 @@ def app(config):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def server(store):
+    """The local Shopify stand-in serving the test module's `store` fixture over HTTP; yields its base URL
+    (a shop's Admin base is f"{server}/shops/{{shop}}")."""
+    from shopify_app.devstore import start_devstore_server
+
+    base, stop = start_devstore_server(store)
+    yield base
+    stop()
 
 
 def config_env(config: Config) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from devstore_testlib import API_KEY, API_SECRET, APP_URL, SHOP, Admin
 
-from shopify_app.devstore import App, DevStore, start_devstore_server
+from shopify_app.devstore import App, DevStore
 from shopify_app.devstore.webhooks import DeliveryMode
 
 
@@ -14,13 +14,6 @@ def store():
                  webhook_mode=DeliveryMode(sync=True, retry_schedule=(0, 0, 0)))
     s.create_shop(SHOP, currency="GBP", iana_timezone="Europe/London")
     return s
-
-
-@pytest.fixture
-def server(store):
-    base, stop = start_devstore_server(store)
-    yield base
-    stop()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from shopify_app.devstore import App, DevStore, start_devstore_server
+from shopify_app.devstore import App, DevStore
 from shopify_app.devstore.webhooks import DeliveryMode
 from shopify_app.shopify.graphql import (AdminClient, ShopifyAuthError, ShopifyGraphQLError, ShopifyTransientError,
                                          ShopifyUserError, bulk_orders_query, load_document, raise_for_user_errors,
@@ -39,13 +39,6 @@ def store():
     s = DevStore(apps=[App(API_KEY, API_SECRET, "http://app.test")], webhook_mode=DeliveryMode(sync=True))
     s.create_shop(SHOP, currency="GBP", iana_timezone="Europe/London")
     return s
-
-
-@pytest.fixture
-def server(store):
-    base, stop = start_devstore_server(store)
-    yield base
-    stop()
 
 
 @pytest.fixture

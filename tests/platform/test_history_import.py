@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from shopify_app.devstore import App, DevStore, start_devstore_server
+from shopify_app.devstore import App, DevStore
 from shopify_app.devstore.webhooks import DeliveryMode
 from shopify_app.models import CustomerStats, ItemCountDelta, Job, Order, OrderLine, Shop
 from shopify_app.shopify.convert_bulk import orders_from_jsonl
@@ -27,13 +27,6 @@ def store():
     s = DevStore(apps=[App(TEST_API_KEY, TEST_API_SECRET, "https://app.test")], webhook_mode=DeliveryMode(sync=True))
     s.create_shop(SHOP, currency="USD")
     return s
-
-
-@pytest.fixture
-def server(store):
-    base, stop = start_devstore_server(store)
-    yield base
-    stop()
 
 
 @pytest.fixture

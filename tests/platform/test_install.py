@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from shopify_app import create_app
 from shopify_app.crypto import TokenCipher
-from shopify_app.devstore import App, DevStore, start_devstore_server
+from shopify_app.devstore import App, DevStore
 from shopify_app.devstore.oauth import compute_oauth_hmac, host_param
 from shopify_app.devstore.webhooks import DeliveryMode
 from shopify_app.models import Shop, utcnow
@@ -36,13 +36,6 @@ def store():
     s = DevStore(apps=[App(TEST_API_KEY, TEST_API_SECRET, APP_URL)], webhook_mode=DeliveryMode(sync=True))
     s.create_shop(SHOP, currency="GBP", iana_timezone="Europe/London")
     return s
-
-
-@pytest.fixture
-def server(store):
-    base, stop = start_devstore_server(store)
-    yield base
-    stop()
 
 
 @pytest.fixture
