@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import jwt
 
-from shopify_app.web.security import valid_shop_domain
+from shopify_app.shopify.domains import valid_shop_domain
 
 LEEWAY_SECONDS = 5
 

@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
-SHOP_DOMAIN_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]*\.myshopify\.com$")
+from shopify_app.shopify.domains import valid_shop_domain  # noqa: F401 - also part of this module's API
+
 TOPIC_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+$")
 
 COMPLIANCE_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
@@ -50,13 +51,6 @@ def verify_webhook_hmac(raw_body: bytes, header_value: str | None, secret: str) 
     expected = compute_webhook_hmac(raw_body, secret).encode("ascii")
     given = header_value.strip().encode("utf-8", "replace")
     return hmac.compare_digest(expected, given)
-
-
-def valid_shop_domain(shop: str | None) -> str | None:
-    """The lower-cased shop domain when it is NAME.myshopify.com, else None."""
-    if shop and SHOP_DOMAIN_RE.fullmatch(shop):
-        return shop.lower()
-    return None
 
 
 def parse_triggered_at(value: str | None) -> dt.datetime | None:

@@ -28,7 +28,7 @@ from shopify_app.shopify.oauth import InvalidSubjectToken, TokenExchangeError, _
 from shopify_app.shopify.session_token import InvalidSessionToken, decode_session_token
 from shopify_app.web import app_config, db
 from shopify_app.web.guard import RETRY_HEADER
-from shopify_app.web.security import valid_shop_domain
+from shopify_app.shopify.domains import valid_shop_domain
 
 log = logging.getLogger(__name__)
 

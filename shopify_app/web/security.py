@@ -6,18 +6,9 @@ authenticated for (`g.shop_domain`, set by the session-token check), else the va
 """
 from __future__ import annotations
 
-import re
-
 from flask import Flask, g, request
 
-SHOP_DOMAIN_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]*\.myshopify\.com$")
-
-
-def valid_shop_domain(shop: str | None) -> str | None:
-    if shop and SHOP_DOMAIN_RE.fullmatch(shop):
-        return shop.lower()
-    return None
-
+from shopify_app.shopify.domains import valid_shop_domain
 
 def frame_ancestors(shop: str | None) -> str:
     sources = [f"https://{shop}"] if shop else []
