@@ -336,12 +336,25 @@ class PairCountDelta(Base):
 
 
 class SequentialPairDelta(Base):
-    """Customers who bought item_b within N days after item_a (N = shop setting)."""
+    """Sequential ("buy next") counts: antecedent orders containing item_a whose customer ordered item_b within
+    N days after (N = shop setting `sequential_days`), by the antecedent order's month bucket. See
+    shopify_app.analytics.sequential for the exact definition."""
     __tablename__ = "sequential_pair_deltas"
 
     shop_id: Mapped[int] = shop_fk()
+    bucket: Mapped[str] = mapped_column(String(7), primary_key=True)
     item_a: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     item_b: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SequentialItemDelta(Base):
+    """Denominators of the sequential rules: customer orders containing item_id, by month bucket."""
+    __tablename__ = "sequential_item_deltas"
+
+    shop_id: Mapped[int] = shop_fk()
+    bucket: Mapped[str] = mapped_column(String(7), primary_key=True)
+    item_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 

@@ -39,7 +39,7 @@ from shopify_app.shopify.graphql import (AdminClient, ShopifyAuthError, ShopifyB
 from shopify_app.shopify.install import ensure_fresh_token, mark_needs_reauth
 
 from . import context
-from .order_jobs import _apply_version, _rescore, _update_customers, _write_counts
+from .order_jobs import apply_version, rescore_customers, update_customers, write_counts
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _finish(shop_id: int, job_id: int) -> None:
     with context.transaction() as s:
         shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())
         customers = list(s.scalars(select(CustomerStats.customer_id).where(CustomerStats.shop_id == shop_id)))
-        changes = _rescore(s, shop, customers, now)
+        changes = rescore_customers(s, shop, customers, now)
         job = s.get(Job, job_id)
         job.status, job.error, job.finished_at = "done", None, now
         job.message = f"imported {job.done} orders; {changes} segment changes"
@@ -207,15 +207,15 @@ def _apply_batch(shop_id: int, job_id: int, pending: list) -> tuple[int, int]:
         batch = Delta()
         watermark: dt.datetime | None = shop.orders_watermark
         for _, v in pending:
-            if _apply_version(s, shop_id, v, batch, now):
+            if apply_version(s, shop_id, v, batch, now):
                 applied += 1
             else:
                 skipped += 1
             if watermark is None or v.updated_at > watermark:
                 watermark = v.updated_at
         s.flush()
-        _write_counts(s, shop_id, batch)
-        _update_customers(s, shop_id, batch, now)
+        write_counts(s, shop_id, batch)
+        update_customers(s, shop_id, batch, now)
         shop.orders_watermark = watermark
         job = s.get(Job, job_id)
         last_index = pending[-1][0]

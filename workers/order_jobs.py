@@ -124,15 +124,15 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
             invalid += 1
             continue
         if version is not None:
-            if _apply_version(s, shop_id, version, batch, now):
+            if apply_version(s, shop_id, version, batch, now):
                 applied += 1
             else:
                 skipped += 1
         d.status, d.error, d.processed_at, d.body = "processed", None, now, None
     s.flush()
-    _write_counts(s, shop_id, batch)
-    touched = _update_customers(s, shop_id, batch, now)
-    changes = _rescore(s, shop, touched, now)
+    write_counts(s, shop_id, batch)
+    touched = update_customers(s, shop_id, batch, now)
+    changes = rescore_customers(s, shop, touched, now)
     return {"shop_id": shop_id, "deliveries": len(rows), "applied": applied, "skipped": skipped,
             "invalid": invalid, "customers": len(touched), "segment_changes": changes}
 
@@ -158,7 +158,7 @@ def _supersedes(v: OrderVersion, row: Order | None) -> bool:
     return v.updated_at > row.shopify_updated_at
 
 
-def _apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.datetime) -> bool:
+def apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.datetime) -> bool:
     row = s.get(Order, (shop_id, v.id))
     if not _supersedes(v, row):
         return False
@@ -227,7 +227,7 @@ def _upsert(s, model, keys: list[str], col: str, rows: list[dict]) -> None:
         s.execute(stmt)
 
 
-def _write_counts(s, shop_id: int, batch: Delta) -> None:
+def write_counts(s, shop_id: int, batch: Delta) -> None:
     base = {"shop_id": shop_id, "segment": ALL_SEGMENTS}
     if batch.items:
         _upsert(s, ItemCountDelta, ["shop_id", "segment", "bucket", "item_id"], "count",
@@ -241,7 +241,7 @@ def _write_counts(s, shop_id: int, batch: Delta) -> None:
                 [{**base, "bucket": b, "baskets": n} for b, n in sorted(batch.baskets.items())])
 
 
-def _update_customers(s, shop_id: int, batch: Delta, now: dt.datetime) -> list[int]:
+def update_customers(s, shop_id: int, batch: Delta, now: dt.datetime) -> list[int]:
     """Additive deltas + recomputed first/last/orders_count; returns the customers left with stats."""
     kept = []
     for cid in sorted(batch.touched):
@@ -303,7 +303,7 @@ def _days(now: dt.datetime, t: dt.datetime) -> int:
     return max(0, (now - t) // dt.timedelta(days=1))
 
 
-def _rescore(s, shop: Shop, customers: list[int], now: dt.datetime) -> int:
+def rescore_customers(s, shop: Shop, customers: list[int], now: dt.datetime) -> int:
     if not customers:
         return 0
     edges, scheme = rfm_params(s, shop, now)
