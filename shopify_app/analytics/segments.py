@@ -117,3 +117,56 @@ def assign_segments(r, f, m, scheme: str | Scheme = "default") -> list[str]:
 def flag_small_segments(counts: Mapping[str, int], min_size: int) -> list[str]:
     """Segments with 0 < count < min_size (too small to target reliably), sorted by name."""
     return sorted(name for name, n in counts.items() if 0 < int(n) < min_size)
+
+
+def too_small_flags(counts: Mapping[str, int], min_size: int) -> dict[str, bool]:
+    """Per segment: True = "too small to act on" (0 < customers < min_size; the shop setting min_segment_size).
+    An empty segment is not flagged: there is nobody to act on, not a sample too small to trust."""
+    return {name: 0 < int(n) < int(min_size) for name, n in counts.items()}
+
+
+# Plain words for score levels (5 = best). Recency: 5 = bought most recently; FM: mean of frequency and spend.
+_R_WORDS = {5: "recently", 4: "recently", 3: "a while ago", 2: "long ago", 1: "long ago"}
+_FM_WORDS = {5: "often / for a lot", 4: "often / for a lot", 3: "moderately", 2: "rarely / for little",
+             1: "rarely / for little"}
+
+
+def _spans(values) -> list[tuple[int, int]]:
+    """Sorted ints -> contiguous (lo, hi) runs."""
+    out: list[tuple[int, int]] = []
+    for v in sorted(values):
+        if out and v == out[-1][1] + 1:
+            out[-1] = (out[-1][0], v)
+        else:
+            out.append((v, v))
+    return out
+
+
+def _label(prefix: str, lo: int, hi: int, words: Mapping[int, str]) -> str:
+    said = list(dict.fromkeys(words[v] for v in range(hi, lo - 1, -1)))   # best level first, no repeats
+    rng = f"{lo}" if lo == hi else f"{lo}-{hi}"
+    return f"{' or '.join(said)} ({prefix} {rng})"
+
+
+def describe_segment(scheme: str | Scheme, name: str) -> str:
+    """The segment's cells of the (R, FM) grid in plain words, e.g. for the default "Loyal":
+    "Bought recently (R 4) and often / for a lot (FM 4); or a while ago (R 3) and often / for a lot (FM 4-5)".
+    R rows with the same FM cells are merged into one clause. Raises KeyError for an unknown scheme/segment."""
+    sch = SCHEMES[scheme] if isinstance(scheme, str) else scheme
+    by_r: dict[int, tuple[int, ...]] = {}
+    for (r, fm), seg in sch.grid.items():
+        if seg == name:
+            by_r[r] = tuple(sorted(by_r.get(r, ()) + (fm,)))
+    if not by_r:
+        raise KeyError(f"no segment {name!r} in the scheme")
+    # Group R rows sharing the same FM cells, then split each group into contiguous R runs (best R first).
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for r, fms in by_r.items():
+        groups.setdefault(fms, []).append(r)
+    parts = []
+    for fms, rs in groups.items():
+        for r_lo, r_hi in _spans(rs):
+            fm_text = " or ".join(_label("FM", lo, hi, _FM_WORDS) for lo, hi in reversed(_spans(fms)))
+            parts.append((r_hi, f"{_label('R', r_lo, r_hi, _R_WORDS)} and {fm_text}"))
+    clauses = [text for _, text in sorted(parts, key=lambda p: -p[0])]
+    return "Bought " + "; or ".join(clauses)

@@ -161,3 +161,44 @@ def test_customer_rfm_equals_pandas_groupby_on_sample():
     gross = orders.assign(v=orders.Quantity * orders.UnitPrice).groupby("CustomerID").v.sum()
     gross.index = gross.index.astype(str)
     assert (got.monetary < gross.loc[got.index] - 0.001).sum() > 0
+
+
+# ---------------------------------------------------------------- plain-words definitions, size flags
+def test_describe_segment_from_the_grid():
+    from shopify_app.analytics.segments import describe_segment
+
+    # default Champions: R5 x FM4-5 and R4 x FM5 (read off the grid in segments.py)
+    assert describe_segment("default", "Champions") == (
+        "Bought recently (R 5) and often / for a lot (FM 4-5); or recently (R 4) and often / for a lot (FM 5)")
+    assert describe_segment("default", "New") == "Bought recently (R 4-5) and rarely / for little (FM 1)"
+    assert describe_segment("rfm11", "Lost") == "Bought long ago (R 1) and rarely / for little (FM 1-2)"
+    with pytest.raises(KeyError):
+        describe_segment("default", "Lost")
+    with pytest.raises(KeyError):
+        describe_segment("nope", "Champions")
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_describe_segment_names_exactly_the_cells(scheme):
+    """Parse every description back into (R, FM) cells: together they must be the scheme's grid."""
+    import re
+
+    from shopify_app.analytics.segments import describe_segment
+
+    sch = SCHEMES[scheme]
+    for name in sch.segments:
+        cells = set()
+        for clause in describe_segment(scheme, name).split("; or "):
+            r = re.search(r"\(R (\d)(?:-(\d))?\)", clause)
+            r_lo, r_hi = int(r.group(1)), int(r.group(2) or r.group(1))
+            for m in re.finditer(r"\(FM (\d)(?:-(\d))?\)", clause):
+                f_lo, f_hi = int(m.group(1)), int(m.group(2) or m.group(1))
+                cells |= {(a, b) for a in range(r_lo, r_hi + 1) for b in range(f_lo, f_hi + 1)}
+        assert cells == {cell for cell, seg in sch.grid.items() if seg == name}, name
+
+
+def test_too_small_flags():
+    from shopify_app.analytics.segments import too_small_flags
+
+    assert too_small_flags({"Champions": 3, "Loyal": 50, "New": 0, "Lost": 49}, 50) == {
+        "Champions": True, "Loyal": False, "New": False, "Lost": True}
