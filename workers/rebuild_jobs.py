@@ -1,0 +1,355 @@
+"""Full rebuild of a shop's aggregates from its stored Order / OrderLine rows, count compaction, "Recompute now".
+
+`rebuild_shop_state(s, shop_id, now)` (inside the caller's transaction, under the shop row lock) recomputes, with
+pandas / numpy / scipy.sparse over the whole shop at once:
+  - every CustomerStats aggregate column, with the definitions of shopify_app.analytics.incremental (counted
+    orders only; money summed in integer cents, so the result is bit-identical to the incremental path). Rows of
+    customers who still have a counted order keep their scores / segment; rows of customers without one are
+    deleted (SegmentChange reason 'rebuild' when they had a segment); new customers get a row without scores;
+  - the overall (segment "*") item / pair / basket counts per month bucket, written as CountSnapshot rows
+    (kinds 'items' and 'pairs', `baskets` on both), replacing the shop's snapshots and deleting its *CountDelta
+    rows of segment "*".
+Writes are bulk statements (executemany / delete by shop), never ORM objects one by one.
+
+`compact_counts(s, shop_id)` folds delta rows into the snapshots (snapshot + deltas -> new snapshot; deltas
+deleted), exact, so reads stay one snapshot + few deltas per bucket.
+
+`read_counts(s, shop_id, first, last)` = sum over the buckets in [first, last] of snapshot + deltas.
+
+RQ entry points: `rebuild_shop(shop_id)`, `compact_all_shops()`, `recompute_shop(shop_id)` (the admin's
+"Recompute now": rebuild + rescore every customer + mine the rules).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import and_, delete, insert, select, update
+
+from shopify_app.analytics import counts as C
+from shopify_app.analytics.rules import PairCounts
+from shopify_app.models import (
+    ALL_SEGMENTS, BasketCountDelta, CountSnapshot, CustomerStats, ItemCountDelta, Job, Order, OrderLine,
+    PairCountDelta, SegmentChange, Shop, utcnow,
+)
+
+from . import context
+
+log = logging.getLogger(__name__)
+
+KINDS = ("items", "pairs")
+WRITE_CHUNK = 2000
+MONEY = {"gross_revenue": "rev", "refunded": "ref", "net_revenue": "net", "discount_total": "disc",
+         "pre_discount_total": "pre"}
+
+
+# --------------------------------------------------------------------------------------------- entry points
+def rebuild_shop(shop_id: int) -> dict:
+    with context.transaction() as s:
+        return rebuild_shop_state(s, shop_id, utcnow())
+
+
+def compact_all_shops() -> dict:
+    with context.transaction() as s:
+        shop_ids = list(s.scalars(select(BasketCountDelta.shop_id).distinct()))
+        shop_ids += list(s.scalars(select(ItemCountDelta.shop_id).distinct()))
+    done = {}
+    for shop_id in sorted(set(shop_ids)):
+        with context.transaction() as s:
+            done[shop_id] = compact_counts(s, shop_id)
+    return {"shops": len(done), "buckets": sum(done.values())}
+
+
+def recompute_shop(shop_id: int, now: dt.datetime | None = None) -> dict:
+    """Rebuild + rescore everything (stored RFM thresholds refitted when helper code exists) + mine the rules."""
+    from .rules_jobs import mine_rules
+
+    now = now or utcnow()
+    with context.transaction() as s:
+        job = Job(shop_id=shop_id, kind="rebuild", status="running", done=0, details={}, started_at=now,
+                  message="Recomputing customer stats and counts")
+        s.add(job)
+        s.flush()
+        job_id = job.id
+    try:
+        with context.transaction() as s:
+            result = rebuild_shop_state(s, shop_id, now)
+            if result.get("status") == "missing":
+                s.get(Job, job_id).status = "failed"
+                return result
+            result["segment_changes"] = rescore_all(s, shop_id, now)
+            job = s.get(Job, job_id)
+            job.message = "Mining product rules"
+        result["rules"] = mine_rules(shop_id, now=now)
+        _finish_job(job_id, "done", f"Recomputed {result['customers']:,} customers and "
+                                    f"{result['rules'].get('pair', 0):,} pair rules")
+        return result
+    except Exception as exc:
+        _finish_job(job_id, "failed", None, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _finish_job(job_id: int, status: str, message: str | None, error: str | None = None) -> None:
+    with context.transaction() as s:
+        job = s.get(Job, job_id)
+        job.status, job.finished_at, job.error = status, utcnow(), (error or None) and error[:2000]
+        if message:
+            job.message = message
+
+
+def rescore_all(s, shop_id: int, now: dt.datetime) -> int:
+    """Rescore every customer; refit and store the RFM thresholds when workers.rfm_jobs provides it."""
+    shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())
+    try:
+        from .rfm_jobs import refit_rfm_in_session
+    except ImportError:
+        refit_rfm_in_session = None
+    if refit_rfm_in_session is not None:
+        out = refit_rfm_in_session(s, shop, now)
+        return int(out.get("segment_changes", 0)) if isinstance(out, dict) else int(out or 0)
+    from .order_jobs import rescore_customers
+
+    rows = list(s.scalars(select(CustomerStats).where(CustomerStats.shop_id == shop_id)))   # one query, then s.get hits
+    return rescore_customers(s, shop, [r.customer_id for r in rows], now)
+
+
+# --------------------------------------------------------------------------------------------- loading
+def load_orders(s, shop_id: int, since: dt.datetime | None = None, until: dt.datetime | None = None) -> pd.DataFrame:
+    """Counted orders: order_id, customer_id (float, NaN = guest), processed_at, subtotal, discounts, refunded."""
+    q = select(Order.id, Order.customer_id, Order.processed_at, Order.subtotal, Order.total_discounts,
+               Order.total_refunded).where(Order.shop_id == shop_id, Order.counted.is_(True))
+    if since is not None:
+        q = q.where(Order.processed_at >= since)
+    if until is not None:
+        q = q.where(Order.processed_at < until)
+    rows = s.execute(q).all()
+    df = pd.DataFrame.from_records(rows, columns=["order_id", "customer_id", "processed_at", "subtotal",
+                                                  "total_discounts", "total_refunded"])
+    df["order_id"] = df["order_id"].astype(np.int64)
+    df["customer_id"] = pd.to_numeric(df["customer_id"], errors="coerce").astype("Int64")
+    df["processed_at"] = pd.to_datetime(df["processed_at"])
+    for col in ("subtotal", "total_discounts", "total_refunded"):
+        df[col] = df[col].astype(float)
+    return df
+
+
+def load_lines(s, shop_id: int, since: dt.datetime | None = None, until: dt.datetime | None = None,
+               with_types: bool = True) -> pd.DataFrame:
+    """Lines of counted orders: order_id, product_id (Int64, NA = custom), quantity, refunded_quantity[, type]."""
+    cols = [OrderLine.order_id, OrderLine.product_id, OrderLine.quantity, OrderLine.refunded_quantity]
+    if with_types:
+        cols.append(OrderLine.product_type)
+    q = (select(*cols).join(Order, and_(Order.shop_id == OrderLine.shop_id, Order.id == OrderLine.order_id))
+         .where(OrderLine.shop_id == shop_id, Order.counted.is_(True)))
+    if since is not None:
+        q = q.where(Order.processed_at >= since)
+    if until is not None:
+        q = q.where(Order.processed_at < until)
+    rows = s.execute(q).all()
+    names = ["order_id", "product_id", "quantity", "refunded_quantity"] + (["product_type"] if with_types else [])
+    df = pd.DataFrame.from_records(rows, columns=names)
+    df["order_id"] = df["order_id"].astype(np.int64)
+    df["product_id"] = pd.to_numeric(df["product_id"], errors="coerce").astype("Int64")
+    df["quantity"] = df["quantity"].fillna(0).astype(np.int64)
+    df["refunded_quantity"] = df["refunded_quantity"].fillna(0).astype(np.int64)
+    return df
+
+
+def buckets_of(times: pd.Series) -> pd.Series:
+    t = pd.to_datetime(times)
+    return t.dt.year.astype(str).str.zfill(4) + "-" + t.dt.month.astype(str).str.zfill(2)
+
+
+# --------------------------------------------------------------------------------------------- rebuild
+def rebuild_shop_state(s, shop_id: int, now: dt.datetime) -> dict:
+    shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())
+    if shop is None:
+        return {"shop_id": shop_id, "status": "missing"}
+    orders = load_orders(s, shop_id)
+    lines = load_lines(s, shop_id)
+    stats = customer_aggregates(orders, lines)
+    written = write_customer_stats(s, shop_id, stats, now)
+    buckets = rebuild_counts(s, shop_id, orders, lines, now)
+    return {"shop_id": shop_id, "status": "done", "orders": len(orders), "lines": len(lines), **written,
+            "buckets": buckets}
+
+
+def customer_aggregates(orders: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
+    """One row per customer with >= 1 counted order: every CustomerStats aggregate (money in cents)."""
+    o = orders[orders["customer_id"].notna()].copy()
+    if o.empty:
+        return pd.DataFrame(columns=["customer_id"])
+    cents = lambda x: np.rint(x.to_numpy(dtype=float) * 100).astype(np.int64)   # noqa: E731
+    o["rev"] = cents(o["subtotal"])
+    o["ref"] = cents(o["total_refunded"])
+    o["net"] = o["rev"] - o["ref"]
+    o["disc"] = cents(o["total_discounts"])
+    o["pre"] = o["rev"] + o["disc"]
+    o["discounted"] = (o["total_discounts"] > 0).astype(np.int64)
+    o["refunded_order"] = (o["total_refunded"] > 0).astype(np.int64)
+    live = lines.assign(q=(lines["quantity"] - lines["refunded_quantity"]).clip(lower=0))
+    per_order_items = live.groupby("order_id")["q"].sum()
+    o["items"] = o["order_id"].map(per_order_items).fillna(0).astype(np.int64)
+    g = o.groupby("customer_id")
+    agg = g.agg(first=("processed_at", "min"), last=("processed_at", "max"), n=("order_id", "size"),
+                rev=("rev", "sum"), ref=("ref", "sum"), net=("net", "sum"), disc=("disc", "sum"),
+                pre=("pre", "sum"), discounted=("discounted", "sum"), refunded_order=("refunded_order", "sum"),
+                items=("items", "sum"))
+    # product types: quantity of live lines per (customer, type)
+    typed = live[(live["q"] > 0) & live["product_type"].notna() & (live["product_type"] != "")]
+    typed = typed.merge(o[["order_id", "customer_id"]], on="order_id")
+    types = typed.groupby(["customer_id", "product_type"])["q"].sum()
+    pt: dict = {}
+    for (cid, t), q in types.items():
+        if q:
+            pt.setdefault(int(cid), {})[t] = int(q)
+    agg["product_type_counts"] = [dict(sorted(pt.get(int(c), {}).items())) for c in agg.index]
+    return agg.reset_index()
+
+
+def _stats_row(shop_id: int, r, now: dt.datetime) -> dict:
+    row = {"shop_id": shop_id, "customer_id": int(r.customer_id),
+           "first_order_at": r.first.to_pydatetime(), "last_order_at": r.last.to_pydatetime(),
+           "orders_count": int(r.n), "discounted_orders": int(r.discounted),
+           "refunded_orders": int(r.refunded_order), "items_count": int(r.items),
+           "product_type_counts": r.product_type_counts, "updated_at": now}
+    for col, key in MONEY.items():
+        row[col] = int(getattr(r, key)) / 100
+    return row
+
+
+def write_customer_stats(s, shop_id: int, stats: pd.DataFrame, now: dt.datetime) -> dict:
+    existing = dict(s.execute(select(CustomerStats.customer_id, CustomerStats.segment)
+                              .where(CustomerStats.shop_id == shop_id)).all())
+    rows = [_stats_row(shop_id, r, now) for r in stats.itertuples(index=False)]
+    new_ids = {r["customer_id"] for r in rows}
+    gone = sorted(set(existing) - new_ids)
+    for i in range(0, len(gone), WRITE_CHUNK):
+        s.execute(delete(CustomerStats).where(CustomerStats.shop_id == shop_id,
+                                              CustomerStats.customer_id.in_(gone[i:i + WRITE_CHUNK])))
+    changes = [{"shop_id": shop_id, "customer_id": cid, "from_segment": existing[cid], "to_segment": None,
+                "changed_at": now, "reason": "rebuild"} for cid in gone if existing[cid] is not None]
+    if changes:
+        s.execute(insert(SegmentChange), changes)
+    updates = [r for r in rows if r["customer_id"] in existing]
+    inserts = [r for r in rows if r["customer_id"] not in existing]
+    for i in range(0, len(updates), WRITE_CHUNK):
+        s.execute(update(CustomerStats), updates[i:i + WRITE_CHUNK])      # ORM bulk UPDATE by primary key
+    for i in range(0, len(inserts), WRITE_CHUNK):
+        s.execute(insert(CustomerStats), inserts[i:i + WRITE_CHUNK])
+    s.expire_all()     # loaded CustomerStats objects (if any) must not hide the bulk-written values
+    return {"customers": len(rows), "customers_inserted": len(inserts), "customers_deleted": len(gone)}
+
+
+def rebuild_counts(s, shop_id: int, orders: pd.DataFrame, lines: pd.DataFrame, now: dt.datetime) -> int:
+    buckets = orders[["order_id"]].assign(bucket=buckets_of(orders["processed_at"]))
+    items = C.basket_items(lines[["order_id", "product_id", "quantity", "refunded_quantity"]])
+    items = items.merge(buckets, on="order_id")
+    per_bucket = C.count_buckets(items)
+    s.execute(delete(CountSnapshot).where(CountSnapshot.shop_id == shop_id, CountSnapshot.segment == ALL_SEGMENTS,
+                                          CountSnapshot.kind.in_(KINDS)))
+    delete_deltas(s, shop_id)
+    for bc in per_bucket:
+        write_snapshot(s, shop_id, bc.bucket, bc.baskets, (bc.item_ids, bc.item_counts),
+                       (bc.pair_a, bc.pair_b, bc.pair_counts), now)
+    return len(per_bucket)
+
+
+def delete_deltas(s, shop_id: int, bucket: str | None = None) -> None:
+    for model in (ItemCountDelta, PairCountDelta, BasketCountDelta):
+        q = delete(model).where(model.shop_id == shop_id, model.segment == ALL_SEGMENTS)
+        if bucket is not None:
+            q = q.where(model.bucket == bucket)
+        s.execute(q)
+
+
+def write_snapshot(s, shop_id: int, bucket: str, baskets: int, items, pairs, now: dt.datetime) -> None:
+    base = {"shop_id": shop_id, "segment": ALL_SEGMENTS, "bucket": bucket, "baskets": int(baskets), "built_at": now}
+    s.execute(insert(CountSnapshot), [{**base, "kind": "items", "data": C.encode_items(*items)},
+                                      {**base, "kind": "pairs", "data": C.encode_pairs(*pairs)}])
+
+
+# --------------------------------------------------------------------------------------------- compaction
+def compact_counts(s, shop_id: int) -> int:
+    """Fold the shop's deltas into its snapshots, bucket by bucket; returns the number of buckets rewritten."""
+    shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())
+    if shop is None:
+        return 0
+    buckets = set(s.scalars(select(BasketCountDelta.bucket).where(BasketCountDelta.shop_id == shop_id,
+                                                                  BasketCountDelta.segment == ALL_SEGMENTS)))
+    buckets |= set(s.scalars(select(ItemCountDelta.bucket).where(ItemCountDelta.shop_id == shop_id,
+                                                                 ItemCountDelta.segment == ALL_SEGMENTS)))
+    now = utcnow()
+    for bucket in sorted(buckets):
+        parts = _parts(s, shop_id, bucket, bucket)
+        total = parts.total()
+        s.execute(delete(CountSnapshot).where(CountSnapshot.shop_id == shop_id, CountSnapshot.segment == ALL_SEGMENTS,
+                                              CountSnapshot.kind.in_(KINDS), CountSnapshot.bucket == bucket))
+        delete_deltas(s, shop_id, bucket)
+        if total.n_baskets or len(total.items):
+            write_snapshot(s, shop_id, bucket, total.n_baskets, (total.items, total.item_counts),
+                           (total.items[total.pair_i], total.items[total.pair_j], total.pair_counts), now)
+    return len(buckets)
+
+
+# --------------------------------------------------------------------------------------------- reading
+def _parts(s, shop_id: int, first: str | None, last: str | None) -> C.CountParts:
+    def within(col):
+        conds = []
+        if first is not None:
+            conds.append(col >= first)
+        if last is not None:
+            conds.append(col <= last)
+        return conds
+
+    parts = C.CountParts()
+    for kind, baskets, data in s.execute(
+            select(CountSnapshot.kind, CountSnapshot.baskets, CountSnapshot.data)
+            .where(CountSnapshot.shop_id == shop_id, CountSnapshot.segment == ALL_SEGMENTS,
+                   CountSnapshot.kind.in_(KINDS), *within(CountSnapshot.bucket))):
+        if kind == "items":
+            parts.baskets += int(baskets or 0)
+            parts.add_items(*C.decode_items(data))
+        else:
+            parts.add_pairs(*C.decode_pairs(data))
+    parts.baskets += sum(int(b or 0) for b in s.scalars(
+        select(BasketCountDelta.baskets).where(BasketCountDelta.shop_id == shop_id,
+                                               BasketCountDelta.segment == ALL_SEGMENTS,
+                                               *within(BasketCountDelta.bucket))))
+    rows = s.execute(select(ItemCountDelta.item_id, ItemCountDelta.count).where(
+        ItemCountDelta.shop_id == shop_id, ItemCountDelta.segment == ALL_SEGMENTS,
+        *within(ItemCountDelta.bucket))).all()
+    if rows:
+        arr = np.array(rows, dtype=np.int64)
+        parts.add_items(arr[:, 0], arr[:, 1])
+    rows = s.execute(select(PairCountDelta.item_a, PairCountDelta.item_b, PairCountDelta.count).where(
+        PairCountDelta.shop_id == shop_id, PairCountDelta.segment == ALL_SEGMENTS,
+        *within(PairCountDelta.bucket))).all()
+    if rows:
+        arr = np.array(rows, dtype=np.int64)
+        parts.add_pairs(arr[:, 0], arr[:, 1], arr[:, 2])
+    return parts
+
+
+def read_counts(s, shop_id: int, first: str | None = None, last: str | None = None) -> PairCounts:
+    """Overall counts of the buckets first..last inclusive (None: open end) = snapshots + deltas, exact."""
+    return _parts(s, shop_id, first, last).total()
+
+
+def read_bucket_counts(s, shop_id: int) -> dict:
+    """{bucket: (baskets, {item: count}, {(a, b): count})} for every bucket with data (tests, diagnostics)."""
+    buckets = set(s.scalars(select(CountSnapshot.bucket).where(CountSnapshot.shop_id == shop_id,
+                                                               CountSnapshot.segment == ALL_SEGMENTS)))
+    for model in (BasketCountDelta, ItemCountDelta, PairCountDelta):
+        buckets |= set(s.scalars(select(model.bucket).where(model.shop_id == shop_id,
+                                                            model.segment == ALL_SEGMENTS)))
+    out = {}
+    for b in sorted(buckets):
+        pc = read_counts(s, shop_id, b, b)
+        items, pairs = pc.as_dicts()
+        if pc.n_baskets or items or pairs:
+            out[b] = (pc.n_baskets, {int(k): v for k, v in items.items()},
+                      {(int(a), int(c)): v for (a, c), v in pairs.items()})
+    return out
