@@ -1,0 +1,126 @@
+"""Sequential "buy next" counts: a hand-computed case, a naive reference, and the per-customer delta property."""
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shopify_app.analytics.sequential import (
+    confidences, counts_of_customers, customer_sequential_counts, subtract,
+)
+
+A, B, C, D, E = 1, 2, 3, 4, 5
+
+
+def t(month, day, hour=10):
+    return dt.datetime(2024, month, day, hour)
+
+
+def test_hand_computed():
+    cust1 = [(t(1, 30), [A, B]), (t(2, 5), [B, C]), (t(2, 20), [D]), (t(2, 5), [E])]
+    items, pairs = customer_sequential_counts(cust1, 14)
+    # every order's items count once in the order's month
+    assert items == Counter({("2024-01", A): 1, ("2024-01", B): 1, ("2024-02", B): 1, ("2024-02", C): 1,
+                             ("2024-02", E): 1, ("2024-02", D): 1})
+    # from Jan 30: Feb 5 (6 days, both orders at that instant) is inside, Feb 20 (21 days) is not;
+    # B -> B is not a pair; the two Feb 5 orders are simultaneous, not "after" each other; Feb 20 is 15 days
+    # after Feb 5 (window is 14)
+    assert pairs == Counter({("2024-01", A, B): 1, ("2024-01", A, C): 1, ("2024-01", A, E): 1,
+                             ("2024-01", B, C): 1, ("2024-01", B, E): 1})
+    cust2 = [(t(3, 1), [A]), (t(3, 15), [B]), (t(3, 10), [B])]       # Mar 15 is exactly 14 days: inside
+    i2, p2 = customer_sequential_counts(cust2, 14)
+    assert i2 == Counter({("2024-03", A): 1, ("2024-03", B): 2})
+    assert p2 == Counter({("2024-03", A, B): 1})                      # B in two later orders: counted once
+    items_all, pairs_all = counts_of_customers({1: cust1, 2: cust2}, 14)
+    conf = confidences(items_all, pairs_all)
+    assert conf[(A, B)] == (2, 1.0) and conf[(A, C)] == (1, 0.5) and conf[(B, E)] == (1, 0.25)   # B in 4 orders
+    assert customer_sequential_counts(cust2, 13)[1] == Counter({("2024-03", A, B): 1})   # Mar 10 still inside
+    assert customer_sequential_counts(cust2, 8)[1] == Counter()
+
+
+def naive(orders, days):
+    """Reference straight from the definition: all order pairs, no sorting, no bisect."""
+    items, pairs = Counter(), Counter()
+    for (t0, its) in orders:
+        b = f"{t0.year:04d}-{t0.month:02d}"
+        later = set()
+        for (t1, nxt) in orders:
+            if t0 < t1 <= t0 + dt.timedelta(days=days):
+                later |= set(nxt)
+        for a in set(its):
+            items[(b, a)] += 1
+            for c in later - {a}:
+                pairs[(b, a, c)] += 1
+    return items, pairs
+
+
+order_st = st.tuples(st.integers(0, 90), st.integers(0, 3),
+                     st.lists(st.integers(1, 6), min_size=0, max_size=4))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(order_st, max_size=12), st.integers(1, 30))
+def test_matches_naive_definition(raw, days):
+    base = dt.datetime(2024, 1, 20)
+    orders = [(base + dt.timedelta(days=d, hours=h * 6), items) for d, h, items in raw]
+    assert customer_sequential_counts(orders, days) == naive(orders, days)
+
+
+def test_subtract_keeps_negative_deltas():
+    assert subtract(Counter({"a": 1, "b": 2}), Counter({"b": 2, "c": 3})) == {"a": 1, "c": -3}
+
+
+# ------------------------------------------------------------------ incremental: per-customer before/after
+def replay(versions, days):
+    """Apply (order_id, version, customer, time, items | None=deleted) with last-writer-wins, maintaining the
+    tables by per-customer before/after differences, as the order job does."""
+    store: dict = {}            # order id -> (version, customer, time, items or None)
+    items_t: Counter = Counter()
+    pairs_t: Counter = Counter()
+
+    def orders_of(cust):
+        return [(tm, its) for (_, c, tm, its) in store.values() if c == cust and its is not None]
+
+    for oid, ver, cust, tm, its in versions:
+        cur = store.get(oid)
+        if cur is not None and (cur[3] is None or (its is not None and ver <= cur[0])):
+            continue                                    # tombstone wins; older/equal version is a no-op
+        touched = {cust} | ({cur[1]} if cur else set())
+        before = {c: customer_sequential_counts(orders_of(c), days) for c in touched}
+        store[oid] = (ver, cust, tm, its)
+        for c in touched:
+            ai, ap = customer_sequential_counts(orders_of(c), days)
+            bi, bp = before[c]
+            for k, v in subtract(ai, bi).items():
+                items_t[k] += v
+            for k, v in subtract(ap, bp).items():
+                pairs_t[k] += v
+    final = {}
+    for (_, c, tm, its) in store.values():
+        if its is not None:
+            final.setdefault(c, []).append((tm, its))
+    return ({k: v for k, v in items_t.items() if v}, {k: v for k, v in pairs_t.items() if v}), final
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 20))
+def test_any_permutation_with_duplicates_equals_final_orders(seed, days):
+    rng = random.Random(seed)
+    base = dt.datetime(2024, 1, 25)
+    versions = []
+    for oid in range(1, rng.randint(2, 9)):
+        for ver in range(rng.randint(1, 3)):          # edits may move the order in time, basket and customer
+            versions.append((oid, ver, rng.choice([1, 2, 3]), base + dt.timedelta(days=rng.randint(0, 40)),
+                             [rng.randint(1, 5) for _ in range(rng.randint(0, 3))]))
+        if rng.random() < 0.2:
+            versions.append((oid, 99, rng.choice([1, 2]), base, None))     # deleted
+    messy = versions + rng.sample(versions, min(4, len(versions)))
+    rng.shuffle(messy)
+    (items_t, pairs_t), final = replay(messy, days)
+    ref_i, ref_p = counts_of_customers(final, days)
+    assert items_t == dict(ref_i) and pairs_t == dict(ref_p)
+    # and the same as the in-order replay
+    assert replay(sorted(versions, key=lambda v: (v[0], v[1])), days)[0] == (items_t, pairs_t)
