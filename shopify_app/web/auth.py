@@ -27,7 +27,7 @@ from shopify_app.shopify.install import install_with_access_token, install_with_
 from shopify_app.shopify.oauth import InvalidSubjectToken, TokenExchangeError, _post_token
 from shopify_app.shopify.session_token import InvalidSessionToken, decode_session_token
 from shopify_app.web import app_config, db
-from shopify_app.web.guard import RETRY_HEADER
+from shopify_app.web.guard import BOUNCE_PATH, RETRY_HEADER, bounce_url
 from shopify_app.shopify.domains import valid_shop_domain
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,13 @@ def _shop_base(cfg, shop: str) -> str:
 
 
 def _bounce(error: str | None = None):
+    """In-place bounce page; it forwards to the session-token bounce route, whose `shopify-reload` App Bridge
+    follows with a fresh id_token."""
     cfg = app_config()
     if error is None:
-        return render_template("bounce.html", api_key=cfg.api_key), 200
-    return render_template("bounce.html", api_key=cfg.api_key, error=error), 401, {RETRY_HEADER: "1"}
+        return render_template("bounce.html", api_key=cfg.api_key, reload_url=bounce_url()), 200
+    return render_template("bounce.html", api_key=cfg.api_key, error=error, reload_url=bounce_url()), 401, {
+        RETRY_HEADER: "1"}
 
 
 def _fail(status: int, message: str):
@@ -61,13 +64,24 @@ def _fail(status: int, message: str):
 
 
 def _installed_response(shop: Shop):
+    """The Home page, rendered on the same page load (the id_token that authenticated it stays out of links).
+    A deployment that mounts its home page elsewhere registers the endpoint `admin.home`: redirect there."""
     args = {k: v for k, v in request.args.items() if k in ("shop", "host", "embedded")}
     if "admin.home" in current_app.view_functions:
         # keep id_token: the admin page authenticates the same page load with it
         if request.args.get("id_token"):
             args["id_token"] = request.args["id_token"]
         return redirect(url_for("admin.home", **args))
-    return render_template("installed.html", shop=shop, api_key=app_config().api_key, host=args.get("host")), 200
+    from shopify_app.web.admin import render_home
+
+    return render_home(shop)
+
+
+@bp.get(BOUNCE_PATH)
+def session_token_bounce():
+    """Shopify's session-token bounce page: App Bridge reads `shopify-reload` from this URL and reloads that
+    page with a fresh id_token."""
+    return render_template("bounce.html", api_key=app_config().api_key), 200
 
 
 @bp.get("/")
@@ -102,6 +116,7 @@ def embedded_entry():
             log.warning("token exchange failed for %s: %s", st.shop, exc)
             return _fail(502, "Shopify refused the installation request.")
     g.shop = shop
+    g.id_token = token      # the page's POST forms carry it back
     return _installed_response(shop)
 
 

@@ -2,22 +2,50 @@
 
 - JSON/API calls: `Authorization: Bearer <session token>`; invalid or missing -> 401 with
   `X-Shopify-Retry-Invalid-Session-Request: 1` (App Bridge then fetches a fresh token and retries).
-- Page loads: Shopify passes the token as `id_token` on the first load of an embedded app; without one we
-  answer the bounce page, which loads App Bridge so it can reload the page with a fresh token.
+- Page loads: Shopify passes the token as `id_token` on the first load of an embedded app. A page navigation
+  without one is redirected to the bounce page (`/auth/session-token?shopify-reload=<this page>`), which loads App
+  Bridge; App Bridge then reloads the page with a fresh `id_token` (Shopify's documented flow).
+- POST pages (forms): the token travels in the hidden form field `id_token` (refreshed by the page's JS from
+  `shopify.idToken()` just before submitting). A forged cross-site form cannot carry a valid token, so the token
+  check is also the CSRF check.
 The authenticated shop (`dest`) is the only tenant the view may read: `g.shop` / `g.shop_domain`.
 """
 from __future__ import annotations
 
 import functools
+from urllib.parse import urlencode
 
-from flask import g, jsonify, render_template, request
+from flask import g, jsonify, redirect, render_template, request
 from sqlalchemy import select
 
 from shopify_app.models import Shop
+from shopify_app.shopify.domains import valid_shop_domain
 from shopify_app.shopify.session_token import InvalidSessionToken, decode_session_token
 from shopify_app.web import app_config, db
 
 RETRY_HEADER = "X-Shopify-Retry-Invalid-Session-Request"
+BOUNCE_PATH = "/auth/session-token"
+# Query parameters a page URL may carry (and internal links keep): never the token, never personal data.
+SAFE_PARAMS = ("shop", "host", "embedded")
+PAGE_PARAMS = SAFE_PARAMS + ("page", "sort", "segment")
+
+
+def safe_args(keys=SAFE_PARAMS) -> dict:
+    return {k: request.args[k] for k in keys if request.args.get(k)}
+
+
+def bounce_url() -> str:
+    """The bounce page URL whose `shopify-reload` is this page (GET form, safe parameters only)."""
+    target = request.path
+    page_args = safe_args(PAGE_PARAMS)
+    if page_args:
+        target += "?" + urlencode(page_args)
+    return BOUNCE_PATH + "?" + urlencode({**safe_args(), "shopify-reload": target})
+
+
+def bounce_redirect():
+    """Send a token-less page navigation to the bounce page; App Bridge reloads `shopify-reload` with a token."""
+    return redirect(bounce_url(), code=302)
 
 
 def _bearer() -> str | None:
@@ -37,8 +65,11 @@ def _unauthorized(reason: str):
 def _authenticate(token: str):
     cfg = app_config()
     st = decode_session_token(token, cfg.api_key, cfg.api_secret)
-    shop = db().scalar(select(Shop).where(Shop.domain == st.shop))
+    session = db()
+    shop = session.scalar(select(Shop).where(Shop.domain == st.shop))
+    session.commit()        # end the read at once (SQLite: an open transaction holds the write lock)
     g.session_token = st
+    g.id_token = token      # POST forms of the page carry it back (hidden field)
     g.shop_domain = st.shop
     g.shop = shop
     return st
@@ -52,17 +83,26 @@ def require_session_token(view=None, *, page: bool = False, allow_uninstalled: b
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
-        token = _bearer() or (request.args.get("id_token") if page else None)
+        token = _bearer()
+        if not token and page:
+            token = request.form.get("id_token") if request.method == "POST" else request.args.get("id_token")
         if not token:
+            if page and request.method == "GET":
+                return bounce_redirect()
             if page:
-                return render_template("bounce.html", api_key=app_config().api_key), 200
+                return render_template("bounce.html", api_key=app_config().api_key, error="missing session token",
+                                       reload_url=bounce_url()), 401, {RETRY_HEADER: "1"}
             return _unauthorized("missing session token")
         try:
-            _authenticate(token)
+            st = _authenticate(token)
+            claimed = request.args.get("shop") or (request.form.get("shop") if page else None)
+            if claimed and valid_shop_domain(claimed) != st.shop:
+                raise InvalidSessionToken("the shop parameter does not match the session token")
         except InvalidSessionToken as exc:
+            g.shop = None
             if page:
-                return render_template("bounce.html", api_key=app_config().api_key, error=str(exc)), 401, {
-                    RETRY_HEADER: "1"}
+                return render_template("bounce.html", api_key=app_config().api_key, error=str(exc),
+                                       reload_url=bounce_url()), 401, {RETRY_HEADER: "1"}
             return _unauthorized(str(exc))
         if g.shop is None or (g.shop.status == "uninstalled" and not allow_uninstalled):
             return on_unknown_shop(page)
