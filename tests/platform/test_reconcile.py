@@ -1,0 +1,216 @@
+"""Reconciliation against the stand-in over HTTP: orders created / refunded / cancelled / edited while no webhook
+reached the app are pulled by updated_at and applied, so the app's state equals a clean pass of the stand-in's
+orders; a second run changes nothing; a revoked token stops the shop."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import replace
+
+import pytest
+from sqlalchemy import func, select
+
+from shopify_app.devstore import App, DevStore
+from shopify_app.devstore.webhooks import DeliveryMode, order_payload
+from shopify_app.models import Job, Order, OrderLine, SegmentChange, Shop
+from shopify_app.shopify.convert import order_from_rest
+from shopify_app.shopify.convert_graphql import fetch_complete_order
+from shopify_app.shopify.graphql import AdminClient
+from shopify_app.shopify.install import install_with_access_token
+from shopify_app.shopify.oauth import AccessToken
+from tests.helpers import TEST_API_KEY, TEST_API_SECRET, analytics_snapshot, reference_snapshot
+from workers import context
+from workers.import_jobs import start_history_import
+from workers.reconcile_jobs import reconcile_all_shops, reconcile_shop
+
+SHOP = "reconcile.myshopify.com"
+FAST = {"batch_size": 40, "poll_interval": 0.02}
+
+
+@pytest.fixture
+def store():
+    # No webhook subscriptions: every change below is a lost webhook as far as the app is concerned.
+    s = DevStore(apps=[App(TEST_API_KEY, TEST_API_SECRET, "https://app.test")], webhook_mode=DeliveryMode(sync=True))
+    s.create_shop(SHOP, currency="USD")
+    return s
+
+
+@pytest.fixture
+def cfg(config, server):
+    c = config.replace(shopify_admin_base=f"{server}/shops/{{shop}}")
+    context.set_config(c)
+    yield c
+    context.set_config(None)
+
+
+@pytest.fixture
+def shop_id(store, cfg, session):
+    token = store.install_app(SHOP, TEST_API_KEY)
+    shop = install_with_access_token(session, cfg, SHOP, AccessToken(access_token=token,
+                                                                      scope=store.apps[TEST_API_KEY].scopes))
+    sid = shop.id
+    session.commit()
+    return sid
+
+
+def jobs(session, shop_id, kind="reconcile"):
+    session.expire_all()
+    rows = list(session.scalars(select(Job).where(Job.shop_id == shop_id, Job.kind == kind).order_by(Job.id)))
+    session.commit()
+    return rows
+
+
+def orders_table(session, shop_id):
+    session.expire_all()
+    rows = {(o.id, o.shopify_updated_at, o.counted, o.customer_id, o.net_revenue, o.total_refunded)
+            for o in session.scalars(select(Order).where(Order.shop_id == shop_id))}
+    lines = {(ln.order_id, ln.id, ln.product_id, ln.quantity, ln.refunded_quantity, ln.price, ln.discount)
+             for ln in session.scalars(select(OrderLine).where(OrderLine.shop_id == shop_id))}
+    session.commit()
+    return rows, lines
+
+
+def lost_webhook_changes(store):
+    """Changes the app never hears about: new orders (with many lines, guest, test, discount), refunds (partial,
+    several, with many lines), a cancellation and a tag edit of imported orders."""
+    sh = store.shops[SHOP]
+    old = sorted(sh.orders)[:6]
+    cust = store.create_customer(SHOP, email="late@example.com")
+    prods = [store.create_product(SHOP, title=f"Late {i}", price=f"{3 + i}.25", product_type="Late")
+             for i in range(14)]
+    big = store.create_order(SHOP, customer_id=cust.id, lines=[{"variant_id": p.variants[0].id, "quantity": 2}
+                                                              for p in prods],
+                             discount_code={"code": "BIG", "amount": "7.00"})
+    # three refunds (more than the page asks for), the first with more lines than a page's refund lines
+    store.refund_order(SHOP, big.id, [(li.id, 1) for li in big.line_items[:7]])
+    store.refund_order(SHOP, big.id, [(big.line_items[8].id, 2)])
+    store.refund_order(SHOP, big.id, [(big.line_items[9].id, 1)])
+    store.create_order(SHOP, lines=[{"variant_id": prods[0].variants[0].id, "quantity": 1},
+                                    {"title": "Gift wrap", "price": "2.00"}])                      # guest
+    store.create_order(SHOP, customer_id=cust.id, lines=[{"variant_id": prods[1].variants[0].id, "quantity": 1}],
+                       test=True)
+    o0 = sh.orders[old[0]]
+    store.refund_order(SHOP, o0.id, [(o0.line_items[0].id, 1)])
+    store.cancel_order(SHOP, old[1])
+    store.update_order(SHOP, old[2], tags=["edited"])
+    o3 = sh.orders[old[3]]
+    store.refund_order(SHOP, o3.id)                                                  # everything
+    return big
+
+
+def test_lost_webhooks_are_repaired_to_a_clean_pass_and_a_rerun_changes_nothing(store, cfg, session, shop_id):
+    store.generate_orders(SHOP, 120, customers=25, products=15, seed=5)
+    assert start_history_import(shop_id, **FAST)["status"] == "done"
+    imported = analytics_snapshot(session, shop_id)
+    time.sleep(1.05)      # Shopify's updated_at has one-second resolution: changes land in a later second
+    big = lost_webhook_changes(store)
+    assert analytics_snapshot(session, shop_id) == imported          # the app heard nothing
+    reference = reference_snapshot(store, SHOP)
+    assert imported != reference
+
+    result = reconcile_shop(shop_id, batch_size=4)
+    assert result["status"] == "done"
+    assert result["applied"] == 7          # 3 new orders + 4 changed imported orders (final state each)
+    assert analytics_snapshot(session, shop_id) == reference
+    [job] = jobs(session, shop_id)
+    assert job.status == "done" and job.error is None
+    assert job.details["pulled"] == result["pulled"] == job.done == job.total
+    assert job.details["applied"] == 7 and job.details["skipped"] == result["skipped"]
+    session.expire_all()
+    shop = session.get(Shop, shop_id)
+    newest = max(o.updated_at for o in store.shops[SHOP].orders.values()).replace(tzinfo=None, microsecond=0)
+    assert shop.orders_watermark == newest
+    row = session.get(Order, (shop_id, big.id))
+    expected_big = order_from_rest(order_payload(store.shops[SHOP], store.shops[SHOP].orders[big.id]))
+    assert row.total_refunded == pytest.approx(expected_big.refunded) and len(big.line_items) == 14
+    session.commit()
+    table = orders_table(session, shop_id)
+    changes = session.scalar(select(func.count()).select_from(SegmentChange).where(SegmentChange.shop_id == shop_id))
+    session.commit()
+
+    again = reconcile_shop(shop_id, batch_size=4)
+    assert again["status"] == "done" and again["applied"] == 0 and again["pulled"] >= 1   # the overlap again
+    assert analytics_snapshot(session, shop_id) == reference
+    assert orders_table(session, shop_id) == table
+    assert session.scalar(select(func.count()).select_from(SegmentChange)
+                          .where(SegmentChange.shop_id == shop_id)) == changes
+    session.commit()
+    session.expire_all()
+    assert session.get(Shop, shop_id).orders_watermark == newest
+    session.commit()
+    assert [j.status for j in jobs(session, shop_id)] == ["done", "done"]
+
+
+def test_pull_starts_at_the_watermark_minus_the_overlap(store, cfg, session, shop_id):
+    store.generate_orders(SHOP, 30, customers=5, products=5, seed=2)
+    start_history_import(shop_id, **FAST)
+    session.expire_all()
+    watermark = session.get(Shop, shop_id).orders_watermark
+    session.commit()
+    # generate_orders spaces orders one minute apart: the 5-minute overlap re-reads the last 6 orders only
+    result = reconcile_shop(shop_id)
+    assert (result["pulled"], result["applied"], result["skipped"]) == (6, 0, 6)
+    assert jobs(session, shop_id)[-1].details["since"] == (watermark - dt.timedelta(minutes=5)).isoformat()
+
+
+def test_graphql_conversion_equals_the_rest_webhook_conversion(store, server):
+    """Every order of the stand-in read through reconcile_orders_page (+ its follow-up pages) converts to the
+    same OrderVersion as its REST webhook payload (product_type aside: REST line items carry none)."""
+    store.generate_orders(SHOP, 20, customers=5, products=5, seed=4)
+    lost_webhook_changes(store)
+    client = AdminClient(SHOP, store.install_app(SHOP, TEST_API_KEY), "2026-10", admin_base=f"{server}/shops/{{shop}}")
+    got = {}
+    for node in client.paginate("reconcile_orders_page", "orders", {"first": 9, "refundsFirst": 2}):
+        v = fetch_complete_order(client, node, refunds_first=2)
+        got[v.id] = replace(v, lines=tuple(replace(ln, product_type=None) for ln in v.lines))
+    sh = store.shops[SHOP]
+    assert set(got) == set(sh.orders)
+    for oid, o in sh.orders.items():
+        assert got[oid] == order_from_rest(order_payload(sh, o)), oid
+    assert store.deprecation_log == []
+
+
+def test_revoked_token_marks_needs_reauth_and_stops(store, cfg, session, shop_id):
+    store.generate_orders(SHOP, 10, customers=3, products=3)
+    start_history_import(shop_id, **FAST)
+    store.revoke_shop_tokens(SHOP)
+    result = reconcile_shop(shop_id)
+    assert result["status"] == "failed" and result["error"] == "needs_reauth"
+    session.expire_all()
+    assert session.get(Shop, shop_id).status == "needs_reauth"
+    session.commit()
+    [job] = jobs(session, shop_id)
+    assert job.status == "failed" and "access token" in job.error
+    # the shop is left alone from now on: no job, no request
+    assert reconcile_shop(shop_id) == {"shop_id": shop_id, "status": "skipped", "reason": "needs_reauth"}
+    assert start_history_import(shop_id, **FAST)["status"] == "failed"
+    assert len(jobs(session, shop_id)) == 1
+
+
+def test_skipped_until_the_history_import_is_done(store, cfg, session, shop_id):
+    store.generate_orders(SHOP, 5, customers=2, products=2)
+    assert reconcile_shop(shop_id)["reason"] == "history import not done"
+    assert jobs(session, shop_id) == []
+    start_history_import(shop_id, **FAST)
+    assert reconcile_shop(shop_id)["status"] == "done"
+
+
+def test_shop_whose_import_found_no_orders_reconciles_everything(store, cfg, session, shop_id):
+    start_history_import(shop_id, **FAST)         # empty shop: no watermark
+    store.generate_orders(SHOP, 12, customers=4, products=4)
+    result = reconcile_shop(shop_id)
+    assert result["pulled"] == result["applied"] == 12
+    assert analytics_snapshot(session, shop_id) == reference_snapshot(store, SHOP)
+
+
+def test_reconcile_all_shops_enqueues_active_shops_only(cfg, session, shop_id, db_url):
+    from shopify_app.queues import DEFAULT, get_queue
+    from tests.helpers import add_shop
+
+    gone = add_shop(db_url, "gone.myshopify.com", status="uninstalled")
+    reauth = add_shop(db_url, "reauth.myshopify.com", status="needs_reauth")
+    assert reconcile_all_shops() == {"shops": 1, "enqueued": 1}
+    assert reconcile_all_shops() == {"shops": 1, "enqueued": 0}   # last hour's job still waiting
+    ids = get_queue(cfg, DEFAULT).job_ids
+    assert ids.count(f"reconcile-{shop_id}") == 1
+    assert f"reconcile-{gone}" not in ids and f"reconcile-{reauth}" not in ids
