@@ -12,10 +12,14 @@
      CustomerStats fields, and item / pair / basket count deltas for segment ALL_SEGMENTS (upserts
      count = count + excluded.count). first/last order time and orders_count are *recomputed* from the
      customer's counted Order rows (O(customer's orders)); a customer left with no counted order loses their
-     CustomerStats row. The new Order / OrderLine rows and the contribution are stored;
-  5. rescore the touched customers with the stored RFM thresholds (ShopModel kind 'rfm'; when the shop has
-     none yet, thresholds are fitted on the shop's CustomerStats for this run only, not stored) and record a
-     SegmentChange (reason 'order') when the named segment changes;
+     CustomerStats row. The new Order / OrderLine rows and the contribution are stored. Sequential ("buy next")
+     counts are maintained per touched customer: their counts before the batch are replaced by their counts
+     after it (workers.sequential_jobs.BatchTracker; O(customer's orders));
+  5. rescore the touched customers with the stored RFM thresholds (ShopModel kind 'rfm') and record a
+     SegmentChange (reason 'order') when the named segment changes. A shop without stored thresholds is fitted
+     once and stored (workers.rfm_jobs.refit_rfm_in_session), never refitted per batch: a per-batch fit would
+     cost O(shop's customers) per order. The model's `customers_now` follows created / removed customers; when
+     it moved by more than the shop's `rfm_refit_change_share` since the fit, a refit job is enqueued;
   6. mark the deliveries 'processed' (body erased), or 'invalid' with the error when the payload cannot be
      converted. refunds/create and orders/edited deliveries are processed without changes: Shopify follows
      them with orders/updated, which carries the order's `refunds` / edited lines.
@@ -31,7 +35,12 @@ Contract for other writers of Order rows (bulk import, rebuild): `Order.contribu
 added to the aggregates (None = nothing added).
 
 Ingest hand-off: after setting a delivery to 'pending_analytics', call `enqueue_process_orders(config, shop_id)`
-(after the commit); bursts coalesce into one queued job per shop.
+(after the commit); bursts coalesce into one queued job per shop. After its commit the job enqueues (coalesced,
+fixed ids) an RFM refit when due, a sequential rebuild when `sequential_days` changed, and debounced rules
+mining (workers.rules_jobs.enqueue_mine_rules, when that module exists).
+
+Per-order cost: every statement is a primary-key / index lookup on (shop_id, ...) or on the customer's own
+orders (ix_orders_shop_customer); nothing scans the shop's history (bench/bench_order_update.py).
 """
 from __future__ import annotations
 
@@ -43,15 +52,17 @@ from sqlalchemy import delete, func, or_, select
 
 from shopify_app.analytics.incremental import Delta, _add, contribution, diff
 from shopify_app.analytics.orders import OrderVersion
-from shopify_app.analytics.rfm import fit_thresholds, score, score_recency
-from shopify_app.analytics.segments import SCHEMES, assign_segment
+from shopify_app.analytics.segments import SCHEMES
 from shopify_app.models import (
     ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountDelta, SegmentChange,
     Shop, ShopModel, WebhookDelivery, utcnow,
 )
+from shopify_app.settings import shop_settings
 from shopify_app.shopify.convert import NOOP_TOPICS, REFUND_TOPICS, order_deleted, order_from_rest
 
 from . import context
+from .rfm_jobs import RFM_KIND, refit_needed, refit_rfm_in_session, score_customer, stored_params
+from .sequential_jobs import BatchTracker, rebuild_needed
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +81,32 @@ def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
             enqueue_process_orders(context.config(), shop_id)   # this job is 'started': the other id is used
         except Exception as exc:  # Redis down: the next webhook (or a sweeper) enqueues again
             log.warning("could not enqueue the next order batch of shop %s: %s", shop_id, exc)
+    enqueue_followups(context.config(), shop_id, result)
     return result
+
+
+def enqueue_followups(config, shop_id: int, result: dict) -> None:
+    """After the batch committed: refit / rebuild when due, rules mining when orders changed. Each is
+    best-effort (Redis down: the daily schedules catch up) and coalesces under a fixed job id."""
+    steps = []
+    if result.get("refit_rfm"):
+        from .rfm_jobs import enqueue_refit_rfm
+        steps.append(("rfm refit", enqueue_refit_rfm))
+    if result.get("rebuild_sequential"):
+        from .sequential_jobs import enqueue_rebuild_sequential
+        steps.append(("sequential rebuild", enqueue_rebuild_sequential))
+    if result.get("applied"):
+        try:
+            from .rules_jobs import enqueue_mine_rules
+        except ImportError:        # rules mining not deployed in this build
+            enqueue_mine_rules = None
+        if enqueue_mine_rules is not None:
+            steps.append(("rules mining", enqueue_mine_rules))
+    for what, fn in steps:
+        try:
+            fn(config, shop_id)
+        except Exception as exc:  # noqa: BLE001 - never fail a committed batch over a follow-up
+            log.warning("could not enqueue the %s of shop %s: %s", what, shop_id, exc)
 
 
 def process_job_id(shop_id: int, followup: bool = False) -> str:
@@ -133,8 +169,11 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
     write_counts(s, shop_id, batch)
     touched = update_customers(s, shop_id, batch, now)
     changes = rescore_customers(s, shop, touched, now)
+    settings = shop_settings(shop)
     return {"shop_id": shop_id, "deliveries": len(rows), "applied": applied, "skipped": skipped,
-            "invalid": invalid, "customers": len(touched), "segment_changes": changes}
+            "invalid": invalid, "customers": len(touched), "segment_changes": changes,
+            "refit_rfm": refit_needed(s.get(ShopModel, (shop_id, RFM_KIND)), settings.rfm_refit_change_share),
+            "rebuild_sequential": rebuild_needed(s, shop)}
 
 
 def _convert(d: WebhookDelivery, now: dt.datetime) -> OrderVersion | None:
@@ -162,6 +201,8 @@ def apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.dateti
     row = s.get(Order, (shop_id, v.id))
     if not _supersedes(v, row):
         return False
+    # Sequential counts depend on the customer's other orders: snapshot them before the first change.
+    _sequential(s, shop_id, batch).touch(s, {v.customer_id, row.customer_id if row is not None else None})
     old = row.contribution if row is not None else None
     if old is not None and row.customer_id != old.get("customer_id"):
         old = {**old, "customer_id": row.customer_id}   # unlinked by customers/redact: stats already erased
@@ -189,6 +230,16 @@ def apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.dateti
                         product_type=ln.product_type, quantity=ln.quantity, refunded_quantity=ln.refunded_quantity,
                         price=ln.price, discount=ln.discount))
     return True
+
+
+def _sequential(s, shop_id: int, batch: Delta) -> BatchTracker:
+    """The batch's sequential bookkeeping. Kept on the Delta object (one per batch in every caller) so the
+    shared steps apply_version / write_counts maintain the tables for the order job, reconciliation and import
+    alike without a new argument."""
+    tracker = batch.__dict__.get("_sequential")
+    if tracker is None:
+        tracker = batch.__dict__["_sequential"] = BatchTracker(s, shop_id)
+    return tracker
 
 
 def _merge(batch: Delta, d: Delta) -> None:
@@ -239,11 +290,15 @@ def write_counts(s, shop_id: int, batch: Delta) -> None:
     if batch.baskets:
         _upsert(s, BasketCountDelta, ["shop_id", "segment", "bucket"], "baskets",
                 [{**base, "bucket": b, "baskets": n} for b, n in sorted(batch.baskets.items())])
+    tracker = batch.__dict__.get("_sequential")
+    if tracker is not None:
+        tracker.write(s)
 
 
 def update_customers(s, shop_id: int, batch: Delta, now: dt.datetime) -> list[int]:
     """Additive deltas + recomputed first/last/orders_count; returns the customers left with stats."""
     kept = []
+    net_new = 0                      # customers created - customers removed, for the refit trigger
     for cid in sorted(batch.touched):
         first, last, n = s.execute(
             select(func.min(Order.processed_at), func.max(Order.processed_at), func.count())
@@ -255,12 +310,14 @@ def update_customers(s, shop_id: int, batch: Delta, now: dt.datetime) -> list[in
                     s.add(SegmentChange(shop_id=shop_id, customer_id=cid, from_segment=row.segment,
                                         to_segment=None, changed_at=now, reason="order"))
                 s.delete(row)
+                net_new -= 1
             continue
         if row is None:
             row = CustomerStats(shop_id=shop_id, customer_id=cid, orders_count=0, gross_revenue=0.0, refunded=0.0,
                                 net_revenue=0.0, discounted_orders=0, discount_total=0.0, pre_discount_total=0.0,
                                 refunded_orders=0, items_count=0, product_type_counts={})
             s.add(row)
+            net_new += 1
         for k, v in batch.customers.get(cid, {}).items():
             if k == "orders_count":
                 continue
@@ -276,50 +333,45 @@ def update_customers(s, shop_id: int, batch: Delta, now: dt.datetime) -> list[in
         row.first_order_at, row.last_order_at, row.orders_count = first, last, int(n)
         kept.append(cid)
     s.flush()
+    if net_new:
+        model = s.get(ShopModel, (shop_id, RFM_KIND))
+        if model is not None:
+            params = dict(model.params or {})
+            params["customers_now"] = int(params.get("customers_now", model.customers_at_fit or 0)) + net_new
+            model.params = params     # a new dict: JSON columns do not track in-place changes
     return kept
 
 
 # --------------------------------------------------------------------------------------------- scoring
 def rfm_params(s, shop: Shop, now: dt.datetime) -> tuple[dict, str]:
-    """(edges, scheme). Stored params: {"edges": {"recency": [...], "frequency": [...], "monetary": [...]},
-    "scheme": "default"} (or the edges dict itself). Without a stored model, fit on the shop's CustomerStats."""
-    model = s.get(ShopModel, (shop.id, "rfm"))
-    params = dict(model.params or {}) if model is not None else {}
-    edges = params.get("edges") if isinstance(params.get("edges"), dict) else (
-        params if {"recency", "frequency", "monetary"} <= set(params) else None)
-    scheme = params.get("scheme") or (shop.settings or {}).get("segment_scheme") or "default"
-    if scheme not in SCHEMES:
-        scheme = "default"
+    """(edges, scheme) stored for the shop; fitted and stored first when the shop has none (see rfm_jobs)."""
+    edges, scheme, _model = stored_params(s, shop)
     if edges is None:
-        rows = s.execute(select(CustomerStats.last_order_at, CustomerStats.orders_count, CustomerStats.net_revenue)
-                         .where(CustomerStats.shop_id == shop.id)).all()
-        edges = {"recency": fit_thresholds([_days(now, r.last_order_at) for r in rows if r.last_order_at]),
-                 "frequency": fit_thresholds([r.orders_count for r in rows]),
-                 "monetary": fit_thresholds([r.net_revenue for r in rows])}
+        res = refit_rfm_in_session(s, shop, now, reason="order")
+        edges, scheme = res["edges"], res["scheme"]
     return edges, scheme
 
 
-def _days(now: dt.datetime, t: dt.datetime) -> int:
-    return max(0, (now - t) // dt.timedelta(days=1))
-
-
-def rescore_customers(s, shop: Shop, customers: list[int], now: dt.datetime) -> int:
+def rescore_customers(s, shop: Shop, customers: list[int], now: dt.datetime, reason: str = "order") -> int:
+    """Rescore these customers with the stored thresholds; SegmentChange(reason) per changed segment.
+    A shop without stored thresholds is fitted (and everyone scored) once, here."""
     if not customers:
         return 0
-    edges, scheme = rfm_params(s, shop, now)
+    edges, scheme, _model = stored_params(s, shop)
+    if edges is None:
+        return refit_rfm_in_session(s, shop, now, reason=reason)["changes"]
+    if scheme not in SCHEMES:
+        scheme = "default"
     changes = 0
     for cid in customers:
         row = s.get(CustomerStats, (shop.id, cid))
         if row is None or row.last_order_at is None:
             continue
-        row.recency_days = _days(now, row.last_order_at)
-        row.r_score = score_recency(row.recency_days, edges.get("recency") or [])
-        row.f_score = score(row.orders_count, edges.get("frequency") or [])
-        row.m_score = score(row.net_revenue, edges.get("monetary") or [])
-        seg = assign_segment(row.r_score, row.f_score, row.m_score, scheme)
+        row.recency_days, row.r_score, row.f_score, row.m_score, seg = score_customer(
+            row.last_order_at, row.orders_count, row.net_revenue, edges, scheme, now)
         if seg != row.segment:
             s.add(SegmentChange(shop_id=shop.id, customer_id=cid, from_segment=row.segment, to_segment=seg,
-                                changed_at=now, reason="order"))
+                                changed_at=now, reason=reason))
             row.segment, row.segment_since = seg, now
             changes += 1
         row.scored_at = now

@@ -352,3 +352,64 @@ def test_enqueue_while_running_uses_the_followup_id(config):
     b.set_status("started")
     assert enqueue_process_orders(config, 44) is None
     assert RQJob.fetch("process-orders-44", connection=redis_connection(config.redis_url)).id == a.id
+
+
+# --------------------------------------------------------------------------------------------- RFM model upkeep
+def test_first_batch_stores_thresholds_and_later_batches_use_them(session):
+    shop = make_shop(session, "store.myshopify.com")
+    for oid in range(1, 6):
+        deliver(session, shop, "orders/create", payload(oid, cust=6000 + oid, day=oid, subtotal=f"{oid * 10}.00"))
+    run(session, shop)
+    m = session.get(ShopModel, (shop.id, "rfm"))
+    # net 10..50: 4 * q = 0.8, 1.6, 2.4, 3.2 -> 18, 26, 34, 42
+    assert m.version == 1 and m.customers_at_fit == 5 and m.params["edges"]["monetary"] == [18.0, 26.0, 34.0, 42.0]
+    # a big new customer is scored on the stored edges (M 5 above 42), not on a refit
+    deliver(session, shop, "orders/create", payload(9, cust=6009, day=9, subtotal="1000.00"))
+    res = run(session, shop)
+    session.expire_all()
+    m = session.get(ShopModel, (shop.id, "rfm"))
+    assert m.version == 1 and m.params["edges"]["monetary"] == [18.0, 26.0, 34.0, 42.0]
+    assert m.params["customers_now"] == 6 and res["refit_rfm"] is True      # 6 vs 5 at fit: +20 % > 10 %
+    assert stats(session, shop, 6009).m_score == 5
+    assert session.scalars(select(SegmentChange.reason).where(SegmentChange.customer_id == 6009)).all() == ["order"]
+
+
+def test_refit_trigger_on_customer_count_change(config, session):
+    from shopify_app.queues import DEFAULT, get_queue
+    from workers import context
+    from workers.order_jobs import process_pending_orders
+    from workers.rfm_jobs import refit_rfm
+
+    shop = make_shop(session, "trigger.myshopify.com")
+    for oid in range(1, 11):
+        deliver(session, shop, "orders/create", payload(oid, cust=7000 + oid, day=oid))
+    session.commit()
+    context.set_config(config)
+    try:
+        assert process_pending_orders(shop.id)["refit_rfm"] is False      # fitted on these 10, stored
+        deliver(session, shop, "orders/create", payload(11, cust=7011, day=11))
+        session.commit()
+        assert process_pending_orders(shop.id)["refit_rfm"] is False      # 11 vs 10: exactly 10 %, not more
+        refits = lambda: [j for j in get_queue(config, DEFAULT).job_ids if j.startswith("refit-rfm")]  # noqa: E731
+        assert refits() == []
+        deliver(session, shop, "orders/create", payload(12, cust=7012, day=12))
+        deliver(session, shop, "orders/create", payload(13, cust=7001, day=13))    # existing customer: no change
+        session.commit()
+        assert process_pending_orders(shop.id)["refit_rfm"] is True       # 12 vs 10
+        deliver(session, shop, "orders/create", payload(14, cust=7014, day=14))
+        session.commit()
+        assert process_pending_orders(shop.id)["refit_rfm"] is True
+        assert refits() == ["refit-rfm-%d" % shop.id]                      # coalesced: one job
+        res = refit_rfm(shop.id, now=NOW.isoformat())
+        assert res["customers"] == 13
+        session.expire_all()
+        m = session.get(ShopModel, (shop.id, "rfm"))
+        assert (m.customers_at_fit, m.params["customers_now"], m.version) == (13, 13, 2)
+        # a customer leaving (their only order cancelled) counts down
+        deliver(session, shop, "orders/cancelled", payload(14, cust=7014, day=14, upd=1, cancelled=True))
+        session.commit()
+        process_pending_orders(shop.id)
+        session.expire_all()
+        assert session.get(ShopModel, (shop.id, "rfm")).params["customers_now"] == 12
+    finally:
+        context.set_config(None)

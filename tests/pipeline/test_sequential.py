@@ -1,0 +1,121 @@
+"""Sequential ("buy next") tables through the order job: hand case, messy replays = final orders, rebuild."""
+from __future__ import annotations
+
+import random
+
+from sqlalchemy import select, update
+
+from shopify_app.analytics.sequential import counts_of_customers
+from shopify_app.models import SequentialItemDelta, SequentialPairDelta, Shop, ShopModel
+from shopify_app.shopify.convert import order_deleted, order_from_rest
+from tests.pipeline.test_order_jobs import NOW, P1, P2, P3, _history, deliver, make_shop, payload, run
+from workers.sequential_jobs import rebuild_sequential
+
+
+def tables(session, shop_id):
+    session.expire_all()
+    items = {(r.bucket, r.item_id): r.count for r in session.scalars(
+        select(SequentialItemDelta).where(SequentialItemDelta.shop_id == shop_id)) if r.count}
+    pairs = {(r.bucket, r.item_a, r.item_b): r.count for r in session.scalars(
+        select(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop_id)) if r.count}
+    return items, pairs
+
+
+def test_hand_computed_through_the_job(session):
+    shop = make_shop(session, "seq.myshopify.com")
+    # customer 5001: Jul 1 {P1, P2} -> Jul 10 {P3} (9 days: inside 14) -> Jul 30 {P1} (20 days: outside)
+    deliver(session, shop, "orders/create", payload(1, day=1, items=((P1, 1), (P2, 1))))
+    deliver(session, shop, "orders/create", payload(2, day=10, items=((P3, 1),)))
+    deliver(session, shop, "orders/create", payload(3, day=30, items=((P1, 1),)))
+    deliver(session, shop, "orders/create", payload(4, cust=None, day=2, items=((P3, 1),)))   # guest: nothing
+    run(session, shop)
+    items, pairs = tables(session, shop.id)
+    assert items == {("2024-07", P1): 2, ("2024-07", P2): 1, ("2024-07", P3): 1}
+    assert pairs == {("2024-07", P1, P3): 1, ("2024-07", P2, P3): 1}
+    assert session.get(ShopModel, (shop.id, "sequential")).params == {"days": 14}
+    # order 2 is edited to Jul 20 (19 days after Jul 1: outside; 10 days before Jul 30: P3 -> P1 inside)
+    deliver(session, shop, "orders/updated", payload(2, day=20, upd=1, items=((P3, 1),)))
+    run(session, shop)
+    assert tables(session, shop.id)[1] == {("2024-07", P3, P1): 1}
+    # and cancelled: only the antecedent counts of orders 1 and 3 remain
+    deliver(session, shop, "orders/cancelled", payload(2, day=20, upd=2, items=((P3, 1),), cancelled=True))
+    run(session, shop)
+    assert tables(session, shop.id) == ({("2024-07", P1): 2, ("2024-07", P2): 1}, {})
+
+
+def _final_reference(h, days):
+    """From the final versions only, with the pure definition."""
+    latest = {}
+    for topic, body in h:
+        v = order_deleted(body, NOW) if topic == "orders/delete" else order_from_rest(body)
+        cur = latest.get(v.id)
+        if cur is None or (not cur.deleted and (v.deleted or v.updated_at > cur.updated_at)):
+            latest[v.id] = v
+    by_customer = {}
+    for v in latest.values():
+        if v.counted and v.customer_id is not None:
+            items = {ln.product_id for ln in v.lines if ln.product_id is not None
+                     and ln.quantity - ln.refunded_quantity > 0}
+            by_customer.setdefault(v.customer_id, []).append((v.processed_at, items))
+    i, p = counts_of_customers(by_customer, days)
+    return {k: n for k, n in i.items() if n}, {k: n for k, n in p.items() if n}
+
+
+def _spread_history():
+    """_history() plus orders spread over ~7 weeks so the 14-day window matters, and customer moves."""
+    h = list(_history())
+    for oid, cust, day, items in ((11, 5001, 8, ((P1, 1),)), (12, 5001, 20, ((P3, 1), (P2, 1))),
+                                  (13, 5002, 4, ((P2, 1),)), (14, 5002, 15, ((P1, 2),)), (15, 5001, 25, ((P2, 1),))):
+        h.append(("orders/create", payload(oid, cust=cust, day=day, items=items)))
+    h.append(("orders/updated", payload(12, cust=5002, day=5, upd=3, items=((P3, 1),))))   # moves customer
+    h.append(("orders/updated", payload(14, cust=5002, day=16, upd=4, items=((P1, 2),), refund_first=True)))
+    return h
+
+
+def test_any_order_with_duplicates_equals_final_orders(session):
+    h = _spread_history()
+    ref = _final_reference(h, 14)
+    assert ref[1], "the history must produce sequential pairs"
+    for seed in range(4):
+        shop = make_shop(session, f"seq{seed}.myshopify.com")
+        rng = random.Random(seed)
+        messy = h + rng.sample(h, 8)
+        rng.shuffle(messy)
+        for topic, body in messy:
+            deliver(session, shop, topic, body)
+        while run(session, shop, limit=rng.choice([1, 3, 7]))["deliveries"]:
+            pass
+        assert tables(session, shop.id) == ref, seed
+    # a full rebuild from the Order / OrderLine rows gives the same tables
+    res = rebuild_sequential(session, shop.id)
+    session.commit()
+    assert tables(session, shop.id) == ref and res["days"] == 14
+
+
+def test_days_setting_change_asks_for_a_rebuild(session):
+    shop = make_shop(session, "days.myshopify.com")
+    other = make_shop(session, "days-other.myshopify.com")
+    h = _spread_history()
+    for topic, body in h:
+        deliver(session, shop, topic, body)
+        deliver(session, other, topic, body)
+    assert run(session, shop)["rebuild_sequential"] is False
+    run(session, other)
+    other_before = tables(session, other.id)
+    session.execute(update(Shop).where(Shop.id == shop.id).values(settings={"sequential_days": 3}))
+    session.commit()
+    deliver(session, shop, "orders/create", payload(99, cust=5003, day=9, items=((P1, 1),)))
+    res = run(session, shop)
+    assert res["rebuild_sequential"] is True
+    # the job kept the tables consistent with the N they were built with (14) ...
+    assert tables(session, shop.id) == _final_reference(h + [("orders/create", payload(99, cust=5003, day=9,
+                                                                                           items=((P1, 1),)))], 14)
+    # ... and the rebuild adopts the new N
+    rebuild_sequential(session, shop.id)
+    session.commit()
+    assert tables(session, shop.id) == _final_reference(
+        h + [("orders/create", payload(99, cust=5003, day=9, items=((P1, 1),)))], 3)
+    assert session.get(ShopModel, (shop.id, "sequential")).params == {"days": 3}
+    deliver(session, shop, "orders/create", payload(100, cust=5003, day=10, items=((P2, 1),)))
+    assert run(session, shop)["rebuild_sequential"] is False
+    assert tables(session, other.id) == other_before            # tenant isolation

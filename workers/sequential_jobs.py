@@ -1,0 +1,204 @@
+"""Sequential ("buy next") count tables in the database: per-customer maintenance and full rebuild.
+
+Definition: shopify_app.analytics.sequential. Tables: SequentialItemDelta (antecedent occurrences) and
+SequentialPairDelta (antecedent occurrence followed by item_b within N days), keyed by the antecedent order's
+month bucket, ALL customers (no segment split). Source of truth: the shop's counted Order rows with a customer
+and their OrderLine rows (items = distinct product ids with quantity - refunded_quantity > 0) - the same items
+as `Order.contribution["items"]`.
+
+N (`sequential_days`) is part of the tables' meaning, so the N the tables were built with is stored in
+ShopModel(kind 'sequential').params {"days": N}. The order job keeps using that N; when the shop setting differs
+it asks for `rebuild_sequential` (which adopts the setting).
+
+Per-batch maintenance (used by order_jobs.apply_version / write_counts, so every caller of those steps - order
+job, reconciliation, import - keeps the tables exact): the first time a batch touches a customer, their counts
+are computed from their stored orders ("before"); after the batch, again ("after"); after - before is upserted.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter, defaultdict
+
+from sqlalchemy import delete, select
+
+from shopify_app.analytics.sequential import counts_of_customers, customer_sequential_counts, subtract
+from shopify_app.models import Order, OrderLine, SequentialItemDelta, SequentialPairDelta, Shop, ShopModel, utcnow
+from shopify_app.settings import shop_settings
+
+from . import context
+
+log = logging.getLogger(__name__)
+
+SEQ_KIND = "sequential"
+CHUNK = 500
+INSERT_CHUNK = 5000
+JOB_TIMEOUT = 60 * 60
+ACTIVE_JOB_STATUSES = {"queued", "deferred", "scheduled"}
+
+
+# --------------------------------------------------------------------------------------------- reads
+def _orders_query(shop_id: int):
+    return (select(Order.customer_id, Order.id, Order.processed_at, OrderLine.product_id)
+            .join(OrderLine, (OrderLine.shop_id == Order.shop_id) & (OrderLine.order_id == Order.id))
+            .where(Order.shop_id == shop_id, Order.counted.is_(True), Order.customer_id.is_not(None),
+                   OrderLine.product_id.is_not(None), OrderLine.quantity > OrderLine.refunded_quantity))
+
+
+def _group(rows) -> dict[int, list]:
+    """(customer, order, time, product) rows -> {customer: [(time, items)]}."""
+    orders: dict[int, dict] = defaultdict(dict)
+    for cid, oid, t, pid in rows:
+        entry = orders[int(cid)].setdefault(oid, (t, set()))
+        entry[1].add(int(pid))
+    return {cid: list(by_order.values()) for cid, by_order in orders.items()}
+
+
+def customer_orders(s, shop_id: int, customer_ids) -> dict[int, list]:
+    """{customer: [(time, items)]} of the given customers' counted orders (index: orders(shop_id, customer_id))."""
+    ids = sorted({int(c) for c in customer_ids if c is not None})
+    out: dict[int, list] = {}
+    for i in range(0, len(ids), CHUNK):
+        out.update(_group(s.execute(_orders_query(shop_id).where(Order.customer_id.in_(ids[i:i + CHUNK])))))
+    return out
+
+
+def days_in_use(s, shop: Shop) -> int:
+    """N the shop's tables are built with (the setting when nothing was built yet)."""
+    model = s.get(ShopModel, (shop.id, SEQ_KIND))
+    if model is not None and isinstance((model.params or {}).get("days"), int):
+        return int(model.params["days"])
+    return shop_settings(shop).sequential_days
+
+
+def _record_days(s, shop_id: int, days: int, now: dt.datetime) -> None:
+    model = s.get(ShopModel, (shop_id, SEQ_KIND))
+    if model is None:
+        model = ShopModel(shop_id=shop_id, kind=SEQ_KIND, version=0, customers_at_fit=0)
+        s.add(model)
+    if (model.params or {}).get("days") != days or not model.version:
+        model.version = int(model.version or 0) + 1
+        model.params = {"days": days}
+        model.fitted_at = now
+
+
+def rebuild_needed(s, shop: Shop) -> bool:
+    """The shop changed `sequential_days` since the tables were built."""
+    model = s.get(ShopModel, (shop.id, SEQ_KIND))
+    return model is not None and days_in_use(s, shop) != shop_settings(shop).sequential_days
+
+
+# --------------------------------------------------------------------------------------------- per-batch
+class BatchTracker:
+    """Per-customer before/after bookkeeping of one batch of order versions (see the module docstring)."""
+
+    def __init__(self, s, shop_id: int):
+        self.shop_id = shop_id
+        self.before: dict[int, tuple[Counter, Counter]] = {}
+        shop = s.get(Shop, shop_id)
+        self.days = days_in_use(s, shop)
+
+    def touch(self, s, customer_ids) -> None:
+        """Call BEFORE changing any of these customers' orders."""
+        new = {int(c) for c in customer_ids if c is not None} - set(self.before)
+        if not new:
+            return
+        s.flush()
+        orders = customer_orders(s, self.shop_id, new)
+        for cid in new:
+            self.before[cid] = customer_sequential_counts(orders.get(cid, []), self.days)
+
+    def write(self, s) -> dict:
+        """After the batch: upsert after - before for every touched customer. Returns the summed deltas."""
+        if not self.before:
+            return {"items": {}, "pairs": {}}
+        s.flush()
+        orders = customer_orders(s, self.shop_id, self.before)
+        items_d: Counter = Counter()
+        pairs_d: Counter = Counter()
+        for cid, (bi, bp) in self.before.items():
+            ai, ap = customer_sequential_counts(orders.get(cid, []), self.days)
+            items_d.update(subtract(ai, bi))
+            pairs_d.update(subtract(ap, bp))
+        items = {k: v for k, v in items_d.items() if v}
+        pairs = {k: v for k, v in pairs_d.items() if v}
+        write_deltas(s, self.shop_id, items, pairs)
+        self.before.clear()            # the next write starts from the new state
+        _record_days(s, self.shop_id, self.days, utcnow())
+        return {"items": items, "pairs": pairs}
+
+
+def write_deltas(s, shop_id: int, items: dict, pairs: dict) -> None:
+    from .order_jobs import _upsert   # one upsert helper for every count table
+
+    if items:
+        _upsert(s, SequentialItemDelta, ["shop_id", "bucket", "item_id"], "count",
+                [{"shop_id": shop_id, "bucket": b, "item_id": i, "count": n} for (b, i), n in sorted(items.items())])
+    if pairs:
+        _upsert(s, SequentialPairDelta, ["shop_id", "bucket", "item_a", "item_b"], "count",
+                [{"shop_id": shop_id, "bucket": b, "item_a": a, "item_b": c, "count": n}
+                 for (b, a, c), n in sorted(pairs.items())])
+
+
+# --------------------------------------------------------------------------------------------- rebuild
+def rebuild_sequential(s, shop_id: int, days: int | None = None, now: dt.datetime | None = None) -> dict:
+    """Recompute both tables of the shop from its Order / OrderLine rows (bulk inserts) with N = the shop's
+    `sequential_days` setting (or `days`); runs in the caller's transaction. Memory: one customer at a time."""
+    shop = s.get(Shop, shop_id)
+    n_days = int(days or shop_settings(shop).sequential_days)
+    s.flush()
+    s.execute(delete(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop_id))
+    s.execute(delete(SequentialItemDelta).where(SequentialItemDelta.shop_id == shop_id))
+    items: Counter = Counter()
+    pairs: Counter = Counter()
+    cur, cur_rows, customers = None, [], 0
+    q = _orders_query(shop_id).order_by(Order.customer_id, Order.processed_at, Order.id)
+    for row in s.execute(q).yield_per(20_000):
+        if row[0] != cur and cur_rows:
+            i, p = counts_of_customers(_group(cur_rows), n_days)
+            items.update(i)
+            pairs.update(p)
+            cur_rows, customers = [], customers + 1
+        cur = row[0]
+        cur_rows.append(tuple(row))
+    if cur_rows:
+        i, p = counts_of_customers(_group(cur_rows), n_days)
+        items.update(i)
+        pairs.update(p)
+        customers += 1
+    item_rows = [{"shop_id": shop_id, "bucket": b, "item_id": i, "count": n} for (b, i), n in items.items() if n]
+    pair_rows = [{"shop_id": shop_id, "bucket": b, "item_a": a, "item_b": c, "count": n}
+                 for (b, a, c), n in pairs.items() if n]
+    for table, rows in ((SequentialItemDelta.__table__, item_rows), (SequentialPairDelta.__table__, pair_rows)):
+        for k in range(0, len(rows), INSERT_CHUNK):
+            s.execute(table.insert(), rows[k:k + INSERT_CHUNK])
+    _record_days(s, shop_id, n_days, now or utcnow())
+    return {"shop_id": shop_id, "days": n_days, "customers": customers, "items": len(item_rows),
+            "pairs": len(pair_rows)}
+
+
+def rebuild_sequential_job(shop_id: int) -> dict:
+    with context.transaction() as s:
+        shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())   # serialize with order jobs
+        if shop is None:
+            return {"shop_id": shop_id, "status": "missing"}
+        res = rebuild_sequential(s, shop_id)
+    log.info("rebuild_sequential shop=%s %s", shop_id, res)
+    return res
+
+
+def enqueue_rebuild_sequential(config, shop_id: int):
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job as RQJob
+
+    from shopify_app.queues import DEFAULT, enqueue, redis_connection
+
+    job_id = f"rebuild-sequential-{shop_id}"
+    try:
+        existing = RQJob.fetch(job_id, connection=redis_connection(config.redis_url))
+        if existing.get_status(refresh=False) in ACTIVE_JOB_STATUSES:
+            return existing
+    except NoSuchJobError:
+        pass
+    return enqueue(config, DEFAULT, "workers.sequential_jobs.rebuild_sequential_job", shop_id, job_id=job_id,
+                   timeout=JOB_TIMEOUT)
