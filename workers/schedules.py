@@ -15,16 +15,41 @@ from shopify_app.queues import DEFAULT, MODELS, WEBHOOKS, queue_name, redis_conn
 log = logging.getLogger(__name__)
 
 
-def schedule_table():
-    """(function, queue, cron expression). Imported lazily so the web process never loads worker code."""
-    from workers import ingest, maintenance, predictive_jobs
+# (dotted path, queue, cron, args). Entries whose module or function is not there (yet) are skipped, so a
+# build without e.g. reconciliation still schedules everything else and the scheduler never crashes.
+SCHEDULE = [
+    # Deliveries recorded but whose job was lost (Redis restarted, worker killed) are re-enqueued.
+    ("workers.ingest.sweep_stuck_deliveries", WEBHOOKS, "* * * * *", ()),
+    ("workers.maintenance.ping", DEFAULT, "*/5 * * * *", ("scheduler-heartbeat",)),
+    ("workers.predictive_jobs.refit_all_shops", MODELS, "30 3 * * *", ()),      # daily, off-peak
+    # RFM: refit the quintiles daily, then age every customer's recency (and snapshot the segments) after it.
+    ("workers.rfm_jobs.refit_all_shops", DEFAULT, "0 1 * * *", ()),
+    ("workers.rfm_jobs.age_all_shops", DEFAULT, "30 1 * * *", ()),
+    # Fold count deltas into snapshots, and repair orders whose webhooks were lost.
+    ("workers.rebuild_jobs.compact_all_shops", DEFAULT, "15 * * * *", ()),
+    ("workers.reconcile_jobs.reconcile_all_shops", DEFAULT, "45 * * * *", ()),
+]
 
-    return [
-        # Deliveries recorded but whose job was lost (Redis restarted, worker killed) are re-enqueued.
-        (ingest.sweep_stuck_deliveries, WEBHOOKS, "* * * * *", ()),
-        (maintenance.ping, DEFAULT, "*/5 * * * *", ("scheduler-heartbeat",)),
-        (predictive_jobs.refit_all_shops, MODELS, "30 3 * * *", ()),  # daily, off-peak
-    ]
+
+def _resolve(path: str):
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        log.warning("schedule entry %s skipped: %s", path, exc)
+        return None
+
+
+def schedule_table():
+    """(function, queue, cron expression, args). Imported lazily so the web process never loads worker code."""
+    out = []
+    for path, queue, cron, args in SCHEDULE:
+        func = _resolve(path)
+        if func is not None:
+            out.append((func, queue, cron, args))
+    return out
 
 
 def build_scheduler(config: Config) -> CronScheduler:

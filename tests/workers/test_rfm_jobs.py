@@ -218,3 +218,33 @@ def test_refit_needed_rule():
     m.params = {"customers_now": 89}
     assert rfm_jobs.refit_needed(m, 0.10)
     assert rfm_jobs.refit_needed(None, 0.10)
+
+
+def test_schedule_registers_rfm_jobs_and_skips_missing_modules(config, monkeypatch):
+    from workers import schedules
+
+    names = {job.func_name for job in schedules.build_scheduler(config).get_jobs()}
+    assert {"workers.rfm_jobs.refit_all_shops", "workers.rfm_jobs.age_all_shops"} <= names
+    monkeypatch.setattr(schedules, "SCHEDULE", schedules.SCHEDULE + [
+        ("workers.not_there_yet.run_all", "default", "0 * * * *", ()),
+        ("workers.rfm_jobs.no_such_function", "default", "0 * * * *", ())])
+    table = schedules.schedule_table()
+    assert len(table) == len(schedules.SCHEDULE) - 2 - sum(
+        schedules._resolve(p) is None for p, *_ in schedules.SCHEDULE[:-2])
+
+
+def test_fan_out_enqueues_one_job_per_active_shop(config, session):
+    from shopify_app.queues import DEFAULT, get_queue
+    from workers import context
+
+    a = make_shop(session, "a.myshopify.com")
+    make_shop(session, "gone.myshopify.com").status = "uninstalled"
+    session.commit()
+    context.set_config(config)
+    try:
+        assert rfm_jobs.refit_all_shops()["shop_ids"] == [a.id]
+        assert rfm_jobs.age_all_shops()["shop_ids"] == [a.id]
+    finally:
+        context.set_config(None)
+    ids = get_queue(config, DEFAULT).job_ids
+    assert ids[0] == f"refit-rfm-{a.id}" and ids[1].startswith(f"age-shop-{a.id}-") and len(ids) == 2
