@@ -233,6 +233,25 @@ def age_shop(shop_id: int, now: str | None = None) -> dict:
     return res
 
 
+# --------------------------------------------------------------------------------------------- read side
+def segment_sizes(s, shop: Shop) -> list[dict]:
+    """Every segment of the shop's scheme (in the scheme's order) with its customers, net revenue, plain-words
+    definition, action and `too_small` ("too small to act on": 0 < customers < settings.min_segment_size)."""
+    from shopify_app.analytics.segments import describe_segment, too_small_flags
+
+    _edges, scheme, _model = stored_params(s, shop)
+    rows = dict((seg, (int(n), float(rev or 0.0))) for seg, n, rev in s.execute(
+        select(CustomerStats.segment, func.count(), func.sum(CustomerStats.net_revenue))
+        .where(CustomerStats.shop_id == shop.id, CustomerStats.segment.is_not(None))
+        .group_by(CustomerStats.segment)))
+    sch = SCHEMES[scheme]
+    flags = too_small_flags({name: rows.get(name, (0, 0.0))[0] for name in sch.segments},
+                            shop_settings(shop).min_segment_size)
+    return [{"segment": name, "customers": rows.get(name, (0, 0.0))[0],
+             "revenue": round(rows.get(name, (0, 0.0))[1], 2), "too_small": flags[name],
+             "definition": describe_segment(scheme, name), "action": sch.actions[name]} for name in sch.segments]
+
+
 # --------------------------------------------------------------------------------------------- fan-out
 def _active_shop_ids() -> list[int]:
     with context.transaction() as s:

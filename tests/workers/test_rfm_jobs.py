@@ -248,3 +248,18 @@ def test_fan_out_enqueues_one_job_per_active_shop(config, session):
         context.set_config(None)
     ids = get_queue(config, DEFAULT).job_ids
     assert ids[0] == f"refit-rfm-{a.id}" and ids[1].startswith(f"age-shop-{a.id}-") and len(ids) == 2
+
+
+def test_segment_sizes_flag_too_small(session):
+    shop = make_shop(session, settings={"min_segment_size": 3})
+    ten_customers(session, shop)
+    refit_rfm_in_session(session, shop, NOW)
+    session.commit()
+    sizes = {r["segment"]: r for r in rfm_jobs.segment_sizes(session, shop)}
+    assert list(sizes) == ["Champions", "Loyal", "Potential loyalists", "New", "At risk", "Can't lose",
+                           "Hibernating", "One-and-done"]
+    # New 2, Potential loyalists 2, At risk 4, Can't lose 2 (see test_refit_hand_computed_and_stored)
+    assert {k: (v["customers"], v["too_small"]) for k, v in sizes.items() if v["customers"]} == {
+        "New": (2, True), "Potential loyalists": (2, True), "At risk": (4, False), "Can't lose": (2, True)}
+    assert sizes["Loyal"]["too_small"] is False and sizes["At risk"]["revenue"] == 260.0
+    assert sizes["New"]["definition"].startswith("Bought recently (R 4-5)")
