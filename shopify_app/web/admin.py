@@ -16,6 +16,7 @@ from shopify_app.db import session_factory
 from shopify_app.models import ALL_SEGMENTS, Shop
 from shopify_app.queues import DEFAULT, enqueue
 from shopify_app.settings import SettingsError, shop_settings
+from shopify_app.shopify.install import HISTORY_IMPORT_JOB
 from shopify_app.web import app_config, charts, db, readmodels as rm
 from shopify_app.web.guard import require_session_token
 from shopify_app.web.pages import register_filters, render_page
@@ -37,9 +38,23 @@ def home_context(shop: Shop) -> dict:
     return ctx
 
 
-def render_home(shop: Shop):
+def render_home(shop: Shop, notice: tuple[str, str] | None = None, status: int = 200):
     """The Home page (auth's `GET /` renders it once the shop is installed)."""
-    return render_page("home.html", title="Segments", **home_context(shop))
+    return render_page("home.html", title="Segments", notice=notice, status=status, **home_context(shop))
+
+
+@bp.post("/import/retry")
+@require_session_token(page=True)
+def retry_import():
+    """Run the history import again after a failure; it resumes the failed Job (its export and cursor)."""
+    try:
+        enqueue(app_config(), DEFAULT, HISTORY_IMPORT_JOB, g.shop.id, job_id=f"history-import-{g.shop.id}",
+                timeout=6 * 3600)
+    except RedisError as exc:
+        log.warning("could not enqueue the history import for shop %s: %s", g.shop.id, exc)
+        return render_home(g.shop, ("error", "The job queue cannot be reached right now, so the import was not "
+                                             "restarted. Please try again in a few minutes."), status=503)
+    return render_home(g.shop, ("success", "The import was restarted; it continues where it stopped."))
 
 
 # ------------------------------------------------------------------------------------------------ segments

@@ -101,7 +101,8 @@ def area_chart(points: Sequence[tuple[dt.date, float]], *, title: str, y_label: 
     else:
         parts.append(f'<polygon class="area" points="{x_of(d0):.1f},{base} {line} {x_of(d1):.1f},{base}"/>')
         parts.append(f'<polyline class="line" points="{line}"/>')
-    parts.append(f'<text class="tick" x="{PAD_L}" y="{HEIGHT - PAD_B + 18}" text-anchor="start">{d0.isoformat()}</text>')
+    parts.append(f'<text class="tick" x="{PAD_L}" y="{HEIGHT - PAD_B + 18}" text-anchor="start">'
+                 f'{d0.isoformat()}</text>')
     parts.append(f'<text class="tick" x="{WIDTH - PAD_R}" y="{HEIGHT - PAD_B + 18}" text-anchor="end">'
                  f'{d1.isoformat()}</text>')
     parts.append(f'<text class="axis-label" x="{PAD_L + (WIDTH - PAD_L - PAD_R) / 2:.1f}" y="{HEIGHT - 8}" '
