@@ -172,8 +172,8 @@ def bundles():
 @require_session_token(page=True)
 def predictions():
     s = db()
-    quads = rm.quadrants(s, g.shop.id)
-    hist = rm.clv_histogram(s, g.shop.id)
+    summary = rm.prediction_summary(s, g.shop.id)
+    quads, hist = summary["quadrants"], summary["histogram"]
     risks = rm.churn_risks(s, g.shop.id)
     models = rm.model_status(s, g.shop.id)
     s.commit()

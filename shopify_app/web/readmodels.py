@@ -242,15 +242,20 @@ def transitions(s: Session, shop_id: int, segment: str, days: int = 30,
     """Customers who moved into / out of `segment` in the last `days` days, by the other segment (None = no
     segment: a first order, or a customer who left the scored base)."""
     since = (now or utcnow()) - dt.timedelta(days=days)
-    base = (SegmentChange.shop_id == shop_id, SegmentChange.changed_at >= since)
-    into = s.execute(select(SegmentChange.from_segment, func.count(), func.max(SegmentChange.changed_at))
-                     .where(*base, SegmentChange.to_segment == segment,
-                            or_(SegmentChange.from_segment.is_(None), SegmentChange.from_segment != segment))
-                     .group_by(SegmentChange.from_segment)).all()
-    out = s.execute(select(SegmentChange.to_segment, func.count(), func.max(SegmentChange.changed_at))
-                    .where(*base, SegmentChange.from_segment == segment,
-                           or_(SegmentChange.to_segment.is_(None), SegmentChange.to_segment != segment))
-                    .group_by(SegmentChange.to_segment)).all()
+    # One pass over the window (index shop_id, changed_at), both directions at once.
+    pairs = s.execute(select(SegmentChange.from_segment, SegmentChange.to_segment, func.count(),
+                             func.max(SegmentChange.changed_at))
+                      .where(SegmentChange.shop_id == shop_id, SegmentChange.changed_at >= since,
+                             or_(SegmentChange.to_segment == segment, SegmentChange.from_segment == segment))
+                      .group_by(SegmentChange.from_segment, SegmentChange.to_segment)).all()
+    into, out = {}, {}
+    for frm, to, n, last in pairs:
+        if frm == to:
+            continue
+        other, bucket = (frm, into) if to == segment else (to, out)
+        prev = bucket.get(other)
+        bucket[other] = (other, int(n) + (prev[1] if prev else 0), max(last, prev[2]) if prev else last)
+    into, out = into.values(), out.values()
 
     def rows(pairs):
         return sorted(({"segment": seg, "slug": slugify(seg) if seg else None, "customers": int(n), "last": last}
@@ -358,11 +363,9 @@ def members(s: Session, shop_id: int, segment: str, *, page: int = 1, sort: str 
     pages never overlap), optionally filtered by name / customer id."""
     sort = parse_sort(sort)
     q = clean_query(q)
-    stmt = _members_select(shop_id, segment)
     count_stmt = select(func.count()).select_from(CustomerStats).where(CustomerStats.shop_id == shop_id,
                                                                        CustomerStats.segment == segment)
     if q:
-        stmt = stmt.where(_search_filter(q))
         count_stmt = (select(func.count()).select_from(CustomerStats)
                       .outerjoin(Customer, and_(Customer.shop_id == CustomerStats.shop_id,
                                                 Customer.id == CustomerStats.customer_id))
@@ -371,11 +374,30 @@ def members(s: Session, shop_id: int, segment: str, *, page: int = 1, sort: str 
     total = int(s.scalar(count_stmt) or 0)
     pages = max(1, -(-total // page_size))
     page = min(parse_page(page), pages)
-    col = MEMBER_COLUMNS[sort.lstrip("-")]
+    key = sort.lstrip("-")
+    col = MEMBER_COLUMNS[key]
     order = col.desc() if sort.startswith("-") else col.asc()
     tie = CustomerStats.customer_id.desc() if sort.startswith("-") else CustomerStats.customer_id.asc()
-    stmt = stmt.order_by(order.nulls_last(), tie).limit(page_size).offset((page - 1) * page_size)
-    rows = [_member_dict(r) for r in s.execute(stmt)]
+    # Two steps: the page's ids with only the join the sort or search needs, then the 50 rows' details (the
+    # joins over a whole large segment would cost more than the sort itself).
+    ids_stmt = (select(CustomerStats.customer_id).select_from(CustomerStats)
+                .where(CustomerStats.shop_id == shop_id, CustomerStats.segment == segment))
+    if key == "customer" or q:
+        ids_stmt = ids_stmt.outerjoin(Customer, and_(Customer.shop_id == CustomerStats.shop_id,
+                                                     Customer.id == CustomerStats.customer_id))
+    if key in ("clv", "p_alive"):
+        ids_stmt = ids_stmt.outerjoin(CustomerPrediction,
+                                      and_(CustomerPrediction.shop_id == CustomerStats.shop_id,
+                                           CustomerPrediction.customer_id == CustomerStats.customer_id))
+    if q:
+        ids_stmt = ids_stmt.where(_search_filter(q))
+    ids = list(s.scalars(ids_stmt.order_by(order.nulls_last(), tie).limit(page_size)
+                         .offset((page - 1) * page_size)))
+    rows = []
+    if ids:
+        by_id = {r.customer_id: _member_dict(r)
+                 for r in s.execute(_members_select(shop_id, segment).where(CustomerStats.customer_id.in_(ids)))}
+        rows = [by_id[i] for i in ids if i in by_id]
     return MemberPage(rows=rows, total=total, page=page, pages=pages, sort=sort, q=q, page_size=page_size)
 
 
@@ -432,15 +454,6 @@ def rules(s: Session, shop_id: int, segment: str = ALL_SEGMENTS, limit: int = 50
 
 
 # ------------------------------------------------------------------------------------------------ predictions
-def quadrants(s: Session, shop_id: int) -> list[dict]:
-    rows = dict((q, (int(n), float(v or 0.0))) for q, n, v in s.execute(
-        select(CustomerPrediction.value_risk_quadrant, func.count(), func.sum(CustomerPrediction.clv_12m))
-        .where(CustomerPrediction.shop_id == shop_id, CustomerPrediction.value_risk_quadrant.is_not(None))
-        .group_by(CustomerPrediction.value_risk_quadrant)))
-    return [{"key": key, "label": label, "action": action, "customers": rows.get(key, (0, 0.0))[0],
-             "clv": rows.get(key, (0, 0.0))[1]} for key, (label, action) in QUADRANTS.items()]
-
-
 def _nice_edges(top: float) -> list[float]:
     """Bin edges 0, 1, 2.5, 5, 10, 25, ... up to the first edge >= top: readable edges for heavy-tailed CLV."""
     edges = [0.0]
@@ -454,42 +467,58 @@ def _nice_edges(top: float) -> list[float]:
     return edges
 
 
-def clv_histogram(s: Session, shop_id: int) -> dict:
-    """Counts of customers per CLV bin, computed in one scan with CASE sums (bins: 0 and 1-2.5-5 steps)."""
-    n, top = s.execute(select(func.count(CustomerPrediction.clv_12m), func.max(CustomerPrediction.clv_12m))
-                       .where(CustomerPrediction.shop_id == shop_id)).one()
-    if not n:
-        return {"edges": [], "counts": [], "n": 0, "negative": 0}
-    top = max(float(top or 0.0), 0.0)
-    edges = _nice_edges(top if top > 0 else 1.0)
+HIST_TOP = 1e9          # the fixed bin ladder reaches this; larger values fall in the last bin
+
+
+def prediction_summary(s: Session, shop_id: int) -> dict:
+    """Value x risk quadrants (customers, sum of clv_12m) and the CLV histogram: two GROUP BY scans of the shop's
+    predictions (quadrants follow the (shop_id, value_risk_quadrant) index; the histogram bin is one CASE over the
+    fixed 0/1/2.5/5 x 10^k ladder, evaluated once per row). Trailing empty bins are dropped, so the histogram ends
+    at the first edge above the largest CLV."""
     clv = CustomerPrediction.clv_12m
-    bins = [func.sum(case((and_(clv >= lo, clv < hi) if i < len(edges) - 2 else and_(clv >= lo, clv <= hi),
-                          literal(1)), else_=literal(0)))
-            for i, (lo, hi) in enumerate(zip(edges, edges[1:]))]
-    neg = func.sum(case((clv < 0, literal(1)), else_=literal(0)))
-    res = s.execute(select(neg, *bins).where(CustomerPrediction.shop_id == shop_id,
-                                              clv.is_not(None))).one()
-    return {"edges": edges, "counts": [int(c or 0) for c in res[1:]], "n": int(n), "negative": int(res[0] or 0)}
+    quads = {q: (int(n), float(v or 0.0)) for q, n, v in s.execute(
+        select(CustomerPrediction.value_risk_quadrant, func.count(), func.sum(clv))
+        .where(CustomerPrediction.shop_id == shop_id, CustomerPrediction.value_risk_quadrant.is_not(None))
+        .group_by(CustomerPrediction.value_risk_quadrant))}
+    ladder = _nice_edges(HIST_TOP)
+    whens = [(clv < 0, literal(-1))] + [(clv < hi, literal(i)) for i, hi in enumerate(ladder[1:])]
+    bin_ = case(*whens, else_=literal(len(ladder) - 2)).label("bin")
+    counts = {int(b): int(n) for b, n in s.execute(
+        select(bin_, func.count()).where(CustomerPrediction.shop_id == shop_id, clv.is_not(None))
+        .group_by(bin_))}
+    n_total = sum(counts.values())
+    negative = counts.pop(-1, 0)
+    hist = {"edges": [], "counts": [], "n": n_total, "negative": negative}
+    if counts:
+        last = max(counts)
+        hist["edges"] = ladder[:last + 2]
+        hist["counts"] = [counts.get(i, 0) for i in range(last + 1)]
+    quadrant_rows = [{"key": key, "label": label, "action": action, "customers": quads.get(key, (0, 0.0))[0],
+                      "clv": quads.get(key, (0, 0.0))[1]} for key, (label, action) in QUADRANTS.items()]
+    return {"quadrants": quadrant_rows, "histogram": hist}
 
 
 def churn_risks(s: Session, shop_id: int, limit: int = 20) -> list[dict]:
-    """Most valuable customers (by 12-month CLV) whose churn band is high or medium."""
-    rows = s.execute(select(CustomerPrediction.customer_id, Customer.display_name, CustomerPrediction.clv_12m,
-                            CustomerPrediction.p_alive, CustomerPrediction.churn_band, CustomerStats.segment,
-                            CustomerStats.recency_days)
-                     .select_from(CustomerPrediction)
-                     .outerjoin(Customer, and_(Customer.shop_id == CustomerPrediction.shop_id,
-                                               Customer.id == CustomerPrediction.customer_id))
-                     .outerjoin(CustomerStats, and_(CustomerStats.shop_id == CustomerPrediction.shop_id,
-                                                    CustomerStats.customer_id == CustomerPrediction.customer_id))
-                     .where(CustomerPrediction.shop_id == shop_id,
-                            CustomerPrediction.churn_band.in_(("high", "medium")),
-                            CustomerPrediction.clv_12m.is_not(None))
-                     .order_by(CustomerPrediction.clv_12m.desc(), CustomerPrediction.customer_id)
-                     .limit(limit))
-    return [{"customer_id": int(r.customer_id), "name": r.display_name, "clv_12m": float(r.clv_12m),
-             "p_alive": r.p_alive, "churn_band": r.churn_band, "segment": r.segment,
-             "recency_days": r.recency_days} for r in rows]
+    """Most valuable customers (by 12-month CLV) at risk of churning: the "win back" quadrant (CLV above the shop
+    median, churn band medium or high), read through the (shop_id, value_risk_quadrant) index."""
+    top = s.execute(select(CustomerPrediction.customer_id, CustomerPrediction.clv_12m, CustomerPrediction.p_alive,
+                           CustomerPrediction.churn_band)
+                    .where(CustomerPrediction.shop_id == shop_id,
+                           CustomerPrediction.value_risk_quadrant == "win_back",
+                           CustomerPrediction.clv_12m.is_not(None))
+                    .order_by(CustomerPrediction.clv_12m.desc(), CustomerPrediction.customer_id)
+                    .limit(limit)).all()
+    ids = [int(r.customer_id) for r in top]
+    names, stats = {}, {}
+    if ids:
+        names = dict(s.execute(select(Customer.id, Customer.display_name)
+                               .where(Customer.shop_id == shop_id, Customer.id.in_(ids))).all())
+        stats = {cid: (seg, rec) for cid, seg, rec in s.execute(
+            select(CustomerStats.customer_id, CustomerStats.segment, CustomerStats.recency_days)
+            .where(CustomerStats.shop_id == shop_id, CustomerStats.customer_id.in_(ids)))}
+    return [{"customer_id": int(r.customer_id), "name": names.get(r.customer_id), "clv_12m": float(r.clv_12m),
+             "p_alive": r.p_alive, "churn_band": r.churn_band, "segment": stats.get(r.customer_id, (None,))[0],
+             "recency_days": stats.get(r.customer_id, (None, None))[1]} for r in top]
 
 
 def model_status(s: Session, shop_id: int) -> list[dict]:
