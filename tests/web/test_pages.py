@@ -5,6 +5,7 @@ import csv
 import datetime as dt
 import io
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -207,8 +208,15 @@ def test_members_paging_and_sorting(client, many):
     last_page = member_ids(get(client, "/segments/loyal", sort="-clv", page=3))
     # 108 customers have a CLV; the 13 without (i % 10 == 0, and 7777) sort last, ties by customer id
     assert last_page[-13:] == [7777] + [5000 + i for i in range(110, -1, -10)]
-    th = get(client, "/segments/loyal", sort="-revenue").testid("member-table").find("th", aria_sort="descending")
+    root = get(client, "/segments/loyal", sort="-revenue")
+    th = root.testid("member-table").find("th", aria_sort="descending")
     assert th is not None and "Net revenue" in th.text
+    # header links: the active column flips its direction, others start high-to-low (names A to Z)
+    sort_of = {k: parse_qs(urlsplit(root.testid(f"sort-{k}").attrs["href"]).query)["sort"][0]
+               for k in ("revenue", "orders", "customer")}
+    assert sort_of == {"revenue": "revenue", "orders": "-orders", "customer": "customer"}
+    by_name = member_ids(get(client, "/segments/loyal", sort="customer"))
+    assert by_name[:3] == [5000, 5001, 5002]
     # unknown sort keys and pages are clamped, never passed to SQL
     assert member_ids(get(client, "/segments/loyal", sort="display_name; drop table x", page=999)) == \
         member_ids(third)
