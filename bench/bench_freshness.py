@@ -70,10 +70,44 @@ PRELOAD = ("import workers.ingest, workers.order_jobs, workers.rfm_jobs, workers
 LOG = open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "a")   # worker logs (RQ logs every job)
 
 
-def start_processes(env: dict, port: int, workers: int, preload: bool) -> list[subprocess.Popen]:
+def handoff_app():
+    """--handoff (what-if, bench only): the app as deployed, except that an order / refund delivery of an active
+    shop is handed straight to the shop's coalescing order job (status 'pending_analytics' +
+    enqueue_process_orders) instead of one `workers.ingest.process_delivery` RQ job per delivery. This is the
+    intake change proposed for shopify_app/web/webhooks.py; the bench patches it in to measure the gain."""
+    from sqlalchemy import update
+
+    from shopify_app import create_app
+    from shopify_app.db import session_scope as scope
+    from shopify_app.models import WebhookDelivery
+    from shopify_app.web import webhooks as intake
+    from workers.order_jobs import enqueue_process_orders
+
+    original = intake.enqueue_delivery
+
+    def enqueue_delivery(config, delivery_id: int) -> bool:
+        with scope(config.sqlalchemy_url) as s:
+            shop_id = s.scalar(select(WebhookDelivery.shop_id).where(WebhookDelivery.id == delivery_id))
+            moved = s.execute(update(WebhookDelivery).where(
+                WebhookDelivery.id == delivery_id, WebhookDelivery.status == "received",
+                WebhookDelivery.shop_id.in_(select(Shop.id).where(Shop.status == "active")),
+                (WebhookDelivery.topic.like("orders/%")) | (WebhookDelivery.topic == "refunds/create"))
+                .values(status="pending_analytics")).rowcount
+        if not moved:
+            return original(config, delivery_id)
+        enqueue_process_orders(config, shop_id)
+        return True
+
+    intake.enqueue_delivery = enqueue_delivery
+    return create_app()
+
+
+def start_processes(env: dict, port: int, workers: int, preload: bool, handoff: bool = False
+                    ) -> list[subprocess.Popen]:
+    target = "bench_freshness:handoff_app()" if handoff else "shopify_app:create_app()"
     procs = [subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "8", "-b",
-                               f"127.0.0.1:{port}", "--log-level", "warning", "shopify_app:create_app()"],
-                              env=env, cwd=ROOT, start_new_session=True)]
+                               f"127.0.0.1:{port}", "--log-level", "warning", "--pythonpath",
+                               str(ROOT / "bench"), target], env=env, cwd=ROOT, start_new_session=True)]
     for _ in range(workers):
         cmd = ([sys.executable, "-c", PRELOAD] if preload else
                [sys.executable, "-m", "flask", "--app", "shopify_app", "worker", "-q", "webhooks", "-q", "default"])
@@ -192,6 +226,8 @@ def main() -> None:
     ap.add_argument("--poll", type=float, default=0.01, help="watcher poll interval, seconds")
     ap.add_argument("--database-url", default=None)
     ap.add_argument("--preload", action="store_true", help="workers import the job modules before forking")
+    ap.add_argument("--handoff", action="store_true",
+                    help="what-if: order deliveries go straight to the per-shop order job (see handoff_app)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_freshness_"))
@@ -219,7 +255,7 @@ def main() -> None:
     customers = [store.create_customer(SHOP, email=f"c{i}@example.com").id for i in range(args.customers)]
     store.subscribe_from_app_toml(SHOP, ROOT / "shopify.app.toml", api_key=API_KEY)
 
-    procs = start_processes(env, port, args.workers, args.preload)
+    procs = start_processes(env, port, args.workers, args.preload, args.handoff)
     watcher = Watcher(db_url, shop_id, args.poll)
     watcher.start()
     sent: list = []
@@ -286,7 +322,8 @@ def main() -> None:
            "p50_s": round(pct(lat, 0.50), 3), "p95_s": round(pct(lat, 0.95), 3), "max_s": round(max(lat), 3),
            "mean_s": round(statistics.mean(lat), 3), "customers_scored": n_customers,
            "customers_unscored": unscored, "pair_counts_ok": stored_pairs == sum(pairs.values()),
-           "workers": args.workers, "preload": args.preload, "target_p95_s": 1.0}
+           "workers": args.workers, "preload": args.preload, "handoff": args.handoff,
+           "target_p95_s": 1.0}
     res["jobs"] = jobs
     res["ok"] = res["p95_s"] <= 1.0 and res["unapplied"] == 0 and res["pair_counts_ok"]
     print(f"sent {res['orders']} orders at {res['rate_achieved']}/s (target {args.rate}); applied {len(lat)}; "

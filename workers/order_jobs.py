@@ -73,10 +73,16 @@ ACTIVE_JOB_STATUSES = {"queued", "deferred", "scheduled"}
 
 
 # --------------------------------------------------------------------------------------------- entry points
+# A batch stops taking new deliveries after this many seconds: the transaction holds the shop's row lock (and
+# on SQLite the database's only write lock, which the webhook intake needs too), so short batches keep both the
+# intake and the freshness of the other orders in check. The rest stays pending for the follow-up job.
+BATCH_SECONDS = 1.0
+
+
 def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
     with context.transaction() as s:
-        result = process_shop_orders(s, shop_id, limit=limit)
-    if result.get("deliveries", 0) >= limit:       # more may be waiting: continue in a new job
+        result = process_shop_orders(s, shop_id, limit=limit, budget_s=BATCH_SECONDS)
+    if result.get("deliveries", 0) >= limit or result.get("more"):   # more waiting: continue in a new job
         try:
             enqueue_process_orders(context.config(), shop_id)   # this job is 'started': the other id is used
         except Exception as exc:  # Redis down: the next webhook (or a sweeper) enqueues again
@@ -138,8 +144,13 @@ def enqueue_process_orders(config, shop_id: int, followup: bool = False):
 
 
 # --------------------------------------------------------------------------------------------- core
-def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | None = None) -> dict:
-    """The job's work inside the caller's transaction (tests call it with their own session)."""
+def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | None = None,
+                        budget_s: float | None = None) -> dict:
+    """The job's work inside the caller's transaction (tests call it with their own session). With `budget_s`,
+    deliveries not started within that many seconds stay pending (result "more": True)."""
+    import time
+
+    started = time.monotonic()
     now = now or utcnow()
     shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())
     if shop is None:
@@ -160,7 +171,13 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
             d.status, d.error, d.processed_at, d.body = "invalid", f"{type(exc).__name__}: {exc}"[:2000], now, None
             invalid += 1
     _prefetch(s, shop_id, [v for _, v in converted if v is not None], batch)
+    handled = invalid
+    more = False
     for d, version in converted:
+        if budget_s is not None and time.monotonic() - started > budget_s:
+            more = True                  # left 'pending_analytics' for the follow-up job
+            break
+        handled += 1
         if version is not None:
             if apply_version(s, shop_id, version, batch, now):
                 applied += 1
@@ -172,7 +189,7 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
     touched = update_customers(s, shop_id, batch, now)
     changes = rescore_customers(s, shop, touched, now)
     settings = shop_settings(shop)
-    return {"shop_id": shop_id, "deliveries": len(rows), "applied": applied, "skipped": skipped,
+    return {"shop_id": shop_id, "deliveries": handled, "more": more, "applied": applied, "skipped": skipped,
             "invalid": invalid, "customers": len(touched), "segment_changes": changes,
             "refit_rfm": refit_needed(s.get(ShopModel, (shop_id, RFM_KIND)), settings.rfm_refit_change_share),
             "rebuild_sequential": rebuild_needed(s, shop)}

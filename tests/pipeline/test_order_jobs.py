@@ -413,3 +413,17 @@ def test_refit_trigger_on_customer_count_change(config, session):
         assert session.get(ShopModel, (shop.id, "rfm")).params["customers_now"] == 12
     finally:
         context.set_config(None)
+
+
+def test_time_budget_leaves_the_rest_pending(session):
+    shop = make_shop(session, "budget.myshopify.com")
+    for oid in range(1, 6):
+        deliver(session, shop, "orders/create", payload(oid, cust=8000 + oid, day=oid))
+    res = process_shop_orders(session, shop.id, now=NOW, budget_s=0.0)   # budget spent before the first delivery
+    session.commit()
+    assert res["more"] is True and res["deliveries"] == 0 and res["applied"] == 0
+    pending = session.scalars(select(WebhookDelivery.status).where(WebhookDelivery.shop_id == shop.id)).all()
+    assert pending == ["pending_analytics"] * 5
+    res = process_shop_orders(session, shop.id, now=NOW, budget_s=60.0)
+    session.commit()
+    assert res["more"] is False and res["applied"] == 5
