@@ -263,10 +263,14 @@ def main() -> None:
     failures = []
     total = int(args.rate * args.seconds)
     t0 = time.monotonic() + 0.5
+    end = t0 + args.seconds          # a sender that falls behind stops at the end: achieved rate < target
+    halt = threading.Event()
 
     def sender(k: int) -> None:
         r = random.Random(100 + k)
         for i in range(k, total, args.senders):
+            if halt.is_set() or time.monotonic() > end:
+                return
             due = t0 + i / args.rate
             delay = due - time.monotonic()
             if delay > 0:
@@ -284,12 +288,12 @@ def main() -> None:
                 sent.append((o.id, o.customer_id, sorted({v.product.id for v in pop}), delivered))
 
     try:
-        threads = [threading.Thread(target=sender, args=(k,)) for k in range(args.senders)]
+        threads = [threading.Thread(target=sender, args=(k,), daemon=True) for k in range(args.senders)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        send_time = time.monotonic() - t0
+        send_time = min(time.monotonic(), end) - t0
         deadline = time.monotonic() + 120
         while watcher.pending and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -310,6 +314,7 @@ def main() -> None:
                                    .where(CustomerStats.shop_id == shop_id))
         jobs = job_stats(redis.url)
     finally:
+        halt.set()
         stop(procs)
         redis.stop()
         dispose_all()

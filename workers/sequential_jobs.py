@@ -156,6 +156,18 @@ def write_deltas(s, shop_id: int, items: dict, pairs: dict) -> None:
                  for (b, a, c), n in sorted(pairs.items())])
 
 
+def forget_customer(s, shop_id: int, customer_id: int) -> dict:
+    """customers/redact: subtract the customer's sequential counts. Call BEFORE unlinking their orders
+    (Order.customer_id = None): afterwards their orders are guest orders, which count for nothing here, and a
+    rebuild would agree."""
+    shop = s.get(Shop, shop_id)
+    days = days_in_use(s, shop)
+    items, pairs = customer_sequential_counts(customer_orders(s, shop_id, [customer_id]).get(int(customer_id), []),
+                                              days)
+    write_deltas(s, shop_id, {k: -v for k, v in items.items()}, {k: -v for k, v in pairs.items()})
+    return {"items": sum(items.values()), "pairs": sum(pairs.values())}
+
+
 # --------------------------------------------------------------------------------------------- rebuild
 def rebuild_sequential(s, shop_id: int, days: int | None = None, now: dt.datetime | None = None) -> dict:
     """Recompute both tables of the shop from its Order / OrderLine rows (bulk inserts) with N = the shop's

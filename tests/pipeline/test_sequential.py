@@ -6,7 +6,7 @@ import random
 from sqlalchemy import select, update
 
 from shopify_app.analytics.sequential import counts_of_customers
-from shopify_app.models import SequentialItemDelta, SequentialPairDelta, Shop, ShopModel
+from shopify_app.models import Order, SequentialItemDelta, SequentialPairDelta, Shop, ShopModel
 from shopify_app.shopify.convert import order_deleted, order_from_rest
 from tests.pipeline.test_order_jobs import NOW, P1, P2, P3, _history, deliver, make_shop, payload, run
 from workers.sequential_jobs import rebuild_sequential
@@ -119,3 +119,23 @@ def test_days_setting_change_asks_for_a_rebuild(session):
     deliver(session, shop, "orders/create", payload(100, cust=5003, day=10, items=((P2, 1),)))
     assert run(session, shop)["rebuild_sequential"] is False
     assert tables(session, other.id) == other_before            # tenant isolation
+
+
+def test_forget_customer_before_redact_matches_a_rebuild(session):
+    from workers.sequential_jobs import forget_customer
+
+    shop = make_shop(session, "forget.myshopify.com")
+    for topic, body in _spread_history():
+        deliver(session, shop, topic, body)
+    run(session, shop)
+    before = tables(session, shop.id)
+    assert any(k for k in before[1])
+    forget_customer(session, shop.id, 5001)
+    # what customers/redact does next: the orders become guest orders
+    session.execute(update(Order).where(Order.shop_id == shop.id, Order.customer_id == 5001).values(customer_id=None))
+    session.commit()
+    after = tables(session, shop.id)
+    assert after != before
+    rebuild_sequential(session, shop.id)
+    session.commit()
+    assert tables(session, shop.id) == after
