@@ -47,6 +47,11 @@ def render_home(shop: Shop, notice: tuple[str, str] | None = None, status: int =
 @require_session_token(page=True)
 def retry_import():
     """Run the history import again after a failure; it resumes the failed Job (its export and cursor)."""
+    s = db()
+    progress = rm.import_progress(s, g.shop.id)
+    s.commit()
+    if progress is None or progress.status != "failed":       # running, queued or done: nothing to retry
+        return render_home(g.shop, ("success", "The import is not in a failed state; nothing to retry."))
     try:
         enqueue(app_config(), DEFAULT, HISTORY_IMPORT_JOB, g.shop.id, job_id=f"history-import-{g.shop.id}",
                 timeout=6 * 3600)

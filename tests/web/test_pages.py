@@ -118,8 +118,16 @@ def test_retry_import_enqueues_the_history_import(client, db_url, redis_url, con
         shop_id = shop.id
     resp = client.post(f"/import/retry?shop={SHOP_A}", data={"id_token": token()})
     assert resp.status_code == 200 and "restarted" in resp.get_data(as_text=True)
-    jobs = Queue(queue_name(config.queue_prefix, "default"), connection=redis_connection(config.redis_url)).get_jobs()
-    assert [(j.func_name, j.args) for j in jobs] == [("workers.import_jobs.start_history_import", (shop_id,))]
+    queue = Queue(queue_name(config.queue_prefix, "default"), connection=redis_connection(config.redis_url))
+    assert [(j.func_name, j.args) for j in queue.get_jobs()] == \
+        [("workers.import_jobs.start_history_import", (shop_id,))]
+    # a running import is never enqueued twice
+    queue.empty()
+    with session_scope(db_url) as s:
+        s.add(Job(shop_id=shop_id, kind="import", status="running", total=8, done=1))
+    resp = client.post(f"/import/retry?shop={SHOP_A}", data={"id_token": token()})
+    assert resp.status_code == 200 and "nothing to retry" in resp.get_data(as_text=True)
+    assert queue.get_jobs() == []
 
 
 def test_needs_reauth_banner(client, db_url):
