@@ -8,6 +8,7 @@ The app then uses SHOPIFY_ADMIN_BASE=http://127.0.0.1:9000/shops/{shop}.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import threading
 
@@ -24,6 +25,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", choices=["none", "online_retail", "synthetic"], default="none")
     ap.add_argument("--seed-path", default=None, help="CSV(.gz); default: ../shared/data full file or bundled sample")
     ap.add_argument("--limit-orders", type=int, default=None)
+    ap.add_argument("--end-at", choices=["now", "original"], default="now",
+                    help="online_retail: shift the data so its last invoice is today (default) or keep its dates")
     ap.add_argument("--replay-days", type=float, default=None, help="replay the last N days as live webhooks")
     ap.add_argument("--replay-rate", type=float, default=5.0, help="orders per second while replaying")
     ap.add_argument("--app-key", required=True)
@@ -64,7 +67,8 @@ def main(argv=None) -> None:
         for shop in shops:
             if args.seed == "online_retail":
                 seed_online_retail(store, shop, args.seed_path, limit_orders=args.limit_orders,
-                                   replay_last_days=args.replay_days, replay_rate=args.replay_rate)
+                                   replay_last_days=args.replay_days, replay_rate=args.replay_rate,
+                                   end_at=(dt.datetime.now(dt.timezone.utc) if args.end_at == "now" else None))
             elif args.seed == "synthetic":
                 store.generate_orders(shop, args.limit_orders or 10_000)
 

@@ -114,3 +114,22 @@ def test_replay_last_days_as_live_webhooks():
     n_live = sum(1 for o in store.shop(SHOP).orders.values()
                  if o.processed_at >= dt.datetime(2011, 12, 7, 12, 50, tzinfo=dt.timezone.utc))
     assert len(created) >= n_live > 0
+
+
+def test_end_at_shifts_the_whole_history_by_whole_days():
+    import datetime as dt
+    utc = dt.timezone.utc
+    plain = DevStore(apps=[App("k", "s-0123456789abcdef0123456789abcdef")])
+    seed_online_retail(plain, SHOP, BUNDLED_SAMPLE, limit_orders=200)
+    end_at = dt.datetime(2026, 11, 23, 9, 30, tzinfo=utc)
+    moved = DevStore(apps=[App("k", "s-0123456789abcdef0123456789abcdef")])
+    seed_online_retail(moved, SHOP, BUNDLED_SAMPLE, limit_orders=200, end_at=end_at)
+    a = sorted(o.processed_at for o in plain.shop(SHOP).orders.values())
+    b = sorted(o.processed_at for o in moved.shop(SHOP).orders.values())
+    assert len(a) == len(b) >= 200
+    shifts = {y - x for x, y in zip(a, b)}
+    assert len(shifts) == 1, "every order moves by the same amount"
+    shift = shifts.pop()
+    assert shift.seconds == 0 and shift.microseconds == 0 and shift.days > 5000   # whole days, kept time of day
+    # the file's last invoice (2011-12-09) lands on end_at's day
+    assert (dt.datetime(2011, 12, 9, tzinfo=utc) + shift).date() == end_at.date()
