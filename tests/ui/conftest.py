@@ -8,6 +8,7 @@ App Bridge and Polaris (and the machine has no network anyway).
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -81,6 +82,7 @@ class UiEnv:
     other_shop_id: int = 0
     import_seconds: float = 0.0
     import_errors: dict = field(default_factory=dict)
+    refit: dict = field(default_factory=dict)     # RQ status / result of the predictions refit
     workers: list = field(default_factory=list)
 
     def token(self, shop: str | None = None, **kw) -> str:
@@ -128,6 +130,27 @@ def _import_state(env: UiEnv, shop: str):
         segmented = s.scalar(select(func.count()).select_from(CustomerStats).where(
             CustomerStats.shop_id == shop_row.id, CustomerStats.segment.is_not(None)))
         return shop_row.id, segmented
+
+
+def _refit_predictions(env: UiEnv) -> dict:
+    """Run the predictive refit through the real MODELS queue, as of the day after the shop's last order (Online
+    Retail ends in 2011: "as of today" every customer would look long gone)."""
+    from rq.job import Job as RQJob
+
+    from shopify_app.models import Order
+    from shopify_app.queues import MODELS, enqueue, redis_connection
+
+    with env.db() as s:
+        last = s.scalar(select(func.max(Order.processed_at)).where(Order.shop_id == env.shop_id))
+    as_of = (last + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    job = enqueue(env.config, MODELS, "workers.predictive_jobs.refit_predictions", env.shop_id,
+                  as_of=as_of.isoformat(), job_id=f"ui-refit-{env.shop_id}", retry=None, timeout=300)
+    conn = redis_connection(env.config.redis_url)
+    status = wait_for(lambda: (st := RQJob.fetch(job.id, connection=conn).get_status()) in ("finished", "failed")
+                      and st, timeout=IMPORT_TIMEOUT, interval=0.2, message="the predictions refit")
+    fetched = RQJob.fetch(job.id, connection=conn)
+    return {"status": status, "as_of": as_of, "result": fetched.return_value() if status == "finished" else None,
+            "error": (fetched.latest_result().exc_string if status == "failed" and fetched.latest_result() else None)}
 
 
 def _start_workers(config: Config, log_dir: Path) -> list[subprocess.Popen]:
@@ -186,6 +209,7 @@ def ui_env(database_url, redis_server, tmp_path_factory):
                                           message=f"the history import of {SHOP} (errors: {env.import_errors})")
         env.import_seconds = time.monotonic() - started
         assert segmented > 0
+        env.refit = _refit_predictions(env)
         # The second shop only after the first import: on SQLite the two imports would queue on the write lock.
         _install(env, OTHER_SHOP)
         env.other_shop_id, _ = wait_for(lambda: _import_done(env, OTHER_SHOP), timeout=IMPORT_TIMEOUT,
