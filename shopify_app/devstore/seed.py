@@ -123,8 +123,8 @@ def seed_online_retail(store, shop_domain: str, path: str | Path | None = None, 
     """Load the data set into `shop_domain` (created if missing). Returns counts.
 
     end_at: move the whole data set in time by a whole number of days so that its last invoice falls within the
-    day before end_at (never after it) (the demo passes now: the 2010-2011 history then reads like a live shop, and recency, "last 30 days" and
-    churn risk mean something). None keeps the original dates (tests that compare against the file).
+    day before end_at, never after it. The demo passes now: the 2010-2011 history then reads like a live shop,
+    and recency, "last 30 days" and churn risk mean something. None keeps the original dates (tests that compare against the file).
 
     replay_last_days: orders of the last N days of the data are created *live* (webhooks fire: orders/create,
     orders/paid, refunds/create, ...), in time order, at `replay_rate` orders per second (None = no pause).
