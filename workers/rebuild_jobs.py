@@ -107,8 +107,7 @@ def rescore_all(s, shop_id: int, now: dt.datetime) -> int:
     except ImportError:
         refit_rfm_in_session = None
     if refit_rfm_in_session is not None:
-        out = refit_rfm_in_session(s, shop, now)
-        return int(out.get("segment_changes", 0)) if isinstance(out, dict) else int(out or 0)
+        return int(refit_rfm_in_session(s, shop, now, reason="refit").get("changes", 0))
     from .order_jobs import rescore_customers
 
     rows = list(s.scalars(select(CustomerStats).where(CustomerStats.shop_id == shop_id)))   # one query, then s.get hits

@@ -127,3 +127,79 @@ def _rules(n, a, b, c, ca, cb, min_support, min_count) -> pd.DataFrame:
 def mine_pair_rules(baskets: Iterable[Iterable], min_support: float, min_count: int = 1) -> pd.DataFrame:
     """All directed pair rules with support >= min_support and pair count >= min_count."""
     return rules_from_counts(count_pairs(baskets), min_support, min_count)
+
+
+# --------------------------------------------------------------------------------------------- customers per rule
+def customers_per_pair(customer_idx, item_idx, n_customers: int, n_items: int, pair_i, pair_j) -> np.ndarray:
+    """Distinct customers who bought both items of each pair (in any of their baskets, not necessarily the same
+    one): the (i, j) entries of Cᵀ C for the binary customer x item matrix C, computed only on the columns the
+    pairs use (a few hundred), so the product stays small."""
+    pair_i = np.asarray(pair_i, dtype=np.int64)
+    pair_j = np.asarray(pair_j, dtype=np.int64)
+    if pair_i.size == 0:
+        return np.array([], dtype=np.int64)
+    cols, inv = np.unique(np.concatenate([pair_i, pair_j]), return_inverse=True)
+    c = sparse.csr_matrix((np.ones(len(customer_idx), dtype=np.int32),
+                           (np.asarray(customer_idx, dtype=np.int64), np.asarray(item_idx, dtype=np.int64))),
+                          shape=(max(n_customers, 1), max(n_items, 1)))
+    c.sum_duplicates()
+    c.data[:] = 1
+    sub = c.tocsc()[:, cols]
+    both = (sub.T @ sub).toarray() if len(cols) <= 4000 else None
+    a, b = inv[:len(pair_i)], inv[len(pair_i):]
+    if both is not None:
+        return both[a, b].astype(np.int64)
+    subc = sub.tocsc()
+    return np.array([subc[:, x].multiply(subc[:, y]).sum() for x, y in zip(a, b)], dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------- triples
+TRIPLE_COLUMNS = RULE_COLUMNS
+
+
+def mine_triple_rules(x, items, min_support: float, min_count: int = 1, limit: int = 200) -> pd.DataFrame:
+    """Rules over 3-itemsets ({A, B} -> C and A -> {B, C}) with mlxtend fpgrowth(max_len=3) + association_rules.
+
+    x: binary basket x item matrix (scipy sparse, every basket a row, also those without a frequent item: the
+    support denominator is the number of baskets); items: ids of the columns. Only items that are frequent on
+    their own enter fpgrowth (an itemset's support never exceeds its items' support, so nothing is lost).
+    Itemset support >= max(min_support, min_count / n). The `limit` rules with the highest lift are kept
+    (ties: higher count, then the ids), antecedent / consequent as sorted lists of ids."""
+    from mlxtend.frequent_patterns import association_rules, fpgrowth
+
+    x = sparse.csr_matrix(x)
+    n = x.shape[0]
+    empty = pd.DataFrame({col: [] for col in TRIPLE_COLUMNS})
+    if n == 0:
+        return empty
+    x.sum_duplicates()
+    x.data[:] = 1
+    threshold = max(float(min_support), min_count / n)
+    item_support = np.asarray(x.sum(axis=0)).ravel() / n
+    keep = np.flatnonzero(item_support >= threshold)
+    if len(keep) < 3:
+        return empty
+    items = np.asarray(items, dtype=object)[keep]
+    sub = x[:, keep]
+    columns = list(range(len(keep)))
+    if n * len(keep) <= 50_000_000:
+        onehot = pd.DataFrame(sub.toarray().astype(bool), columns=columns)
+    else:
+        onehot = pd.DataFrame.sparse.from_spmatrix(sub.astype(bool), columns=columns)
+    freq = fpgrowth(onehot, min_support=threshold, max_len=3)
+    if freq.empty or not (freq["itemsets"].map(len) == 3).any():
+        return empty
+    rules = association_rules(freq, num_itemsets=n, metric="support", min_threshold=0.0)
+    rules = rules[(rules["antecedents"].map(len) + rules["consequents"].map(len)) == 3]
+    if rules.empty:
+        return empty
+    ante = [sorted(items[list(s)].tolist()) for s in rules["antecedents"]]
+    cons = [sorted(items[list(s)].tolist()) for s in rules["consequents"]]
+    out = pd.DataFrame({"antecedent": ante, "consequent": cons,
+                        "count": np.rint(rules["support"].to_numpy() * n).astype(np.int64),
+                        "support": rules["support"].to_numpy(), "confidence": rules["confidence"].to_numpy(),
+                        "lift": rules["lift"].to_numpy(), "leverage": rules["leverage"].to_numpy(),
+                        "conviction": rules["conviction"].to_numpy()})
+    out["_key"] = [str(a) + str(c) for a, c in zip(ante, cons)]
+    out = out.sort_values(["lift", "count", "_key"], ascending=[False, False, True], kind="mergesort")
+    return out.drop(columns="_key").head(limit).reset_index(drop=True)

@@ -1,0 +1,244 @@
+"""mine_rules through the database: exact vs mlxtend on real data, rolling window, per segment, customers, triples."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from shopify_app.analytics.incremental import Delta
+from shopify_app.analytics.orders import OrderLine, OrderVersion
+from shopify_app.analytics.rules import mine_pair_rules
+from shopify_app.models import AssociationRule, CustomerStats, Shop
+from workers import context
+from workers.order_jobs import apply_version, update_customers, write_counts
+from workers.rebuild_jobs import rebuild_shop_state
+from workers.rules_jobs import mine_rules
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "retail_small.csv"
+
+
+@pytest.fixture
+def cfg(config):
+    context.set_config(config)
+    yield config
+    context.set_config(None)
+
+
+def make_shop(session, settings=None, domain="rules.myshopify.com"):
+    shop = Shop(domain=domain, status="active", settings=settings or {})
+    session.add(shop)
+    session.commit()
+    return shop
+
+
+def store_only(session, shop, versions, now):
+    """Order rows only (as the bulk import does); the counts come from a rebuild."""
+    for v in versions:
+        apply_version(session, shop.id, v, Delta(), now)
+    session.commit()
+
+
+def apply(session, shop, versions, now):
+    batch = Delta()
+    for v in versions:
+        apply_version(session, shop.id, v, batch, now)
+    session.flush()
+    write_counts(session, shop.id, batch)
+    update_customers(session, shop.id, batch, now)
+    session.commit()
+
+
+def retail_versions():
+    """retail_small.csv as orders: non-'C' invoices, lines with Quantity > 0; StockCode -> product id."""
+    df = pd.read_csv(SAMPLE, dtype={"InvoiceNo": str, "StockCode": str})
+    df = df[~df.InvoiceNo.str.startswith("C") & (df.Quantity > 0)]
+    codes = {c: k + 1 for k, c in enumerate(sorted(df.StockCode.unique()))}
+    out = []
+    for k, (inv, g) in enumerate(df.groupby("InvoiceNo", sort=True)):
+        t = dt.datetime.fromisoformat(g.InvoiceDate.iloc[0])
+        cust = g.CustomerID.iloc[0]
+        lines = tuple(OrderLine(id=k * 1000 + i, product_id=codes[r.StockCode], quantity=int(r.Quantity),
+                                price=float(r.UnitPrice)) for i, r in enumerate(g.itertuples()))
+        out.append(OrderVersion(id=int(inv), processed_at=t, updated_at=t,
+                                customer_id=None if pd.isna(cust) else int(cust),
+                                subtotal=round(float((g.Quantity * g.UnitPrice).sum()), 2), lines=lines))
+    return out, codes
+
+
+def stored_rules(session, shop_id, kind="pair", segment="*"):
+    t = AssociationRule.__table__
+    rows = session.execute(select(t).where(t.c.shop_id == shop_id, t.c.kind == kind, t.c.segment == segment)).all()
+    session.commit()
+    return {(tuple(r.antecedent), tuple(r.consequent)): r for r in rows}
+
+
+def basket_sets(versions, keep=lambda v: True):
+    return [sorted({ln.product_id for ln in v.lines if ln.quantity - ln.refunded_quantity > 0 and ln.product_id})
+            for v in versions if v.counted and keep(v)]
+
+
+def assert_same_rules(stored, ref: pd.DataFrame):
+    exp = {((int(r.antecedent),), (int(r.consequent),)): r for r in ref.itertuples(index=False)}
+    assert set(stored) == set(exp)
+    for k, e in exp.items():
+        g = stored[k]
+        assert g.count == e.count
+        for name in ("support", "confidence", "lift", "leverage"):
+            assert abs(getattr(g, name) - getattr(e, name)) <= 1e-9, (k, name)
+        assert (g.conviction is None) == math.isinf(e.conviction)
+        if g.conviction is not None:
+            assert abs(g.conviction - e.conviction) <= 1e-9
+
+
+@pytest.mark.parametrize("min_support", [0.02, 0.035])
+def test_pair_rules_equal_mlxtend_on_retail_sample(session, cfg, min_support):
+    from mlxtend.frequent_patterns import association_rules, fpgrowth
+    from mlxtend.preprocessing import TransactionEncoder
+
+    versions, _ = retail_versions()
+    shop = make_shop(session, {"min_support": min_support, "min_count": 1, "rules_window_months": 12})
+    now = dt.datetime(2011, 1, 15)
+    store_only(session, shop, versions[:-12], now)          # stored orders -> snapshots by a rebuild,
+    rebuild_shop_state(session, shop.id, now)
+    session.commit()
+    apply(session, shop, versions[-12:], now)               # the last ones through the incremental path (deltas)
+    result = mine_rules(shop.id, now=now)
+    baskets = basket_sets(versions)
+    assert result["baskets"] == len(baskets) == 382
+
+    te = TransactionEncoder()
+    onehot = pd.DataFrame(te.fit(baskets).transform(baskets), columns=te.columns_)
+    freq = fpgrowth(onehot, min_support=min_support, use_colnames=True, max_len=2)
+    ref = association_rules(freq, num_itemsets=len(baskets), metric="support", min_threshold=0.0)
+    ref = ref[(ref.antecedents.map(len) == 1) & (ref.consequents.map(len) == 1)]
+    stored = stored_rules(session, shop.id)
+    assert len(stored) == len(ref) > 50
+    for r in ref.itertuples(index=False):
+        g = stored[((next(iter(r.antecedents)),), (next(iter(r.consequents)),))]
+        assert g.count == round(r.support * len(baskets))
+        for name, e in (("support", r.support), ("confidence", r.confidence), ("lift", r.lift),
+                        ("leverage", r.leverage)):
+            assert abs(getattr(g, name) - e) <= 1e-9
+        assert (g.conviction is None and math.isinf(r.conviction)) or abs(g.conviction - r.conviction) <= 1e-9
+
+    # Triples: mlxtend fpgrowth(max_len=3) on all baskets, the 3-itemset rules, top by lift.
+    triples = stored_rules(session, shop.id, kind="triple")
+    freq3 = fpgrowth(onehot, min_support=min_support, use_colnames=True, max_len=3)
+    ref3 = association_rules(freq3, num_itemsets=len(baskets), metric="support", min_threshold=0.0)
+    ref3 = ref3[ref3.antecedents.map(len) + ref3.consequents.map(len) == 3]
+    exp3 = {(tuple(sorted(r.antecedents)), tuple(sorted(r.consequents))): r.lift for r in ref3.itertuples()}
+    assert 0 < len(triples) == min(200, len(exp3))
+    for k, r in triples.items():
+        assert abs(r.lift - exp3[k]) <= 1e-9
+    assert min(r.lift for r in triples.values()) >= sorted(exp3.values(), reverse=True)[len(triples) - 1] - 1e-9
+
+    # Customers per rule: distinct customers who bought both items (any of their orders in the window).
+    bought: dict = {}
+    for v in versions:
+        if v.customer_id is not None:
+            for ln in v.lines:
+                bought.setdefault(ln.product_id, set()).add(v.customer_id)
+    for (a, b), r in stored.items():
+        assert r.customers == len(bought[a[0]] & bought[b[0]])
+
+
+def month_orders(seed=5):
+    """Orders over 2024-01 .. 2024-06 on 12 products, customers 1..20 and guests."""
+    rnd = random.Random(seed)
+    out = []
+    for oid in range(1, 301):
+        t = dt.datetime(2024, rnd.randint(1, 6), rnd.randint(1, 28), 12)
+        items = rnd.sample(range(1, 13), rnd.randint(1, 5))
+        lines = tuple(OrderLine(id=oid * 10 + i, product_id=p, quantity=1) for i, p in enumerate(items))
+        out.append(OrderVersion(id=oid, processed_at=t, updated_at=t, customer_id=rnd.choice([None] + list(range(1, 21))),
+                                subtotal=float(rnd.randint(1, 300)), lines=lines))
+    return out
+
+
+def test_window_drops_old_months_exactly(session, cfg):
+    versions = month_orders()
+    shop = make_shop(session, {"min_support": 0.01, "min_count": 2, "rules_window_months": 2})
+    apply(session, shop, versions[:150], dt.datetime(2024, 7, 1))
+    rebuild_shop_state(session, shop.id, dt.datetime(2024, 7, 1))
+    session.commit()
+    apply(session, shop, versions[150:], dt.datetime(2024, 7, 1))
+    for now, months in ((dt.datetime(2024, 6, 20), (5, 6)), (dt.datetime(2024, 5, 3), (4, 5)),
+                        (dt.datetime(2024, 2, 1), (1, 2))):
+        result = mine_rules(shop.id, now=now)
+        in_window = [v for v in versions if v.processed_at.month in months]
+        assert result["window"] == {"first": f"2024-{months[0]:02d}", "last": f"2024-{months[1]:02d}"}
+        ref = mine_pair_rules(basket_sets(in_window), 0.01, 2)
+        assert_same_rules(stored_rules(session, shop.id), ref)
+    # A window past the last sale is anchored on the last month with baskets (history-only shops keep rules).
+    result = mine_rules(shop.id, now=dt.datetime(2026, 1, 1))
+    assert result["window"] == {"first": "2024-05", "last": "2024-06"}
+    # 0 = all time
+    session.get(Shop, shop.id).settings = {"min_support": 0.01, "min_count": 2, "rules_window_months": 0}
+    session.commit()
+    result = mine_rules(shop.id, now=dt.datetime(2024, 6, 20))
+    assert_same_rules(stored_rules(session, shop.id), mine_pair_rules(basket_sets(versions), 0.01, 2))
+
+
+def test_per_segment_rules_equal_pandas_filter(session, cfg):
+    versions = month_orders(seed=9)
+    shop = make_shop(session, {"min_support": 0.02, "min_count": 2, "rules_window_months": 0})
+    apply(session, shop, versions, dt.datetime(2024, 7, 1))
+    # Segments assigned by hand (the job uses whatever segment each customer has now).
+    seg_of = {cid: ("Champions" if cid % 3 == 0 else "At Risk" if cid % 3 == 1 else "New") for cid in range(1, 21)}
+    for c in session.scalars(select(CustomerStats).where(CustomerStats.shop_id == shop.id)):
+        c.segment = seg_of[c.customer_id]
+    session.commit()
+    mine_rules(shop.id, now=dt.datetime(2024, 7, 1))
+
+    lines = pd.DataFrame([(v.id, v.customer_id, ln.product_id) for v in versions for ln in v.lines],
+                         columns=["order", "customer", "item"])
+    lines["segment"] = lines["customer"].map(seg_of)
+    checked = 0
+    for name in ("Champions", "At Risk", "New"):
+        sub = lines[lines["segment"] == name]
+        ref = mine_pair_rules([sorted(set(g)) for _, g in sub.groupby("order")["item"]], 0.02, 2)
+        stored = stored_rules(session, shop.id, segment=name)
+        assert_same_rules(stored, ref)
+        for (a, b), r in stored.items():
+            both = sub.groupby("customer")["item"].agg(set)
+            assert r.customers == int(both.map(lambda s: a[0] in s and b[0] in s).sum())
+        checked += len(stored)
+    assert checked > 20
+    # A moved customer moves their whole history to the new segment at the next mining.
+    for c in session.scalars(select(CustomerStats).where(CustomerStats.shop_id == shop.id)):
+        c.segment = "Champions"
+    session.commit()
+    mine_rules(shop.id, now=dt.datetime(2024, 7, 1))
+    assert stored_rules(session, shop.id, segment="New") == {}
+    cust = [v for v in versions if v.customer_id is not None]
+    assert_same_rules(stored_rules(session, shop.id, segment="Champions"), mine_pair_rules(basket_sets(cust), 0.02, 2))
+
+
+def test_rerun_replaces_rules_and_other_shops_untouched(session, cfg):
+    versions = month_orders(seed=11)
+    a = make_shop(session, {"min_support": 0.01, "min_count": 1, "rules_window_months": 0}, "a.myshopify.com")
+    b = make_shop(session, {"min_support": 0.01, "min_count": 1, "rules_window_months": 0}, "b.myshopify.com")
+    apply(session, a, versions, dt.datetime(2024, 7, 1))
+    apply(session, b, versions[:50], dt.datetime(2024, 7, 1))
+    mine_rules(a.id, now=dt.datetime(2024, 7, 1))
+    mine_rules(b.id, now=dt.datetime(2024, 7, 1))
+    first = {k: (r.count, r.lift) for k, r in stored_rules(session, a.id).items()}
+    n_b = len(stored_rules(session, b.id))
+    mine_rules(a.id, now=dt.datetime(2024, 7, 1))                  # idempotent
+    assert {k: (r.count, r.lift) for k, r in stored_rules(session, a.id).items()} == first
+    assert len(stored_rules(session, b.id)) == n_b > 0
+    assert mine_rules(99999)["status"] == "missing"
+
+
+def test_empty_shop_has_no_rules(session, cfg):
+    shop = make_shop(session)
+    result = mine_rules(shop.id, now=dt.datetime(2024, 7, 1))
+    assert result["status"] == "done" and result["baskets"] == 0
+    assert stored_rules(session, shop.id) == {}
+    assert np.isscalar(result["pair"] if "pair" in result else 0)

@@ -1,0 +1,267 @@
+"""Association rules job (queue `default`): `mine_rules(shop_id)` replaces the shop's AssociationRule rows.
+
+Window: the ShopSettings.rules_window_months order months ending with the *anchor* month inclusive (0 = all
+time). The anchor is the current month, or the latest month holding a basket when that is earlier (a shop whose
+history stopped, e.g. the demo's 2009-2011 data, keeps rules over its last N months of sales instead of none).
+Months are UTC order months ('YYYY-MM' of processed_at), as the count buckets.
+
+Kinds written (all with computed_at = now; one transaction deletes the shop's previous rules and inserts these):
+- 'pair', segment '*': directed pair rules A -> B from the overall counts of the window = sum over its buckets of
+  snapshot + deltas (shopify_app.models, "base + deltas"), exact; support = c(AB) / baskets, kept when support >=
+  min_support and c(AB) >= min_count (shop settings); metrics as shopify_app.analytics.rules.
+- 'pair', segment = a named segment: the same rules over the baskets of the window's orders whose customer is
+  *currently* in that segment (CustomerStats.segment; guests belong to no segment), mined from the stored orders
+  with one sparse basket x item product per segment. Segment membership moves whenever a customer is rescored;
+  running per-segment counts would have to move the customer's whole history on every change, so they are not
+  kept. Support is relative to the segment's baskets.
+- 'triple', segment '*': 3-itemset rules ({A, B} -> C, A -> {B, C}) from mlxtend fpgrowth(max_len=3) on the
+  window's baskets restricted to frequent items, the TRIPLE_LIMIT with the highest lift.
+- 'sequential', segment '*': "bought B within N days after A" from SequentialPairDelta / SequentialItemDelta
+  (shopify_app.analytics.sequential), when those tables hold data for the window.
+AssociationRule.customers (pairs): distinct customers who bought both items in the window (in any of their
+orders). conviction is NULL when infinite (confidence = 1).
+
+`enqueue_mine_rules(config, shop_id)` coalesces bursts into one waiting job per shop (fixed RQ job id).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import delete, func, insert, select
+
+from shopify_app.analytics import counts as C
+from shopify_app.analytics.incremental import bucket_of
+from shopify_app.analytics.rules import (
+    count_pairs_codes, customers_per_pair, mine_triple_rules, rules_from_counts,
+)
+from shopify_app.models import (
+    ALL_SEGMENTS, AssociationRule, BasketCountDelta, CountSnapshot, CustomerStats, SequentialItemDelta,
+    SequentialPairDelta, Shop, utcnow,
+)
+from shopify_app.settings import shop_settings
+
+from . import context
+from .rebuild_jobs import load_lines, load_orders, read_counts
+
+log = logging.getLogger(__name__)
+
+JOB_PATH = "workers.rules_jobs.mine_rules"
+TRIPLE_LIMIT = 200
+INSERT_CHUNK = 2000
+ACTIVE_JOB_STATUSES = {"queued", "deferred", "scheduled"}
+
+
+# --------------------------------------------------------------------------------------------- entry points
+def mine_rules(shop_id: int, now: dt.datetime | str | None = None) -> dict:
+    """Read (one short transaction), mine (no transaction open), replace the rules (one transaction)."""
+    if isinstance(now, str):
+        now = dt.datetime.fromisoformat(now)
+    now = now or utcnow()
+    with context.transaction() as s:
+        data = read_window(s, shop_id, now)
+    if data is None:
+        return {"shop_id": shop_id, "status": "missing"}
+    rules = mine_window(data)
+    with context.transaction() as s:
+        if s.scalar(select(Shop.id).where(Shop.id == shop_id).with_for_update()) is None:
+            return {"shop_id": shop_id, "status": "missing"}
+        written = replace_rules(s, shop_id, rules, now)
+    return {"shop_id": shop_id, "status": "done", "window": data["window"], "baskets": data["counts"].n_baskets,
+            **written}
+
+
+def job_id(shop_id: int, followup: bool = False) -> str:
+    return f"mine-rules-{shop_id}" + ("-next" if followup else "")
+
+
+def enqueue_mine_rules(config, shop_id: int):
+    """One waiting job per shop: a queued job is reused (it reads the counts when it starts); while one runs, the
+    follow-up id is used, so a change made during a run is mined right after it."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job as RQJob
+
+    from shopify_app.queues import DEFAULT, enqueue, redis_connection
+
+    conn = redis_connection(config.redis_url)
+    for followup in (False, True):
+        jid = job_id(shop_id, followup)
+        try:
+            status = RQJob.fetch(jid, connection=conn).get_status(refresh=False)
+        except NoSuchJobError:
+            status = None
+        if status in ACTIVE_JOB_STATUSES:
+            return RQJob.fetch(jid, connection=conn)
+        if status != "started":
+            return enqueue(config, DEFAULT, JOB_PATH, shop_id, job_id=jid)
+    return None
+
+
+# --------------------------------------------------------------------------------------------- window
+def month_start(bucket: str) -> dt.datetime:
+    y, m = bucket.split("-")
+    return dt.datetime(int(y), int(m), 1)
+
+
+def anchor_bucket(s, shop_id: int, now: dt.datetime) -> str:
+    current = bucket_of(now)
+    latest = max([b for b in (
+        s.scalar(select(func.max(CountSnapshot.bucket)).where(CountSnapshot.shop_id == shop_id,
+                                                              CountSnapshot.segment == ALL_SEGMENTS,
+                                                              CountSnapshot.bucket <= current,
+                                                              CountSnapshot.baskets > 0)),
+        s.scalar(select(func.max(BasketCountDelta.bucket)).where(BasketCountDelta.shop_id == shop_id,
+                                                                 BasketCountDelta.segment == ALL_SEGMENTS,
+                                                                 BasketCountDelta.bucket <= current,
+                                                                 BasketCountDelta.baskets > 0)),
+    ) if b], default=None)
+    return latest or current
+
+
+def read_window(s, shop_id: int, now: dt.datetime) -> dict | None:
+    shop = s.get(Shop, shop_id)
+    if shop is None:
+        return None
+    settings = shop_settings(shop)
+    anchor = anchor_bucket(s, shop_id, now)
+    window = C.window_buckets(anchor, settings.rules_window_months)
+    first, last = window if window else (None, anchor)
+    since = month_start(first) if first else None
+    until = month_start(C.bucket_name(C.bucket_index(last) + 1))
+    counts = read_counts(s, shop_id, first, last)
+    orders = load_orders(s, shop_id, since, until)[["order_id", "customer_id"]]
+    lines = load_lines(s, shop_id, since, until, with_types=False)
+    segments = pd.DataFrame.from_records(
+        s.execute(select(CustomerStats.customer_id, CustomerStats.segment)
+                  .where(CustomerStats.shop_id == shop_id, CustomerStats.segment.is_not(None))).all(),
+        columns=["customer_id", "segment"])
+    sequential = read_sequential(s, shop_id, first, last)
+    return {"settings": settings, "window": {"first": first, "last": last}, "counts": counts, "orders": orders,
+            "lines": lines, "segments": segments, "sequential": sequential}
+
+
+def read_sequential(s, shop_id: int, first: str | None, last: str) -> dict | None:
+    def within(col):
+        return [col <= last] + ([col >= first] if first else [])
+
+    items = s.execute(select(SequentialItemDelta.item_id, func.sum(SequentialItemDelta.count))
+                      .where(SequentialItemDelta.shop_id == shop_id, *within(SequentialItemDelta.bucket))
+                      .group_by(SequentialItemDelta.item_id)).all()
+    if not items:
+        return None
+    pairs = s.execute(select(SequentialPairDelta.item_a, SequentialPairDelta.item_b, func.sum(SequentialPairDelta.count))
+                      .where(SequentialPairDelta.shop_id == shop_id, *within(SequentialPairDelta.bucket))
+                      .group_by(SequentialPairDelta.item_a, SequentialPairDelta.item_b)).all()
+    return {"items": {int(i): int(n) for i, n in items if n},
+            "pairs": {(int(a), int(b)): int(n) for a, b, n in pairs if n}}
+
+
+# --------------------------------------------------------------------------------------------- mining
+def mine_window(data: dict) -> list[dict]:
+    st = data["settings"]
+    out: list[dict] = []
+    baskets = C.basket_items(data["lines"]).merge(data["orders"], on="order_id")
+    customers = baskets[baskets["customer_id"].notna()]
+
+    overall = rules_from_counts(data["counts"], st.min_support, st.min_count)
+    out += _rows(overall, ALL_SEGMENTS, "pair", _customers(customers, overall))
+
+    if not data["segments"].empty and not customers.empty:
+        seg = customers.merge(data["segments"].astype({"customer_id": "Int64"}), on="customer_id")
+        for name, g in seg.groupby("segment", sort=True):
+            pc = _pair_counts(g)
+            rules = rules_from_counts(pc, st.min_support, st.min_count)
+            out += _rows(rules, name, "pair", _customers(g, rules))
+
+    if not baskets.empty:
+        orders, r = np.unique(baskets["order_id"].to_numpy(), return_inverse=True)
+        items, c = np.unique(baskets["product_id"].to_numpy(), return_inverse=True)
+        from scipy import sparse
+        x = sparse.csr_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(len(orders), len(items)))
+        out += _rows(mine_triple_rules(x, items, st.min_support, st.min_count, TRIPLE_LIMIT), ALL_SEGMENTS,
+                     "triple", None)
+
+    if data["sequential"]:
+        out += sequential_rules(data["sequential"], int(customers["order_id"].nunique()), st.min_count)
+    return out
+
+
+def _pair_counts(baskets: pd.DataFrame):
+    orders, r = np.unique(baskets["order_id"].to_numpy(), return_inverse=True)
+    items, c = np.unique(baskets["product_id"].to_numpy(np.int64), return_inverse=True)
+    return count_pairs_codes(r, c, len(orders), items)
+
+
+def _customers(baskets: pd.DataFrame, rules: pd.DataFrame) -> np.ndarray | None:
+    if rules.empty or baskets.empty:
+        return np.zeros(len(rules), dtype=np.int64)
+    cust, ci = np.unique(baskets["customer_id"].to_numpy(np.int64), return_inverse=True)
+    items, ii = np.unique(baskets["product_id"].to_numpy(np.int64), return_inverse=True)
+    a = np.searchsorted(items, rules["antecedent"].to_numpy(np.int64))
+    b = np.searchsorted(items, rules["consequent"].to_numpy(np.int64))
+    a = np.minimum(a, len(items) - 1)
+    b = np.minimum(b, len(items) - 1)
+    known = (items[a] == rules["antecedent"].to_numpy(np.int64)) & (items[b] == rules["consequent"].to_numpy(np.int64))
+    out = np.zeros(len(rules), dtype=np.int64)
+    if known.any():
+        out[known] = customers_per_pair(ci, ii, len(cust), len(items), a[known], b[known])
+    return out
+
+
+def _float(x) -> float | None:
+    x = float(x)
+    return None if math.isinf(x) or math.isnan(x) else x
+
+
+def _ids(v) -> list[int]:
+    return [int(i) for i in v] if isinstance(v, (list, tuple, np.ndarray)) else [int(v)]
+
+
+def _rows(df: pd.DataFrame, segment: str, kind: str, customers) -> list[dict]:
+    rows = []
+    for k, r in enumerate(df.itertuples(index=False)):
+        rows.append({"segment": segment, "kind": kind, "antecedent": _ids(r.antecedent),
+                     "consequent": _ids(r.consequent), "count": int(r.count),
+                     "customers": int(customers[k]) if customers is not None else None,
+                     "support": float(r.support), "confidence": float(r.confidence), "lift": float(r.lift),
+                     "leverage": _float(r.leverage), "conviction": _float(r.conviction)})
+    return rows
+
+
+def sequential_rules(seq: dict, customer_orders: int, min_count: int) -> list[dict]:
+    """"Bought B within N days after A" over the window (definitions: shopify_app.analytics.sequential):
+    count = pairs(A, B); confidence = pairs(A, B) / items(A); support = pairs(A, B) / customer orders in the
+    window; lift = confidence / base rate of B, base rate = items(B) / customer orders (the share of customer
+    orders holding B)."""
+    from shopify_app.analytics import sequential as S
+
+    items = seq["items"]
+    if not customer_orders or not items:
+        return []
+    conf = S.confidences({("*", a): n for a, n in items.items()},
+                         {("*", a, b): n for (a, b), n in seq["pairs"].items()}, min_count=min_count)
+    rows = []
+    for (a, b), (n, c) in sorted(conf.items()):
+        base = items.get(b, 0) / customer_orders
+        if not base:             # B bought only after the window: no base rate to compare with
+            continue
+        rows.append({"segment": ALL_SEGMENTS, "kind": "sequential", "antecedent": [a], "consequent": [b],
+                     "count": int(n), "customers": None, "support": n / customer_orders, "confidence": c,
+                     "lift": c / base, "leverage": None, "conviction": None})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- writes
+def replace_rules(s, shop_id: int, rules: list[dict], now: dt.datetime) -> dict:
+    s.execute(delete(AssociationRule).where(AssociationRule.shop_id == shop_id))
+    rows = [{**r, "shop_id": shop_id, "computed_at": now} for r in rules]
+    for i in range(0, len(rows), INSERT_CHUNK):
+        s.execute(insert(AssociationRule), rows[i:i + INSERT_CHUNK])
+    kinds: dict = {}
+    for r in rules:
+        kinds[r["kind"]] = kinds.get(r["kind"], 0) + (r["segment"] == ALL_SEGMENTS)
+    kinds["segment_pair"] = sum(1 for r in rules if r["kind"] == "pair" and r["segment"] != ALL_SEGMENTS)
+    return kinds
