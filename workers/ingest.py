@@ -248,6 +248,10 @@ def _customer_redact(s, d, shop: Shop | None, payload) -> Outcome:
         return Outcome("invalid", error="customers/redact without customer.id")
     result: dict = {"shop_known": shop is not None, "deleted": {}}
     if shop is not None:
+        # Same per-shop lock as the order job: the customer's stats and counts must not be rewritten under us.
+        s.execute(select(Shop.id).where(Shop.id == shop.id).with_for_update())
+        from workers.sequential_jobs import forget_customer   # before unlinking: their orders still name them
+        result["sequential_removed"] = forget_customer(s, shop.id, cid)
         for model in CUSTOMER_KEYED:
             t = model.__table__
             res = s.execute(delete(t).where(t.c.shop_id == shop.id, _customer_column(model) == cid))
@@ -256,8 +260,15 @@ def _customer_redact(s, d, shop: Shop | None, payload) -> Outcome:
         cond = Order.customer_id == cid
         if order_ids:
             cond = cond | Order.id.in_(order_ids)
-        res = s.execute(update(Order).where(Order.shop_id == shop.id, cond).values(customer_id=None))
-        result["orders_unlinked"] = res.rowcount or 0
+        unlinked = 0
+        for order in s.scalars(select(Order).where(Order.shop_id == shop.id, cond)):
+            # The stored contribution names the customer too; the order stays as a guest order (its basket still
+            # counts for product rules, as Shopify keeps the order itself).
+            order.customer_id = None
+            if order.contribution and order.contribution.get("customer_id") is not None:
+                order.contribution = {**order.contribution, "customer_id": None}
+            unlinked += 1
+        result["orders_unlinked"] = unlinked
         result["pending_deliveries_scrubbed"] = _scrub_pending_deliveries(s, shop.id, cid, d.id)
     _record(s, d, shop, cid, result)
     return Outcome("processed", compliance=d.topic, **result)
