@@ -188,7 +188,8 @@ def ui_env(database_url, redis_server, tmp_path_factory):
     httpd = make_server("127.0.0.1", 0, late, threaded=True)
     base_url = f"http://127.0.0.1:{httpd.server_port}"
     store = DevStore(apps=[App(TEST_API_KEY, TEST_API_SECRET, base_url)])
-    seed_online_retail(store, SHOP, limit_orders=SEED_ORDERS)
+    # end_at: the 2010-2011 data moved forward by whole days (its last invoice yesterday), as the demo does.
+    seed_online_retail(store, SHOP, limit_orders=SEED_ORDERS, end_at=dt.datetime.now(dt.timezone.utc))
     store.create_shop(OTHER_SHOP, name="Other shop", currency="EUR")
     store.generate_orders(OTHER_SHOP, 60, customers=12, products=8, seed=11)
     store_url, stop_store = start_devstore_server(store)

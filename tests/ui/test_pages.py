@@ -254,13 +254,13 @@ def test_narrow_window_keeps_headings_and_scrollable_tables(ui_env, narrow_page,
     # The page itself does not scroll sideways; wide tables scroll inside their wrapper.
     doc_width = page.evaluate("document.documentElement.scrollWidth")
     assert doc_width <= 420 + 1, f"page is {doc_width}px wide in a 420px window"
+    screenshot(page, "home-narrow" if path == "/" else "segment-narrow")
     wrap = page.locator(".table-wrap").first
     overflow = wrap.evaluate("el => getComputedStyle(el).overflowX")
     assert overflow in ("auto", "scroll")
     if wrap.evaluate("el => el.scrollWidth > el.clientWidth"):
         wrap.evaluate("el => el.scrollLeft = 200")
         assert wrap.evaluate("el => el.scrollLeft") > 0
-    screenshot(page, "home-narrow" if path == "/" else "segment-narrow")
 
 
 # ------------------------------------------------------------------------------------------------ accessibility
