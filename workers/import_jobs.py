@@ -10,15 +10,24 @@ Steps, each recorded on a Job row (kind 'import') so a crash resumes where it st
      bulk_operation_id (a crash after it started); a stored operation that FAILED / EXPIRED / vanished is replaced
      by a new one (progress reset); OPERATION_IN_PROGRESS for this same export (crash before its id was stored)
      adopts the running operation;
-  4. wait for it (polling), stream the JSONL, assemble orders (convert_bulk.orders_from_jsonl) and apply them in
-     batches of BATCH_SIZE, one transaction per batch: orders, item/pair/basket counts and customer stats as in
-     workers.order_jobs, plus Job.done / Job.cursor (index of the last applied order in the file) and
-     Shop.orders_watermark (max updatedAt seen). A resumed run skips orders up to Job.cursor;
-  5. rescore every customer of the shop (RFM, stored thresholds or fitted on the shop) and mark the Job done
-     (done == total == number of orders in the file).
+  4. wait for it (polling), stream the JSONL, assemble orders (convert_bulk.orders_from_jsonl) and store them in
+     batches of BATCH_SIZE, one transaction per batch, in bulk: the batch's existing rows are read in one query
+     (id, updated_at, deleted_at); versions not newer are skipped (last writer wins; a tombstone is never
+     replaced), newer ones replace the Order row and its lines; each Order gets `contribution(v)` (the contract
+     of workers.order_jobs). No per-order count deltas: the aggregates are rebuilt once at the end. The batch also
+     moves Job.done / Job.cursor (index of the last stored order in the file) and Shop.orders_watermark (max
+     updatedAt seen). A resumed run skips orders up to Job.cursor;
+  5. "Computing segments": in one transaction under the shop lock, rebuild every aggregate from the stored
+     orders (workers.rebuild_jobs.rebuild_shop_state: customer stats, item / pair / basket snapshots; this also
+     makes them consistent with whatever webhooks applied meanwhile), refit + store the RFM thresholds and rescore
+     every customer, and mark the Job done (done == total == number of orders in the file);
+  6. rebuild the sequential ("buy next") counts and mine the association rules (inline, so the rules are there
+     when the import reports done + rules; a failure there is logged and the rules job enqueued instead).
 
 Per-shop serialization with the order job: every batch locks the shop row first (see order_jobs). Webhook
-versions applied meanwhile win or lose by updated_at as usual; the watermark never moves backwards.
+versions applied meanwhile win or lose by updated_at as usual; the watermark never moves backwards. Between
+the first batch and step 5 the aggregates lag the stored orders (the import takes well under a minute on the
+two-year Online Retail data, see docs/analytics-rules.md).
 
 Failures: the Job is marked 'failed' with a readable error and the exception re-raised (RQ retries); the retry
 reuses that Job, its bulk operation and its cursor. A ShopifyAuthError is not raised: the shop is marked
@@ -29,22 +38,23 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 
-from shopify_app.analytics.incremental import Delta
-from shopify_app.models import CustomerStats, Job, Shop, utcnow
+from shopify_app.analytics.incremental import contribution, latest_versions
+from shopify_app.models import Job, Order, OrderLine, Shop, utcnow
 from shopify_app.shopify.convert_bulk import orders_from_jsonl
 from shopify_app.shopify.graphql import (AdminClient, ShopifyAuthError, ShopifyBulkOperationError, ShopifyUserError,
                                          bulk_orders_query)
 from shopify_app.shopify.install import ensure_fresh_token, mark_needs_reauth
 
 from . import context
-from .order_jobs import apply_version, rescore_customers, update_customers, write_counts
+from .rebuild_jobs import rebuild_shop_state, rescore_all
 
 log = logging.getLogger(__name__)
 
 KIND = "import"
-BATCH_SIZE = 500
+BATCH_SIZE = 2000
+ID_CHUNK = 900                 # ids per IN (...) (SQLite's bound-parameter limit, old builds)
 POLL_INTERVAL = 1.0
 POLL_MAX_INTERVAL = 15.0
 RESUMABLE_BULK_STATUSES = {"CREATED", "RUNNING", "COMPLETED"}
@@ -72,7 +82,7 @@ def start_history_import(shop_id: int, *, batch_size: int = BATCH_SIZE, poll_int
         client = AdminClient.for_shop(config, domain, token, **(client_kw or {}))
         op = _completed_operation(client, job_id, poll_interval)
         result = _apply_file(client, shop_id, job_id, op, batch_size)
-        _finish(shop_id, job_id)
+        result.update(_finish(shop_id, job_id))
         log.info("history import of shop %s done: %s", shop_id, result)
         return {"shop_id": shop_id, "job_id": job_id, "status": "done", **result}
     except ShopifyAuthError as exc:
@@ -109,15 +119,48 @@ def _fail(job_id: int, message: str) -> None:
     _update_job(job_id, status="failed", error=message[:2000], finished_at=utcnow())
 
 
-def _finish(shop_id: int, job_id: int) -> None:
+def _finish(shop_id: int, job_id: int) -> dict:
+    """Aggregates, segments and Job done in one transaction; then sequential counts and rules."""
+    _update_job(job_id, message="Computing segments")
     now = utcnow()
     with context.transaction() as s:
-        shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())
-        customers = list(s.scalars(select(CustomerStats.customer_id).where(CustomerStats.shop_id == shop_id)))
-        changes = rescore_customers(s, shop, customers, now)
+        rebuilt = rebuild_shop_state(s, shop_id, now)        # locks the shop row first
+        changes = rescore_all(s, shop_id, now)
         job = s.get(Job, job_id)
         job.status, job.error, job.finished_at = "done", None, now
-        job.message = f"imported {job.done} orders; {changes} segment changes"
+        job.message = (f"Imported {job.done:,} orders: {rebuilt.get('customers', 0):,} customers in segments; "
+                       "finding products bought together")
+        job.details = {**(job.details or {}), "customers": rebuilt.get("customers", 0), "segment_changes": changes}
+    rules = _sequential_and_rules(shop_id)
+    with context.transaction() as s:
+        job = s.get(Job, job_id)
+        pairs = rules.get("pair")
+        job.message = (f"Imported {job.done:,} orders: {rebuilt.get('customers', 0):,} customers in segments"
+                       + (f", {pairs:,} product pair rules" if pairs is not None else ""))
+        job.details = {**(job.details or {}), "rules": rules}
+    return {"customers": rebuilt.get("customers", 0), "segment_changes": changes, "rules": rules}
+
+
+def _sequential_and_rules(shop_id: int) -> dict:
+    try:
+        try:
+            from .sequential_jobs import rebuild_sequential
+        except ImportError:
+            rebuild_sequential = None
+        if rebuild_sequential is not None:
+            with context.transaction() as s:
+                if s.scalar(select(Shop.id).where(Shop.id == shop_id).with_for_update()) is not None:
+                    rebuild_sequential(s, shop_id)
+        from .rules_jobs import mine_rules
+        return mine_rules(shop_id)
+    except Exception as exc:      # the import itself is done; the rules job retries on its own
+        log.exception("rules after the import of shop %s failed: %s", shop_id, exc)
+        try:
+            from .rules_jobs import enqueue_mine_rules
+            enqueue_mine_rules(context.config(), shop_id)
+        except Exception as exc2:
+            log.warning("could not enqueue rules mining of shop %s: %s", shop_id, exc2)
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
 
 
 # --------------------------------------------------------------------------------------------- bulk operation
@@ -138,7 +181,7 @@ def _completed_operation(client: AdminClient, job_id: int, poll_interval: float)
         log.info("bulk operation %s of job %s cannot be resumed: starting a new one", op_id, job_id)
     op_id = _start_or_adopt(client, bulk_orders_query())
     _update_job(job_id, bulk_operation_id=op_id, cursor=None, done=0, total=None,
-                message="waiting for Shopify's bulk export")
+                message="Waiting for Shopify's export of your orders")
     return client.wait_for_bulk_operation(op_id, poll_interval=poll_interval, max_interval=POLL_MAX_INTERVAL)
 
 
@@ -177,7 +220,7 @@ def _apply_file(client: AdminClient, shop_id: int, job_id: int, op: dict, batch_
         total = _int(op.get("rootObjectCount"))
         if total is not None:
             job.total = total
-        job.message = "importing orders"
+        job.message = _progress(job.done or 0, job.total)
     applied = skipped = 0
     count = 0
     pending: list = []
@@ -187,10 +230,10 @@ def _apply_file(client: AdminClient, shop_id: int, job_id: int, op: dict, batch_
             continue
         pending.append((index, version))
         if len(pending) >= batch_size:
-            a, k = _apply_batch(shop_id, job_id, pending)
+            a, k = _store_batch(shop_id, job_id, pending)
             applied, skipped, pending = applied + a, skipped + k, []
     if pending:
-        a, k = _apply_batch(shop_id, job_id, pending)
+        a, k = _store_batch(shop_id, job_id, pending)
         applied, skipped = applied + a, skipped + k
     with context.transaction() as s:
         job = s.get(Job, job_id)
@@ -199,27 +242,62 @@ def _apply_file(client: AdminClient, shop_id: int, job_id: int, op: dict, batch_
     return {"orders": count, "applied": applied, "skipped": skipped}
 
 
-def _apply_batch(shop_id: int, job_id: int, pending: list) -> tuple[int, int]:
+def _progress(done: int, total: int | None) -> str:
+    return f"Importing orders: {done:,} of {total:,}" if total else f"Importing orders: {done:,}"
+
+
+def _supersedes(v, stored) -> bool:
+    """Last writer wins by updated_at; a tombstone replaces every version and is never replaced."""
+    if stored is None:
+        return True
+    _, updated_at, deleted_at = stored
+    if deleted_at is not None:
+        return False
+    return bool(v.deleted) or v.updated_at > updated_at
+
+
+def _order_row(shop_id: int, v, now: dt.datetime) -> dict:
+    """The Order row of a version: every column from the version, as workers.order_jobs.apply_version."""
+    return {"shop_id": shop_id, "id": v.id, "name": v.name, "customer_id": v.customer_id,
+            "processed_at": v.processed_at, "shopify_updated_at": v.updated_at,
+            "cancelled_at": v.updated_at if v.cancelled else None, "deleted_at": now if v.deleted else None,
+            "test": v.test, "financial_status": v.financial_status, "currency": v.currency, "subtotal": v.subtotal,
+            "total_discounts": v.total_discounts, "total_refunded": v.refunded, "net_revenue": v.net_revenue,
+            "counted": v.counted, "contribution": contribution(v), "ingested_at": now}
+
+
+def _store_batch(shop_id: int, job_id: int, pending: list) -> tuple[int, int]:
     now = utcnow()
-    applied = skipped = 0
     with context.transaction() as s:
         shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())
-        batch = Delta()
-        watermark: dt.datetime | None = shop.orders_watermark
-        for _, v in pending:
-            if apply_version(s, shop_id, v, batch, now):
-                applied += 1
-            else:
-                skipped += 1
-            if watermark is None or v.updated_at > watermark:
-                watermark = v.updated_at
-        s.flush()
-        write_counts(s, shop_id, batch)
-        update_customers(s, shop_id, batch, now)
-        shop.orders_watermark = watermark
+        versions = latest_versions(v for _, v in pending)          # the file holds each order once; be safe
+        ids = sorted(versions)
+        stored = {}
+        for i in range(0, len(ids), ID_CHUNK):
+            for row in s.execute(select(Order.id, Order.shopify_updated_at, Order.deleted_at)
+                                 .where(Order.shop_id == shop_id, Order.id.in_(ids[i:i + ID_CHUNK]))):
+                stored[row[0]] = tuple(row)
+        winners = [versions[i] for i in ids if _supersedes(versions[i], stored.get(i))]
+        replaced = sorted(v.id for v in winners if v.id in stored)
+        for i in range(0, len(replaced), ID_CHUNK):
+            chunk = replaced[i:i + ID_CHUNK]
+            s.execute(delete(OrderLine).where(OrderLine.shop_id == shop_id, OrderLine.order_id.in_(chunk)))
+            s.execute(delete(Order).where(Order.shop_id == shop_id, Order.id.in_(chunk)))
+        if winners:
+            s.execute(insert(Order.__table__), [_order_row(shop_id, v, now) for v in winners])
+            lines = [{"shop_id": shop_id, "order_id": v.id, "id": ln.id, "product_id": ln.product_id,
+                      "variant_id": ln.variant_id, "product_type": ln.product_type, "quantity": ln.quantity,
+                      "refunded_quantity": ln.refunded_quantity, "price": ln.price, "discount": ln.discount}
+                     for v in winners for ln in v.lines]
+            if lines:
+                s.execute(insert(OrderLine.__table__), lines)
+        watermark = shop.orders_watermark
+        newest = max(v.updated_at for _, v in pending)
+        if watermark is None or newest > watermark:
+            shop.orders_watermark = newest
         job = s.get(Job, job_id)
         last_index = pending[-1][0]
         job.cursor = str(last_index)
         job.done = last_index + 1
-    return applied, skipped
-
+        job.message = _progress(job.done, job.total)
+    return len(winners), len(pending) - len(winners)

@@ -10,13 +10,14 @@ from sqlalchemy import func, select
 
 from shopify_app.devstore import App, DevStore
 from shopify_app.devstore.webhooks import DeliveryMode
-from shopify_app.models import CustomerStats, ItemCountDelta, Job, Order, OrderLine, Shop
+from shopify_app.models import AssociationRule, CustomerStats, Job, Order, OrderLine, Shop
 from shopify_app.shopify.convert_bulk import orders_from_jsonl
 from shopify_app.shopify.install import install_with_access_token
 from shopify_app.shopify.oauth import AccessToken
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET
 from workers import context
 from workers.import_jobs import start_history_import
+from workers.rebuild_jobs import read_bucket_counts
 
 SHOP = "history-import.myshopify.com"
 FAST = {"batch_size": 50, "poll_interval": 0.02}
@@ -77,11 +78,10 @@ def snapshot(session, shop_id):
               for o in session.scalars(select(Order).where(Order.shop_id == shop_id))}
     stats = {(c.customer_id, c.orders_count, round(c.net_revenue, 2), c.items_count, c.segment)
              for c in session.scalars(select(CustomerStats).where(CustomerStats.shop_id == shop_id))}
-    items = {(r.bucket, r.item_id, r.count)
-             for r in session.scalars(select(ItemCountDelta).where(ItemCountDelta.shop_id == shop_id))}
+    counts = read_bucket_counts(session, shop_id)          # snapshots + deltas, per month bucket
     lines = session.scalar(select(func.count()).select_from(OrderLine).where(OrderLine.shop_id == shop_id))
     session.commit()
-    return orders, stats, items, lines
+    return orders, stats, counts, lines
 
 
 def import_jobs(session, shop_id):
@@ -284,3 +284,35 @@ def test_operation_in_progress_is_adopted(store, cfg, server, session, shop_id):
     job = import_jobs(session, shop_id)[-1]
     assert result["status"] == "done" and job.bulk_operation_id == running
     assert_matches_store(session, shop_id, sh)
+
+
+def test_import_aggregates_equal_clean_pass_and_rules_exist(store, cfg, server, session, shop_id):
+    """The bulk path (no per-order deltas, one rebuild at the end) gives exactly the from-scratch aggregates, and
+    the rules are mined before the import reports done."""
+    from shopify_app.analytics.incremental import clean_pass
+    from shopify_app.models import ItemCountDelta
+    from shopify_app.shopify.graphql import AdminClient, bulk_orders_query
+    from tests.pipeline.test_rebuild import AGG, as_reference
+
+    populate(store)
+    session.expire_all()
+    session.get(Shop, shop_id).settings = {"min_support": 0.01, "min_count": 2, "rules_window_months": 0}
+    session.commit()
+    result = start_history_import(shop_id, **FAST)
+    assert result["status"] == "done" and result["rules"]["status"] == "done"
+    client = AdminClient(SHOP, store.install_app(SHOP, TEST_API_KEY), "2026-10", admin_base=f"{server}/shops/{{shop}}")
+    op = client.wait_for_bulk_operation(client.run_bulk_query(bulk_orders_query()), poll_interval=0.02)
+    ref_stats, ref_counts = as_reference(clean_pass(orders_from_jsonl(client.download_jsonl(op["url"]))))
+
+    session.expire_all()
+    stats = {c.customer_id: tuple(getattr(c, k) for k in AGG)
+             for c in session.scalars(select(CustomerStats).where(CustomerStats.shop_id == shop_id))}
+    assert stats == ref_stats
+    assert read_bucket_counts(session, shop_id) == ref_counts
+    assert session.scalar(select(func.count()).select_from(ItemCountDelta)) == 0
+    n_rules = session.scalar(select(func.count()).select_from(AssociationRule)
+                             .where(AssociationRule.shop_id == shop_id, AssociationRule.kind == "pair",
+                                    AssociationRule.segment == "*"))
+    assert n_rules == result["rules"]["pair"] > 0
+    job = import_jobs(session, shop_id)[-1]
+    assert job.message.startswith(f"Imported {len(store.shops[SHOP].orders):,} orders") and "pair rules" in job.message
