@@ -23,6 +23,7 @@ DEV_API_SECRET = "devstore-api-secret-not-for-production"
 DEV_SECRET_KEY = "dev-secret-key-not-for-production"
 
 SHOPIFY_API_VERSION = "2026-10"
+APP_BRIDGE_CDN = "https://cdn.shopify.com/shopifycloud/app-bridge.js"
 DEFAULT_SCOPES = "read_orders,read_customers,write_customers,read_products,write_discounts"
 
 
@@ -47,6 +48,7 @@ class Config:
     shopify_admin_base: str = ""            # SHOPIFY_ADMIN_BASE: override https://{shop} (local stand-in only)
     queue_prefix: str = "sb"                # RQ_QUEUE_PREFIX: queue name prefix (several apps on one Redis)
     log_level: str = "INFO"                 # LOG_LEVEL
+    app_bridge_src: str = APP_BRIDGE_CDN    # APP_BRIDGE_SRC: App Bridge script (the CDN; the demo's stand-in locally)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -65,6 +67,15 @@ class Config:
         digest = hashlib.sha256(("token-encryption:" + self.secret_key).encode()).digest()
         return base64.urlsafe_b64encode(digest)
 
+    @property
+    def admin_frame_origin(self) -> str | None:
+        """Origin of the local admin stand-in that frames the app (from SHOPIFY_ADMIN_BASE), else None: in
+        production the frame ancestors are the shop's admin and admin.shopify.com only."""
+        if not self.shopify_admin_base:
+            return None
+        p = urlparse(self.shopify_admin_base.replace("{shop}", "shop"))
+        return f"{p.scheme}://{p.netloc}"
+
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
 
@@ -78,6 +89,7 @@ class Config:
             "DATABASE_URL": "database_url", "REDIS_URL": "redis_url", "SECRET_KEY": "secret_key",
             "TOKEN_ENCRYPTION_KEY": "token_encryption_key", "PORT": "port", "INSTANCE_PATH": "instance_path",
             "SHOPIFY_ADMIN_BASE": "shopify_admin_base", "RQ_QUEUE_PREFIX": "queue_prefix", "LOG_LEVEL": "log_level",
+            "APP_BRIDGE_SRC": "app_bridge_src",
         }
         for var, attr in mapping.items():
             if env.get(var) not in (None, ""):
@@ -130,6 +142,10 @@ class Config:
                 raise ConfigError("REDIS_URL must be set in production (APP_ENV=production)")
             if p.scheme != "https":
                 raise ConfigError("APP_URL must be https in production (APP_ENV=production)")
+            if self.shopify_admin_base:
+                raise ConfigError("SHOPIFY_ADMIN_BASE is for the local Shopify stand-in; unset it in production")
+            if self.app_bridge_src != APP_BRIDGE_CDN:
+                raise ConfigError(f"APP_BRIDGE_SRC must be Shopify's CDN ({APP_BRIDGE_CDN}) in production")
 
 
 def _check_database_url(url: str) -> None:

@@ -40,6 +40,11 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
 
     install_security_headers(app)
 
+    @app.context_processor
+    def _app_bridge():
+        # The App Bridge script every page loads: Shopify's CDN, or the local stand-in's in the demo.
+        return {"app_bridge_src": config.app_bridge_src}
+
     @app.teardown_appcontext
     def _close_db(_exc):
         session = g.pop("db", None)

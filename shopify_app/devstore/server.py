@@ -161,6 +161,8 @@ def create_devstore_app(store) -> Flask:
                               "attempt": a.attempt, "webhook_id": a.webhook_id, "event_id": a.event_id,
                               "error": a.error} for a in store.webhooks.attempts]}
 
+    from .admin_frame import create_blueprint
+    app.register_blueprint(create_blueprint(store))
     return app
 
 

@@ -61,3 +61,25 @@ def test_analytics_import_does_not_load_web_stack():
 def test_local_app_url_follows_port():
     assert Config.from_env({"PORT": "8765"}).app_url == "http://127.0.0.1:8765"
     assert Config.from_env({"PORT": "8765", "APP_URL": "https://x.example"}).app_url == "https://x.example"
+
+
+def test_local_admin_stand_in_settings():
+    cfg = Config.from_env({"SHOPIFY_ADMIN_BASE": "http://127.0.0.1:9000/shops/{shop}",
+                           "APP_BRIDGE_SRC": "http://127.0.0.1:9000/devstore/app-bridge.js"})
+    assert cfg.admin_frame_origin == "http://127.0.0.1:9000"
+    assert cfg.app_bridge_src.endswith("/devstore/app-bridge.js")
+    plain = Config.from_env({})
+    assert plain.admin_frame_origin is None and plain.app_bridge_src.startswith("https://cdn.shopify.com/")
+
+
+@pytest.mark.parametrize("env,setting", [
+    ({"SHOPIFY_ADMIN_BASE": "http://127.0.0.1:9000/shops/{shop}"}, "SHOPIFY_ADMIN_BASE"),
+    ({"APP_BRIDGE_SRC": "http://127.0.0.1:9000/devstore/app-bridge.js"}, "APP_BRIDGE_SRC"),
+])
+def test_production_refuses_stand_in_settings(env, setting):
+    prod = {"APP_ENV": "production", "SHOPIFY_API_KEY": "k", "SHOPIFY_API_SECRET": "s", "SECRET_KEY": "x",
+            "TOKEN_ENCRYPTION_KEY": "A" * 43 + "=", "DATABASE_URL": "postgresql://u@h/db", "REDIS_URL": "redis://h",
+            "APP_URL": "https://app.example.com"}
+    Config.from_env(prod)                                         # valid as it is
+    with pytest.raises(ConfigError, match=setting):
+        Config.from_env({**prod, **env})
