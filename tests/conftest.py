@@ -133,6 +133,7 @@ def config_env(config: Config) -> dict:
     })
     if config.shopify_admin_base:
         env["SHOPIFY_ADMIN_BASE"] = config.shopify_admin_base
+    env["APP_BRIDGE_SRC"] = config.app_bridge_src
     return env
 
 

@@ -10,9 +10,11 @@ from flask import Flask, g, request
 
 from shopify_app.shopify.domains import valid_shop_domain
 
-def frame_ancestors(shop: str | None) -> str:
+def frame_ancestors(shop: str | None, admin_origin: str | None = None) -> str:
     sources = [f"https://{shop}"] if shop else []
     sources.append("https://admin.shopify.com")
+    if admin_origin:        # the local Shopify stand-in's admin page (SHOPIFY_ADMIN_BASE; refused in production)
+        sources.append(admin_origin)
     return "frame-ancestors " + " ".join(sources) + ";"
 
 
@@ -21,7 +23,8 @@ def install_security_headers(app: Flask) -> None:
     def _headers(response):
         shop = getattr(g, "shop_domain", None) or valid_shop_domain(request.args.get("shop"))
         if response.mimetype == "text/html" or "Content-Security-Policy" not in response.headers:
-            response.headers["Content-Security-Policy"] = frame_ancestors(shop)
+            admin_origin = app.config["APP_CONFIG"].admin_frame_origin if "APP_CONFIG" in app.config else None
+            response.headers["Content-Security-Policy"] = frame_ancestors(shop, admin_origin)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
         return response
