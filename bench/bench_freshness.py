@@ -67,6 +67,7 @@ PRELOAD = ("import workers.ingest, workers.order_jobs, workers.rfm_jobs, workers
            "run_worker(Config.from_env(), ['webhooks', 'default'])\n")
 
 
+APP_PROCESSES = int(os.environ.get("BENCH_APP_PROCESSES", "2"))   # gunicorn worker processes
 LOG = open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "a")   # worker logs (RQ logs every job)
 
 
@@ -105,7 +106,7 @@ def handoff_app():
 def start_processes(env: dict, port: int, workers: int, preload: bool, handoff: bool = False
                     ) -> list[subprocess.Popen]:
     target = "bench_freshness:handoff_app()" if handoff else "shopify_app:create_app()"
-    procs = [subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "8", "-b",
+    procs = [subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", str(APP_PROCESSES), "--threads", "8", "-b",
                                f"127.0.0.1:{port}", "--log-level", "warning", "--pythonpath",
                                str(ROOT / "bench"), target], env=env, cwd=ROOT, start_new_session=True)]
     for _ in range(workers):

@@ -198,7 +198,8 @@ def age_shop_in_session(s, shop: Shop, now: dt.datetime) -> dict:
 
 def snapshot_segments_in_session(s, shop_id: int, day: dt.date) -> dict:
     """Replace the shop's SegmentSnapshot rows of `day` with the current segment sizes (idempotent)."""
-    rows = s.execute(select(CustomerStats.segment, func.count(), func.coalesce(func.sum(CustomerStats.net_revenue), 0.0),
+    rows = s.execute(select(CustomerStats.segment, func.count(),
+                            func.coalesce(func.sum(CustomerStats.net_revenue), 0.0),
                             func.coalesce(func.sum(CustomerStats.orders_count), 0))
                      .where(CustomerStats.shop_id == shop_id, CustomerStats.segment.is_not(None))
                      .group_by(CustomerStats.segment)).all()
