@@ -38,13 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import delete, func, select  # noqa: E402
 
 from shopify_app.cli import upgrade_database  # noqa: E402
 from shopify_app.db import dispose_all, session_scope  # noqa: E402
 from shopify_app.devstore import App, DevStore  # noqa: E402
 from shopify_app.devstore.webhooks import DeliveryMode  # noqa: E402
-from shopify_app.models import CustomerStats, Order, PairCountDelta, Shop  # noqa: E402
+from shopify_app.models import CustomerStats, Order, PairCountDelta, Shop, WebhookDelivery  # noqa: E402
 from shopify_app.redis_server import EmbeddedRedis  # noqa: E402
 
 SHOP = "fresh.myshopify.com"
@@ -80,7 +80,6 @@ def handoff_app():
 
     from shopify_app import create_app
     from shopify_app.db import session_scope as scope
-    from shopify_app.models import WebhookDelivery
     from shopify_app.web import webhooks as intake
     from workers.order_jobs import enqueue_process_orders
 
@@ -241,6 +240,11 @@ def main() -> None:
     env = dict(os.environ, APP_ENV="development", SHOPIFY_API_KEY=API_KEY, SHOPIFY_API_SECRET=API_SECRET,
                DATABASE_URL=db_url, REDIS_URL=redis.url, INSTANCE_PATH=str(tmp / "instance"),
                RQ_QUEUE_PREFIX="fresh", APP_URL=app_url, PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING")
+    with session_scope(db_url) as s:
+        # A given --database-url is the bench's scratch database: a previous run's shop (and, by cascade, its
+        # rows) goes first.
+        s.execute(delete(WebhookDelivery).where(WebhookDelivery.shop_domain == SHOP))
+        s.execute(delete(Shop).where(Shop.domain == SHOP))
     with session_scope(db_url) as s:
         shop = Shop(domain=SHOP, status="active", scopes="read_orders", currency="USD")
         s.add(shop)

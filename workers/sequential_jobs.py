@@ -171,7 +171,8 @@ def forget_customer(s, shop_id: int, customer_id: int) -> dict:
 # --------------------------------------------------------------------------------------------- rebuild
 def rebuild_sequential(s, shop_id: int, days: int | None = None, now: dt.datetime | None = None) -> dict:
     """Recompute both tables of the shop from its Order / OrderLine rows (bulk inserts) with N = the shop's
-    `sequential_days` setting (or `days`); runs in the caller's transaction. Memory: one customer at a time."""
+    `sequential_days` setting (or `days`); runs in the caller's transaction, which should hold the shop row lock
+    (SELECT ... FOR UPDATE, as the order job does) so no order batch interleaves. Memory: the counters only."""
     shop = s.get(Shop, shop_id)
     n_days = int(days or shop_settings(shop).sequential_days)
     s.flush()
@@ -181,7 +182,7 @@ def rebuild_sequential(s, shop_id: int, days: int | None = None, now: dt.datetim
     pairs: Counter = Counter()
     cur, cur_rows, customers = None, [], 0
     q = _all_orders_query(shop_id).order_by(Order.customer_id, Order.processed_at, Order.id)
-    for row in s.execute(q).yield_per(20_000):
+    for row in s.execute(q.execution_options(yield_per=20_000)):   # streamed (server-side cursor on PG)
         if row[0] != cur and cur_rows:
             i, p = counts_of_customers(_group(cur_rows), n_days)
             items.update(i)
