@@ -88,9 +88,9 @@ def segment(slug: str):
     s = db()
     totals = rm.segment_totals(s, g.shop.id, name)
     history = rm.segment_history(s, g.shop.id, name)
-    members = rm.members(s, g.shop.id, name, page=page, sort=sort, q=q)
+    members = rm.members(s, g.shop.id, name, page=page, sort=sort, q=q, total=totals.customers)
     moves = rm.transitions(s, g.shop.id, name)
-    tags = rm.tag_sync_counts(s, g.shop.id, name)
+    tags = rm.tag_sync_counts(s, g.shop.id)
     s.commit()
     size_chart = charts.area_chart([(h["day"], h["customers"]) for h in history],
                                    title=f"{name}: customers per day", y_label="Customers")

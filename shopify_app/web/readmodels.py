@@ -12,7 +12,7 @@ import datetime as dt
 import re
 from dataclasses import asdict, dataclass, field
 
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import and_, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from shopify_app.analytics.predictive import QUADRANTS
@@ -263,12 +263,10 @@ def transitions(s: Session, shop_id: int, segment: str, days: int = 30,
     return {"in": rows(into), "out": rows(out), "days": days}
 
 
-def tag_sync_counts(s: Session, shop_id: int, segment: str) -> dict[str, int]:
-    rows = s.execute(select(TagSyncState.status, func.count())
-                     .join(CustomerStats, and_(CustomerStats.shop_id == TagSyncState.shop_id,
-                                               CustomerStats.customer_id == TagSyncState.customer_id))
-                     .where(TagSyncState.shop_id == shop_id, CustomerStats.shop_id == shop_id,
-                            CustomerStats.segment == segment)
+def tag_sync_counts(s: Session, shop_id: int) -> dict[str, int]:
+    """Customers per tag-sync status, shop-wide (read from the (shop_id, status) index alone; a per-segment split
+    would need a lookup per member, and tags are written per customer anyway)."""
+    rows = s.execute(select(TagSyncState.status, func.count()).where(TagSyncState.shop_id == shop_id)
                      .group_by(TagSyncState.status))
     return {status: int(n) for status, n in rows}
 
@@ -357,12 +355,18 @@ class MemberPage:
                 "page_size": self.page_size}
 
 
+# Sorts answered from the covering index (shop_id, segment, net_revenue, orders_count) without a table lookup.
+INDEX_SORTS = ("revenue", "orders")
+
+
 def members(s: Session, shop_id: int, segment: str, *, page: int = 1, sort: str = DEFAULT_SORT, q: str = "",
-            page_size: int = PAGE_SIZE) -> MemberPage:
+            page_size: int = PAGE_SIZE, total: int | None = None) -> MemberPage:
     """One page of a segment's members, sorted by a whitelisted column (NULLs last, customer id breaks ties so
     pages never overlap), optionally filtered by name / customer id."""
     sort = parse_sort(sort)
     q = clean_query(q)
+    if total is not None and q:
+        total = None                # a known segment size is not the number of search matches
     count_stmt = select(func.count()).select_from(CustomerStats).where(CustomerStats.shop_id == shop_id,
                                                                        CustomerStats.segment == segment)
     if q:
@@ -371,7 +375,8 @@ def members(s: Session, shop_id: int, segment: str, *, page: int = 1, sort: str 
                                                 Customer.id == CustomerStats.customer_id))
                       .where(CustomerStats.shop_id == shop_id, CustomerStats.segment == segment,
                              _search_filter(q)))
-    total = int(s.scalar(count_stmt) or 0)
+    if total is None:
+        total = int(s.scalar(count_stmt) or 0)
     pages = max(1, -(-total // page_size))
     page = min(parse_page(page), pages)
     key = sort.lstrip("-")
@@ -391,8 +396,19 @@ def members(s: Session, shop_id: int, segment: str, *, page: int = 1, sort: str 
                                            CustomerPrediction.customer_id == CustomerStats.customer_id))
     if q:
         ids_stmt = ids_stmt.where(_search_filter(q))
-    ids = list(s.scalars(ids_stmt.order_by(order.nulls_last(), tie).limit(page_size)
-                         .offset((page - 1) * page_size)))
+    offset = (page - 1) * page_size
+    if key in INDEX_SORTS and not q and s.bind.dialect.name == "sqlite":
+        # SQLite: page by rowid, which every index entry carries: sorting the segment reads the covering index
+        # only; the 50 rows of the page are then looked up (customer_id is not in the index).
+        rowid = literal_column("customer_stats.rowid")
+        by_rowid = (order.nulls_last(), rowid.desc() if sort.startswith("-") else rowid.asc())
+        rowids = list(s.scalars(select(rowid).select_from(CustomerStats)
+                                .where(CustomerStats.shop_id == shop_id, CustomerStats.segment == segment)
+                                .order_by(*by_rowid).limit(page_size).offset(offset)))
+        ids = list(s.scalars(select(CustomerStats.customer_id).where(rowid.in_(rowids)).order_by(*by_rowid))) \
+            if rowids else []
+    else:
+        ids = list(s.scalars(ids_stmt.order_by(order.nulls_last(), tie).limit(page_size).offset(offset)))
     rows = []
     if ids:
         by_id = {r.customer_id: _member_dict(r)
@@ -467,32 +483,27 @@ def _nice_edges(top: float) -> list[float]:
     return edges
 
 
-HIST_TOP = 1e9          # the fixed bin ladder reaches this; larger values fall in the last bin
-
-
 def prediction_summary(s: Session, shop_id: int) -> dict:
-    """Value x risk quadrants (customers, sum of clv_12m) and the CLV histogram: two GROUP BY scans of the shop's
-    predictions (quadrants follow the (shop_id, value_risk_quadrant) index; the histogram bin is one CASE over the
-    fixed 0/1/2.5/5 x 10^k ladder, evaluated once per row). Trailing empty bins are dropped, so the histogram ends
-    at the first edge above the largest CLV."""
+    """Value x risk quadrants (customers, sum of clv_12m; GROUP BY on the (shop_id, quadrant, clv_12m) index) and
+    the CLV histogram (bins 0/1/2.5/5 x 10^k up to the first edge >= the largest CLV; range counts on the
+    (shop_id, clv_12m) index)."""
     clv = CustomerPrediction.clv_12m
     quads = {q: (int(n), float(v or 0.0)) for q, n, v in s.execute(
         select(CustomerPrediction.value_risk_quadrant, func.count(), func.sum(clv))
         .where(CustomerPrediction.shop_id == shop_id, CustomerPrediction.value_risk_quadrant.is_not(None))
         .group_by(CustomerPrediction.value_risk_quadrant))}
-    ladder = _nice_edges(HIST_TOP)
-    whens = [(clv < 0, literal(-1))] + [(clv < hi, literal(i)) for i, hi in enumerate(ladder[1:])]
-    bin_ = case(*whens, else_=literal(len(ladder) - 2)).label("bin")
-    counts = {int(b): int(n) for b, n in s.execute(
-        select(bin_, func.count()).where(CustomerPrediction.shop_id == shop_id, clv.is_not(None))
-        .group_by(bin_))}
-    n_total = sum(counts.values())
-    negative = counts.pop(-1, 0)
-    hist = {"edges": [], "counts": [], "n": n_total, "negative": negative}
-    if counts:
-        last = max(counts)
-        hist["edges"] = ladder[:last + 2]
-        hist["counts"] = [counts.get(i, 0) for i in range(last + 1)]
+    # Histogram: the largest CLV, then one range count per bin, all answered by the (shop_id, clv_12m) index.
+    top = s.scalar(select(func.max(clv)).where(CustomerPrediction.shop_id == shop_id))
+    hist = {"edges": [], "counts": [], "n": 0, "negative": 0}
+    if top is not None:
+        edges = _nice_edges(max(float(top), 1.0))
+        base = (CustomerPrediction.shop_id == shop_id,)
+        ranges = [clv < 0] + [and_(clv >= lo, clv < hi) if i < len(edges) - 2 else and_(clv >= lo, clv <= hi)
+                              for i, (lo, hi) in enumerate(zip(edges, edges[1:]))]
+        counts = [int(n or 0) for n in s.execute(select(*[
+            select(func.count()).select_from(CustomerPrediction).where(*base, cond).scalar_subquery()
+            for cond in ranges])).one()]
+        hist = {"edges": edges, "counts": counts[1:], "n": sum(counts), "negative": counts[0]}
     quadrant_rows = [{"key": key, "label": label, "action": action, "customers": quads.get(key, (0, 0.0))[0],
                       "clv": quads.get(key, (0, 0.0))[1]} for key, (label, action) in QUADRANTS.items()]
     return {"quadrants": quadrant_rows, "histogram": hist}

@@ -344,3 +344,14 @@ def test_predictions_before_any_fit(client, db_url):
     assert "have not been fitted yet" in root.testid("model-status").text
     assert "No data yet" in root.testid("clv-histogram").find("svg").text
     assert all(q.find(data_field="customers").text == "0" for q in root.find_all(data_testid="quadrant"))
+
+
+def test_members_pages_with_equal_sort_values_never_overlap(client, db_url):
+    with session_scope(db_url) as s:
+        shop = make_shop(s, SHOP_A)
+        for i in range(120):
+            add_customer(s, shop.id, 9000 - i * 7, "Loyal", revenue=50.0, orders=2)
+    for sort in ("-revenue", "revenue", "-orders", "recency"):
+        pages = [member_ids(get(client, "/segments/loyal", sort=sort, page=p)) for p in (1, 2, 3)]
+        assert [len(p) for p in pages] == [50, 50, 20]
+        assert len(set(pages[0] + pages[1] + pages[2])) == 120, sort
