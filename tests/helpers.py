@@ -85,7 +85,7 @@ def add_shop(db_url: str, domain: str, **fields) -> int:
 # --------------------------------------------------------------------------------------------- analytics state
 def analytics_snapshot(session, shop_id: int) -> dict:
     """The shop's stored aggregates in `incremental.clean_pass`'s shape (zero values left out)."""
-    from shopify_app.models import ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, PairCountDelta
+    from shopify_app.models import CustomerStats
 
     session.expire_all()
     customers = {}
@@ -100,17 +100,16 @@ def analytics_snapshot(session, shop_id: int) -> dict:
         row["orders_count"] = c.orders_count
         customers[c.customer_id] = row
 
-    def counts(model, keys, col):
-        rows = session.scalars(select(model).where(model.shop_id == shop_id, model.segment == ALL_SEGMENTS))
-        out = {}
-        for r in rows:
-            key = tuple(getattr(r, k) for k in keys)
-            out[key if len(key) > 1 else key[0]] = getattr(r, col)
-        return {k: v for k, v in out.items() if v}
+    # Counts = rebuild snapshots (CountSnapshot) + live deltas, per month bucket.
+    from workers.rebuild_jobs import read_bucket_counts
 
-    snap = {"customers": customers, "items": counts(ItemCountDelta, ("bucket", "item_id"), "count"),
-            "pairs": counts(PairCountDelta, ("bucket", "item_a", "item_b"), "count"),
-            "baskets": counts(BasketCountDelta, ("bucket",), "baskets")}
+    items, pairs, baskets = {}, {}, {}
+    for bucket, (n, its, prs) in read_bucket_counts(session, shop_id).items():
+        if n:
+            baskets[bucket] = n
+        items.update({(bucket, i): c for i, c in its.items() if c})
+        pairs.update({(bucket, a, b): c for (a, b), c in prs.items() if c})
+    snap = {"customers": customers, "items": items, "pairs": pairs, "baskets": baskets}
     session.commit()
     return snap
 
