@@ -24,6 +24,9 @@ def get_engine(url: str) -> Engine:
     return eng
 
 
+SQLITE_BEGIN = "sqlite_begin"   # execution option: "deferred" for read-only sessions (see reader_session_factory)
+
+
 def _create(url: str) -> Engine:
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
@@ -43,7 +46,13 @@ def _create(url: str) -> Engine:
 
         @event.listens_for(eng, "begin")
         def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the lock up front (no deadlock-prone read-then-upgrade); read-only work (page loads,
+            # see `reader_session_factory`) begins deferred, so in WAL mode it reads a snapshot and never waits
+            # for a worker's write transaction.
+            if conn.get_execution_options().get(SQLITE_BEGIN) == "deferred":
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
         return eng
     if u.drivername == "postgresql":              # default to psycopg 3, which we ship
         u = u.set(drivername="postgresql+psycopg")
@@ -52,6 +61,13 @@ def _create(url: str) -> Engine:
 
 def session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+
+
+def reader_session_factory(url: str) -> sessionmaker[Session]:
+    """Sessions for requests that only read (GET pages, CSV): on SQLite their transactions begin deferred, so they
+    never queue behind a worker's write lock. A write through such a session still works, but may fail fast with
+    'database is locked' when another writer committed meanwhile: use `session_factory` for writes."""
+    return sessionmaker(bind=get_engine(url).execution_options(**{SQLITE_BEGIN: "deferred"}), expire_on_commit=False)
 
 
 @contextlib.contextmanager

@@ -47,9 +47,10 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
 
     @app.teardown_appcontext
     def _close_db(_exc):
-        session = g.pop("db", None)
-        if session is not None:
-            session.close()
+        for key in ("db", "db_writer"):
+            session = g.pop(key, None)
+            if session is not None:
+                session.close()
 
     from shopify_app.cli import register_cli
 

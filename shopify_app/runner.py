@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         if demo:
             port = int(os.environ.get("DEVSTORE_PORT", "9000"))
             env["SHOPIFY_ADMIN_BASE"] = f"http://127.0.0.1:{port}/shops/{{shop}}"
+            # No CDN here: pages load the stand-in's App Bridge, which gets session tokens from its admin page.
+            env.setdefault("APP_BRIDGE_SRC", f"http://127.0.0.1:{port}/devstore/app-bridge.js")
             procs.append(subprocess.Popen([
                 sys.executable, "-m", "shopify_app.devstore", "--port", str(port), "--shop", DEMO_SHOP,
                 "--seed", os.environ.get("DEMO_SEED", "online_retail"), "--app-key", cfg.api_key,
@@ -131,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             _demo_install(cfg, url)
         print(f"\nSegments & Bundles is running: {url}  (health: {url}/healthz). Ctrl-C stops everything.")
+        if demo:
+            print(f"Open it as the merchant does, inside the (stand-in) Shopify admin:\n"
+                  f"    http://127.0.0.1:{port}/shops/{DEMO_SHOP}/admin/apps/{cfg.api_key}/")
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         failed = [p.args[3:5] for p in procs if p.poll() is not None]

@@ -26,7 +26,7 @@ from shopify_app.shopify.hmac_query import verify_query_hmac
 from shopify_app.shopify.install import install_with_access_token, install_with_token_exchange
 from shopify_app.shopify.oauth import InvalidSubjectToken, TokenExchangeError, _post_token
 from shopify_app.shopify.session_token import InvalidSessionToken, decode_session_token
-from shopify_app.web import app_config, db
+from shopify_app.web import app_config, db, db_writer
 from shopify_app.web.guard import BOUNCE_PATH, RETRY_HEADER, bounce_url
 from shopify_app.shopify.domains import valid_shop_domain
 
@@ -104,6 +104,7 @@ def embedded_entry():
     shop = session_db.scalar(select(Shop).where(Shop.domain == st.shop))
     session_db.commit()             # end the read before any network call (SQLite: transactions hold the lock)
     if shop is None or shop.status != "active" or not shop.access_token_enc:
+        session_db = db_writer()     # page loads read without the write lock; the install writes
         try:
             shop = install_with_token_exchange(session_db, cfg, st.shop, token)
         except InvalidSubjectToken as exc:
@@ -158,7 +159,7 @@ def auth_callback():
     code = params.get("code", "")
     if not code:
         return _fail(400, "Missing authorization code.")
-    session_db = db()
+    session_db = db_writer()         # a GET that writes: the shop row and its token
     try:
         # Same POST (and retry/error handling) as token exchange, with the authorization_code grant.
         tok = _post_token(shop, {"client_id": cfg.api_key, "client_secret": cfg.api_secret, "code": code,
