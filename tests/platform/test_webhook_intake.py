@@ -5,9 +5,6 @@ Payloads are Shopify's own samples (shopify_app/devstore/fixtures/), signed like
 from __future__ import annotations
 
 import datetime as dt
-import json
-import uuid
-from pathlib import Path
 
 import pytest
 from rq.job import Job as RQJob
@@ -23,45 +20,20 @@ from shopify_app.queues import WEBHOOKS, get_queue, redis_connection
 from shopify_app.shopify.webhooks import (
     compute_webhook_hmac, parse_triggered_at, parse_webhook_headers, valid_shop_domain, verify_webhook_hmac,
 )
-from tests.conftest import TEST_API_SECRET, wait_for
+from tests import helpers
+from tests.helpers import TEST_API_SECRET, wait_for
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shopify_app" / "devstore" / "fixtures"
 SHOP = "demo-store.myshopify.com"
 OTHER = "other-store.myshopify.com"
 KINDS = ("app", "orders", "customers", "bulk", "compliance")
 
 
 def sample(topic: str, shop: str = SHOP, **changes) -> bytes:
-    text_ = (FIXTURES / f"{topic.replace('/', '__')}.json").read_text()
-    text_ = text_.replace("{shop}.myshopify.com", shop)
-    payload = json.loads(text_)
-    payload.update(changes)
-    return json.dumps(payload).encode()
+    return helpers.sample(topic, shop, **changes)
 
 
-def post(client, topic: str, body: bytes, *, shop: str = SHOP, path: str | None = None,
-         webhook_id: str | None = None, event_id: str | None = None, secret: str = TEST_API_SECRET,
-         drop: tuple[str, ...] = (), extra: dict | None = None):
-    headers = {
-        "X-Shopify-Topic": topic,
-        "X-Shopify-Hmac-Sha256": compute_webhook_hmac(body, secret),
-        "X-Shopify-Shop-Domain": shop,
-        "X-Shopify-API-Version": "2026-10",
-        "X-Shopify-Webhook-Id": webhook_id or str(uuid.uuid4()),
-        "X-Shopify-Event-Id": event_id or str(uuid.uuid4()),
-        "X-Shopify-Triggered-At": "2026-11-23T12:00:00.123456789Z",
-        "Content-Type": "application/json",
-    }
-    headers.update(extra or {})
-    for name in drop:
-        headers.pop(name, None)
-    if path is None:
-        kind = topic.split("/")[0]
-        path = "/webhooks/" + {"refunds": "orders", "shop": "compliance",
-                               "bulk_operations": "bulk"}.get(kind, kind)
-        if topic in ("customers/redact", "customers/data_request"):
-            path = "/webhooks/compliance"
-    return client.post(path, data=body, headers=headers)
+def post(client, topic: str, body: bytes, *, shop: str = SHOP, **kw):
+    return helpers.post_webhook(client, topic, body, shop=shop, **kw)
 
 
 def deliveries(db_url, **where) -> list[WebhookDelivery]:
@@ -80,14 +52,7 @@ def queued_job_ids(config) -> list[str]:
 
 @pytest.fixture
 def shop(db_url):
-    with session_scope(db_url) as s:
-        row = Shop(domain=SHOP, status="active", access_token_enc="enc-access", refresh_token_enc="enc-refresh",
-                   token_expires_at=dt.datetime(2030, 1, 1), installed_at=dt.datetime(2026, 1, 1),
-                   scopes="read_orders")
-        s.add(row)
-        s.flush()
-        shop_id = row.id
-    return shop_id
+    return helpers.add_shop(db_url, SHOP)
 
 
 @pytest.fixture
