@@ -13,9 +13,11 @@ Kinds written (all with computed_at = now; one transaction deletes the shop's pr
   *currently* in that segment (CustomerStats.segment; guests belong to no segment), mined from the stored orders
   with one sparse basket x item product per segment. Segment membership moves whenever a customer is rescored;
   running per-segment counts would have to move the customer's whole history on every change, so they are not
-  kept. Support is relative to the segment's baskets.
+  kept. Support is relative to the segment's baskets. At most SEGMENT_LIMIT rules per segment (highest count,
+  then lift): a small segment's baskets pass min_count far more easily than min_support of the whole shop.
 - 'triple', segment '*': 3-itemset rules ({A, B} -> C, A -> {B, C}) from mlxtend fpgrowth(max_len=3) on the
-  window's baskets restricted to frequent items, the TRIPLE_LIMIT with the highest lift.
+  window's baskets restricted to frequent items (at most ~150 of the most frequent, see
+  analytics.rules.mine_triple_rules), the TRIPLE_LIMIT with the highest lift.
 - 'sequential', segment '*': "bought B within N days after A" from SequentialPairDelta / SequentialItemDelta
   (shopify_app.analytics.sequential), when those tables hold data for the window.
 AssociationRule.customers (pairs): distinct customers who bought both items in the window (in any of their
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 
 JOB_PATH = "workers.rules_jobs.mine_rules"
 TRIPLE_LIMIT = 200
+SEGMENT_LIMIT = 1000           # pair rules kept per named segment (highest count, then lift)
 INSERT_CHUNK = 2000
 ACTIVE_JOB_STATUSES = {"queued", "deferred", "scheduled"}
 
@@ -173,7 +176,7 @@ def mine_window(data: dict) -> list[dict]:
         seg = customers.merge(data["segments"].astype({"customer_id": "Int64"}), on="customer_id")
         for name, g in seg.groupby("segment", sort=True):
             pc = _pair_counts(g)
-            rules = rules_from_counts(pc, st.min_support, st.min_count)
+            rules = rules_from_counts(pc, st.min_support, st.min_count).head(SEGMENT_LIMIT)
             out += _rows(rules, name, "pair", _customers(g, rules))
 
     if not baskets.empty:

@@ -157,14 +157,18 @@ def customers_per_pair(customer_idx, item_idx, n_customers: int, n_items: int, p
 TRIPLE_COLUMNS = RULE_COLUMNS
 
 
-def mine_triple_rules(x, items, min_support: float, min_count: int = 1, limit: int = 200) -> pd.DataFrame:
+def mine_triple_rules(x, items, min_support: float, min_count: int = 1, limit: int = 200,
+                      max_pairs: int = 2000) -> pd.DataFrame:
     """Rules over 3-itemsets ({A, B} -> C and A -> {B, C}) with mlxtend fpgrowth(max_len=3) + association_rules.
 
     x: binary basket x item matrix (scipy sparse, every basket a row, also those without a frequent item: the
     support denominator is the number of baskets); items: ids of the columns. Only items that are frequent on
     their own enter fpgrowth (an itemset's support never exceeds its items' support, so nothing is lost).
-    Itemset support >= max(min_support, min_count / n). The `limit` rules with the highest lift are kept
-    (ties: higher count, then the ids), antecedent / consequent as sorted lists of ids."""
+    Itemset support >= t = max(min_support, min_count / n, support of the `max_pairs`-th most frequent pair):
+    on dense data (wholesale baskets of 25 items) thousands of items pass min_support and fpgrowth's 3-itemsets
+    explode; every frequent triple is made of frequent pairs, so bounding the frequent pairs (ties at t included)
+    bounds the work. Only items of pairs with support >= t enter fpgrowth; the itemsets found are exact at t. The `limit` rules with the highest lift are kept (ties:
+    higher count, then the ids), antecedent / consequent as sorted lists of ids."""
     from mlxtend.frequent_patterns import association_rules, fpgrowth
 
     x = sparse.csr_matrix(x)
@@ -174,9 +178,18 @@ def mine_triple_rules(x, items, min_support: float, min_count: int = 1, limit: i
         return empty
     x.sum_duplicates()
     x.data[:] = 1
-    threshold = max(float(min_support), min_count / n)
     item_support = np.asarray(x.sum(axis=0)).ravel() / n
+    threshold = max(float(min_support), min_count / n)
     keep = np.flatnonzero(item_support >= threshold)
+    if len(keep) < 3:
+        return empty
+    sub = x[:, keep].tocsc()
+    co = sparse.triu(sub.T @ sub, k=1).tocoo()
+    pair_support = co.data / n
+    if max_pairs and (pair_support >= threshold).sum() > max_pairs:
+        threshold = max(threshold, float(np.sort(pair_support)[::-1][max_pairs - 1]))
+    frequent = pair_support >= threshold
+    keep = keep[np.unique(np.concatenate([co.row[frequent], co.col[frequent]]))]
     if len(keep) < 3:
         return empty
     items = np.asarray(items, dtype=object)[keep]
