@@ -7,9 +7,11 @@ sweeper, duplicate enqueue) is a no-op. Dispatch by topic:
                          the event was triggered);
 - app/scopes_update   -> shop.scopes = the granted scopes;
 - customers/data_request, customers/redact, shop/redact -> a ComplianceRequest row plus the erasure itself;
-- orders/*, refunds/create, customers/update|create|delete, products/update, bulk_operations/finish ->
-  status 'pending_analytics' with the body kept: the analytics/import jobs (owned elsewhere) consume rows in
-  that status and erase the body when done. Nothing is computed here;
+- orders/*, refunds/create -> status 'pending_analytics' with the body kept: the order job consumes rows in
+  that status and erases the body when done. Nothing is computed here;
+- products/create|update, customers/create|update|delete -> one-row upserts (workers.catalog_jobs; customers keep
+  id, tags and times only, and a redacted customer is never brought back); bulk_operations/finish -> processed
+  (the import polls its operation);
 - anything else, or any non-compliance topic for an uninstalled shop -> 'ignored'.
 
 Processed rows get status 'processed' and processed_at; bodies of app and compliance topics are erased then
@@ -38,9 +40,9 @@ PENDING_ANALYTICS = "pending_analytics"
 ANALYTICS_TOPICS = frozenset({
     "orders/create", "orders/updated", "orders/paid", "orders/cancelled", "orders/edited", "orders/delete",
     "orders/fulfilled", "orders/partially_fulfilled", "refunds/create",
-    "customers/create", "customers/update", "customers/delete", "products/create", "products/update",
-    "bulk_operations/finish",
 })
+PRODUCT_TOPICS = frozenset({"products/create", "products/update"})
+CUSTOMER_TOPICS = frozenset({"customers/create", "customers/update", "customers/delete"})
 
 
 class Outcome:
@@ -154,10 +156,45 @@ def _dispatch(s, d: WebhookDelivery, shop: Shop | None) -> Outcome:
         return Outcome("ignored", error="shop is uninstalled")
     if d.topic == "app/scopes_update":
         return _app_scopes_update(s, d, shop, payload)
+    if d.topic in PRODUCT_TOPICS:
+        return _product(s, d, shop, payload)
+    if d.topic in CUSTOMER_TOPICS:
+        return _customer(s, d, shop, payload)
+    if d.topic == "bulk_operations/finish":
+        # The import polls its operation; this notification only saves it a poll.
+        return Outcome("processed")
     if d.topic in ANALYTICS_TOPICS:
         # Hand-off: the analytics job consumes rows in this status (and erases the body when done).
         return Outcome(PENDING_ANALYTICS, keep_body=True)
     return Outcome("ignored", error=f"topic {d.topic} is not handled")
+
+
+def _product(s, d, shop: Shop, payload) -> Outcome:
+    from shopify_app.shopify.convert_products import product_from_rest
+    from workers.catalog_jobs import apply_product
+
+    try:
+        row = product_from_rest(payload)
+    except ValueError as exc:
+        return Outcome("invalid", error=str(exc))
+    return Outcome("processed", changed=apply_product(s, shop.id, row))
+
+
+def _customer(s, d, shop: Shop, payload) -> Outcome:
+    from shopify_app.shopify.convert_products import customer_from_rest
+    from workers.catalog_jobs import apply_customer
+
+    try:
+        row = customer_from_rest(payload, deleted_at=(d.triggered_at or utcnow()) if d.topic.endswith("delete")
+                                 else None)
+    except ValueError as exc:
+        return Outcome("invalid", error=str(exc))
+    redacted = s.scalar(select(ComplianceRequest.id).where(
+        ComplianceRequest.shop_id == shop.id, ComplianceRequest.topic == "customers/redact",
+        ComplianceRequest.customer_id == row["id"]).limit(1))
+    if redacted is not None:          # a late update must not bring a redacted customer back
+        return Outcome("ignored", error="customer redacted")
+    return Outcome("processed", changed=apply_customer(s, shop.id, row))
 
 
 def _stale(d: WebhookDelivery, shop: Shop) -> bool:
