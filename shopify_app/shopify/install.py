@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 REFRESH_MARGIN = dt.timedelta(minutes=5)
 HISTORY_IMPORT_JOB = "workers.import_jobs.start_history_import"
+PRODUCT_SYNC_JOB = "workers.catalog_jobs.sync_products"
 
 
 def _cipher(config) -> TokenCipher:
@@ -175,7 +176,7 @@ def sync_shop_info(session: Session, config, shop: Shop, **http) -> Shop:
 
 
 def after_install(config, shop: Shop) -> None:
-    """First install (or reinstall): import the order history in the background.
+    """First install (or reinstall): import the order history and the product catalogue in the background.
 
     Enqueued by dotted path so the web process never imports worker code (RQ resolves it when the job runs). A
     Redis outage must not fail the install: the warning is logged and the import can be started later."""
@@ -184,5 +185,7 @@ def after_install(config, shop: Shop) -> None:
 
         # A big shop imports for a long time (RQ's default 180 s would kill it); a retry resumes from the cursor.
         enqueue(config, DEFAULT, HISTORY_IMPORT_JOB, shop.id, job_id=f"history-import-{shop.id}", timeout=6 * 3600)
+        # Product titles, types and unit costs for the bundle suggestions (small: one paged query).
+        enqueue(config, DEFAULT, PRODUCT_SYNC_JOB, shop.id, job_id=f"sync-products-{shop.id}", timeout=3600)
     except Exception as exc:  # noqa: BLE001 - Redis down / misconfigured: never break the install
         log.warning("could not enqueue history import for %s: %s: %s", shop.domain, exc.__class__.__name__, exc)

@@ -23,7 +23,7 @@ from shopify_app.models import Shop, utcnow
 from shopify_app.queues import queue_name, redis_connection
 from shopify_app.shopify.graphql import ShopifyAuthError
 from shopify_app.shopify.hmac_query import signing_message, verify_query_hmac
-from shopify_app.shopify.install import (HISTORY_IMPORT_JOB, after_install, ensure_fresh_token,
+from shopify_app.shopify.install import (HISTORY_IMPORT_JOB, PRODUCT_SYNC_JOB, after_install, ensure_fresh_token,
                                          install_with_token_exchange, sync_shop_info)
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET
 
@@ -102,10 +102,11 @@ def test_token_exchange_install_stores_encrypted_token(web, store, cfg, session)
     assert shop.token_expires_at > utcnow() + dt.timedelta(minutes=50)
     assert shop.refresh_token_expires_at > utcnow() + dt.timedelta(days=80)
 
-    # the history import was enqueued by dotted path (the worker resolves it at run time)
+    # the history import and the product sync were enqueued by dotted path (the worker resolves them at run time)
     q = Queue(queue_name(cfg.queue_prefix, "default"), connection=redis_connection(cfg.redis_url))
     jobs = q.get_jobs()
-    assert [j.func_name for j in jobs] == [HISTORY_IMPORT_JOB] and jobs[0].args == (shop.id,)
+    assert [j.func_name for j in jobs] == [HISTORY_IMPORT_JOB, PRODUCT_SYNC_JOB]
+    assert all(j.args == (shop.id,) for j in jobs)
 
     # an installed shop's next page load does not exchange again
     issued = len(store.tokens)
