@@ -141,12 +141,12 @@ def read_window(s, shop_id: int, now: dt.datetime) -> dict | None:
         s.execute(select(CustomerStats.customer_id, CustomerStats.segment)
                   .where(CustomerStats.shop_id == shop_id, CustomerStats.segment.is_not(None))).all(),
         columns=["customer_id", "segment"])
-    sequential = read_sequential(s, shop_id, first, last)
+    sequential = read_sequential(s, shop_id, first, last, settings.min_count)
     return {"settings": settings, "window": {"first": first, "last": last}, "counts": counts, "orders": orders,
             "lines": lines, "segments": segments, "sequential": sequential}
 
 
-def read_sequential(s, shop_id: int, first: str | None, last: str) -> dict | None:
+def read_sequential(s, shop_id: int, first: str | None, last: str, min_count: int = 1) -> dict | None:
     def within(col):
         return [col <= last] + ([col >= first] if first else [])
 
@@ -157,7 +157,8 @@ def read_sequential(s, shop_id: int, first: str | None, last: str) -> dict | Non
         return None
     pairs = s.execute(select(SequentialPairDelta.item_a, SequentialPairDelta.item_b, func.sum(SequentialPairDelta.count))
                       .where(SequentialPairDelta.shop_id == shop_id, *within(SequentialPairDelta.bucket))
-                      .group_by(SequentialPairDelta.item_a, SequentialPairDelta.item_b)).all()
+                      .group_by(SequentialPairDelta.item_a, SequentialPairDelta.item_b)
+                      .having(func.sum(SequentialPairDelta.count) >= min_count)).all()
     return {"items": {int(i): int(n) for i, n in items if n},
             "pairs": {(int(a), int(b)): int(n) for a, b, n in pairs if n}}
 
