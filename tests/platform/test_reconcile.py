@@ -214,3 +214,65 @@ def test_reconcile_all_shops_enqueues_active_shops_only(cfg, session, shop_id, d
     ids = get_queue(cfg, DEFAULT).job_ids
     assert ids.count(f"reconcile-{shop_id}") == 1
     assert f"reconcile-{gone}" not in ids and f"reconcile-{reauth}" not in ids
+
+
+def test_throttling_429_503_and_dropped_connections_are_ridden_out(store, cfg, server, session, shop_id):
+    import requests
+
+    store.generate_orders(SHOP, 40, customers=8, products=8, seed=6)
+    start_history_import(shop_id, **FAST)
+    time.sleep(1.05)
+    lost_webhook_changes(store)
+    store.throttle.configure(bucket_size=1000, restore_rate=1000)
+    # Another process of ours just spent most of the bucket: the first page is THROTTLED and waited out.
+    token = store.install_app(SHOP, TEST_API_KEY)
+    requests.post(f"{server}/shops/{SHOP}/admin/api/2026-10/graphql.json", timeout=10,
+                  headers={"X-Shopify-Access-Token": token},
+                  json={"query": "{ orders(first: 240) { nodes { id lineItems(first: 1) { nodes { id } } } } }"})
+    store.faults.add("http_429", count=1, retry_after=0.2)
+    store.faults.add("http_503", count=1)
+    store.faults.add("drop", count=1)
+    slept: list[float] = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        time.sleep(min(seconds, 2.0))
+
+    result = reconcile_shop(shop_id, client_kw={"sleep": sleep})
+    assert result["status"] == "done"
+    assert [k for k, _ in store.faults.fired] == ["http_429", "http_503", "drop"]
+    assert len(slept) >= 4                         # one wait per fault, and at least one for the bucket
+    assert analytics_snapshot(session, shop_id) == reference_snapshot(store, SHOP)
+
+
+def test_token_revoked_mid_run_stops_without_losing_what_was_applied(store, cfg, session, shop_id):
+    import requests
+
+    store.generate_orders(SHOP, 30, customers=6, products=6, seed=8)
+    start_history_import(shop_id, **FAST)
+    session.expire_all()
+    before = session.get(Shop, shop_id).orders_watermark
+    session.commit()
+    time.sleep(1.05)
+    for oid in sorted(store.shops[SHOP].orders)[:20]:          # 20 changed orders: three pages of 9
+        store.update_order(SHOP, oid, tags=["changed"])
+
+    class RevokedAfterTwoPages(requests.Session):
+        posts = 0
+
+        def post(self, *a, **kw):
+            RevokedAfterTwoPages.posts += 1
+            if RevokedAfterTwoPages.posts == 3:
+                store.revoke_shop_tokens(SHOP)       # the merchant uninstalls while we page
+            return super().post(*a, **kw)
+
+    result = reconcile_shop(shop_id, batch_size=9, client_kw={"session": RevokedAfterTwoPages()})
+    assert result["status"] == "failed" and result["error"] == "needs_reauth"
+    # the two pages read before the 401: the 5-minute overlap (6 imported orders, unchanged) + 12 changed ones
+    assert (result["pulled"], result["applied"], result["skipped"]) == (18, 12, 6)
+    [job] = jobs(session, shop_id)
+    assert job.status == "failed" and job.details["applied"] == 12
+    session.expire_all()
+    shop = session.get(Shop, shop_id)
+    assert shop.status == "needs_reauth" and shop.orders_watermark > before   # kept what was applied
+    session.commit()
