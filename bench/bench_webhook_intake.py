@@ -1,0 +1,348 @@
+"""Bench: webhook intake under load - the real app vs a bare Flask app, both under gunicorn, same settings.
+
+Both servers run `gunicorn -w 2 --threads 8` (gthread: HTTP keep-alive) on this machine, one after the other; the
+load comes from this process: --concurrency threads, each with one keep-alive http.client connection, posting
+--requests properly signed orders/create deliveries (Shopify's sample payload from the stand-in's fixtures, a
+unique order id, X-Shopify-Webhook-Id and Event-Id each; every 20th request re-sends an earlier delivery byte for
+byte, as Shopify's retries do). The bare app answers 200 after reading the body: it is the ceiling of this
+machine + gunicorn + the load generator.
+
+Reported: requests/s of both, their ratio (target >= 0.6), p50 / p99 latency of the app's intake (target p99 <
+20 ms), and the exactly-once checks, defined as:
+  recorded once  - one webhook_deliveries row per distinct X-Shopify-Webhook-Id answered 200, none for a re-send
+                   (it answers 200 'already_recorded'), no webhook id twice;
+  enqueued once  - right after the load (no worker running) every row is 'received' and the webhooks queue holds
+                   exactly one job `delivery-{row id}` per row, each id once in the queue;
+  handed over    - after draining the queue with an in-process RQ worker (--no-drain skips it), every row is
+                   'processed' by the shop's order job (the per-shop coalescing job `process-orders-{shop}` ran
+                   at least once and far fewer times than there are deliveries), and the shop has one Order row per
+                   distinct order id sent.
+
+Database: a SQLite file in a temporary folder (WAL, as in production config), or --database-url (PostgreSQL; a
+fresh scratch shop is used, nothing else is touched). Redis: an embedded redis-server.
+
+    .venv/bin/python bench/bench_webhook_intake.py [--requests 3000] [--concurrency 16] [--database-url URL]
+
+Ends with one line: RESULT {json}.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import func, select  # noqa: E402
+
+from shopify_app.config import Config  # noqa: E402
+from shopify_app.db import session_scope  # noqa: E402
+from shopify_app.models import Order, Shop, WebhookDelivery  # noqa: E402
+from shopify_app.shopify.webhooks import compute_webhook_hmac  # noqa: E402
+
+API_KEY = "bench-intake-key"
+API_SECRET = "bench-intake-secret-0123456789abcdef01"
+GUNICORN = ["-w", "2", "--threads", "8", "--keep-alive", "5", "--log-level", "warning"]
+FIXTURE = ROOT / "shopify_app" / "devstore" / "fixtures" / "orders__create.json"
+RESEND_EVERY = 20
+
+BARE_APP = '''
+from flask import Flask, request
+
+app = Flask(__name__)
+
+
+@app.post("/webhooks/orders")
+def receive():
+    request.get_data()
+    return {"status": "ok"}
+
+
+@app.get("/healthz")
+def health():
+    return "ok"
+'''
+
+
+def app_without_enqueue():
+    """What-if (bench only, --what-if): the app with the per-delivery RQ enqueue removed from the request (rows are
+    recorded 'received' as usual; nothing is enqueued). Measures what the enqueue costs the intake."""
+    from shopify_app import create_app
+    from shopify_app.web import webhooks as intake
+
+    intake.enqueue_delivery = lambda config, delivery_id: False
+    return create_app()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gunicorn(target: str, env: dict, pythonpath: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", *GUNICORN, "-b", f"127.0.0.1:{port}",
+                             "--pythonpath", pythonpath, target], env=env, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                return proc, port
+        except OSError:
+            pass
+        time.sleep(0.2)
+    stop(proc)
+    raise SystemExit(f"{target} did not come up")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def deliveries(shop: str, n: int) -> list[tuple[bytes, dict, str, int | None]]:
+    """(body, headers, webhook id, order id or None for a re-send) - built before the clock starts."""
+    base = json.loads(FIXTURE.read_text().replace("{shop}.myshopify.com", shop))
+    base.update(test=False, cancelled_at=None, cancel_reason=None, financial_status="paid")
+    out = []
+    for i in range(n):
+        if i and i % RESEND_EVERY == 0:
+            body, headers, wid, _ = out[i - RESEND_EVERY // 2]       # a Shopify retry of an earlier delivery
+            out.append((body, headers, wid, None))
+            continue
+        order_id = 9_000_000_000 + i
+        body = json.dumps(dict(base, id=order_id, admin_graphql_api_id=f"gid://shopify/Order/{order_id}"),
+                          separators=(",", ":")).encode()
+        wid = str(uuid.uuid4())
+        headers = {"Content-Type": "application/json", "X-Shopify-Topic": "orders/create",
+                   "X-Shopify-Hmac-Sha256": compute_webhook_hmac(body, API_SECRET), "X-Shopify-Shop-Domain": shop,
+                   "X-Shopify-API-Version": "2026-10", "X-Shopify-Webhook-Id": wid,
+                   "X-Shopify-Event-Id": str(uuid.uuid4()), "X-Shopify-Triggered-At": "2026-11-23T12:00:00Z",
+                   "X-Shopify-Name": "orders-ingest"}
+        out.append((body, headers, wid, order_id))
+    return out
+
+
+def load(port: int, items: list, concurrency: int) -> dict:
+    """Post every item once; returns wall time, statuses and per-request latencies (seconds)."""
+    latencies: list[float] = []
+    statuses: list[tuple[int, dict | None]] = [None] * len(items)
+    lock = threading.Lock()
+    next_i = iter(range(len(items)))
+
+    def worker():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine = []
+        while True:
+            with lock:
+                i = next(next_i, None)
+            if i is None:
+                break
+            body, headers, _, _ = items[i]
+            for attempt in range(3):
+                try:
+                    t = time.perf_counter()
+                    conn.request("POST", "/webhooks/orders", body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    mine.append(time.perf_counter() - t)
+                    try:
+                        statuses[i] = (resp.status, json.loads(data))
+                    except ValueError:
+                        statuses[i] = (resp.status, None)
+                    if resp.getheader("Connection", "").lower() == "close":
+                        conn.close()
+                    break
+                except (OSError, http.client.HTTPException):   # server closed the keep-alive connection
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"wall": wall, "rps": len(items) / wall, "statuses": statuses, "latencies": sorted(latencies)}
+
+
+def pct(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def check_recorded(db_url: str, shop_id: int, items: list, statuses: list) -> dict:
+    answered = [(it, st) for it, st in zip(items, statuses) if st and st[0] == 200]
+    distinct = {it[2] for it, _ in answered}
+    resends_ok = sum(1 for it, st in answered if it[3] is None and (st[1] or {}).get("status") == "already_recorded")
+    with session_scope(db_url) as s:
+        rows = s.execute(select(WebhookDelivery.id, WebhookDelivery.webhook_id, WebhookDelivery.status)
+                         .where(WebhookDelivery.shop_id == shop_id)).all()
+    ids = [r.webhook_id for r in rows]
+    return {"sent": len(items), "answered_200": len(answered), "non_200": len(items) - len(answered),
+            "distinct_webhook_ids": len(distinct), "rows": len(rows), "resends_answered_already_recorded": resends_ok,
+            "recorded_once": len(rows) == len(distinct) and len(set(ids)) == len(ids) and set(ids) == distinct,
+            "row_ids": [r.id for r in rows], "statuses": sorted({r.status for r in rows})}
+
+
+def check_enqueued(config: Config, row_ids: list[int]) -> dict:
+    from shopify_app.queues import WEBHOOKS, get_queue
+
+    q = get_queue(config, WEBHOOKS)
+    queued = q.get_job_ids()                      # the queue's list, duplicates included
+    expected = {f"delivery-{i}" for i in row_ids}
+    return {"queued_jobs": len(queued), "enqueued_once": len(queued) == len(set(queued)) == len(expected)
+            and set(queued) == expected}
+
+
+def drain(config: Config, db_url: str, shop_id: int, order_ids: set[int]) -> dict:
+    """Run the queued jobs in this process (RQ SimpleWorker, burst) and check the hand-over to the order job."""
+    from rq import SimpleWorker
+
+    from shopify_app.queues import WEBHOOKS, get_queue
+    from workers import context
+
+    context.set_config(config)
+    q = get_queue(config, WEBHOOKS)
+    runs = {"process_delivery": 0, "process_pending_orders": 0}
+
+    class Counting(SimpleWorker):
+        def perform_job(self, job, *args, **kwargs):
+            name = job.func_name.rsplit(".", 1)[-1]
+            runs[name] = runs.get(name, 0) + 1
+            return super().perform_job(job, *args, **kwargs)
+
+    t = time.perf_counter()
+    Counting([q], connection=q.connection).work(burst=True, logging_level="WARNING")
+    seconds = time.perf_counter() - t
+    with session_scope(db_url) as s:
+        by_status = dict(s.execute(select(WebhookDelivery.status, func.count())
+                                   .where(WebhookDelivery.shop_id == shop_id).group_by(WebhookDelivery.status)).all())
+        orders = set(s.scalars(select(Order.id).where(Order.shop_id == shop_id)))
+    return {"drain_seconds": round(seconds, 1), "job_runs": runs, "rows_by_status": by_status,
+            "handed_over": set(by_status) == {"processed"} and 1 <= runs.get("process_pending_orders", 0)
+            < sum(by_status.values()) and orders == order_ids}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--database-url", default=None)
+    ap.add_argument("--no-drain", action="store_true")
+    ap.add_argument("--what-if", action="store_true",
+                    help="also measure the intake without its per-delivery RQ enqueue (bench-only patch)")
+    args = ap.parse_args()
+
+    from shopify_app.cli import upgrade_database
+    from shopify_app.redis_server import EmbeddedRedis
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-intake-"))
+    db_url = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
+    upgrade_database(db_url)
+    redis = EmbeddedRedis(tmp / "redis", appendonly=False)
+    redis_url = redis.start()
+    prefix = f"bench{os.getpid()}"
+    config = Config(env="development", api_key=API_KEY, api_secret=API_SECRET, database_url=db_url,
+                    redis_url=redis_url, queue_prefix=prefix, instance_path=str(tmp / "instance"))
+    env = dict(os.environ, APP_ENV="development", SHOPIFY_API_KEY=API_KEY, SHOPIFY_API_SECRET=API_SECRET,
+               DATABASE_URL=db_url, REDIS_URL=redis_url, RQ_QUEUE_PREFIX=prefix, INSTANCE_PATH=str(tmp / "instance"),
+               PYTHONPATH=str(ROOT), SECRET_KEY="bench-secret-key-0123456789abcdef")
+    shop = f"bench-intake-{uuid.uuid4().hex[:8]}.myshopify.com"
+    with session_scope(db_url) as s:
+        row = Shop(domain=shop, status="active", access_token_enc="x", settings={})
+        s.add(row)
+        s.flush()
+        shop_id = row.id
+    (tmp / "bare_app.py").write_text(BARE_APP)
+    warm = deliveries(shop, 100)
+    items = deliveries(shop, args.requests)
+    # Different ids for the bare run (it stores nothing, but keep the bodies the same size and shape).
+    bare_items = deliveries(shop, args.requests)
+
+    try:
+        proc, port = start_gunicorn("bare_app:app", env, str(tmp))
+        try:
+            load(port, bare_items[:100], args.concurrency)                        # warm-up
+            bare = load(port, bare_items, args.concurrency)
+        finally:
+            stop(proc)
+        proc, port = start_gunicorn("shopify_app:create_app()", env, str(ROOT))
+        try:
+            warm_run = load(port, warm, args.concurrency)                          # warm-up, counted below
+            app = load(port, items, args.concurrency)
+        finally:
+            stop(proc)
+        what_if = None
+        if args.what_if:
+            other = f"bench-intake-{uuid.uuid4().hex[:8]}.myshopify.com"
+            with session_scope(db_url) as s:
+                s.add(Shop(domain=other, status="active", access_token_enc="x", settings={}))
+            proc, port = start_gunicorn("bench_webhook_intake:app_without_enqueue()", env, str(ROOT / "bench"))
+            try:
+                load(port, deliveries(other, 100), args.concurrency)
+                what_if = load(port, deliveries(other, args.requests), args.concurrency)
+            finally:
+                stop(proc)
+        rec = check_recorded(db_url, shop_id, warm + items, warm_run["statuses"] + app["statuses"])
+        enq = check_enqueued(config, rec.pop("row_ids"))
+        sent_orders = {it[3] for it in warm + items if it[3] is not None}
+        handed = {} if args.no_drain else drain(config, db_url, shop_id, sent_orders)
+    finally:
+        redis.stop()
+    lat = app["latencies"]
+    res = {
+        "database": "postgresql" if db_url.startswith("postgresql") else "sqlite",
+        "requests": args.requests, "concurrency": args.concurrency, "gunicorn": " ".join(GUNICORN),
+        "bare_rps": round(bare["rps"], 1), "app_rps": round(app["rps"], 1),
+        "ratio": round(app["rps"] / bare["rps"], 3), "ratio_target": 0.6,
+        "app_p50_ms": round(pct(lat, 50) * 1000, 2), "app_p99_ms": round(pct(lat, 99) * 1000, 2),
+        "app_max_ms": round(lat[-1] * 1000, 2) if lat else None, "p99_target_ms": 20,
+        "bare_p50_ms": round(pct(bare["latencies"], 50) * 1000, 2),
+        "bare_p99_ms": round(pct(bare["latencies"], 99) * 1000, 2),
+        **rec, **enq, **handed,
+    }
+    if what_if:
+        res.update(no_enqueue_rps=round(what_if["rps"], 1), no_enqueue_ratio=round(what_if["rps"] / bare["rps"], 3),
+                   no_enqueue_p50_ms=round(pct(what_if["latencies"], 50) * 1000, 2),
+                   no_enqueue_p99_ms=round(pct(what_if["latencies"], 99) * 1000, 2))
+        print(f"what-if, no RQ enqueue in the request: {res['no_enqueue_rps']} req/s (ratio "
+              f"{res['no_enqueue_ratio']}, p50 {res['no_enqueue_p50_ms']} ms, p99 {res['no_enqueue_p99_ms']} ms)")
+    print(f"bare Flask: {res['bare_rps']} req/s (p50 {res['bare_p50_ms']} ms, p99 {res['bare_p99_ms']} ms)")
+    print(f"app intake: {res['app_rps']} req/s (p50 {res['app_p50_ms']} ms, p99 {res['app_p99_ms']} ms); "
+          f"ratio {res['ratio']}")
+    print(f"recorded once: {res['recorded_once']} ({res['rows']} rows for {res['distinct_webhook_ids']} webhook "
+          f"ids, {res['resends_answered_already_recorded']} re-sends answered already_recorded); "
+          f"enqueued once: {res['enqueued_once']}" + (f"; handed over: {res['handed_over']} "
+                                                      f"({res['job_runs']}, {res['drain_seconds']} s)"
+                                                      if handed else ""))
+    print("RESULT " + json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
