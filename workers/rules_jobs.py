@@ -38,7 +38,7 @@ from sqlalchemy import delete, func, insert, select
 from shopify_app.analytics import counts as C
 from shopify_app.analytics.incremental import bucket_of
 from shopify_app.analytics.rules import (
-    count_pairs_codes, customers_per_pair, mine_triple_rules, rules_from_counts,
+    customers_per_pair, mine_pair_rules_codes, mine_triple_rules, rules_from_counts,
 )
 from shopify_app.models import (
     ALL_SEGMENTS, AssociationRule, BasketCountDelta, CountSnapshot, CustomerStats, SequentialItemDelta,
@@ -176,8 +176,7 @@ def mine_window(data: dict) -> list[dict]:
     if not data["segments"].empty and not customers.empty:
         seg = customers.merge(data["segments"].astype({"customer_id": "Int64"}), on="customer_id")
         for name, g in seg.groupby("segment", sort=True):
-            pc = _pair_counts(g)
-            rules = rules_from_counts(pc, st.min_support, st.min_count).head(SEGMENT_LIMIT)
+            rules = _segment_rules(g, st.min_support, st.min_count).head(SEGMENT_LIMIT)
             out += _rows(rules, name, "pair", _customers(g, rules))
 
     if not baskets.empty:
@@ -193,10 +192,10 @@ def mine_window(data: dict) -> list[dict]:
     return out
 
 
-def _pair_counts(baskets: pd.DataFrame):
+def _segment_rules(baskets: pd.DataFrame, min_support: float, min_count: int) -> pd.DataFrame:
     orders, r = np.unique(baskets["order_id"].to_numpy(), return_inverse=True)
     items, c = np.unique(baskets["product_id"].to_numpy(np.int64), return_inverse=True)
-    return count_pairs_codes(r, c, len(orders), items)
+    return mine_pair_rules_codes(r, c, len(orders), items, min_support, min_count)
 
 
 def _customers(baskets: pd.DataFrame, rules: pd.DataFrame) -> np.ndarray | None:

@@ -124,6 +124,27 @@ def _rules(n, a, b, c, ca, cb, min_support, min_count) -> pd.DataFrame:
     return df.sort_values(["count", "lift"], ascending=[False, False], kind="mergesort").reset_index(drop=True)
 
 
+def mine_pair_rules_codes(basket_idx, item_idx, n_baskets: int, items, min_support: float,
+                          min_count: int = 1) -> pd.DataFrame:
+    """Rules from parallel (basket index, item index) arrays. Items below the thresholds are dropped before the
+    product (a pair is never more frequent than either of its items), so X.T @ X only spans frequent items;
+    the result is the same as counting every pair."""
+    basket_idx = np.asarray(basket_idx, dtype=np.int64)
+    item_idx = np.asarray(item_idx, dtype=np.int64)
+    if n_baskets <= 0 or item_idx.size == 0:
+        return rules_from_counts(PairCounts(0, np.asarray(items, dtype=object)[:0], *([np.array([], np.int64)] * 4)),
+                                 min_support, min_count)
+    # distinct (basket, item) first: a basket listing an item twice counts once
+    key = np.unique(basket_idx * (int(item_idx.max()) + 1) + item_idx)
+    b, i = key // (int(item_idx.max()) + 1), key % (int(item_idx.max()) + 1)
+    counts = np.bincount(i, minlength=len(items))
+    frequent = (counts / n_baskets >= min_support) & (counts >= min_count)
+    new_index = np.cumsum(frequent) - 1
+    keep = frequent[i]
+    return rules_from_counts(count_pairs_codes(b[keep], new_index[i[keep]], n_baskets,
+                                               np.asarray(items, dtype=object)[frequent]), min_support, min_count)
+
+
 def mine_pair_rules(baskets: Iterable[Iterable], min_support: float, min_count: int = 1) -> pd.DataFrame:
     """All directed pair rules with support >= min_support and pair count >= min_count."""
     return rules_from_counts(count_pairs(baskets), min_support, min_count)
