@@ -13,6 +13,7 @@ def test_shop_installed_and_imported(ui_env):
         orders = s.scalar(select(func.count()).select_from(Order).where(Order.shop_id == shop.id))
         customers = s.scalar(select(func.count()).select_from(CustomerStats).where(CustomerStats.shop_id == shop.id))
         segments = set(s.scalars(select(CustomerStats.segment).where(CustomerStats.shop_id == shop.id).distinct()))
+    print("set-up seconds:", {k: round(v, 1) for k, v in ui_env.timings.items()})
     print(f"import {ui_env.import_seconds:.1f}s orders={orders} customers={customers} segments={sorted(segments)}")
     assert orders == len(ui_env.store.shops[ui_env.shop].orders)
     assert customers > 0 and None not in segments and len(segments) >= 3
