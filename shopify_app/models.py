@@ -217,8 +217,8 @@ class CustomerStats(Base):
 
     # Covering index: segment sizes / revenue (GROUP BY segment) and a segment's members sorted by revenue are read
     # from the index alone (the admin pages of a 100k-customer shop).
-    __table_args__ = (Index("ix_customer_stats_shop_segment_value", "shop_id", "segment", "net_revenue",
-                            "orders_count"),)
+    __table_args__ = (Index("ix_customer_stats_shop_segment_members", "shop_id", "segment", "net_revenue",
+                            "orders_count", "customer_id"),)
 
 
 class CustomerPrediction(Base):
@@ -245,6 +245,8 @@ class CustomerPrediction(Base):
     __table_args__ = (
         Index("ix_customer_predictions_shop_quadrant_clv", "shop_id", "value_risk_quadrant", "clv_12m"),
         Index("ix_customer_predictions_shop_clv", "shop_id", "clv_12m"),
+        # A segment's members sorted by CLV or P(alive): the join reads these values from the index alone.
+        Index("ix_customer_predictions_shop_customer_values", "shop_id", "customer_id", "clv_12m", "p_alive"),
     )
 
 
@@ -277,6 +279,8 @@ class SegmentChange(Base):
     __table_args__ = (
         Index("ix_segment_changes_shop_time", "shop_id", "changed_at"),
         Index("ix_segment_changes_shop_customer", "shop_id", "customer_id"),
+        Index("ix_segment_changes_shop_to_time", "shop_id", "to_segment", "changed_at"),      # moves in
+        Index("ix_segment_changes_shop_from_time", "shop_id", "from_segment", "changed_at"),  # moves out
     )
 
 
