@@ -36,3 +36,10 @@ def test_scheduler_registers_the_periodic_jobs(config):
     assert {"workers.ingest.sweep_stuck_deliveries", "workers.predictive_jobs.refit_all_shops"} <= names
     queues = {job.queue_name for job in scheduler.get_jobs()}
     assert queues <= {f"{config.queue_prefix}:{q}" for q in ("webhooks", "default", "models")}
+
+
+def test_worker_preloads_every_job_module():
+    """Forked work horses inherit the job modules; a renamed or missing module would silently cost every job."""
+    from workers.runtime import JOB_MODULES, preload_job_modules
+
+    assert preload_job_modules() == list(JOB_MODULES)
