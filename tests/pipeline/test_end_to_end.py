@@ -250,3 +250,17 @@ def test_install_import_and_live_webhooks_end_equal_to_the_stand_in(client, conf
         for c in (*snap["customers"].values(), *ref["customers"].values()):
             c.pop("product_type_counts")
         assert snap == ref, domain
+
+    # The API agrees with what the webhooks built: reconciliation finds nothing to change.
+    from workers import context
+    from workers.reconcile_jobs import reconcile_shop
+
+    context.set_config(config)
+    try:
+        for domain, shop_id in shops.items():
+            before = app_orders(db_url, shop_id)
+            result = reconcile_shop(shop_id)
+            assert result["status"] == "done" and result["pulled"] > 0 and result["applied"] == 0, result
+            assert app_orders(db_url, shop_id) == before
+    finally:
+        context.set_config(None)
