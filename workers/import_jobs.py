@@ -21,8 +21,9 @@ Steps, each recorded on a Job row (kind 'import') so a crash resumes where it st
      orders (workers.rebuild_jobs.rebuild_shop_state: customer stats, item / pair / basket snapshots; this also
      makes them consistent with whatever webhooks applied meanwhile), refit + store the RFM thresholds and rescore
      every customer, and mark the Job done (done == total == number of orders in the file);
-  6. rebuild the sequential ("buy next") counts and mine the association rules (inline, so the rules are there
-     when the import reports done + rules; a failure there is logged and the rules job enqueued instead).
+  6. mine the association rules inline (pairs, per segment, triples: there when the import reports its rule
+     count), then enqueue the sequential ("buy next") counts rebuild and, after it, a second rules job that adds
+     the sequential rules.
 
 Per-shop serialization with the order job: every batch locks the shop row first (see order_jobs). Webhook
 versions applied meanwhile win or lose by updated_at as usual; the watermark never moves backwards. Between
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 
 from sqlalchemy import delete, insert, select
 
@@ -120,47 +122,68 @@ def _fail(job_id: int, message: str) -> None:
 
 
 def _finish(shop_id: int, job_id: int) -> dict:
-    """Aggregates, segments and Job done in one transaction; then sequential counts and rules."""
+    """Aggregates, segments and Job done in one transaction; then sequential counts and rules. Phase times go to
+    Job.details["timings"] (seconds)."""
     _update_job(job_id, message="Computing segments")
     now = utcnow()
+    t0 = time.perf_counter()
     with context.transaction() as s:
         rebuilt = rebuild_shop_state(s, shop_id, now)        # locks the shop row first
+        t1 = time.perf_counter()
         changes = rescore_all(s, shop_id, now)
+        t2 = time.perf_counter()
         job = s.get(Job, job_id)
         job.status, job.error, job.finished_at = "done", None, now
         job.message = (f"Imported {job.done:,} orders: {rebuilt.get('customers', 0):,} customers in segments; "
                        "finding products bought together")
-        job.details = {**(job.details or {}), "customers": rebuilt.get("customers", 0), "segment_changes": changes}
-    rules = _sequential_and_rules(shop_id)
+        timings = {"rebuild": round(t1 - t0, 2), "rescore": round(t2 - t1, 2)}
+        job.details = {**(job.details or {}), "customers": rebuilt.get("customers", 0), "segment_changes": changes,
+                       "timings": timings}
+    rules = _sequential_and_rules(shop_id, timings)
     with context.transaction() as s:
         job = s.get(Job, job_id)
         pairs = rules.get("pair")
         job.message = (f"Imported {job.done:,} orders: {rebuilt.get('customers', 0):,} customers in segments"
                        + (f", {pairs:,} product pair rules" if pairs is not None else ""))
-        job.details = {**(job.details or {}), "rules": rules}
+        job.details = {**(job.details or {}), "rules": rules, "timings": timings}
+    log.info("import of shop %s finished: %s", shop_id, timings)
     return {"customers": rebuilt.get("customers", 0), "segment_changes": changes, "rules": rules}
 
 
-def _sequential_and_rules(shop_id: int) -> dict:
+def _sequential_and_rules(shop_id: int, timings: dict) -> dict:
+    """Rules inline (pairs, per segment, triples: what the merchant sees right after the import), then the
+    sequential counts rebuild (workers.sequential_jobs, minutes of Python on two years of history) as a job,
+    followed by a second rules job that adds the sequential rules."""
+    t0 = time.perf_counter()
     try:
-        try:
-            from .sequential_jobs import rebuild_sequential
-        except ImportError:
-            rebuild_sequential = None
-        if rebuild_sequential is not None:
-            with context.transaction() as s:
-                if s.scalar(select(Shop.id).where(Shop.id == shop_id).with_for_update()) is not None:
-                    rebuild_sequential(s, shop_id)
         from .rules_jobs import mine_rules
-        return mine_rules(shop_id)
+        result = mine_rules(shop_id)
+        timings["rules"] = round(time.perf_counter() - t0, 2)
     except Exception as exc:      # the import itself is done; the rules job retries on its own
         log.exception("rules after the import of shop %s failed: %s", shop_id, exc)
-        try:
-            from .rules_jobs import enqueue_mine_rules
-            enqueue_mine_rules(context.config(), shop_id)
-        except Exception as exc2:
-            log.warning("could not enqueue rules mining of shop %s: %s", shop_id, exc2)
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
+        result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
+    try:
+        _enqueue_sequential_then_rules(context.config(), shop_id, retry_rules=result.get("status") == "failed")
+    except Exception as exc:      # Redis down: the order job / schedules ask for them again
+        log.warning("could not enqueue the sequential rebuild of shop %s: %s", shop_id, exc)
+    return result
+
+
+def _enqueue_sequential_then_rules(config, shop_id: int, retry_rules: bool) -> None:
+    from shopify_app.queues import DEFAULT, DEFAULT_RETRY, get_queue
+
+    from .rules_jobs import enqueue_mine_rules
+
+    try:
+        from . import sequential_jobs  # noqa: F401
+    except ImportError:
+        if retry_rules:
+            enqueue_mine_rules(config, shop_id)
+        return
+    q = get_queue(config, DEFAULT)
+    seq = q.enqueue("workers.sequential_jobs.rebuild_sequential_job", args=(shop_id,), retry=DEFAULT_RETRY,
+                    job_timeout=3600)
+    q.enqueue("workers.rules_jobs.mine_rules", args=(shop_id,), depends_on=seq, retry=DEFAULT_RETRY)
 
 
 # --------------------------------------------------------------------------------------------- bulk operation

@@ -115,6 +115,13 @@ def rescore_all(s, shop_id: int, now: dt.datetime) -> int:
 
 
 # --------------------------------------------------------------------------------------------- loading
+def _frame(s, q, names: list[str]) -> pd.DataFrame:
+    """Core rows -> DataFrame column by column (from_records on Row objects probes every row's attributes)."""
+    rows = s.connection().execute(q).fetchall()
+    cols = list(zip(*rows)) if rows else [()] * len(names)
+    return pd.DataFrame({n: pd.Series(c, dtype=object) for n, c in zip(names, cols)})
+
+
 def load_orders(s, shop_id: int, since: dt.datetime | None = None, until: dt.datetime | None = None) -> pd.DataFrame:
     """Counted orders: order_id, customer_id (float, NaN = guest), processed_at, subtotal, discounts, refunded."""
     q = select(Order.id, Order.customer_id, Order.processed_at, Order.subtotal, Order.total_discounts,
@@ -123,9 +130,7 @@ def load_orders(s, shop_id: int, since: dt.datetime | None = None, until: dt.dat
         q = q.where(Order.processed_at >= since)
     if until is not None:
         q = q.where(Order.processed_at < until)
-    rows = s.connection().execute(q).all()        # Core rows: no ORM overhead on ~1M lines
-    df = pd.DataFrame.from_records(rows, columns=["order_id", "customer_id", "processed_at", "subtotal",
-                                                  "total_discounts", "total_refunded"])
+    df = _frame(s, q, ["order_id", "customer_id", "processed_at", "subtotal", "total_discounts", "total_refunded"])
     df["order_id"] = df["order_id"].astype(np.int64)
     df["customer_id"] = pd.to_numeric(df["customer_id"], errors="coerce").astype("Int64")
     df["processed_at"] = pd.to_datetime(df["processed_at"])
@@ -146,9 +151,8 @@ def load_lines(s, shop_id: int, since: dt.datetime | None = None, until: dt.date
         q = q.where(Order.processed_at >= since)
     if until is not None:
         q = q.where(Order.processed_at < until)
-    rows = s.connection().execute(q).all()
     names = ["order_id", "product_id", "quantity", "refunded_quantity"] + (["product_type"] if with_types else [])
-    df = pd.DataFrame.from_records(rows, columns=names)
+    df = _frame(s, q, names)
     df["order_id"] = df["order_id"].astype(np.int64)
     df["product_id"] = pd.to_numeric(df["product_id"], errors="coerce").astype("Int64")
     df["quantity"] = df["quantity"].fillna(0).astype(np.int64)
@@ -252,7 +256,7 @@ def rebuild_counts(s, shop_id: int, orders: pd.DataFrame, lines: pd.DataFrame, n
     delete_deltas(s, shop_id)
     for bc in per_bucket:
         write_snapshot(s, shop_id, bc.bucket, bc.baskets, (bc.item_ids, bc.item_counts),
-                       (bc.pair_a, bc.pair_b, bc.pair_counts), now)
+                       C.encode_pairs_indexed(bc.item_ids, bc.pair_i, bc.pair_j, bc.pair_counts), now)
     return len(per_bucket)
 
 
@@ -265,9 +269,11 @@ def delete_deltas(s, shop_id: int, bucket: str | None = None) -> None:
 
 
 def write_snapshot(s, shop_id: int, bucket: str, baskets: int, items, pairs, now: dt.datetime) -> None:
+    """pairs: (a, b, counts) of ids, or an already encoded payload."""
     base = {"shop_id": shop_id, "segment": ALL_SEGMENTS, "bucket": bucket, "baskets": int(baskets), "built_at": now}
-    s.execute(insert(CountSnapshot), [{**base, "kind": "items", "data": C.encode_items(*items)},
-                                      {**base, "kind": "pairs", "data": C.encode_pairs(*pairs)}])
+    data = pairs if isinstance(pairs, bytes) else C.encode_pairs(*pairs)
+    s.execute(insert(CountSnapshot.__table__), [{**base, "kind": "items", "data": C.encode_items(*items)},
+                                                {**base, "kind": "pairs", "data": data}])
 
 
 # --------------------------------------------------------------------------------------------- compaction
@@ -332,9 +338,11 @@ def _parts(s, shop_id: int, first: str | None, last: str | None) -> C.CountParts
     return parts
 
 
-def read_counts(s, shop_id: int, first: str | None = None, last: str | None = None) -> PairCounts:
-    """Overall counts of the buckets first..last inclusive (None: open end) = snapshots + deltas, exact."""
-    return _parts(s, shop_id, first, last).total()
+def read_counts(s, shop_id: int, first: str | None = None, last: str | None = None,
+                min_item_count: int = 0, min_support: float = 0.0) -> PairCounts:
+    """Overall counts of the buckets first..last inclusive (None: open end) = snapshots + deltas, exact
+    (min_item_count: see analytics.counts.sum_counts)."""
+    return _parts(s, shop_id, first, last).total(min_item_count, min_support)
 
 
 def read_bucket_counts(s, shop_id: int) -> dict:

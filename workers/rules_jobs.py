@@ -19,7 +19,8 @@ Kinds written (all with computed_at = now; one transaction deletes the shop's pr
   window's baskets restricted to frequent items (at most ~150 of the most frequent, see
   analytics.rules.mine_triple_rules), the TRIPLE_LIMIT with the highest lift.
 - 'sequential', segment '*': "bought B within N days after A" from SequentialPairDelta / SequentialItemDelta
-  (shopify_app.analytics.sequential), when those tables hold data for the window.
+  (shopify_app.analytics.sequential), when those tables hold data for the window; the SEQUENTIAL_LIMIT with
+  the highest count (then confidence).
 AssociationRule.customers (pairs): distinct customers who bought both items in the window (in any of their
 orders). conviction is NULL when infinite (confidence = 1).
 
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 JOB_PATH = "workers.rules_jobs.mine_rules"
 TRIPLE_LIMIT = 200
+SEQUENTIAL_LIMIT = 5000       # sequential rules kept (highest count, then confidence)
 SEGMENT_LIMIT = 1000           # pair rules kept per named segment (highest count, then lift)
 INSERT_CHUNK = 2000
 ACTIVE_JOB_STATUSES = {"queued", "deferred", "scheduled"}
@@ -134,7 +136,9 @@ def read_window(s, shop_id: int, now: dt.datetime) -> dict | None:
     first, last = window if window else (None, anchor)
     since = month_start(first) if first else None
     until = month_start(C.bucket_name(C.bucket_index(last) + 1))
-    counts = read_counts(s, shop_id, first, last)
+    # Pairs of items below min_count / min_support can't make a rule: left out before summing.
+    counts = read_counts(s, shop_id, first, last, min_item_count=settings.min_count,
+                         min_support=settings.min_support)
     orders = load_orders(s, shop_id, since, until)[["order_id", "customer_id"]]
     lines = load_lines(s, shop_id, since, until, with_types=False)
     segments = pd.DataFrame.from_records(
@@ -247,7 +251,8 @@ def sequential_rules(seq: dict, customer_orders: int, min_count: int) -> list[di
     conf = S.confidences({("*", a): n for a, n in items.items()},
                          {("*", a, b): n for (a, b), n in seq["pairs"].items()}, min_count=min_count)
     rows = []
-    for (a, b), (n, c) in sorted(conf.items()):
+    top = sorted(conf.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))[:SEQUENTIAL_LIMIT]
+    for (a, b), (n, c) in top:
         base = items.get(b, 0) / customer_orders
         if not base:             # B bought only after the window: no base rate to compare with
             continue
@@ -262,7 +267,7 @@ def replace_rules(s, shop_id: int, rules: list[dict], now: dt.datetime) -> dict:
     s.execute(delete(AssociationRule).where(AssociationRule.shop_id == shop_id))
     rows = [{**r, "shop_id": shop_id, "computed_at": now} for r in rules]
     for i in range(0, len(rows), INSERT_CHUNK):
-        s.execute(insert(AssociationRule), rows[i:i + INSERT_CHUNK])
+        s.execute(insert(AssociationRule.__table__), rows[i:i + INSERT_CHUNK])
     kinds: dict = {}
     for r in rules:
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + (r["segment"] == ALL_SEGMENTS)

@@ -59,6 +59,12 @@ def encode_pairs(a, b, counts) -> bytes:
     return _npz(ids=ids, i=i[order], j=j[order], counts=counts[order].astype(dtype))
 
 
+def encode_pairs_indexed(ids, i, j, counts) -> bytes:
+    """Pairs already given as indices into sorted unique `ids` (i < j), e.g. from `count_baskets`."""
+    return _npz(ids=np.asarray(ids, dtype=np.int64), i=np.asarray(i, dtype=np.int32),
+                j=np.asarray(j, dtype=np.int32), counts=np.asarray(counts, dtype=np.int32))
+
+
 def decode_pairs(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, counts) as int64 arrays, a < b."""
     with np.load(io.BytesIO(data)) as z:
@@ -92,6 +98,8 @@ class BucketCounts:
     pair_a: np.ndarray
     pair_b: np.ndarray
     pair_counts: np.ndarray
+    pair_i: np.ndarray | None = None     # indices of pair_a / pair_b in item_ids
+    pair_j: np.ndarray | None = None
 
 
 def basket_items(lines: pd.DataFrame) -> pd.DataFrame:
@@ -123,7 +131,7 @@ def count_baskets(bucket: str, order_ids: np.ndarray, product_ids: np.ndarray) -
     item_counts = np.asarray(x.sum(axis=0)).ravel().astype(np.int64)
     co = sparse.triu(x.T.tocsr() @ x, k=1).tocoo()
     return BucketCounts(bucket, len(orders), items, item_counts, items[co.row], items[co.col],
-                        co.data.astype(np.int64))
+                        co.data.astype(np.int64), co.row, co.col)
 
 
 # --------------------------------------------------------------------------------------------- window sums
@@ -151,18 +159,27 @@ class CountParts:
         self.pair_b.append(np.asarray(b, dtype=np.int64))
         self.pair_counts.append(np.asarray(counts, dtype=np.int64))
 
-    def total(self) -> PairCounts:
-        return sum_counts(self)
+    def total(self, min_item_count: int = 0, min_support: float = 0.0) -> PairCounts:
+        return sum_counts(self, min_item_count, min_support)
 
 
 def _cat(arrays: list) -> np.ndarray:
     return np.concatenate(arrays) if arrays else np.array([], dtype=np.int64)
 
 
-def sum_counts(parts: CountParts) -> PairCounts:
-    """Exact sums: items by id, pairs by (a, b); zero sums dropped (items with a zero sum are left out)."""
+def sum_counts(parts: CountParts, min_item_count: int = 0, min_support: float = 0.0) -> PairCounts:
+    """Exact sums: items by id, pairs by (a, b); zero sums dropped (items with a zero sum are left out).
+
+    min_item_count > 0: pairs of an item whose total count is below it are left out before summing (a pair is
+    never in more baskets than either item); likewise items with count / baskets < min_support. Used by rule
+    mining, whose thresholds make those pairs irrelevant."""
     ids, counts = _clean_items(_cat(parts.item_ids), _cat(parts.item_counts))
     a, b, pc = _cat(parts.pair_a), _cat(parts.pair_b), _cat(parts.pair_counts)
+    if (min_item_count > 0 or min_support > 0) and a.size:
+        n = max(int(parts.baskets), 1)
+        frequent = ids[(counts >= min_item_count) & (counts / n >= min_support)]
+        keep = np.isin(a, frequent) & np.isin(b, frequent)
+        a, b, pc = a[keep], b[keep], pc[keep]
     if a.size == 0:
         empty = np.array([], dtype=np.int64)
         return PairCounts(int(parts.baskets), ids, counts, empty, empty, empty)

@@ -125,3 +125,17 @@ def test_customers_per_pair_brute_force():
     pairs = [(0, 1), (1, 2), (0, 2), (2, 0)]
     got = customers_per_pair(cust, item, 4, 3, [p[0] for p in pairs], [p[1] for p in pairs]).tolist()
     assert got == [sum(1 for s in bought.values() if a in s and b in s) for a, b in pairs] == [2, 2, 1, 1]
+
+
+def test_pruned_sum_keeps_every_pair_of_frequent_items():
+    baskets = [[1, 2, 3], [1, 2], [1, 4], [2, 3], [1, 2, 4]]
+    parts = C.CountParts(baskets=len(baskets))
+    for b in baskets:
+        parts.add_items(b, [1] * len(b))
+        for x, y in itertools.combinations(sorted(b), 2):
+            parts.add_pairs([x], [y], [1])
+    full = parts.total()
+    pruned = parts.total(min_item_count=3)                 # items 1 (4), 2 (4) pass; 3 and 4 (2 each) do not
+    assert pruned.as_dicts()[0] == full.as_dicts()[0]      # item counts untouched
+    assert pruned.as_dicts()[1] == {(1, 2): 3}
+    assert parts.total(min_support=0.5).as_dicts()[1] == {(1, 2): 3}
