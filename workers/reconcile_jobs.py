@@ -111,7 +111,10 @@ def reconcile_shop(shop_id: int, *, page_size: int = PAGE_SIZE, batch_size: int 
             variables["query"] = f"updated_at:>='{since.replace(microsecond=0).isoformat()}Z'"
         pending = []
         for node in client.paginate("reconcile_orders_page", "orders", variables):
-            pending.append(fetch_complete_order(client, node, refunds_first=REFUNDS_FIRST))
+            version = fetch_complete_order(client, node, refunds_first=REFUNDS_FIRST)
+            if version is None:          # deleted while we paged: its orders/delete webhook tombstones it
+                continue
+            pending.append(version)
             if len(pending) >= batch_size:
                 _apply_batch(shop_id, job_id, pending, counts)
                 pending = []

@@ -77,28 +77,34 @@ def order_from_graphql(node: dict, line_nodes: Iterable[dict] | None = None,
     )
 
 
-def fetch_complete_order(client, node: dict, *, refunds_first: int) -> OrderVersion:
+def fetch_complete_order(client, node: dict, *, refunds_first: int) -> OrderVersion | None:
     """Convert a node of reconcile_orders_page, first fetching whatever its nested pages left out.
 
     `refunds_first` is the $refundsFirst the page was queried with: a node with that many refunds may have more.
-    `client` is a graphql.AdminClient (only `execute` / `paginate` are used)."""
-    lines_conn = node.get("lineItems")
-    lines = _nodes(lines_conn)
-    if _has_more(lines_conn):
-        end = (lines_conn.get("pageInfo") or {}).get("endCursor")
-        lines += list(client.paginate("reconcile_order_line_items", "order.lineItems",
-                                      {"id": node["id"], "after": end}))
-    refunds = list(node.get("refunds") or [])
-    if len(refunds) >= refunds_first:
-        listed = (client.execute("reconcile_order_refunds", {"id": node["id"]}).get("order") or {}).get("refunds")
-        known = {r.get("id"): r for r in refunds}
-        refunds = [known.get(r["id"], {"id": r["id"]}) for r in listed or []]
-    refund_lines: list[dict] = []
-    for r in refunds:
-        conn = r.get("refundLineItems")
-        if conn is not None and not _has_more(conn):
-            refund_lines += _nodes(conn)
-        else:   # not fetched with the page, or cut short: read the refund's lines from the start
-            refund_lines += list(client.paginate("reconcile_refund_line_items", "node.refundLineItems",
-                                                 {"id": r["id"]}))
+    `client` is a graphql.AdminClient (only `execute` / `paginate` are used). Returns None when the order was
+    deleted between the page and a follow-up request (its orders/delete webhook handles it)."""
+    try:
+        lines_conn = node.get("lineItems")
+        lines = _nodes(lines_conn)
+        if _has_more(lines_conn):
+            end = (lines_conn.get("pageInfo") or {}).get("endCursor")
+            lines += list(client.paginate("reconcile_order_line_items", "order.lineItems",
+                                          {"id": node["id"], "after": end}))
+        refunds = list(node.get("refunds") or [])
+        if len(refunds) >= refunds_first:
+            order = client.execute("reconcile_order_refunds", {"id": node["id"]}).get("order")
+            if order is None:
+                return None
+            known = {r.get("id"): r for r in refunds}
+            refunds = [known.get(r["id"], {"id": r["id"]}) for r in order.get("refunds") or []]
+        refund_lines: list[dict] = []
+        for r in refunds:
+            conn = r.get("refundLineItems")
+            if conn is not None and not _has_more(conn):
+                refund_lines += _nodes(conn)
+            else:   # not fetched with the page, or cut short: read the refund's lines from the start
+                refund_lines += list(client.paginate("reconcile_refund_line_items", "node.refundLineItems",
+                                                     {"id": r["id"]}))
+    except KeyError:        # `order` / `node` came back null: deleted meanwhile
+        return None
     return order_from_graphql(node, lines, refund_lines)

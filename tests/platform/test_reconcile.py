@@ -276,3 +276,16 @@ def test_token_revoked_mid_run_stops_without_losing_what_was_applied(store, cfg,
     shop = session.get(Shop, shop_id)
     assert shop.status == "needs_reauth" and shop.orders_watermark > before   # kept what was applied
     session.commit()
+
+
+def test_order_deleted_between_page_and_follow_up_is_left_to_its_webhook(store, server):
+    """An order with more line items than the page holds, deleted before its follow-up page is read."""
+    prods = [store.create_product(SHOP, title=f"P{i}", price="2.00") for i in range(12)]
+    order = store.create_order(SHOP, lines=[{"variant_id": p.variants[0].id, "quantity": 1} for p in prods])
+    client = AdminClient(SHOP, store.install_app(SHOP, TEST_API_KEY), "2026-10", admin_base=f"{server}/shops/{{shop}}")
+    [node] = client.execute("reconcile_orders_page", {"first": 9, "refundsFirst": 2})["orders"]["nodes"]
+    assert node["lineItems"]["pageInfo"]["hasNextPage"]
+    complete = fetch_complete_order(client, node, refunds_first=2)
+    assert complete.id == order.id and len(complete.lines) == 12
+    store.delete_order(SHOP, order.id)
+    assert fetch_complete_order(client, node, refunds_first=2) is None
