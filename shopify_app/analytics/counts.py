@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from shopify_app.analytics.rules import PairCounts
+from shopify_app.analytics.rules import PairCounts, sorted_unique
 
 
 # --------------------------------------------------------------------------------------------- payloads
@@ -51,7 +51,7 @@ def encode_pairs(a, b, counts) -> bytes:
         raise ValueError("pairs must have a < b")
     keep = counts != 0
     a, b, counts = a[keep], b[keep], counts[keep]
-    ids = np.unique(np.concatenate([a, b]))
+    ids = sorted_unique(np.concatenate([a, b]))
     i = np.searchsorted(ids, a).astype(np.int32)
     j = np.searchsorted(ids, b).astype(np.int32)
     order = np.lexsort((j, i))
@@ -183,7 +183,7 @@ def sum_counts(parts: CountParts, min_item_count: int = 0, min_support: float = 
     if a.size == 0:
         empty = np.array([], dtype=np.int64)
         return PairCounts(int(parts.baskets), ids, counts, empty, empty, empty)
-    index = np.unique(np.concatenate([ids, a, b]))
+    index = sorted_unique(np.concatenate([ids, a, b]))
     n = len(index)
     m = sparse.coo_matrix((pc, (np.searchsorted(index, a), np.searchsorted(index, b))), shape=(n, n)).tocsr()
     m.sum_duplicates()
