@@ -190,3 +190,33 @@ def test_rebuild_of_empty_and_other_shops(session):
     assert result["customers"] == 0 and result["buckets"] == 0
     assert state(session, b.id) == ({}, {})
     assert state(session, a.id) == before                            # tenant isolation
+
+
+def test_recompute_shop_entry_points(session, config):
+    """'Recompute now' (RQ job): rebuild + RFM refit stored + rules, with a Job row; compaction of all shops."""
+    from shopify_app.models import AssociationRule, Job, ShopModel
+    from workers import context
+    from workers.rebuild_jobs import compact_all_shops, rebuild_shop, recompute_shop
+
+    context.set_config(config)
+    try:
+        shop = make_shop(session)
+        shop_id = shop.id
+        shop.settings = {"min_support": 0.01, "min_count": 2, "rules_window_months": 0}
+        session.commit()
+        apply_incrementally(session, shop, random_versions(6, n_orders=60))
+        before = state(session, shop_id)
+        assert compact_all_shops()["shops"] == 1
+        assert state(session, shop_id) == before
+        assert rebuild_shop(shop_id)["status"] == "done"
+        result = recompute_shop(shop_id, now=NOW)
+        assert result["status"] == "done" and result["rules"]["status"] == "done"
+        assert state(session, shop_id) == before
+        job = session.scalars(select(Job).where(Job.shop_id == shop_id, Job.kind == "rebuild")).one()
+        assert job.status == "done" and "pair rules" in job.message
+        assert session.get(ShopModel, (shop_id, "rfm")) is not None
+        assert session.scalar(select(func.count()).select_from(AssociationRule)) == sum(
+            v for k, v in result["rules"].items() if k in ("pair", "triple", "sequential", "segment_pair"))
+        session.commit()
+    finally:
+        context.set_config(None)
