@@ -43,3 +43,56 @@ def enqueue(config, name: str, func, *args, job_id: str | None = None, retry: Re
     imports worker code."""
     q = get_queue(config, name)
     return q.enqueue(func, args=args, kwargs=kwargs, job_id=job_id, retry=retry, job_timeout=timeout)
+
+
+# --------------------------------------------------------------------------------------------- per-shop order job
+ORDER_JOB = "workers.order_jobs.process_pending_orders"
+ACTIVE_JOB_STATUSES = {"queued", "deferred", "scheduled"}
+WAKE_TTL = 30      # seconds; only a safety net: the order job deletes the key each time it reads pending rows
+
+
+def order_job_id(shop_id: int, followup: bool = False) -> str:
+    return f"process-orders-{shop_id}" + ("-next" if followup else "")
+
+
+def order_wake_key(config, shop_id: int) -> str:
+    return f"{config.queue_prefix}:wake:orders:{shop_id}"
+
+
+def enqueue_order_job(config, shop_id: int, followup: bool = False):
+    """Enqueue the shop's order job; a job of the shop still waiting in the queue is reused (it reads the pending
+    rows when it starts, so it will see this one). A job already running may have read its rows already: the
+    follow-up id is used then, so at most one running + one waiting job per shop."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job as RQJob
+
+    conn = redis_connection(config.redis_url)
+    for fid in ((followup,) if followup else (False, True)):
+        job_id = order_job_id(shop_id, fid)
+        try:
+            existing = RQJob.fetch(job_id, connection=conn)
+            status = existing.get_status(refresh=False)
+        except NoSuchJobError:
+            status = None
+        if status in ACTIVE_JOB_STATUSES:
+            return existing
+        if status != "started":
+            return enqueue(config, WEBHOOKS, ORDER_JOB, shop_id, job_id=job_id)
+    return None   # both the job and its follow-up are running: the follow-up re-enqueues if rows remain
+
+
+def wake_order_job(config, shop_id: int) -> bool:
+    """After committing a pending order delivery: make sure the shop's order job will read it, at the cost of one
+    Redis command per delivery in a burst. The wake key is set with NX; only the delivery that sets it enqueues.
+    The job deletes the key *before* each read of pending rows, so a row committed after a read finds the key
+    gone and enqueues the follow-up; a row committed before the read is read. Returns True when a job is (or
+    already was) on its way."""
+    conn = redis_connection(config.redis_url)
+    if conn.set(order_wake_key(config, shop_id), 1, nx=True, ex=WAKE_TTL):
+        enqueue_order_job(config, shop_id)
+    return True
+
+
+def clear_order_wake(config, shop_id: int) -> None:
+    """Called by the order job before it reads pending rows (see wake_order_job)."""
+    redis_connection(config.redis_url).delete(order_wake_key(config, shop_id))

@@ -24,12 +24,12 @@ import datetime as dt
 import json
 import logging
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from shopify_app.models import (
     CUSTOMER_KEYED, ComplianceRequest, Order, Shop, WebhookDelivery, utcnow,
 )
-from shopify_app.shopify.webhooks import COMPLIANCE_TOPICS
+from shopify_app.shopify.webhooks import COMPLIANCE_TOPICS, ORDER_TOPICS
 from workers.context import config, transaction
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,7 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
 PENDING_ANALYTICS = "pending_analytics"
 # Consumed by the analytics / import jobs, which own what they do with the payload.
-ANALYTICS_TOPICS = frozenset({
-    "orders/create", "orders/updated", "orders/paid", "orders/cancelled", "orders/edited", "orders/delete",
-    "orders/fulfilled", "orders/partially_fulfilled", "refunds/create",
-})
+ANALYTICS_TOPICS = ORDER_TOPICS
 PRODUCT_TOPICS = frozenset({"products/create", "products/update"})
 CUSTOMER_TOPICS = frozenset({"customers/create", "customers/update", "customers/delete"})
 
@@ -128,8 +125,10 @@ def sweep_stuck_deliveries(older_than_seconds: int = 120, limit: int = 1000) -> 
     # Order deliveries handed to analytics whose job was lost: one coalesced job per shop.
     with transaction() as s:
         pending_shops = list(s.scalars(
+            # Rows the intake handed over directly have no processed_at: their age is from received_at.
             select(WebhookDelivery.shop_id).where(WebhookDelivery.status == PENDING_ANALYTICS,
-                                                  WebhookDelivery.processed_at < cutoff,
+                                                  func.coalesce(WebhookDelivery.processed_at,
+                                                                WebhookDelivery.received_at) < cutoff,
                                                   WebhookDelivery.shop_id.is_not(None)).distinct()
         ))
     for shop_id in pending_shops:

@@ -91,6 +91,7 @@ def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
     started = time.monotonic()
     total: dict = {}
     while True:
+        _clear_wake(shop_id)              # before reading: a delivery committed after the read wakes a follow-up
         with context.transaction() as s:
             result = process_shop_orders(s, shop_id, limit=limit, budget_s=BATCH_SECONDS)
         for k, v in result.items():
@@ -112,6 +113,15 @@ def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
             log.warning("could not enqueue the next order batch of shop %s: %s", shop_id, exc)
     enqueue_followups(context.config(), shop_id, total)
     return total
+
+
+def _clear_wake(shop_id: int) -> None:
+    from shopify_app.queues import clear_order_wake
+
+    try:
+        clear_order_wake(context.config(), shop_id)
+    except Exception as exc:  # noqa: BLE001 - Redis down: the key expires; the sweeper covers lost wake-ups
+        log.warning("could not clear the order wake key of shop %s: %s", shop_id, exc)
 
 
 def enqueue_followups(config, shop_id: int, result: dict) -> None:
@@ -143,27 +153,10 @@ def process_job_id(shop_id: int, followup: bool = False) -> str:
 
 
 def enqueue_process_orders(config, shop_id: int, followup: bool = False):
-    """Enqueue the shop's order job; a job of the shop still waiting in the queue is reused (it reads the pending
-    rows when it starts, so it will see this one). A job already running may have read its rows already: the
-    follow-up id is used then, so at most one running + one waiting job per shop."""
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job as RQJob
+    """Enqueue the shop's order job, coalesced (shopify_app.queues.enqueue_order_job)."""
+    from shopify_app.queues import enqueue_order_job
 
-    from shopify_app.queues import WEBHOOKS, enqueue, redis_connection
-
-    conn = redis_connection(config.redis_url)
-    for fid in ((followup,) if followup else (False, True)):
-        job_id = process_job_id(shop_id, fid)
-        try:
-            existing = RQJob.fetch(job_id, connection=conn)
-            status = existing.get_status(refresh=False)
-        except NoSuchJobError:
-            status = None
-        if status in ACTIVE_JOB_STATUSES:
-            return existing
-        if status != "started":
-            return enqueue(config, WEBHOOKS, JOB_PATH, shop_id, job_id=job_id)
-    return None   # both the job and its follow-up are running: the follow-up re-enqueues if rows remain
+    return enqueue_order_job(config, shop_id, followup)
 
 
 # --------------------------------------------------------------------------------------------- core

@@ -21,6 +21,11 @@ from shopify_app.shopify.domains import valid_shop_domain  # noqa: F401 - also p
 TOPIC_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+$")
 
 COMPLIANCE_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
+# Topics that carry an order version (or announce one): consumed by the per-shop order job.
+ORDER_TOPICS = frozenset({
+    "orders/create", "orders/updated", "orders/paid", "orders/cancelled", "orders/edited", "orders/delete",
+    "orders/fulfilled", "orders/partially_fulfilled", "refunds/create",
+})
 
 HEADER_NAMES = {
     "topic": "X-Shopify-Topic",

@@ -16,10 +16,13 @@ Rules, in order:
    - another delivery of the same event (shop_domain, topic, X-Shopify-Event-Id) already recorded -> stored
      as status 'duplicate' without its body (audit trail), not enqueued. Two copies of one event racing each
      other can both be enqueued; that is harmless because processing is idempotent;
+   - an order topic (orders/*, refunds/create) of an installed shop -> status 'pending_analytics' with its
+     body: handed straight to the shop's coalescing order job, woken with one Redis SET NX
+     (shopify_app.queues.wake_order_job) instead of one RQ job per delivery — the hot path under load;
    - otherwise status 'received', then `workers.ingest.process_delivery(id)` is enqueued on the webhooks
      queue with job_id `delivery-{id}`.
 4. Redis unavailable while enqueueing -> still 200 (the row is the record); `sweep_stuck_deliveries`
-   re-enqueues rows left 'received'.
+   re-enqueues rows left 'received' and wakes the order job of shops with old 'pending_analytics' rows.
 """
 from __future__ import annotations
 
@@ -31,8 +34,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from shopify_app.models import Shop, WebhookDelivery
-from shopify_app.queues import WEBHOOKS, enqueue
-from shopify_app.shopify.webhooks import parse_webhook_headers, verify_webhook_hmac
+from shopify_app.queues import WEBHOOKS, enqueue, wake_order_job
+from shopify_app.shopify.webhooks import ORDER_TOPICS, parse_webhook_headers, verify_webhook_hmac
 from shopify_app.web import app_config, db
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ bp = Blueprint("webhooks", __name__)
 
 KINDS = ("app", "orders", "customers", "bulk", "compliance")
 PROCESS_JOB = "workers.ingest.process_delivery"
+PENDING_ANALYTICS = "pending_analytics"     # the status the order job consumes (workers.order_jobs)
 MAX_INVALID_BODY_CHARS = 65_536
 
 
@@ -117,6 +121,8 @@ def receive(kind: str | None = None):
         ).limit(1)
     ) is not None:
         row.status, row.error, row.body = "duplicate", f"event {headers.event_id} already recorded", None
+    elif shop is not None and headers.topic in ORDER_TOPICS and shop.status != "uninstalled":
+        row.status = PENDING_ANALYTICS
 
     session.add(row)
     try:
@@ -126,5 +132,19 @@ def receive(kind: str | None = None):
         log.info("webhook %s from %s already recorded", headers.webhook_id, headers.shop_domain)
         return _answer("already_recorded")
 
-    queued = enqueue_delivery(cfg, row.id) if row.status == "received" else False
+    if row.status == "received":
+        queued = enqueue_delivery(cfg, row.id)
+    elif row.status == PENDING_ANALYTICS:
+        queued = _wake(cfg, row.shop_id)
+    else:
+        queued = False
     return _answer(row.status, delivery_id=row.id, queued=queued)
+
+
+def _wake(cfg, shop_id: int) -> bool:
+    try:
+        return wake_order_job(cfg, shop_id)
+    except Exception as exc:  # redis down: the row is the record; the sweeper wakes the shop's job later
+        log.warning("order delivery of shop %s recorded but its job not woken (%s: %s)", shop_id,
+                    type(exc).__name__, exc)
+        return False

@@ -146,7 +146,7 @@ def test_only_post_is_allowed(client, path):
 def test_every_configured_uri_accepts_deliveries(client, shop, db_url):
     for path in ["/webhooks"] + [f"/webhooks/{k}" for k in KINDS]:
         assert post(client, "orders/create", sample("orders/create"), path=path).status_code == 200
-    assert len(deliveries(db_url, status="received")) == len(KINDS) + 1
+    assert len(deliveries(db_url, status="pending_analytics")) == len(KINDS) + 1
 
 
 def test_same_delivery_three_times_is_one_row_and_one_job(client, shop, config, db_url):
@@ -157,13 +157,35 @@ def test_same_delivery_three_times_is_one_row_and_one_job(client, shop, config, 
     rows = deliveries(db_url)
     assert len(rows) == 1
     d = rows[0]
-    assert (d.shop_id, d.shop_domain, d.topic, d.status) == (shop, SHOP, "orders/create", "received")
+    # An order topic of an installed shop goes straight to the shop's order job (no per-delivery job).
+    assert (d.shop_id, d.shop_domain, d.topic, d.status) == (shop, SHOP, "orders/create", "pending_analytics")
     assert (d.webhook_id, d.event_id, d.api_version) == ("wh-1", "ev-1", "2026-10")
     assert d.triggered_at == dt.datetime(2026, 11, 23, 12, 0, 0, 123456)
     assert d.body == body.decode()
+    assert queued_job_ids(config) == [f"process-orders-{shop}"]
+    job = RQJob.fetch(f"process-orders-{shop}", connection=redis_connection(config.redis_url))
+    assert job.func_name == "workers.order_jobs.process_pending_orders" and job.args == (shop,)
+
+
+def test_non_order_topic_gets_its_own_processing_job(client, shop, config, db_url):
+    post(client, "app/uninstalled", sample("app/uninstalled"), webhook_id="wh-app")
+    (d,) = deliveries(db_url)
+    assert d.status == "received"
     assert queued_job_ids(config) == [f"delivery-{d.id}"]
-    job = RQJob.fetch(f"delivery-{d.id}", connection=redis_connection(config.redis_url))
-    assert job.func_name == "workers.ingest.process_delivery" and job.args == (d.id,)
+
+
+def test_a_burst_of_order_deliveries_wakes_one_job(client, shop, config, db_url):
+    from shopify_app.queues import clear_order_wake, order_wake_key
+
+    for i in range(5):
+        post(client, "orders/create", sample("orders/create", id=1000 + i), webhook_id=f"burst-{i}")
+    assert queued_job_ids(config) == [f"process-orders-{shop}"]
+    conn = redis_connection(config.redis_url)
+    assert 0 < conn.ttl(order_wake_key(config, shop)) <= 30
+    clear_order_wake(config, shop)              # what the job does before each read of pending rows
+    post(client, "orders/create", sample("orders/create", id=2000), webhook_id="burst-late")
+    assert queued_job_ids(config) == [f"process-orders-{shop}"]   # the waiting job will read it: not doubled
+    assert len(deliveries(db_url, status="pending_analytics")) == 6
 
 
 def test_second_delivery_of_one_event_is_recorded_duplicate_not_enqueued(client, shop, config, db_url):
@@ -171,9 +193,9 @@ def test_second_delivery_of_one_event_is_recorded_duplicate_not_enqueued(client,
     assert post(client, "orders/create", body, webhook_id="wh-a", event_id="ev-9").status_code == 200
     assert post(client, "orders/create", body, webhook_id="wh-b", event_id="ev-9").status_code == 200
     first, second = deliveries(db_url)
-    assert (first.status, second.status) == ("received", "duplicate")
+    assert (first.status, second.status) == ("pending_analytics", "duplicate")
     assert second.body is None
-    assert queued_job_ids(config) == [f"delivery-{first.id}"]
+    assert queued_job_ids(config) == [f"process-orders-{shop}"]
 
 
 def test_garbage_body_with_valid_hmac_is_recorded_invalid(client, shop, config, db_url):
@@ -217,19 +239,22 @@ def test_redis_down_still_answers_200_and_the_sweeper_catches_up(config, shop, d
 
     dead = create_app(config, redis_url="redis://127.0.0.1:1/0")
     dead.testing = True
-    resp = post(dead.test_client(), "orders/create", sample("orders/create"), webhook_id="wh-down")
-    assert resp.status_code == 200
-    assert resp.get_json()["queued"] is False
-    (d,) = deliveries(db_url)
-    assert d.status == "received"
+    for topic, wid in (("orders/create", "wh-down"), ("app/uninstalled", "wh-down-app")):
+        resp = post(dead.test_client(), topic, sample(topic), webhook_id=wid)
+        assert resp.status_code == 200
+        assert resp.get_json()["queued"] is False
+    order, app_row = deliveries(db_url)
+    assert (order.status, app_row.status) == ("pending_analytics", "received")
     assert queued_job_ids(config) == []
 
-    assert sweep_stuck_deliveries(older_than_seconds=3600)["enqueued"] == 0   # too recent
+    out = sweep_stuck_deliveries(older_than_seconds=3600)                      # too recent
+    assert (out["enqueued"], out["order_shops"]) == (0, 0)
     out = sweep_stuck_deliveries(older_than_seconds=0)
-    assert out["enqueued"] == 1
-    assert queued_job_ids(config) == [f"delivery-{d.id}"]
-    assert sweep_stuck_deliveries(older_than_seconds=0)["enqueued"] == 0      # already waiting: not doubled
-    assert queued_job_ids(config) == [f"delivery-{d.id}"]
+    assert (out["enqueued"], out["order_shops"]) == (1, 1)
+    expected = sorted([f"delivery-{app_row.id}", f"process-orders-{shop}"])
+    assert sorted(queued_job_ids(config)) == expected
+    sweep_stuck_deliveries(older_than_seconds=0)                               # already waiting: not doubled
+    assert sorted(queued_job_ids(config)) == expected
 
 
 # --------------------------------------------------------------------------------------------- processing
