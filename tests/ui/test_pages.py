@@ -209,14 +209,19 @@ def test_bundles_page(ui_env, page):
     page.goto(ui_env.url("/bundles"))
     assert page.locator("h1").count() == 1
     with ui_env.db() as s:
-        overall = s.scalar(select(func.count()).select_from(AssociationRule).where(
-            AssociationRule.shop_id == ui_env.shop_id, AssociationRule.segment == "*"))
-    if overall:
-        shown = page.get_by_test_id("rule-row").count()
-        assert shown == min(overall, page.get_by_test_id("rule-row").count()) and shown > 0
-        assert page.get_by_test_id("bundles-empty").count() == 0
-    else:
-        assert page.get_by_test_id("bundles-empty").is_visible()
+        per_kind = dict(s.execute(select(AssociationRule.kind, func.count()).where(
+            AssociationRule.shop_id == ui_env.shop_id, AssociationRule.segment == "*")
+            .group_by(AssociationRule.kind)).all())
+        top_pair = s.scalar(select(func.max(AssociationRule.lift)).where(
+            AssociationRule.shop_id == ui_env.shop_id, AssociationRule.segment == "*", AssociationRule.kind == "pair"))
+    assert per_kind.get("pair"), "the import mined no pair rules from 300 Online Retail orders"
+    assert page.get_by_test_id("bundles-empty").count() == 0
+    for kind in ("pair", "triple", "sequential"):
+        table = page.get_by_test_id(f"rules-{kind}")
+        shown = table.get_by_test_id("rule-row").count() if table.count() else 0
+        assert shown == min(per_kind.get(kind, 0), 50), kind        # the top 50 per kind
+    lifts = [to_float(t) for t in page.get_by_test_id("rules-pair").locator("tbody tr td:nth-child(5)").all_inner_texts()]
+    assert lifts == sorted(lifts, reverse=True) and lifts[0] == pytest.approx(top_pair, abs=0.005)
     assert page.get_by_test_id("create-bundle").is_disabled()
     assert_read_without_cdn(page)
     screenshot(page, "bundles")
