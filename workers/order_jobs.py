@@ -47,6 +47,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from dataclasses import replace
 
 from sqlalchemy import delete, func, or_, select
 
@@ -54,8 +55,8 @@ from shopify_app.analytics.incremental import Delta, _add, contribution, diff
 from shopify_app.analytics.orders import OrderVersion
 from shopify_app.analytics.segments import SCHEMES
 from shopify_app.models import (
-    ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountDelta, SegmentChange,
-    Shop, ShopModel, WebhookDelivery, utcnow,
+    ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountDelta, Product,
+    SegmentChange, Shop, ShopModel, WebhookDelivery, utcnow,
 )
 from shopify_app.settings import shop_settings
 from shopify_app.shopify.convert import NOOP_TOPICS, REFUND_TOPICS, order_deleted, order_from_rest
@@ -186,6 +187,7 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
         except (ValueError, TypeError, KeyError) as exc:
             d.status, d.error, d.processed_at, d.body = "invalid", f"{type(exc).__name__}: {exc}"[:2000], now, None
             invalid += 1
+    converted = _with_product_types(s, shop_id, converted)
     _prefetch(s, shop_id, [v for _, v in converted if v is not None], batch)
     handled = invalid
     more = False
@@ -209,6 +211,32 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
             "invalid": invalid, "customers": len(touched), "segment_changes": changes,
             "refit_rfm": refit_needed(s.get(ShopModel, (shop_id, RFM_KIND)), settings.rfm_refit_change_share),
             "rebuild_sequential": rebuild_needed(s, shop)}
+
+
+def _with_product_types(s, shop_id: int, converted: list) -> list:
+    """REST webhook line items carry no product type (the bulk import's do): take it from the shop's Product rows
+    (catalogue sync, products/* webhooks), so an order's product-type affinity does not depend on whether its
+    last version came from a webhook or from the import. One query per batch."""
+    missing = {ln.product_id for _, v in converted if v is not None for ln in v.lines
+               if ln.product_id is not None and not ln.product_type}
+    if not missing:
+        return converted
+    types: dict[int, str] = {}
+    ids = sorted(missing)
+    for i in range(0, len(ids), UPSERT_CHUNK * 3):
+        for pid, ptype in s.execute(select(Product.id, Product.product_type).where(
+                Product.shop_id == shop_id, Product.id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
+            if ptype:
+                types[pid] = ptype
+    if not types:
+        return converted
+    out = []
+    for d, v in converted:
+        if v is not None and any(ln.product_id in types and not ln.product_type for ln in v.lines):
+            v = replace(v, lines=tuple(replace(ln, product_type=types[ln.product_id])
+                                       if ln.product_id in types and not ln.product_type else ln for ln in v.lines))
+        out.append((d, v))
+    return out
 
 
 def _prefetch(s, shop_id: int, versions: list[OrderVersion], batch: Delta) -> None:

@@ -427,3 +427,21 @@ def test_time_budget_leaves_the_rest_pending(session):
     res = process_shop_orders(session, shop.id, now=NOW, budget_s=60.0)
     session.commit()
     assert res["more"] is False and res["applied"] == 5
+
+
+def test_webhook_lines_take_the_product_type_from_the_catalogue(session):
+    """REST line items carry no product type; the stored Product supplies it, like the bulk import's productType."""
+    from shopify_app.models import Product
+
+    shop = make_shop(session, "types.myshopify.com")
+    session.add_all([Product(shop_id=shop.id, id=P1, title="Mug", product_type="Kitchen"),
+                     Product(shop_id=shop.id, id=P2, title="Spade", product_type="Garden")])
+    session.commit()
+    deliver(session, shop, "orders/create", payload(1, items=((P1, 2), (P2, 1), (P3, 4))))
+    run(session, shop)
+    stats = session.get(CustomerStats, (shop.id, 5001))
+    # P3 has no catalogue row: its quantity counts in items_count but has no type to count
+    assert stats.product_type_counts == {"Garden": 1, "Kitchen": 2}
+    lines = {ln.product_id: ln.product_type for ln in session.scalars(
+        select(OrderLine).where(OrderLine.shop_id == shop.id, OrderLine.order_id == 1))}
+    assert lines[P1] == "Kitchen" and lines[P2] == "Garden" and lines[P3] in (None, "")
