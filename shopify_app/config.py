@@ -24,7 +24,7 @@ DEV_SECRET_KEY = "dev-secret-key-not-for-production"
 
 SHOPIFY_API_VERSION = "2026-10"
 APP_BRIDGE_CDN = "https://cdn.shopify.com/shopifycloud/app-bridge.js"
-DEFAULT_SCOPES = "read_orders,read_customers,write_customers,read_products,write_discounts"
+DEFAULT_SCOPES = "read_orders,read_all_orders,read_customers,write_customers,read_products,write_discounts"
 
 
 class ConfigError(ValueError):
