@@ -140,7 +140,7 @@ def read_window(s, shop_id: int, now: dt.datetime) -> dict | None:
     counts = read_counts(s, shop_id, first, last, min_item_count=settings.min_count,
                          min_support=settings.min_support)
     orders = load_orders(s, shop_id, since, until)[["order_id", "customer_id"]]
-    lines = load_lines(s, shop_id, since, until, with_types=False)
+    lines = load_lines(s, shop_id, orders["order_id"], with_types=False)
     segments = pd.DataFrame.from_records(
         s.execute(select(CustomerStats.customer_id, CustomerStats.segment)
                   .where(CustomerStats.shop_id == shop_id, CustomerStats.segment.is_not(None))).all(),
