@@ -21,9 +21,9 @@ Steps, each recorded on a Job row (kind 'import') so a crash resumes where it st
      orders (workers.rebuild_jobs.rebuild_shop_state: customer stats, item / pair / basket snapshots; this also
      makes them consistent with whatever webhooks applied meanwhile), refit + store the RFM thresholds and rescore
      every customer, and mark the Job done (done == total == number of orders in the file);
-  6. mine the association rules inline (pairs, per segment, triples: there when the import reports its rule
-     count), then enqueue the sequential ("buy next") counts rebuild and, after it, a second rules job that adds
-     the sequential rules.
+  6. mine the pair rules inline (overall and per segment: there when the import reports its rule count), then
+     enqueue the sequential ("buy next") counts rebuild and, after it, a full rules job that adds the triples
+     and the sequential rules.
 
 Per-shop serialization with the order job: every batch locks the shop row first (see order_jobs). Webhook
 versions applied meanwhile win or lose by updated_at as usual; the watermark never moves backwards. Between
@@ -151,13 +151,13 @@ def _finish(shop_id: int, job_id: int) -> dict:
 
 
 def _sequential_and_rules(shop_id: int, timings: dict) -> dict:
-    """Rules inline (pairs, per segment, triples: what the merchant sees right after the import), then the
-    sequential counts rebuild (workers.sequential_jobs, minutes of Python on two years of history) as a job,
-    followed by a second rules job that adds the sequential rules."""
+    """Pair rules inline (overall and per segment: what the merchant sees right after the import), then the
+    sequential counts rebuild (workers.sequential_jobs, pure Python per customer) as a job, followed by a full
+    rules job that adds the triples (mlxtend fpgrowth, the slow part) and the sequential rules."""
     t0 = time.perf_counter()
     try:
         from .rules_jobs import mine_rules
-        result = mine_rules(shop_id)
+        result = mine_rules(shop_id, triples=False)      # triples come with the follow-up rules job
         timings["rules"] = round(time.perf_counter() - t0, 2)
     except Exception as exc:      # the import itself is done; the rules job retries on its own
         log.exception("rules after the import of shop %s failed: %s", shop_id, exc)

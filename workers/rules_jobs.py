@@ -61,8 +61,9 @@ ACTIVE_JOB_STATUSES = {"queued", "deferred", "scheduled"}
 
 
 # --------------------------------------------------------------------------------------------- entry points
-def mine_rules(shop_id: int, now: dt.datetime | str | None = None) -> dict:
-    """Read (one short transaction), mine (no transaction open), replace the rules (one transaction)."""
+def mine_rules(shop_id: int, now: dt.datetime | str | None = None, triples: bool = True) -> dict:
+    """Read (one short transaction), mine (no transaction open), replace the rules (one transaction).
+    triples=False skips the fpgrowth step (the history import's first, inline pass; its follow-up job mines all)."""
     if isinstance(now, str):
         now = dt.datetime.fromisoformat(now)
     now = now or utcnow()
@@ -70,7 +71,7 @@ def mine_rules(shop_id: int, now: dt.datetime | str | None = None) -> dict:
         data = read_window(s, shop_id, now)
     if data is None:
         return {"shop_id": shop_id, "status": "missing"}
-    rules = mine_window(data)
+    rules = mine_window(data, triples=triples)
     with context.transaction() as s:
         if s.scalar(select(Shop.id).where(Shop.id == shop_id).with_for_update()) is None:
             return {"shop_id": shop_id, "status": "missing"}
@@ -168,7 +169,7 @@ def read_sequential(s, shop_id: int, first: str | None, last: str, min_count: in
 
 
 # --------------------------------------------------------------------------------------------- mining
-def mine_window(data: dict) -> list[dict]:
+def mine_window(data: dict, triples: bool = True) -> list[dict]:
     st = data["settings"]
     out: list[dict] = []
     baskets = C.basket_items(data["lines"]).merge(data["orders"], on="order_id")
@@ -183,7 +184,7 @@ def mine_window(data: dict) -> list[dict]:
             rules = _segment_rules(g, st.min_support, st.min_count).head(SEGMENT_LIMIT)
             out += _rows(rules, name, "pair", _customers(g, rules))
 
-    if not baskets.empty:
+    if triples and not baskets.empty:
         orders, r = np.unique(baskets["order_id"].to_numpy(), return_inverse=True)
         items, c = np.unique(baskets["product_id"].to_numpy(), return_inverse=True)
         from scipy import sparse

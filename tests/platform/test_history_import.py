@@ -314,5 +314,6 @@ def test_import_aggregates_equal_clean_pass_and_rules_exist(store, cfg, server, 
                              .where(AssociationRule.shop_id == shop_id, AssociationRule.kind == "pair",
                                     AssociationRule.segment == "*"))
     assert n_rules == result["rules"]["pair"] > 0
+    assert "triple" not in result["rules"]          # triples and sequential rules: the follow-up rules job
     job = import_jobs(session, shop_id)[-1]
     assert job.message.startswith(f"Imported {len(store.shops[SHOP].orders):,} orders") and "pair rules" in job.message
