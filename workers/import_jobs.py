@@ -289,6 +289,25 @@ def _order_row(shop_id: int, v, now: dt.datetime) -> dict:
             "counted": v.counted, "contribution": contribution(v), "ingested_at": now}
 
 
+LINE_COLUMNS = ("shop_id", "order_id", "id", "product_id", "variant_id", "product_type", "quantity",
+                "refunded_quantity", "price", "discount")
+
+
+def _insert_lines(s, lines: list[dict]) -> None:
+    """OrderLine rows in bulk: COPY on PostgreSQL (psycopg 3, same transaction), executemany elsewhere."""
+    if not lines:
+        return
+    conn = s.connection()
+    if conn.dialect.name != "postgresql":
+        s.execute(insert(OrderLine.__table__), lines)
+        return
+    raw = conn.connection.dbapi_connection
+    with raw.cursor() as cur:
+        with cur.copy(f"COPY {OrderLine.__tablename__} ({', '.join(LINE_COLUMNS)}) FROM STDIN") as copy:
+            for row in lines:
+                copy.write_row([row[c] for c in LINE_COLUMNS])
+
+
 def _store_batch(shop_id: int, job_id: int, pending: list) -> tuple[int, int]:
     now = utcnow()
     with context.transaction() as s:
@@ -312,8 +331,7 @@ def _store_batch(shop_id: int, job_id: int, pending: list) -> tuple[int, int]:
                       "variant_id": ln.variant_id, "product_type": ln.product_type, "quantity": ln.quantity,
                       "refunded_quantity": ln.refunded_quantity, "price": ln.price, "discount": ln.discount}
                      for v in winners for ln in v.lines]
-            if lines:
-                s.execute(insert(OrderLine.__table__), lines)
+            _insert_lines(s, lines)
         watermark = shop.orders_watermark
         newest = max(v.updated_at for _, v in pending)
         if watermark is None or newest > watermark:
