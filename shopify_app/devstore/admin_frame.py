@@ -26,7 +26,8 @@ from .oauth import mint_session_token
 
 APP_BRIDGE_JS = r"""/* App Bridge stand-in (shopify_app/devstore/admin_frame.py): shopify.idToken() and the shopify-reload bounce. */
 (function () {
-  if (window.shopify && window.shopify.idToken) return;
+  // Only inside the admin frame, like App Bridge: opened on its own, a page behaves as without App Bridge.
+  if (window.parent === window || (window.shopify && window.shopify.idToken)) return;
   var pending = {}, next = 0;
   function idToken() {
     return new Promise(function (resolve, reject) {
@@ -45,7 +46,7 @@ APP_BRIDGE_JS = r"""/* App Bridge stand-in (shopify_app/devstore/admin_frame.py)
   var meta = document.querySelector('meta[name="shopify-api-key"]');
   window.shopify = {idToken: idToken, config: {apiKey: meta ? meta.content : null}};
   var reload = new URLSearchParams(window.location.search).get("shopify-reload");
-  if (reload && window.parent !== window) {
+  if (reload) {
     var target = new URL(reload, window.location.href);
     if (target.origin === window.location.origin) {        // never an open redirect
       idToken().then(function (token) {
