@@ -166,6 +166,11 @@ def _sequential_and_rules(shop_id: int, timings: dict) -> dict:
         _enqueue_sequential_then_rules(context.config(), shop_id, retry_rules=result.get("status") == "failed")
     except Exception as exc:      # Redis down: the order job / schedules ask for them again
         log.warning("could not enqueue the sequential rebuild of shop %s: %s", shop_id, exc)
+    try:                          # CLV, churn risk and clusters now, not at the nightly refit
+        from .predictive_jobs import enqueue_refit
+        enqueue_refit(context.config(), shop_id)
+    except Exception as exc:      # noqa: BLE001 - Redis down: the nightly refit covers it
+        log.warning("could not enqueue the predictions refit of shop %s: %s", shop_id, exc)
     return result
 
 

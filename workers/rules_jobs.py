@@ -56,6 +56,11 @@ JOB_PATH = "workers.rules_jobs.mine_rules"
 TRIPLE_LIMIT = 200
 SEQUENTIAL_LIMIT = 5000       # sequential rules kept (highest count, then confidence)
 SEGMENT_LIMIT = 1000           # pair rules kept per named segment (highest count, then lift)
+# Overall pair rules stored (highest count, then lift). Small shops with wholesale baskets pass min_count with
+# hundreds of thousands of pairs (1,000 Online Retail orders -> 285,896 rules at min_count 5); the pages show the
+# top ones and a bundle needs a handful, so storing them all only costs write time. All rules stay available from
+# the offline `flask analyze` and from the counts.
+PAIR_LIMIT = 20000
 INSERT_CHUNK = 2000
 ACTIVE_JOB_STATUSES = {"queued", "deferred", "scheduled"}
 
@@ -176,6 +181,8 @@ def mine_window(data: dict, triples: bool = True) -> list[dict]:
     customers = baskets[baskets["customer_id"].notna()]
 
     overall = rules_from_counts(data["counts"], st.min_support, st.min_count)
+    if len(overall) > PAIR_LIMIT:
+        overall = overall.sort_values(["count", "lift"], ascending=False, kind="mergesort").head(PAIR_LIMIT)
     out += _rows(overall, ALL_SEGMENTS, "pair", _customers(customers, overall))
 
     if not data["segments"].empty and not customers.empty:
@@ -193,7 +200,8 @@ def mine_window(data: dict, triples: bool = True) -> list[dict]:
                      "triple", None)
 
     if data["sequential"]:
-        out += sequential_rules(data["sequential"], int(customers["order_id"].nunique()), st.min_count)
+        out += sequential_rules(data["sequential"], int(customers["order_id"].nunique()), st.min_count,
+                                st.min_support)
     return out
 
 
@@ -239,7 +247,7 @@ def _rows(df: pd.DataFrame, segment: str, kind: str, customers) -> list[dict]:
     return rows
 
 
-def sequential_rules(seq: dict, customer_orders: int, min_count: int) -> list[dict]:
+def sequential_rules(seq: dict, customer_orders: int, min_count: int, min_support: float = 0.0) -> list[dict]:
     """"Bought B within N days after A" over the window (definitions: shopify_app.analytics.sequential):
     count = pairs(A, B); confidence = pairs(A, B) / items(A); support = pairs(A, B) / customer orders in the
     window; lift = confidence / base rate of B, base rate = items(B) / customer orders (the share of customer
@@ -249,8 +257,10 @@ def sequential_rules(seq: dict, customer_orders: int, min_count: int) -> list[di
     items = seq["items"]
     if not customer_orders or not items:
         return []
+    # The same thresholds as pair rules: support = pairs(A, B) / customer orders >= min_support.
+    floor = max(int(min_count), math.ceil(min_support * customer_orders - 1e-9))
     conf = S.confidences({("*", a): n for a, n in items.items()},
-                         {("*", a, b): n for (a, b), n in seq["pairs"].items()}, min_count=min_count)
+                         {("*", a, b): n for (a, b), n in seq["pairs"].items()}, min_count=floor)
     rows = []
     top = sorted(conf.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))[:SEQUENTIAL_LIMIT]
     for (a, b), (n, c) in top:

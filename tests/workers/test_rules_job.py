@@ -245,3 +245,16 @@ def test_empty_shop_has_no_rules(session, cfg):
     assert result["status"] == "done" and result["baskets"] == 0
     assert stored_rules(session, shop.id) == {}
     assert np.isscalar(result["pair"] if "pair" in result else 0)
+
+
+def test_sequential_rules_obey_min_support_as_well_as_min_count():
+    from workers.rules_jobs import sequential_rules
+
+    seq = {"items": {1: 50, 2: 40, 3: 30}, "pairs": {(1, 2): 12, (1, 3): 6, (2, 3): 3}}
+    # 200 customer orders: min_support 0.05 -> at least 10 antecedent occurrences followed by B
+    kept = sequential_rules(seq, 200, min_count=2, min_support=0.05)
+    assert [(r["antecedent"], r["consequent"], r["count"]) for r in kept] == [([1], [2], 12)]
+    assert kept[0]["support"] == 12 / 200 and kept[0]["confidence"] == 12 / 50
+    assert kept[0]["lift"] == (12 / 50) / (40 / 200)
+    loose = sequential_rules(seq, 200, min_count=2, min_support=0.0)
+    assert {tuple(r["antecedent"] + r["consequent"]) for r in loose} == {(1, 2), (1, 3), (2, 3)}
