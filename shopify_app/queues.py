@@ -45,9 +45,47 @@ def enqueue(config, name: str, func, *args, job_id: str | None = None, retry: Re
     return q.enqueue(func, args=args, kwargs=kwargs, job_id=job_id, retry=retry, job_timeout=timeout)
 
 
+# --------------------------------------------------------------------------------------------- coalesced jobs
+WAITING_STATUSES = {"queued", "deferred", "scheduled"}   # a job in these states has not read its input yet
+
+
+def _status(job_id: str, conn):
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job as RQJob
+
+    try:
+        job = RQJob.fetch(job_id, connection=conn)
+    except NoSuchJobError:
+        return None, None
+    return job, job.get_status(refresh=False)
+
+
+def enqueue_unless_waiting(config, name: str, func, *args, job_id: str, timeout: int | None = None):
+    """Enqueue under `job_id` unless a job with that id is still waiting (it will read the caller's input when it
+    starts, so it is reused)."""
+    job, status = _status(job_id, redis_connection(config.redis_url))
+    if status in WAITING_STATUSES:
+        return job
+    return enqueue(config, name, func, *args, job_id=job_id, timeout=timeout)
+
+
+def enqueue_coalesced(config, name: str, func, *args, job_ids: tuple[str, ...], timeout: int | None = None):
+    """One waiting job per id: a job still waiting under one of `job_ids` is reused (it reads its input when it
+    starts, so it will see what the caller just wrote). With two ids (job, follow-up), a running job makes the
+    follow-up id the one used, since the running job may have read its input already: at most one running and
+    one waiting job. Returns the job, or None when every id is running (the last one re-enqueues if needed)."""
+    conn = redis_connection(config.redis_url)
+    for job_id in job_ids:
+        job, status = _status(job_id, conn)
+        if status in WAITING_STATUSES:
+            return job
+        if status != "started":
+            return enqueue(config, name, func, *args, job_id=job_id, timeout=timeout)
+    return None
+
+
 # --------------------------------------------------------------------------------------------- per-shop order job
 ORDER_JOB = "workers.order_jobs.process_pending_orders"
-ACTIVE_JOB_STATUSES = {"queued", "deferred", "scheduled"}
 WAKE_TTL = 30      # seconds; only a safety net: the order job deletes the key each time it reads pending rows
 
 
@@ -60,25 +98,10 @@ def order_wake_key(config, shop_id: int) -> str:
 
 
 def enqueue_order_job(config, shop_id: int, followup: bool = False):
-    """Enqueue the shop's order job; a job of the shop still waiting in the queue is reused (it reads the pending
-    rows when it starts, so it will see this one). A job already running may have read its rows already: the
-    follow-up id is used then, so at most one running + one waiting job per shop."""
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job as RQJob
-
-    conn = redis_connection(config.redis_url)
-    for fid in ((followup,) if followup else (False, True)):
-        job_id = order_job_id(shop_id, fid)
-        try:
-            existing = RQJob.fetch(job_id, connection=conn)
-            status = existing.get_status(refresh=False)
-        except NoSuchJobError:
-            status = None
-        if status in ACTIVE_JOB_STATUSES:
-            return existing
-        if status != "started":
-            return enqueue(config, WEBHOOKS, ORDER_JOB, shop_id, job_id=job_id)
-    return None   # both the job and its follow-up are running: the follow-up re-enqueues if rows remain
+    """The shop's order job, coalesced with a follow-up id (see enqueue_coalesced); `followup=True` uses only the
+    follow-up id (a running job asking for its own continuation)."""
+    ids = (order_job_id(shop_id, True),) if followup else (order_job_id(shop_id), order_job_id(shop_id, True))
+    return enqueue_coalesced(config, WEBHOOKS, ORDER_JOB, shop_id, job_ids=ids)
 
 
 def wake_order_job(config, shop_id: int) -> bool:

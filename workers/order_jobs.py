@@ -68,9 +68,7 @@ from .sequential_jobs import BatchTracker, rebuild_needed
 log = logging.getLogger(__name__)
 
 PENDING_ANALYTICS = "pending_analytics"
-JOB_PATH = "workers.order_jobs.process_pending_orders"
 UPSERT_CHUNK = 150               # rows per INSERT (SQLite's bound-parameter limit)
-ACTIVE_JOB_STATUSES = {"queued", "deferred", "scheduled"}
 
 
 # --------------------------------------------------------------------------------------------- entry points
@@ -147,10 +145,6 @@ def enqueue_followups(config, shop_id: int, result: dict) -> None:
             fn(config, shop_id)
         except Exception as exc:  # noqa: BLE001 - never fail a committed batch over a follow-up
             log.warning("could not enqueue the %s of shop %s: %s", what, shop_id, exc)
-
-
-def process_job_id(shop_id: int, followup: bool = False) -> str:
-    return f"process-orders-{shop_id}" + ("-next" if followup else "")
 
 
 def enqueue_process_orders(config, shop_id: int, followup: bool = False):

@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 RFM_KIND = "rfm"
 JOB_TIMEOUT = 30 * 60
 CHUNK = 500                      # ids per IN (...) / rows per executemany slice
-ACTIVE_JOB_STATUSES = {"queued", "deferred", "scheduled"}
 
 
 # --------------------------------------------------------------------------------------------- scoring
@@ -171,19 +170,10 @@ def refit_job_id(shop_id: int) -> str:
 
 def enqueue_refit_rfm(config, shop_id: int):
     """Enqueue `refit_rfm`; a refit of the shop still waiting in the queue is reused (coalescing)."""
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job as RQJob
+    from shopify_app.queues import DEFAULT, enqueue_unless_waiting
 
-    from shopify_app.queues import DEFAULT, enqueue, redis_connection
-
-    job_id = refit_job_id(shop_id)
-    try:
-        existing = RQJob.fetch(job_id, connection=redis_connection(config.redis_url))
-        if existing.get_status(refresh=False) in ACTIVE_JOB_STATUSES:
-            return existing
-    except NoSuchJobError:
-        pass
-    return enqueue(config, DEFAULT, "workers.rfm_jobs.refit_rfm", shop_id, job_id=job_id, timeout=JOB_TIMEOUT)
+    return enqueue_unless_waiting(config, DEFAULT, "workers.rfm_jobs.refit_rfm", shop_id, job_id=refit_job_id(shop_id),
+                                  timeout=JOB_TIMEOUT)
 
 
 # --------------------------------------------------------------------------------------------- aging

@@ -62,7 +62,6 @@ SEGMENT_LIMIT = 1000           # pair rules kept per named segment (highest coun
 # the offline `flask analyze` and from the counts.
 PAIR_LIMIT = 20000
 INSERT_CHUNK = 2000
-ACTIVE_JOB_STATUSES = {"queued", "deferred", "scheduled"}
 
 
 # --------------------------------------------------------------------------------------------- entry points
@@ -92,23 +91,10 @@ def job_id(shop_id: int, followup: bool = False) -> str:
 def enqueue_mine_rules(config, shop_id: int):
     """One waiting job per shop: a queued job is reused (it reads the counts when it starts); while one runs, the
     follow-up id is used, so a change made during a run is mined right after it."""
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job as RQJob
+    from shopify_app.queues import DEFAULT, enqueue_coalesced
 
-    from shopify_app.queues import DEFAULT, enqueue, redis_connection
-
-    conn = redis_connection(config.redis_url)
-    for followup in (False, True):
-        jid = job_id(shop_id, followup)
-        try:
-            status = RQJob.fetch(jid, connection=conn).get_status(refresh=False)
-        except NoSuchJobError:
-            status = None
-        if status in ACTIVE_JOB_STATUSES:
-            return RQJob.fetch(jid, connection=conn)
-        if status != "started":
-            return enqueue(config, DEFAULT, JOB_PATH, shop_id, job_id=jid)
-    return None
+    return enqueue_coalesced(config, DEFAULT, JOB_PATH, shop_id,
+                             job_ids=(job_id(shop_id, False), job_id(shop_id, True)))
 
 
 # --------------------------------------------------------------------------------------------- window

@@ -34,7 +34,6 @@ SEQ_KIND = "sequential"
 CHUNK = 500
 INSERT_CHUNK = 5000
 JOB_TIMEOUT = 60 * 60
-ACTIVE_JOB_STATUSES = {"queued", "deferred", "scheduled"}
 
 
 # --------------------------------------------------------------------------------------------- reads
@@ -217,17 +216,7 @@ def rebuild_sequential_job(shop_id: int) -> dict:
 
 
 def enqueue_rebuild_sequential(config, shop_id: int):
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job as RQJob
+    from shopify_app.queues import DEFAULT, enqueue_unless_waiting
 
-    from shopify_app.queues import DEFAULT, enqueue, redis_connection
-
-    job_id = f"rebuild-sequential-{shop_id}"
-    try:
-        existing = RQJob.fetch(job_id, connection=redis_connection(config.redis_url))
-        if existing.get_status(refresh=False) in ACTIVE_JOB_STATUSES:
-            return existing
-    except NoSuchJobError:
-        pass
-    return enqueue(config, DEFAULT, "workers.sequential_jobs.rebuild_sequential_job", shop_id, job_id=job_id,
-                   timeout=JOB_TIMEOUT)
+    return enqueue_unless_waiting(config, DEFAULT, "workers.sequential_jobs.rebuild_sequential_job", shop_id,
+                                  job_id=f"rebuild-sequential-{shop_id}", timeout=JOB_TIMEOUT)
