@@ -8,14 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from shopify_app.shopify.convert import parse_time
-
-
-def _int(v) -> int | None:
-    try:
-        return int(str(v).rsplit("/", 1)[-1])
-    except (TypeError, ValueError):
-        return None
+from shopify_app.shopify.convert import _int_or_none, parse_time
+from shopify_app.shopify.convert_bulk import _legacy_id
 
 
 def _float(v) -> float | None:
@@ -31,7 +25,7 @@ def product_from_node(node: dict) -> dict:
     if variants:
         unit = ((variants[0] or {}).get("inventoryItem") or {}).get("unitCost") or {}
         cost = _float(unit.get("amount"))
-    pid = _int(node.get("legacyResourceId")) or _int(node.get("id"))
+    pid = _legacy_id(node)
     if pid is None:
         raise ValueError("product without an id")
     return {"id": pid, "title": (node.get("title") or "")[:512], "product_type": (node.get("productType") or "")[:255],
@@ -40,7 +34,7 @@ def product_from_node(node: dict) -> dict:
 
 
 def product_from_rest(payload: dict) -> dict:
-    pid = _int(payload.get("id"))
+    pid = _int_or_none(payload.get("id"))
     if pid is None:
         raise ValueError("product payload without an id")
     return {"id": pid, "title": (payload.get("title") or "")[:512],
@@ -50,7 +44,7 @@ def product_from_rest(payload: dict) -> dict:
 
 
 def customer_from_rest(payload: dict, deleted_at: dt.datetime | None = None) -> dict:
-    cid = _int(payload.get("id"))
+    cid = _int_or_none(payload.get("id"))
     if cid is None:
         raise ValueError("customer payload without an id")
     tags = payload.get("tags")
