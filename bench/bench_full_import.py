@@ -61,20 +61,9 @@ def combined_csv(out: Path, one_year: bool) -> int:
 
 
 def reset_database(url: str) -> None:
-    from sqlalchemy import text
+    from shopify_app.cli import drop_everything, upgrade_database
 
-    from shopify_app.cli import upgrade_database
-    from shopify_app.db import get_engine
-    from shopify_app.models import Base
-
-    eng = get_engine(url)
-    with eng.begin() as conn:
-        if eng.dialect.name == "postgresql":
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-        else:
-            Base.metadata.drop_all(conn)
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    drop_everything(url)
     upgrade_database(url)
 
 

@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -211,10 +210,7 @@ def build_shop(url: str, customers: int, orders: int, line_orders: int, seed: in
             conn.execute(insert(ShopModel.__table__).values(
                 shop_id=shop_id, kind=kind, version=1, status="ok", params={}, fitted_at=NOW,
                 customers_at_fit=len(active)))
-    if eng.dialect.name == "postgresql":
-        with eng.begin() as conn:
-            conn.execute(text("ANALYZE"))
-    else:
+    if eng.dialect.name != "postgresql":      # PostgreSQL: VACUUM ANALYZE in main(), after a build or --reuse
         with eng.begin() as conn:
             conn.execute(text("ANALYZE"))
     log(f"shop built in {time.perf_counter() - t0:.1f}s")
@@ -309,17 +305,14 @@ def main(argv=None) -> int:
 
     tmp = tempfile.mkdtemp(prefix="bench_render_")
     url = args.database_url or f"sqlite:///{tmp}/bench.sqlite3"
-    from shopify_app.cli import upgrade_database
+    from shopify_app.cli import drop_everything, upgrade_database
 
     eng = get_engine(url)
     if args.reuse:
         upgrade_database(url)       # a later migration (e.g. new indexes) applies to the kept database too
         info = existing_shop(url)
     else:
-        if eng.dialect.name == "postgresql":
-            with eng.begin() as conn:
-                conn.execute(text("DROP SCHEMA public CASCADE"))
-                conn.execute(text("CREATE SCHEMA public"))
+        drop_everything(url)
         upgrade_database(url)
         info = build_shop(url, args.customers, args.orders, args.line_orders)
         log(f"database: {url} (rerun with --reuse to skip the build)")

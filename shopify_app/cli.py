@@ -33,6 +33,24 @@ def upgrade_database(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
+def drop_everything(database_url: str) -> None:
+    """Empty the database (every table, and Alembic's record), so migrations start from nothing. For the test
+    suite and the benches, which build throwaway databases; the app never calls it."""
+    from sqlalchemy import text
+
+    from shopify_app.db import get_engine
+    from shopify_app.models import Base
+
+    eng = get_engine(database_url)
+    with eng.begin() as conn:
+        if eng.dialect.name == "postgresql":
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        else:
+            Base.metadata.drop_all(conn)
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+
 db_cli = AppGroup("db", help="Database migrations (Alembic).")
 
 

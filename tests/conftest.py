@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from sqlalchemy import delete, text
+from sqlalchemy import delete
 
 from shopify_app.config import PROJECT_ROOT, Config
 from shopify_app.db import dispose_all, get_engine, session_factory
@@ -25,14 +25,9 @@ TEST_API_SECRET = "test-api-secret-0123456789abcdef-0123"
 
 def _reset_database(url: str) -> None:
     """Drop everything (a previous run may have left tables) so the migrations start from empty."""
-    eng = get_engine(url)
-    with eng.begin() as conn:
-        if eng.dialect.name == "postgresql":
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-        else:
-            Base.metadata.drop_all(conn)
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    from shopify_app.cli import drop_everything
+
+    drop_everything(url)
 
 
 @pytest.fixture(scope="session")
