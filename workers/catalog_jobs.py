@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
-
 from shopify_app.models import Customer, Product, Shop
 from shopify_app.shopify.convert_products import product_from_node
 from shopify_app.shopify.graphql import AdminClient, ShopifyAuthError

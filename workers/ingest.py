@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import logging
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 
 from shopify_app.models import (
     CUSTOMER_KEYED, ComplianceRequest, Order, Shop, WebhookDelivery, utcnow,
