@@ -77,15 +77,21 @@ def order_from_node(node: dict, line_nodes: Iterable[dict] = ()) -> OrderVersion
     if total_refunded <= 0 and any(ln.refunded_quantity for ln in lines):
         # Nothing was refunded: the quantities went with an edit or a cancellation (REST shows no refund lines).
         lines = tuple(replace(ln, refunded_quantity=0) for ln in lines)
-    processed = parse_time(node.get("processedAt")) or parse_time(node.get("createdAt"))
-    if processed is None:
-        raise ValueError("order node without processedAt/createdAt")
-    updated = parse_time(node.get("updatedAt")) or processed
     refunded = 0.0
     for ln in lines:
         if ln.refunded_quantity and ln.quantity:
             refunded += ln.refunded_quantity * (ln.price - ln.discount / ln.quantity)
     refunded = max(0.0, min(refunded, total_refunded))
+    return version_from_node(node, lines, refunded)
+
+
+def version_from_node(node: dict, lines: tuple[OrderLine, ...], refunded: float) -> OrderVersion:
+    """The order-level fields of a GraphQL Order node (bulk JSONL or a connection page), with its converted lines
+    and the product part of its refunds."""
+    processed = parse_time(node.get("processedAt")) or parse_time(node.get("createdAt"))
+    if processed is None:
+        raise ValueError("order node without processedAt/createdAt")
+    updated = parse_time(node.get("updatedAt")) or processed
     currency = (((node.get("subtotalPriceSet") or {}).get("shopMoney") or {}).get("currencyCode")
                 or node.get("currencyCode") or "USD")
     return OrderVersion(

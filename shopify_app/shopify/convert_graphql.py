@@ -19,8 +19,7 @@ from typing import Iterable
 
 from shopify_app.analytics.orders import OrderLine, OrderVersion
 
-from .convert import parse_time
-from .convert_bulk import _gid_int, _legacy_id, _shop_money
+from .convert_bulk import _gid_int, _shop_money, version_from_node
 
 
 def _nodes(conn: dict | None) -> list[dict]:
@@ -61,20 +60,7 @@ def order_from_graphql(node: dict, line_nodes: Iterable[dict] | None = None,
             price=round(_shop_money(li, "originalUnitPriceSet"), 2),
             discount=round(_shop_money(li, "totalDiscountSet"), 2),
         ))
-    processed = parse_time(node.get("processedAt")) or parse_time(node.get("createdAt"))
-    if processed is None:
-        raise ValueError("order node without processedAt/createdAt")
-    updated = parse_time(node.get("updatedAt")) or processed
-    currency = (((node.get("subtotalPriceSet") or {}).get("shopMoney") or {}).get("currencyCode")
-                or node.get("currencyCode") or "USD")
-    return OrderVersion(
-        id=_legacy_id(node), processed_at=processed, updated_at=updated,
-        customer_id=_legacy_id(node.get("customer")), name=node.get("name"),
-        cancelled=bool(node.get("cancelledAt")), test=bool(node.get("test")), currency=str(currency)[:3],
-        subtotal=round(_shop_money(node, "subtotalPriceSet"), 2),
-        total_discounts=round(_shop_money(node, "totalDiscountsSet"), 2), refunded=round(refunded, 2),
-        financial_status=(node.get("displayFinancialStatus") or "").lower() or None, lines=tuple(lines),
-    )
+    return version_from_node(node, tuple(lines), refunded)
 
 
 def fetch_complete_order(client, node: dict, *, refunds_first: int) -> OrderVersion | None:
