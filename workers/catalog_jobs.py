@@ -14,8 +14,7 @@ import logging
 
 from shopify_app.models import Customer, Product, Shop
 from shopify_app.shopify.convert_products import product_from_node
-from shopify_app.shopify.graphql import AdminClient, ShopifyAuthError
-from shopify_app.shopify.install import ensure_fresh_token, mark_needs_reauth
+from shopify_app.shopify.graphql import ShopifyAuthError
 
 from . import context
 
@@ -63,18 +62,10 @@ def apply_customer(s, shop_id: int, row: dict) -> bool:
 
 
 def sync_products(shop_id: int, *, client_kw: dict | None = None) -> dict:
-    config = context.config()
     with context.transaction() as s:
         shop = s.get(Shop, shop_id)
         if shop is None or shop.status in ("uninstalled", "needs_reauth"):
             return {"shop_id": shop_id, "status": "skipped"}
-        try:
-            token = ensure_fresh_token(s, config, shop)
-        except ShopifyAuthError:
-            mark_needs_reauth(s, shop)
-            return {"shop_id": shop_id, "status": "needs_reauth"}
-        domain = shop.domain
-    client = AdminClient.for_shop(config, domain, token, **(client_kw or {}))
     seen = changed = 0
     pending: list[dict] = []
 
@@ -85,6 +76,7 @@ def sync_products(shop_id: int, *, client_kw: dict | None = None) -> dict:
                 changed += apply_product(s, shop_id, row)
         pending.clear()
     try:
+        client = context.admin_client(shop_id, **(client_kw or {}))
         for node in client.paginate("products_page", "products", {"first": PAGE_SIZE}):
             try:
                 pending.append(product_from_node(node))
@@ -96,8 +88,7 @@ def sync_products(shop_id: int, *, client_kw: dict | None = None) -> dict:
                 flush()
         flush()
     except ShopifyAuthError:
-        with context.transaction() as s:
-            mark_needs_reauth(s, s.get(Shop, shop_id))
+        context.mark_shop_needs_reauth(shop_id)
         return {"shop_id": shop_id, "status": "needs_reauth", "products": seen, "changed": changed}
     return {"shop_id": shop_id, "status": "done", "products": seen, "changed": changed}
 

@@ -33,3 +33,28 @@ def config() -> Config:
 def transaction() -> Iterator[Session]:
     with session_scope(config().sqlalchemy_url) as s:
         yield s
+
+
+def admin_client(shop_id: int, **client_kw):
+    """A GraphQL client for the shop, with a fresh offline token (an expiring one is refreshed and stored first).
+    Raises ShopifyAuthError when Shopify refuses the token (see `mark_shop_needs_reauth`)."""
+    from shopify_app.models import Shop
+    from shopify_app.shopify.graphql import AdminClient
+    from shopify_app.shopify.install import ensure_fresh_token
+
+    with transaction() as s:
+        shop = s.get(Shop, shop_id)
+        token = ensure_fresh_token(s, config(), shop)
+        domain = shop.domain
+    return AdminClient.for_shop(config(), domain, token, **client_kw)
+
+
+def mark_shop_needs_reauth(shop_id: int) -> None:
+    """After a 401: stop using the token until the merchant opens the app again (an uninstalled shop stays so)."""
+    from shopify_app.models import Shop
+    from shopify_app.shopify.install import mark_needs_reauth
+
+    with transaction() as s:
+        shop = s.get(Shop, shop_id)
+        if shop is not None and shop.status not in ("needs_reauth", "uninstalled"):
+            mark_needs_reauth(s, shop)

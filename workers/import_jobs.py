@@ -47,7 +47,6 @@ from shopify_app.models import Job, Order, OrderLine, Shop, utcnow
 from shopify_app.shopify.convert_bulk import orders_from_jsonl
 from shopify_app.shopify.graphql import (AdminClient, ShopifyAuthError, ShopifyBulkOperationError, ShopifyUserError,
                                          bulk_orders_query)
-from shopify_app.shopify.install import ensure_fresh_token, mark_needs_reauth
 
 from . import context
 from .rebuild_jobs import rebuild_shop_state, rescore_all
@@ -64,7 +63,6 @@ RESUMABLE_BULK_STATUSES = {"CREATED", "RUNNING", "COMPLETED"}
 
 def start_history_import(shop_id: int, *, batch_size: int = BATCH_SIZE, poll_interval: float = POLL_INTERVAL,
                          client_kw: dict | None = None) -> dict:
-    config = context.config()
     with context.transaction() as s:
         shop = s.get(Shop, shop_id)
         if shop is None:
@@ -77,21 +75,14 @@ def start_history_import(shop_id: int, *, batch_size: int = BATCH_SIZE, poll_int
         job.started_at = job.started_at or utcnow()
         job.finished_at = None
     try:
-        with context.transaction() as s:
-            shop = s.get(Shop, shop_id)
-            token = ensure_fresh_token(s, config, shop)
-            domain = shop.domain
-        client = AdminClient.for_shop(config, domain, token, **(client_kw or {}))
+        client = context.admin_client(shop_id, **(client_kw or {}))
         op = _completed_operation(client, job_id, poll_interval)
         result = _apply_file(client, shop_id, job_id, op, batch_size)
         result.update(_finish(shop_id, job_id))
         log.info("history import of shop %s done: %s", shop_id, result)
         return {"shop_id": shop_id, "job_id": job_id, "status": "done", **result}
     except ShopifyAuthError as exc:
-        with context.transaction() as s:
-            shop = s.get(Shop, shop_id)
-            if shop is not None and shop.status not in ("needs_reauth", "uninstalled"):
-                mark_needs_reauth(s, shop)
+        context.mark_shop_needs_reauth(shop_id)
         _fail(job_id, f"Shopify refused the access token ({exc}); the merchant must open the app again")
         return {"shop_id": shop_id, "job_id": job_id, "status": "failed", "error": "needs_reauth"}
     except Exception as exc:

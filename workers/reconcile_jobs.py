@@ -34,8 +34,7 @@ from sqlalchemy import select
 from shopify_app.analytics.incremental import Delta
 from shopify_app.models import Job, Shop, utcnow
 from shopify_app.shopify.convert_graphql import fetch_complete_order
-from shopify_app.shopify.graphql import AdminClient, ShopifyAuthError
-from shopify_app.shopify.install import ensure_fresh_token, mark_needs_reauth
+from shopify_app.shopify.graphql import ShopifyAuthError
 
 from . import context
 from .order_jobs import apply_version, rescore_customers, update_customers, write_counts
@@ -80,7 +79,6 @@ def reconcile_all_shops() -> dict:
 
 def reconcile_shop(shop_id: int, *, page_size: int = PAGE_SIZE, batch_size: int = BATCH_SIZE,
                    client_kw: dict | None = None) -> dict:
-    config = context.config()
     with context.transaction() as s:
         shop = s.get(Shop, shop_id)
         if shop is None:
@@ -101,11 +99,7 @@ def reconcile_shop(shop_id: int, *, page_size: int = PAGE_SIZE, batch_size: int 
         job_id = job.id
     counts = {"pulled": 0, "applied": 0, "skipped": 0}
     try:
-        with context.transaction() as s:
-            shop = s.get(Shop, shop_id)
-            token = ensure_fresh_token(s, config, shop)
-            domain = shop.domain
-        client = AdminClient.for_shop(config, domain, token, **(client_kw or {}))
+        client = context.admin_client(shop_id, **(client_kw or {}))
         variables = {"first": page_size, "refundsFirst": REFUNDS_FIRST}
         if since is not None:
             variables["query"] = f"updated_at:>='{since.replace(microsecond=0).isoformat()}Z'"
@@ -121,10 +115,7 @@ def reconcile_shop(shop_id: int, *, page_size: int = PAGE_SIZE, batch_size: int 
         if pending:
             _apply_batch(shop_id, job_id, pending, counts)
     except ShopifyAuthError as exc:
-        with context.transaction() as s:
-            shop = s.get(Shop, shop_id)
-            if shop is not None and shop.status not in ("needs_reauth", "uninstalled"):
-                mark_needs_reauth(s, shop)
+        context.mark_shop_needs_reauth(shop_id)
         _finish(job_id, counts, "failed",
                 error=f"Shopify refused the access token ({exc}); the merchant must open the app again")
         return {"shop_id": shop_id, "job_id": job_id, "status": "failed", "error": "needs_reauth", **counts}
