@@ -202,7 +202,10 @@ def ui_env(database_url, redis_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ui")
     config = Config(env="test", api_key=TEST_API_KEY, api_secret=TEST_API_SECRET, database_url=database_url,
                     redis_url=redis_server, instance_path=str(tmp / "instance"), queue_prefix=f"ui{os.getpid()}",
-                    app_url=base_url, shopify_admin_base=f"{store_url}/shops/{{shop}}")
+                    app_url=base_url, shopify_admin_base=f"{store_url}/shops/{{shop}}",
+                    # The stand-in's App Bridge, as the demo loads it: inert outside the admin frame, so the tests
+                    # that open pages directly still see no App Bridge (tests/ui/test_admin_frame.py uses the frame).
+                    app_bridge_src=f"{store_url}/devstore/app-bridge.js")
     app = create_app(config)
     late.target = app
     thread = threading.Thread(target=httpd.serve_forever, name="ui-app", daemon=True)
