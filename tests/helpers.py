@@ -2,6 +2,8 @@
 
 - `sample` / `post_webhook`: Shopify's sample payloads, signed and posted like Shopify does;
 - `add_shop`: a Shop row (installed, fake encrypted tokens unless given);
+- `standin_store` / `install_from_store`: a stand-in shop with the test app, and the app installed into it by a
+  real access token (as after token exchange), for job tests that talk to the stand-in over HTTP;
 - `analytics_snapshot` / `reference_snapshot`: the app's stored aggregates of a shop and the from-scratch
   reference (incremental.clean_pass) of a stand-in shop's current orders, in the same comparable shape.
 """
@@ -17,6 +19,32 @@ from sqlalchemy import select
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET, config_env, wait_for  # noqa: F401
 
 FIXTURES = Path(__file__).resolve().parents[1] / "shopify_app" / "devstore" / "fixtures"
+
+
+# --------------------------------------------------------------------------------------------- stand-in shops
+def standin_store(shop: str, *, currency: str = "USD", app_url: str = "https://app.test", **store_kw):
+    """A DevStore with the test app and one shop. Webhooks are delivered synchronously; no subscription exists until
+    the app registers one, so changes made in the store are 'lost webhooks' as far as the app is concerned."""
+    from shopify_app.devstore import App, DevStore
+    from shopify_app.devstore.webhooks import DeliveryMode
+
+    store_kw.setdefault("webhook_mode", DeliveryMode(sync=True))
+    store = DevStore(apps=[App(TEST_API_KEY, TEST_API_SECRET, app_url)], **store_kw)
+    store.create_shop(shop, currency=currency)
+    return store
+
+
+def install_from_store(store, session, cfg, shop: str) -> int:
+    """Install the app into `shop` with an access token the stand-in issued (committed); the Shop row's id."""
+    from shopify_app.shopify.install import install_with_access_token
+    from shopify_app.shopify.oauth import AccessToken
+
+    token = store.install_app(shop, TEST_API_KEY)
+    row = install_with_access_token(session, cfg, shop, AccessToken(access_token=token,
+                                                                    scope=store.apps[TEST_API_KEY].scopes))
+    shop_id = row.id
+    session.commit()
+    return shop_id
 
 
 # --------------------------------------------------------------------------------------------- webhooks

@@ -10,15 +10,13 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import func, select
 
-from shopify_app.devstore import App, DevStore
-from shopify_app.devstore.webhooks import DeliveryMode, order_payload
+from shopify_app.devstore.webhooks import order_payload
 from shopify_app.models import Job, Order, OrderLine, SegmentChange, Shop
 from shopify_app.shopify.convert import order_from_rest
 from shopify_app.shopify.convert_graphql import fetch_complete_order
 from shopify_app.shopify.graphql import AdminClient
-from shopify_app.shopify.install import install_with_access_token
-from shopify_app.shopify.oauth import AccessToken
-from tests.helpers import TEST_API_KEY, TEST_API_SECRET, analytics_snapshot, reference_snapshot
+from tests.helpers import (TEST_API_KEY, analytics_snapshot, install_from_store, reference_snapshot,
+                           standin_store)
 from workers import context
 from workers.import_jobs import start_history_import
 from workers.reconcile_jobs import reconcile_all_shops, reconcile_shop
@@ -29,10 +27,7 @@ FAST = {"batch_size": 40, "poll_interval": 0.02}
 
 @pytest.fixture
 def store():
-    # No webhook subscriptions: every change below is a lost webhook as far as the app is concerned.
-    s = DevStore(apps=[App(TEST_API_KEY, TEST_API_SECRET, "https://app.test")], webhook_mode=DeliveryMode(sync=True))
-    s.create_shop(SHOP, currency="USD")
-    return s
+    return standin_store(SHOP, currency="USD")
 
 
 @pytest.fixture
@@ -45,12 +40,7 @@ def cfg(config, server):
 
 @pytest.fixture
 def shop_id(store, cfg, session):
-    token = store.install_app(SHOP, TEST_API_KEY)
-    shop = install_with_access_token(session, cfg, SHOP, AccessToken(access_token=token,
-                                                                      scope=store.apps[TEST_API_KEY].scopes))
-    sid = shop.id
-    session.commit()
-    return sid
+    return install_from_store(store, session, cfg, SHOP)
 
 
 def jobs(session, shop_id, kind="reconcile"):

@@ -7,12 +7,8 @@ import json
 import pytest
 from sqlalchemy import select
 
-from shopify_app.devstore import App, DevStore
-from shopify_app.devstore.webhooks import DeliveryMode
 from shopify_app.models import ComplianceRequest, Customer, Product, Shop, WebhookDelivery
-from shopify_app.shopify.install import install_with_access_token
-from shopify_app.shopify.oauth import AccessToken
-from tests.conftest import TEST_API_KEY, TEST_API_SECRET
+from tests.helpers import install_from_store, standin_store
 from workers import context
 from workers.catalog_jobs import sync_products
 from workers.ingest import process_delivery
@@ -22,21 +18,14 @@ SHOP = "catalog.myshopify.com"
 
 @pytest.fixture
 def store():
-    s = DevStore(apps=[App(TEST_API_KEY, TEST_API_SECRET, "https://app.test")], webhook_mode=DeliveryMode(sync=True))
-    s.create_shop(SHOP, currency="GBP")
-    return s
+    return standin_store(SHOP, currency="GBP")
 
 
 @pytest.fixture
 def shop_id(store, config, server, session):
     cfg = config.replace(shopify_admin_base=f"{server}/shops/{{shop}}")
     context.set_config(cfg)
-    token = store.install_app(SHOP, TEST_API_KEY)
-    shop = install_with_access_token(session, cfg, SHOP, AccessToken(access_token=token,
-                                                                      scope=store.apps[TEST_API_KEY].scopes))
-    sid = shop.id
-    session.commit()
-    yield sid
+    yield install_from_store(store, session, cfg, SHOP)
     context.set_config(None)
 
 
