@@ -20,6 +20,10 @@ Rules:
     repeat buyers and the fit is not degenerate. If only the dropout part degenerates ("nobody ever stops
     buying", typical for wholesale), clv.NBDRecencyModel (NBD purchase rates + recency-based P(alive)); otherwise
     clv.EmpiricalRepeatModel. Both fallbacks set status "fallback" and say why;
+  * one coherent model per shop: every model gives E[purchases in t] = P(alive) * E[purchases in t | alive]
+    <= P(alive) * purchase_rate_if_alive * t (BG/NBD by eq. 10, the fallbacks by construction), and clv_12m,
+    churn_band and value_risk_quadrant are computed from that same P(alive) and those same expectations -- so a
+    customer who is "likely lapsed" can never carry a high expected purchase count or CLV;
   * spend model: Gamma-Gamma on repeat buyers when >= min_repeat_for_spend and q > 1 etc.; else the customer's
     mean shrunk to the shop mean, (x m + mbar)/(x + 1);
   * clv_12m: clv.customer_lifetime_value, 12 monthly steps of 30.4375 days, discount rate monthly_discount_rate;
@@ -179,8 +183,9 @@ def run_predictions(customers, as_of, settings=None, previous_cluster_model: dic
                     why = [i.message for i in bg.issues_ if i.code == "no_dropout"] or [
                         "The data cannot tell when customers stop buying (the dropout part of the model ran to "
                         "the edge of its range)."]
-                    pm_msg = why[0] + " Expected purchases still come from each customer's buying rate; the " \
-                        "chance a customer is still active is estimated from the time since their last order."
+                    pm_msg = why[0] + " The chance a customer is still active is estimated from the time since " \
+                        "their last order; expected purchases and lifetime value are each customer's buying rate " \
+                        "times that chance."
                 else:
                     pm_msg = " ".join(i.message for i in bg.issues_) + \
                         " Predictions use a simple recency-based estimate instead."
@@ -283,6 +288,8 @@ def run_predictions(customers, as_of, settings=None, previous_cluster_model: dic
         "models": models,
         "definitions": {
             "frequency": "distinct order days - 1 (orders_count - 1 when order days are unknown)",
+            "exp_purchases": "E[purchases in the next t days] = p_alive * E[purchases | still active]; never more "
+                             "than p_alive * (the customer's buying rate while active) * t",
             "clv_12m": "sum_{k=1..12} (E[N(k*30.4375d)] - E[N((k-1)*30.4375d)]) * E[spend] / (1+d)^k",
             "high_value": "clv_12m > shop median clv_12m",
             "churn_band": "high: p_alive<%.2f or E[365d]<%.2f; medium: p_alive<%.2f or E[365d]<%.2f; else low"

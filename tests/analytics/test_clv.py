@@ -214,8 +214,111 @@ def test_nbd_fallback_is_the_no_dropout_limit_of_bgnbd():
     nbd = NBDRecencyModel(bg, EmpiricalRepeatModel().fit([0, 3, 10], [0, 100, 300], [50, 200, 310]))
     x, tx, T = np.array([0.0, 3.0, 10.0]), np.array([0.0, 100.0, 300.0]), np.array([50.0, 200.0, 310.0])
     want = (0.7 + x) / (60.0 + T) * 90.0
-    assert np.allclose(nbd.conditional_expected_purchases(90.0, x, tx, T), want)
+    # the rate while active is the NBD limit of BG/NBD (whose P(alive) -> 1 here) ...
+    assert np.allclose(nbd.purchase_rate_if_alive(x, tx, T) * 90.0, want)
     assert np.allclose(bg.conditional_expected_purchases(90.0, x, tx, T), want, rtol=1e-3)
+    # ... and the fallback's expectation is conditioned on its own (recency-based) P(alive)
+    pa = nbd.conditional_probability_alive(x, tx, T)
+    assert np.all(pa < 0.99)
+    assert np.allclose(nbd.conditional_expected_purchases(90.0, x, tx, T), pa * want)
+
+
+# ------------------------------------------------------------------------------------------ coherence
+def _nbd_recency(fit_x=(10, 10, 0), fit_tx=(100, 100, 0), fit_T=(400, 110, 50)):
+    bg = BetaGeoModel.from_params({"r": 0.7, "alpha": 60.0, "a": 1e-4, "b": 8103.0})   # Online-Retail-like
+    return NBDRecencyModel(bg, EmpiricalRepeatModel().fit(list(fit_x), list(fit_tx), list(fit_T)))
+
+
+def test_nbd_fallback_long_silent_frequent_buyer_by_hand():
+    """The product bug: P(alive) ~ 0 from recency next to a big CLV from the purchase rate. By hand:
+    shop gap G = median(t_x/x) = 10 days. Both customers bought on 11 days (x = 10) over their first 100 days,
+    so gap_i = (100 + 10)/11 = 10 days. A has then been silent for 300 days, B for 10 days (T = 400 vs 110).
+      P(alive) A = 1/(1 + 300/10) = 1/31,           B = 1/(1 + 10/10) = 1/2
+      rate     A = (0.7 + 10)/(60 + 400) = 10.7/460, B = 10.7/170           (per day, while active)
+      E[90 d]  A = 90 * 10.7 / (31 * 460) = 963/14260 = 0.06753,  B = 963/340 = 2.83235
+      CLV 12 m at spend 100, d = 1 %/month: P * rate * 30.4375 * 100 * sum_{k=1..12} 1.01^-k
+               (sum = (1 - 1.01^-12)/0.01 = 11.25508): A = 25.705, B = 1078.11."""
+    m = _nbd_recency()
+    x, tx, T = np.array([10.0, 10.0]), np.array([100.0, 100.0]), np.array([400.0, 110.0])
+    pa = m.conditional_probability_alive(x, tx, T)
+    assert pa == pytest.approx([1 / 31, 1 / 2])
+    e90 = m.conditional_expected_purchases(90.0, x, tx, T)
+    assert e90 == pytest.approx([963 / 14260, 963 / 340])
+    clv = customer_lifetime_value(m, x, tx, T, np.array([100.0, 100.0]), months=12, monthly_discount_rate=0.01)
+    annuity = (1 - 1.01 ** -12) / 0.01
+    assert annuity == pytest.approx(11.25508, abs=1e-5)
+    want = np.array([1 / 31 * 10.7 / 460, 1 / 2 * 10.7 / 170]) * (365.25 / 12) * 100 * annuity
+    assert clv == pytest.approx(want) and clv == pytest.approx([25.705, 1078.11], abs=1e-2)
+    # before the fix A's CLV was rate-only, 31 times higher: "P(alive) 3 %, but worth 797 next year"
+    rate_only = 10.7 / 460 * (365.25 / 12) * 100 * annuity
+    assert rate_only == pytest.approx(796.86, abs=0.01) and clv[0] * 31 == pytest.approx(rate_only)
+
+
+def _random_histories(seed, n=400, T_max=500.0):
+    rng = np.random.default_rng(seed)
+    T = rng.uniform(1, T_max, n)
+    x = rng.integers(0, 40, n).astype(float)
+    tx = np.where(x > 0, T * rng.uniform(0.01, 1, n), 0.0)
+    return x, tx, T
+
+
+def _all_models(cdnow_bg):
+    """(model, time unit scale) for the three purchase models: CDNOW BG/NBD (weeks), both fallbacks (days)."""
+    x, tx, T = _random_histories(1)
+    emp = EmpiricalRepeatModel().fit(x, tx, T)
+    return [(cdnow_bg, 1 / 7.0), (emp, 1.0), (_nbd_recency(x, tx, T), 1.0)]
+
+
+def test_expected_purchases_never_exceed_p_alive_times_rate_times_horizon(cdnow_bg):
+    for model, unit in _all_models(cdnow_bg):
+        x, tx, T = _random_histories(2)
+        tx, T = tx * unit, T * unit
+        pa = model.conditional_probability_alive(x, tx, T)
+        rate = model.purchase_rate_if_alive(x, tx, T)
+        assert np.all((pa >= 0) & (pa <= 1)) and np.all(rate > 0)
+        for t in (30.0 * unit, 90.0 * unit, 365.0 * unit):
+            e = model.conditional_expected_purchases(t, x, tx, T)
+            assert np.all(e >= 0)
+            assert np.all(e <= rate * t * (1 + 1e-9)), type(model).__name__
+            assert np.all(e <= pa * rate * t * (1 + 1e-9)), type(model).__name__
+
+
+def test_expected_purchases_and_clv_monotone_in_p_alive_for_equal_histories(cdnow_bg):
+    """Same number of purchases and same customer age, only the date of the last purchase differs: the more
+    likely alive, the more expected purchases and the higher the CLV -- in every model."""
+    for model, unit in _all_models(cdnow_bg):
+        for xi in (1.0, 4.0, 25.0):
+            T = np.full(60, 300.0 * unit)
+            tx = np.linspace(1.0, 300.0, 60) * unit
+            x = np.full(60, xi)
+            pa = model.conditional_probability_alive(x, tx, T)
+            e = model.conditional_expected_purchases(90.0 * unit, x, tx, T)
+            clv = customer_lifetime_value(model, x, tx, T, 50.0, period_length=365.25 / 12 * unit)
+            order = np.argsort(pa, kind="stable")
+            assert np.all(np.diff(pa[order]) >= 0)
+            assert np.all(np.diff(e[order]) >= -1e-12), type(model).__name__
+            assert np.all(np.diff(clv[order]) >= -1e-9), type(model).__name__
+            assert pa[0] < pa[-1] and e[0] < e[-1]
+
+
+def test_bgnbd_expectation_is_p_alive_times_expectation_if_alive(cdnow_bg):
+    """BG/NBD eq. 10 already includes P(alive): E[Y(t)] = P(alive) * E[Y(t) | alive]. Check E[Y(t) | alive]
+    (eq. 10 / P(alive)) by simulation: given alive, lambda ~ Gamma(r+x, alpha+T), p ~ Beta(a, b+x); in (T, T+t]
+    the customer buys N ~ Poisson(lambda t) times unless he drops out after the G-th purchase, G ~ Geometric(p):
+    Y = min(N, G). It depends on x and T only, not on t_x."""
+    r, alpha, a, b = (cdnow_bg.params_[k] for k in ("r", "alpha", "a", "b"))
+    rng = np.random.default_rng(5)
+    n = 400_000
+    for x, T, t in ((2.0, 30.0, 39.0), (7.0, 38.0, 52.0), (0.0, 20.0, 39.0)):
+        lam = rng.gamma(r + x, 1.0 / (alpha + T), n)
+        p = rng.beta(a, b + x, n)
+        y = np.minimum(rng.poisson(lam * t), rng.geometric(p))
+        sim, se = y.mean(), y.std() / math.sqrt(n)
+        for tx in ((0.0,) if x == 0 else (1.0, T / 2, T)):
+            pa = cdnow_bg.conditional_probability_alive(x, tx, T)
+            e = cdnow_bg.conditional_expected_purchases(t, x, tx, T)
+            assert e / pa == pytest.approx(sim, abs=4 * se), (x, tx, T)
+            assert e <= pa * cdnow_bg.purchase_rate_if_alive(x, tx, T) * t
 
 
 def test_prediction_invariants_on_random_histories(cdnow_bg):

@@ -123,8 +123,8 @@ def test_customers_without_orders_and_empty_shop():
     assert run_predictions([], "2024-01-01").metadata["status"] == "failed"
 
 
-def test_degenerate_purchase_fit_falls_back_with_merchant_message():
-    # A wholesale-like shop: everyone buys steadily and nobody ever drops out.
+def _wholesale_like_shop():
+    """A wholesale-like shop: everyone buys steadily and nobody ever drops out (BG/NBD's dropout collapses)."""
     rng = np.random.default_rng(0)
     as_of = pd.Timestamp("2024-12-31")
     custs = []
@@ -137,6 +137,11 @@ def test_degenerate_purchase_fit_falls_back_with_merchant_message():
         custs.append(dict(customer_id=i, first_order_at=first, last_order_at=last, orders_count=k + 1,
                           net_revenue=40.0 * (k + 1), aov=40.0, discount_share=0.0, refund_rate=0.0,
                           product_type_counts={}))
+    return custs, as_of
+
+
+def test_degenerate_purchase_fit_falls_back_with_merchant_message():
+    custs, as_of = _wholesale_like_shop()
     r = run_predictions(custs, as_of)
     bg = r.metadata["models"]["bgnbd"]
     assert bg["status"] == "fallback" and "stop buying" in bg["message"]
@@ -194,3 +199,36 @@ def test_value_risk_quadrants_split_at_median():
     q, med = value_risk_quadrants([1.0, 2.0, 3.0, 4.0, 5.0], ["low", "high", "medium", "low", "high"])
     assert med == 3.0      # 3.0 is not above the median -> low value
     assert list(q) == ["grow", "low_priority", "low_priority", "protect", "win_back"]
+
+
+def test_fallback_numbers_all_come_from_one_model():
+    """nbd+recency fallback: expected purchases and CLV are conditioned on the P(alive) shown, and the churn band
+    and quadrant are computed from those same numbers -- no "likely lapsed but high CLV" rows."""
+    custs, as_of = _wholesale_like_shop()
+    r = run_predictions(custs, as_of)
+    assert r.metadata["version"].endswith("/nbd+recency")
+    prm = r.metadata["params"]["bgnbd"]
+    rows = r.rows.set_index("customer_id")
+    c = pd.DataFrame(custs).set_index("customer_id")
+    T = (as_of - c["first_order_at"]).dt.total_seconds() / 86400
+    x = np.where(c["last_order_at"] > c["first_order_at"], c["orders_count"] - 1, 0)
+    rate = (prm["r"] + x) / (prm["alpha"] + T)                          # per day, while active
+    pa = rows["p_alive"].astype(float)
+    assert pa.min() < 0.3 < 0.7 < pa.max()                              # a real spread of activity
+    for t in (30, 90, 365):
+        e = rows["exp_purchases_%d" % t].astype(float)
+        assert np.allclose(e, pa * rate * t, atol=2e-6)
+        assert (e <= rate * t + 1e-6).all()
+    months = PredictionSettings().clv_months
+    annuity = sum(1.01 ** -k for k in range(1, months + 1))
+    want_clv = pa * rate * (365.25 / 12) * rows["predicted_aov"].astype(float) * annuity
+    assert np.allclose(rows["clv_12m"].astype(float), want_clv, rtol=1e-5, atol=1e-4)
+    assert (rows["churn_band"].values == churn_bands(pa, rows["exp_purchases_365"].astype(float),
+                                                     PredictionSettings())).all()
+    q, _ = value_risk_quadrants(rows["clv_12m"].astype(float), rows["churn_band"])
+    assert (rows["value_risk_quadrant"].values == q).all()
+    # the merchant's contradiction is gone: a high-risk customer (P(alive) < 0.3) gets at most 30 % of the CLV
+    # their buying rate alone would give
+    lapsed = pa < 0.3
+    assert (rows.loc[lapsed, "clv_12m"].astype(float) <= (0.3 * rate * 365.25 / 12 * annuity
+                                                          * rows["predicted_aov"].astype(float))[lapsed] + 1e-6).all()
