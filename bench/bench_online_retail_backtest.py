@@ -8,6 +8,11 @@ Scores compared (AUC, sklearn roc_auc_score): BG/NBD P(alive), BG/NBD E[purchase
 predictions (run_predictions: BG/NBD, or the empirical fallback when the fit degenerates), and the RFM recency
 score alone (quintile 1-5 of days since last purchase, 5 = most recent). MAE of predicted vs actual purchase-day
 counts against a naive baseline (each customer's historical repeat rate x / T times 90 days).
+
+On this data BG/NBD degenerates (no dropout), so the app uses its nbd+recency fallback, where expected purchases
+and CLV are P(alive) x (NBD rate while active) x t. Printed as well: the rebuy rate per P(alive) bin (a calibrated
+P(alive) would have rebuy rate <= P(alive) in every bin) and the MAE split into one-time and repeat buyers, against
+the rate-only NBD expectation (the fallback before it was conditioned on P(alive); = BG/NBD with a -> 0).
 Reads ../shared/data/online_retail.csv.gz (or bench/data/online_retail.csv.gz). Ends with one `RESULT {json}`.
 Run: .venv/bin/python bench/bench_online_retail_backtest.py
 """
@@ -109,6 +114,17 @@ def main():
         print("  %-26s %.4f" % (k, v))
     print("sum predicted vs actual: bgnbd %.0f, app %.0f, naive %.0f, actual %.0f"
           % (e90_bg.sum(), np.nansum(e90_app), naive.sum(), actual.sum()))
+    # Calibration of the fallback's P(alive): share of customers buying again in the holdout, per P(alive) bin.
+    bins = pd.cut(p_alive_app, [0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0], include_lowest=True)
+    calib = pd.Series(y.values).groupby(bins, observed=True).agg(["size", "mean"])
+    print("rebuy rate by app P(alive) bin:",
+          {str(b): "%d customers, %.1f%%" % (r["size"], 100 * r["mean"]) for b, r in calib.iterrows()})
+    one = (s.frequency == 0).values
+    mae_split = {k: {"one_time": float(np.abs(e - actual)[one].mean()), "repeat": float(np.abs(e - actual)[~one].mean())}
+                 for k, e in (("app", e90_app), ("rate_only_nbd", e90_bg))}
+    print("MAE one-time / repeat buyers: app %.4f / %.4f, rate-only NBD %.4f / %.4f"
+          % (mae_split["app"]["one_time"], mae_split["app"]["repeat"], mae_split["rate_only_nbd"]["one_time"],
+             mae_split["rate_only_nbd"]["repeat"]))
     print("churn bands:", rows["churn_band"].value_counts().to_dict(), " quadrants:",
           rows["value_risk_quadrant"].value_counts().to_dict())
     band_rebuy = pd.Series(y.values, index=s.index).groupby(rows["churn_band"].values).agg(["size", "mean"])
@@ -122,6 +138,11 @@ def main():
               "app_message": res.metadata["message"],
               "auc": {k: round(float(v), 4) for k, v in auc.items()},
               "rebuy_rate_by_churn_band": {b: round(float(r["mean"]), 4) for b, r in band_rebuy.iterrows()}, "mae": {k: round(v, 4) for k, v in mae.items()},
+              "mae_split": {k: {kk: round(vv, 4) for kk, vv in v.items()} for k, v in mae_split.items()},
+              "sum_expected_90": {"app": round(float(np.nansum(e90_app)), 1), "rate_only_nbd": round(float(e90_bg.sum()), 1),
+                                  "actual": int(actual.sum())},
+              "p_alive_calibration": {str(b): {"n": int(r["size"]), "rebuy_rate": round(float(r["mean"]), 4)}
+                                      for b, r in calib.iterrows()},
               "seconds": {"total": round(time.perf_counter() - t0, 2), "bgnbd_fit": round(t_fit, 2),
                           "run_predictions": round(t_app, 2)}}
     print("RESULT " + json.dumps(result))
