@@ -7,15 +7,15 @@ Rules, in order:
 1. Missing/oversized X-Shopify-Topic, -Hmac-Sha256, -Shop-Domain, -Webhook-Id or a malformed shop domain -> 400.
 2. HMAC of the raw body under the client secret does not match -> 401; nothing is stored.
 3. Every authentic delivery is recorded as a WebhookDelivery row *before* we answer:
-   - the same (shop_domain, webhook_id) again (Shopify retry) -> 200, nothing new stored: the unique
-     constraint decides, so two concurrent copies cannot both be stored (the loser's insert fails);
+   - the same (shop_domain, webhook_id) again (Shopify retry) -> 200 'already_recorded', nothing new stored: the
+     unique constraint decides (INSERT .. ON CONFLICT DO NOTHING), so two concurrent copies cannot both be stored;
    - body not a JSON object -> status 'invalid' (+ error), not enqueued;
    - shop not installed here -> status 'unknown_shop', body NOT kept (personal data of a shop we have no
      relationship with), not enqueued. Compliance topics are the exception: recorded 'received' and enqueued
      so the worker records the ComplianceRequest and erases whatever we may still hold for that domain;
    - another delivery of the same event (shop_domain, topic, X-Shopify-Event-Id) already recorded -> stored
      as status 'duplicate' without its body (audit trail), not enqueued. Two copies of one event racing each
-     other can both be enqueued; that is harmless because processing is idempotent;
+     other from two processes can both be enqueued; that is harmless because processing is idempotent;
    - an order topic (orders/*, refunds/create) of an installed shop -> status 'pending_analytics' with its
      body: handed straight to the shop's coalescing order job, woken with one Redis SET NX
      (shopify_app.queues.wake_order_job) instead of one RQ job per delivery — the hot path under load;
@@ -23,20 +23,30 @@ Rules, in order:
      queue with job_id `delivery-{id}`.
 4. Redis unavailable while enqueueing -> still 200 (the row is the record); `sweep_stuck_deliveries`
    re-enqueues rows left 'received' and wakes the order job of shops with old 'pending_analytics' rows.
+
+Throughput: the request thread only verifies and parses; recording is a *group commit* (web/intake_batch.py):
+the deliveries of all concurrently waiting request threads of a process are written in one transaction
+(web/intake.py: a few statements per batch, whatever its size) and handed over with one wake per shop, and each
+request still answers only after its batch committed. Numbers: docs/platform.md, "Intake under load".
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
+from typing import Sequence
 
-from flask import Blueprint, jsonify, request
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from flask import Blueprint, current_app, jsonify, request
 
-from shopify_app.models import Shop, WebhookDelivery
+from shopify_app.models import utcnow
 from shopify_app.queues import WEBHOOKS, enqueue, wake_order_job
-from shopify_app.shopify.webhooks import ORDER_TOPICS, parse_webhook_headers, verify_webhook_hmac
-from shopify_app.web import app_config, db
+from shopify_app.shopify.webhooks import parse_webhook_headers, verify_webhook_hmac
+from shopify_app.web import app_config
+from shopify_app.web.intake import (  # noqa: F401 - PENDING_ANALYTICS, MAX_INVALID_BODY_CHARS: part of this API
+    ALREADY_RECORDED, MAX_INVALID_BODY_CHARS, PENDING_ANALYTICS, Delivery, Outcome, record_batch,
+)
+from shopify_app.web.intake_batch import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +54,6 @@ bp = Blueprint("webhooks", __name__)
 
 KINDS = ("app", "orders", "customers", "bulk", "compliance")
 PROCESS_JOB = "workers.ingest.process_delivery"
-PENDING_ANALYTICS = "pending_analytics"     # the status the order job consumes (workers.order_jobs)
-MAX_INVALID_BODY_CHARS = 65_536
 
 
 def delivery_job_id(delivery_id: int) -> str:
@@ -63,19 +71,19 @@ def enqueue_delivery(config, delivery_id: int) -> bool:
         return False
 
 
-def _decode_body(raw: bytes) -> tuple[str, dict | None, str | None]:
-    """(text, payload, error): payload is None and error set when the body is not a JSON object."""
+def _decode_body(raw: bytes) -> tuple[str, str | None]:
+    """(text, error): error set when the body is not a JSON object."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return raw.decode("utf-8", "replace"), None, f"body is not UTF-8: {exc}"
+        return raw.decode("utf-8", "replace"), f"body is not UTF-8: {exc}"
     try:
         payload = json.loads(text)
     except ValueError as exc:
-        return text, None, f"body is not JSON: {exc}"
+        return text, f"body is not JSON: {exc}"
     if not isinstance(payload, dict):
-        return text, None, f"body is JSON {type(payload).__name__}, not an object"
-    return text, payload, None
+        return text, f"body is JSON {type(payload).__name__}, not an object"
+    return text, None
 
 
 def _answer(status: str, code: int = 200, **extra):
@@ -98,47 +106,54 @@ def receive(kind: str | None = None):
         log.warning("webhook with a bad HMAC rejected (shop %s, topic %s)", headers.shop_domain, headers.topic)
         return _answer("unauthorized", 401)
 
-    session = db()
-    shop = session.scalar(select(Shop).where(Shop.domain == headers.shop_domain))
-    text, payload, error = _decode_body(raw)
-
-    row = WebhookDelivery(
-        shop_id=shop.id if shop else None, shop_domain=headers.shop_domain, topic=headers.topic,
-        webhook_id=headers.webhook_id, event_id=headers.event_id, api_version=headers.api_version,
-        triggered_at=headers.triggered_at_utc, status="received", body=text, attempts=0,
+    text, error = _decode_body(raw)
+    delivery = Delivery(
+        shop_domain=headers.shop_domain, topic=headers.topic, webhook_id=headers.webhook_id,
+        event_id=headers.event_id, api_version=headers.api_version, triggered_at=headers.triggered_at_utc,
+        received_at=utcnow(), body=text, error=error,
     )
-    if error:
-        # Kept for diagnosis, made storable: PostgreSQL text cannot hold NUL; garbage is capped.
-        row.status, row.error = "invalid", error
-        row.body = text.replace("\x00", "\ufffd")[:MAX_INVALID_BODY_CHARS]
-    elif shop is None and not headers.is_compliance:
-        row.status, row.error, row.body = "unknown_shop", "shop is not installed", None
-    elif headers.event_id and session.scalar(
-        select(WebhookDelivery.id).where(
-            WebhookDelivery.shop_domain == headers.shop_domain, WebhookDelivery.topic == headers.topic,
-            WebhookDelivery.event_id == headers.event_id, WebhookDelivery.webhook_id != headers.webhook_id,
-            WebhookDelivery.status != "invalid",
-        ).limit(1)
-    ) is not None:
-        row.status, row.error, row.body = "duplicate", f"event {headers.event_id} already recorded", None
-    elif shop is not None and headers.topic in ORDER_TOPICS and shop.status != "uninstalled":
-        row.status = PENDING_ANALYTICS
+    result, queued = _writer().submit(delivery)
+    if result.status == ALREADY_RECORDED:
+        log.debug("webhook %s from %s already recorded", headers.webhook_id, headers.shop_domain)
+        return _answer(ALREADY_RECORDED)
+    return _answer(result.status, delivery_id=result.delivery_id, queued=queued)
 
-    session.add(row)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        log.info("webhook %s from %s already recorded", headers.webhook_id, headers.shop_domain)
-        return _answer("already_recorded")
 
-    if row.status == "received":
-        queued = enqueue_delivery(cfg, row.id)
-    elif row.status == PENDING_ANALYTICS:
-        queued = _wake(cfg, row.shop_id)
-    else:
+# --------------------------------------------------------------------------------------------- group commit
+_writers_guard = threading.Lock()
+
+
+def _writer() -> GroupCommit:
+    """The app's group-commit writer in this process (created after a fork, never shared across one)."""
+    ext = current_app.extensions
+    writer = ext.get("webhook_intake")
+    if writer is None or writer[0] != os.getpid():
+        with _writers_guard:
+            writer = ext.get("webhook_intake")
+            if writer is None or writer[0] != os.getpid():
+                cfg = app_config()
+                writer = ext["webhook_intake"] = (os.getpid(), GroupCommit(lambda items: _flush(cfg, items)))
+    return writer[1]
+
+
+def _flush(cfg, items: Sequence[Delivery]) -> list[tuple[Outcome, bool]]:
+    """Record the batch (committed when record_batch returns), then hand it over: one wake per shop with
+    pending order rows, one RQ job per 'received' row. (Outcome, queued) per item. After the first Redis failure
+    the rest of the batch is not tried (each try may wait for the connect timeout); the sweeper catches up."""
+    outcomes = record_batch(cfg.sqlalchemy_url, items)
+    woken: dict[int, bool] = {}
+    redis_ok = True
+    out = []
+    for o in outcomes:
         queued = False
-    return _answer(row.status, delivery_id=row.id, queued=queued)
+        if redis_ok and o.status == "received":
+            queued = redis_ok = enqueue_delivery(cfg, o.delivery_id)
+        elif redis_ok and o.status == PENDING_ANALYTICS:
+            if o.shop_id not in woken:
+                woken[o.shop_id] = redis_ok = _wake(cfg, o.shop_id)
+            queued = woken[o.shop_id]
+        out.append((o, queued))
+    return out
 
 
 def _wake(cfg, shop_id: int) -> bool:

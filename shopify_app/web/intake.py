@@ -1,0 +1,222 @@
+"""Recording a batch of webhook deliveries in ONE transaction (the write half of the intake; see webhooks.py).
+
+`record_batch(url, items)` classifies and inserts every item with a handful of statements, whatever the batch
+size, all inside one writer transaction (SQLite: BEGIN IMMEDIATE), so the decisions are made on the data they
+are written against:
+- shops: one SELECT of the batch's shop domains -> id and status (an uninstall committed before this transaction
+  is seen: no cache, the status is read where it decides 'pending_analytics' vs 'received');
+- events: one SELECT per (shop domain, topic) of the batch's event ids (index ix_webhook_deliveries_event), plus
+  the batch itself: the first copy of an event wins, later ones are 'duplicate';
+- rows: one INSERT .. ON CONFLICT DO NOTHING RETURNING id per batch; a row the unique constraint (shop_domain,
+  webhook_id) refuses is a delivery already recorded (a Shopify retry, or a concurrent copy in another process);
+  two copies in the same batch: the first is inserted, the second answers 'already_recorded'.
+
+SQLite: the two (or more) gunicorn processes each write batches; a process waiting for SQLite's write lock sleeps
+in SQLite's busy handler (1, 2, 5, 10 .. 100 ms steps) however soon the lock is released. `intake_write_lock`
+serializes the intake's own transactions across processes with an flock on a file next to the database first:
+flock wakes the next process as soon as the lock is released. Writers that don't take it (workers) are still
+waited for by SQLite's busy handler, as before.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import threading
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from sqlalchemy.engine import make_url
+
+from shopify_app.db import get_engine
+from shopify_app.models import Shop, WebhookDelivery
+from shopify_app.shopify.webhooks import COMPLIANCE_TOPICS, ORDER_TOPICS
+
+PENDING_ANALYTICS = "pending_analytics"     # the status the order job consumes (workers.order_jobs)
+ALREADY_RECORDED = "already_recorded"       # not a row status: the answer for a delivery stored before
+
+_table = WebhookDelivery.__table__
+
+
+@dataclass
+class Delivery:
+    """One authentic delivery, as read from the request (error set: the body is not a JSON object)."""
+    shop_domain: str
+    topic: str
+    webhook_id: str
+    event_id: str | None
+    api_version: str | None
+    triggered_at: dt.datetime | None
+    received_at: dt.datetime
+    body: str
+    error: str | None = None
+
+
+@dataclass
+class Outcome:
+    status: str                     # a row status, or ALREADY_RECORDED
+    delivery_id: int | None = None
+    shop_id: int | None = None
+
+
+def _classify(d: Delivery, shop: tuple[int, str] | None, seen_events: dict, batch_events: set) -> tuple[str, str | None]:
+    """(status, error) of a new row; same rules, same order as the single-row intake always had."""
+    if d.error:
+        return "invalid", d.error
+    if shop is None and d.topic not in COMPLIANCE_TOPICS:
+        return "unknown_shop", "shop is not installed"
+    if d.event_id:
+        key = (d.shop_domain, d.topic, d.event_id)
+        if any(w != d.webhook_id for w in seen_events.get(key, ())) or key in batch_events:
+            return "duplicate", f"event {d.event_id} already recorded"
+    if shop is not None and d.topic in ORDER_TOPICS and shop[1] != "uninstalled":
+        return PENDING_ANALYTICS, None
+    return "received", None
+
+
+def record_batch(url: str, items: Sequence[Delivery]) -> list[Outcome]:
+    """Insert the batch in one transaction; one Outcome per item, in order."""
+    engine = get_engine(url)
+    with intake_write_lock(url), engine.begin() as conn:
+        sql = _Sql.of(conn.dialect)
+        run = conn.exec_driver_sql
+        domains = sorted({d.shop_domain for d in items})
+        shops = {domain: (shop_id, status) for shop_id, domain, status in run(sql.shops(len(domains)), tuple(domains))}
+
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for d in items:
+            if d.event_id and not d.error:
+                wanted.setdefault((d.shop_domain, d.topic), set()).add(d.event_id)
+        seen_events: dict[tuple[str, str, str], list[str]] = {}
+        for (domain, topic), event_ids in wanted.items():
+            for event_id, webhook_id in run(sql.events(len(event_ids)), (domain, topic, *sorted(event_ids))):
+                seen_events.setdefault((domain, topic, event_id), []).append(webhook_id)
+
+        outcomes: list[Outcome | None] = [None] * len(items)
+        rows: list = []
+        row_of: dict[tuple[str, str], int] = {}     # (domain, webhook id) -> index of its first copy in the batch
+        batch_events: set[tuple[str, str, str]] = set()
+        for i, d in enumerate(items):
+            key = (d.shop_domain, d.webhook_id)
+            if key in row_of:
+                continue                            # a second copy in this batch: answered like a retry below
+            shop = shops.get(d.shop_domain)
+            status, error = _classify(d, shop, seen_events, batch_events)
+            body = d.body
+            if status == "invalid":
+                # Kept for diagnosis, made storable: PostgreSQL text cannot hold NUL; garbage is capped.
+                body = body.replace("\x00", "\ufffd")[:MAX_INVALID_BODY_CHARS]
+            elif status in ("unknown_shop", "duplicate"):
+                body = None                         # no relationship with that shop / audit trail only
+            if d.event_id and status != "invalid":
+                batch_events.add((d.shop_domain, d.topic, d.event_id))
+            row_of[key] = i
+            shop_id = shop[0] if shop else None
+            outcomes[i] = Outcome(status, None, shop_id)
+            rows.extend((shop_id, d.shop_domain, d.topic, d.webhook_id, d.event_id, d.api_version,
+                         sql.datetime(d.triggered_at), sql.datetime(d.received_at), status, error, 0, body))
+
+        inserted = {(domain, webhook_id): row_id
+                    for row_id, domain, webhook_id in run(sql.insert(len(row_of)), tuple(rows))}
+
+    for i, d in enumerate(items):
+        key = (d.shop_domain, d.webhook_id)
+        row_id = inserted.get(key)
+        if row_of[key] != i or row_id is None:
+            outcomes[i] = Outcome(ALREADY_RECORDED)
+        else:
+            outcomes[i].delivery_id = row_id
+    return outcomes  # type: ignore[return-value]
+
+
+MAX_INVALID_BODY_CHARS = 65_536
+_COLUMNS = ("shop_id", "shop_domain", "topic", "webhook_id", "event_id", "api_version", "triggered_at",
+            "received_at", "status", "error", "attempts", "body")
+
+
+class _Sql:
+    """The batch's statements as driver SQL (no ORM, no statement compilation per request): built once per
+    dialect and batch size. Works on SQLite >= 3.35 and PostgreSQL (INSERT .. ON CONFLICT DO NOTHING RETURNING)."""
+    _by_dialect: dict[str, "_Sql"] = {}
+
+    def __init__(self, dialect):
+        if dialect.paramstyle not in ("qmark", "format", "pyformat"):
+            raise NotImplementedError(f"webhook intake: driver paramstyle {dialect.paramstyle}")
+        self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        # The column type's own conversion (SQLite stores DateTime as text in SQLAlchemy's format).
+        self._dt = _table.c.received_at.type._cached_bind_processor(dialect)
+        self._cache: dict[tuple[str, int], str] = {}
+
+    @classmethod
+    def of(cls, dialect) -> "_Sql":
+        sql = cls._by_dialect.get(dialect.name)
+        if sql is None:
+            sql = cls._by_dialect[dialect.name] = cls(dialect)
+        return sql
+
+    def datetime(self, value):
+        return self._dt(value) if self._dt and value is not None else value
+
+    def _marks(self, n: int) -> str:
+        return ", ".join([self.mark] * n)
+
+    def shops(self, n: int) -> str:
+        key = ("shops", n)
+        if key not in self._cache:
+            self._cache[key] = f"SELECT id, domain, status FROM {Shop.__tablename__} WHERE domain IN ({self._marks(n)})"
+        return self._cache[key]
+
+    def events(self, n: int) -> str:
+        key = ("events", n)
+        if key not in self._cache:
+            self._cache[key] = (
+                f"SELECT event_id, webhook_id FROM {_table.name} WHERE shop_domain = {self.mark} AND topic = "
+                f"{self.mark} AND event_id IN ({self._marks(n)}) AND status <> 'invalid'")
+        return self._cache[key]
+
+    def insert(self, n: int) -> str:
+        key = ("insert", n)
+        if key not in self._cache:
+            row = f"({self._marks(len(_COLUMNS))})"
+            self._cache[key] = (
+                f"INSERT INTO {_table.name} ({', '.join(_COLUMNS)}) VALUES {', '.join([row] * n)} "
+                f"ON CONFLICT DO NOTHING RETURNING id, shop_domain, webhook_id")
+        return self._cache[key]
+
+
+# --------------------------------------------------------------------------------------------- SQLite write lock
+_locks: dict[tuple[int, str], tuple[threading.Lock, int]] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_path(url: str) -> str | None:
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return u.database + ".intake-lock"
+
+
+@contextlib.contextmanager
+def intake_write_lock(url: str) -> Iterator[None]:
+    """On a SQLite file: exclusive across processes (flock) while the intake writes; elsewhere a no-op. The file
+    is opened once per process (an flock belongs to the open file, so a descriptor inherited through fork would
+    be shared with the parent: the key includes the pid)."""
+    path = _lock_path(url)
+    if path is None:
+        yield
+        return
+    key = (os.getpid(), path)
+    entry = _locks.get(key)
+    if entry is None:
+        with _locks_guard:
+            entry = _locks.get(key)
+            if entry is None:
+                entry = _locks[key] = (threading.Lock(), os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    thread_lock, fd = entry
+    with thread_lock:                   # one flock holder per process (flock is per open file, not per thread)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
