@@ -224,3 +224,93 @@ def test_sync_webhook_handler_may_call_the_admin_api_back(store, admin):
                  {"id": f"gid://shopify/Customer/{c.id}"})
     assert body["data"]["tagsAdd"]["userErrors"] == []
     assert seen == [["x"]]
+
+
+class SlowReceiver(Receiver):
+    """Answers after `delay` seconds and records each request's client port (one port = one kept-alive
+    connection) and how many requests were being served at once."""
+
+    def __init__(self, delay: float):
+        self.delay, self.ports, self.active, self.max_active = delay, [], 0, 0
+        self.lock = threading.Lock()
+        rec = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"          # keep-alive
+
+            def do_POST(self):  # noqa: N802
+                import time
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with rec.lock:
+                    rec.active += 1
+                    rec.max_active = max(rec.max_active, rec.active)
+                time.sleep(rec.delay)
+                with rec.lock:
+                    rec.active -= 1
+                    rec.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    rec.ports.append(self.client_address[1])
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.received, self.statuses = [], []
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_port}"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+
+def test_sync_delivery_reuses_one_keep_alive_connection(store):
+    rec = SlowReceiver(0)
+    try:
+        store.subscribe_webhook(SHOP, "orders/create", rec.url + "/webhooks/orders")
+        p = store.create_product(SHOP, title="Mug", price="9.50")
+        for _ in range(5):
+            store.create_order(SHOP, lines=[{"variant_id": p.variants[0].id, "quantity": 1}])
+        assert len(rec.received) == 5
+        assert len(set(rec.ports)) == 1          # one connection for all five deliveries
+    finally:
+        rec.close()
+
+
+def test_background_delivery_threads_deliver_concurrently_and_report_each_attempt(store):
+    rec = SlowReceiver(0.2)
+    seen = []
+    try:
+        store.webhooks.configure(sync=False, threads=4, retry_schedule=(0.05,), on_attempt=seen.append)
+        store.subscribe_webhook(SHOP, "orders/create", rec.url + "/webhooks/orders")
+        p = store.create_product(SHOP, title="Mug", price="9.50")
+        ids = [store.create_order(SHOP, lines=[{"variant_id": p.variants[0].id, "quantity": 1}]).id
+               for _ in range(8)]
+        assert store.webhooks.wait_idle(10)
+        assert rec.max_active >= 2                # more than one delivery in flight at a time
+        assert sorted(json.loads(b)["id"] for _, _, b in rec.received) == sorted(ids)
+        assert sorted(a.json()["id"] for a in seen) == sorted(ids)
+        assert all(a.status == 200 for a in seen)
+    finally:
+        store.webhooks.stop()
+        rec.close()
+
+
+def test_background_threads_retry_failures(store):
+    rec = SlowReceiver(0)
+    rec.statuses = []
+    calls = []
+
+    def flaky(url, headers, body, timeout):
+        calls.append(body)
+        return 500 if len(calls) == 1 else 200
+
+    store.webhooks.configure(sync=False, threads=3, retry_schedule=(0.05,), transport=flaky)
+    try:
+        store.subscribe_webhook(SHOP, "orders/create", rec.url + "/webhooks/orders")
+        p = store.create_product(SHOP, title="Mug", price="9.50")
+        store.create_order(SHOP, lines=[{"variant_id": p.variants[0].id, "quantity": 1}])
+        assert store.webhooks.wait_idle(5)
+        assert [a.status for a in store.webhooks.attempts] == [500, 200]
+        assert [a.attempt for a in store.webhooks.attempts] == [1, 2]
+    finally:
+        store.webhooks.stop()
+        rec.close()
