@@ -142,8 +142,9 @@ def deliveries(shop: str, n: int) -> list[tuple[bytes, dict, str, int | None]]:
     return out
 
 
-def load(port: int, items: list, concurrency: int) -> dict:
-    """Post every item once; returns wall time, statuses and per-request latencies (seconds)."""
+def load(port: int, items: list, concurrency: int, reconnect_every: int = 0) -> dict:
+    """Post every item once; returns wall time, statuses and per-request latencies (seconds). Each thread opens a
+    new connection every `reconnect_every` requests (0: never), the time to connect counted in the request."""
     latencies: list[float] = []
     statuses: list[tuple[int, dict | None]] = [None] * len(items)
     lock = threading.Lock()
@@ -152,12 +153,16 @@ def load(port: int, items: list, concurrency: int) -> dict:
     def worker():
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         mine = []
+        sent = 0
         while True:
             with lock:
                 i = next(next_i, None)
             if i is None:
                 break
             body, headers, _, _ = items[i]
+            sent += 1
+            if reconnect_every and sent % reconnect_every == 0:
+                conn.close()
             for attempt in range(3):
                 try:
                     t = time.perf_counter()
@@ -260,6 +265,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--database-url", default=None)
+    ap.add_argument("--reconnect-every", type=int, default=50,
+                    help="each load thread opens a new connection every N requests (0: one keep-alive connection "
+                         "per thread for the whole run)")
     ap.add_argument("--no-drain", action="store_true")
     ap.add_argument("--what-if", action="store_true",
                     help="also measure the intake without its per-delivery RQ enqueue (bench-only patch)")
@@ -294,14 +302,14 @@ def main() -> None:
     try:
         proc, port = start_gunicorn("bare_app:app", env, str(tmp))
         try:
-            load(port, bare_items[:100], args.concurrency)                        # warm-up
-            bare = load(port, bare_items, args.concurrency)
+            load(port, bare_items[:100], args.concurrency, args.reconnect_every)                        # warm-up
+            bare = load(port, bare_items, args.concurrency, args.reconnect_every)
         finally:
             stop(proc)
         proc, port = start_gunicorn("shopify_app:create_app()", env, str(ROOT))
         try:
-            warm_run = load(port, warm, args.concurrency)                          # warm-up, counted below
-            app = load(port, items, args.concurrency)
+            warm_run = load(port, warm, args.concurrency, args.reconnect_every)                          # warm-up, counted below
+            app = load(port, items, args.concurrency, args.reconnect_every)
         finally:
             stop(proc)
         what_if = None
@@ -311,8 +319,8 @@ def main() -> None:
                 s.add(Shop(domain=other, status="active", access_token_enc="x", settings={}))
             proc, port = start_gunicorn("bench_webhook_intake:app_without_enqueue()", env, str(ROOT / "bench"))
             try:
-                load(port, deliveries(other, 100), args.concurrency)
-                what_if = load(port, deliveries(other, args.requests), args.concurrency)
+                load(port, deliveries(other, 100), args.concurrency, args.reconnect_every)
+                what_if = load(port, deliveries(other, args.requests), args.concurrency, args.reconnect_every)
             finally:
                 stop(proc)
         rec = check_recorded(db_url, shop_id, warm + items, warm_run["statuses"] + app["statuses"])
@@ -324,7 +332,7 @@ def main() -> None:
     lat = app["latencies"]
     res = {
         "database": "postgresql" if db_url.startswith("postgresql") else "sqlite",
-        "requests": args.requests, "concurrency": args.concurrency, "gunicorn": " ".join(GUNICORN),
+        "requests": args.requests, "concurrency": args.concurrency, "reconnect_every": args.reconnect_every, "gunicorn": " ".join(GUNICORN),
         "bare_rps": round(bare["rps"], 1), "app_rps": round(app["rps"], 1),
         "ratio": round(app["rps"] / bare["rps"], 3), "ratio_target": 0.6,
         "app_p50_ms": round(pct(lat, 50) * 1000, 2), "app_p99_ms": round(pct(lat, 99) * 1000, 2),

@@ -2,17 +2,19 @@
 
 Each webhook request must see its row committed before it answers 200. Committing one row per request costs one
 transaction (and, on SQLite, one turn of the single write lock) per request; under load most of the time goes
-there. `GroupCommit.submit(item)` instead queues the item and blocks until a batch holding it has been written:
+there. `GroupCommit.submit(item)` instead queues the item and blocks until a batch holding it has been written
+and handed over:
 
 - the first thread to arrive while no batch is being written becomes the *leader*: it takes everything queued
-  (up to `max_batch`), calls `flush(items)` once for all of them, hands each waiting thread its result;
-- threads arriving meanwhile queue up and wait; they are all written by the next flush, in one transaction;
-- a leader stops as soon as its own item is done and passes the lead to the oldest waiting thread, so no request
-  waits for more than the batch in progress plus its own batch.
+  (up to `max_batch`) and calls `write(items)` once for all of them (one transaction);
+- threads arriving meanwhile queue up and wait; they are all written by the next batch;
+- as soon as its own item is written, the leader passes the lead to the oldest waiting thread, then runs
+  `hand_over(items, written)` for its batch (the Redis part: a network round trip that must follow the commit
+  but need not hold up the next batch's write) and releases the batch's threads with their results.
 
-No extra thread: the leader is a request thread that already holds the GIL, so an idle server writes a lone
-request immediately (batch of one) and batching only appears when requests really overlap. A failing flush fails
-every item of its batch (each request answers 500; Shopify retries, the unique constraint dedupes).
+No extra thread: the leader is a request thread, so an idle server writes a lone request at once (a batch of
+one); batches grow only when requests really overlap. A failing write or hand-over fails every item of its batch
+(each of those requests answers 500; Shopify retries and the unique constraint dedupes).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import threading
 from typing import Callable, Generic, Sequence, TypeVar
 
 T = TypeVar("T")
+W = TypeVar("W")
 R = TypeVar("R")
 
 
@@ -35,19 +38,22 @@ class _Waiter(Generic[T, R]):
         self.error: BaseException | None = None
 
 
-class GroupCommit(Generic[T, R]):
-    def __init__(self, flush: Callable[[Sequence[T]], Sequence[R]], max_batch: int = 64):
-        self._flush = flush
+class GroupCommit(Generic[T, W, R]):
+    def __init__(self, write: Callable[[Sequence[T]], Sequence[W]],
+                 hand_over: Callable[[Sequence[T], Sequence[W]], Sequence[R]] | None = None, max_batch: int = 64):
+        self._write = write
+        self._hand_over = hand_over or (lambda items, written: written)
         self._max_batch = max_batch
         self._lock = threading.Lock()
-        self._queue: list[_Waiter[T, R]] = []
+        self._queue: list[_Waiter] = []
         self._busy = False          # a leader is writing or about to
         self.batches = 0            # counters for tests and benches
         self.items = 0
 
     def submit(self, item: T) -> R:
-        """Write `item` (with whatever else is waiting) and return its result; re-raises the batch's error."""
-        me: _Waiter[T, R] = _Waiter(item)
+        """Write `item` (with whatever else is waiting), hand it over, return its result; re-raises the batch's
+        error."""
+        me: _Waiter = _Waiter(item)
         with self._lock:
             self._queue.append(me)
             leading = not self._busy
@@ -57,38 +63,50 @@ class GroupCommit(Generic[T, R]):
             if me.done:
                 return self._result(me)
             # promoted (me.lead): my item is still queued; write from here on
-        while not me.done:
+        while True:
             with self._lock:
                 batch = self._queue[:self._max_batch]
                 del self._queue[:self._max_batch]
-            self._run(batch)
-        with self._lock:
+            written, error = self._write_batch(batch)
+            if me in batch:
+                break
+            self._finish(batch, written, error)        # a backlog beyond max_batch: finish it, keep leading
+        with self._lock:                                # my item is written: the next batch is someone else's
             if self._queue:
                 nxt = self._queue[0]
                 nxt.lead = True
                 nxt.event.set()
             else:
                 self._busy = False
+        self._finish(batch, written, error)
         return self._result(me)
 
-    def _run(self, batch: list[_Waiter[T, R]]) -> None:
+    def _write_batch(self, batch: list[_Waiter]):
         try:
-            results = self._flush([w.item for w in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"flush returned {len(results)} results for {len(batch)} items")
-            for w, r in zip(batch, results):
-                w.result = r
+            written = self._write([w.item for w in batch])
+            if len(written) != len(batch):
+                raise RuntimeError(f"write returned {len(written)} results for {len(batch)} items")
+            return written, None
         except BaseException as exc:       # noqa: BLE001 - every waiter must be released, whatever happened
-            for w in batch:
-                w.error = exc
+            return None, exc
+
+    def _finish(self, batch: list[_Waiter], written, error: BaseException | None) -> None:
+        if error is None:
+            try:
+                results = self._hand_over([w.item for w in batch], written)
+                for w, r in zip(batch, results, strict=True):
+                    w.result = r
+            except BaseException as exc:   # noqa: BLE001
+                error = exc
         self.batches += 1
         self.items += len(batch)
         for w in batch:
+            w.error = error
             w.done = True
             w.event.set()
 
     @staticmethod
-    def _result(w: _Waiter[T, R]) -> R:
+    def _result(w: _Waiter) -> R:
         if w.error is not None:
             raise w.error
         return w.result  # type: ignore[return-value]

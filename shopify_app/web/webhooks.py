@@ -42,7 +42,6 @@ from flask import Blueprint, current_app, jsonify, request
 from shopify_app.models import utcnow
 from shopify_app.queues import WEBHOOKS, enqueue, wake_order_job
 from shopify_app.shopify.webhooks import parse_webhook_headers, verify_webhook_hmac
-from shopify_app.web import app_config
 from shopify_app.web.intake import (  # noqa: F401 - PENDING_ANALYTICS, MAX_INVALID_BODY_CHARS: part of this API
     ALREADY_RECORDED, MAX_INVALID_BODY_CHARS, PENDING_ANALYTICS, Delivery, Outcome, record_batch,
 )
@@ -86,25 +85,20 @@ def _decode_body(raw: bytes) -> tuple[str, str | None]:
     return text, None
 
 
-def _answer(status: str, code: int = 200, **extra):
-    resp = jsonify(status=status, **extra)
-    resp.status_code = code
-    return resp
+PATHS = ("/webhooks", *(f"/webhooks/{kind}" for kind in KINDS))
 
 
-@bp.post("/webhooks")
-@bp.post(f"/webhooks/<any({', '.join(KINDS)}):kind>")
-def receive(kind: str | None = None):
-    cfg = app_config()
-    raw = request.get_data(cache=False)
-    headers = parse_webhook_headers(request.headers)
-
+def handle_delivery(flask_app, raw: bytes, header_map) -> tuple[int, dict]:
+    """The intake rules (module docstring) for one request: (HTTP status, JSON answer). No Flask request needed:
+    called by the WSGI fast path (intake_wsgi.py) and by the Flask view below."""
+    cfg = flask_app.config["APP_CONFIG"]
+    headers = parse_webhook_headers(header_map)
     errors = headers.errors()
     if errors:
-        return _answer("bad_request", 400, errors=errors)
+        return 400, {"status": "bad_request", "errors": errors}
     if not verify_webhook_hmac(raw, headers.hmac, cfg.api_secret):
         log.warning("webhook with a bad HMAC rejected (shop %s, topic %s)", headers.shop_domain, headers.topic)
-        return _answer("unauthorized", 401)
+        return 401, {"status": "unauthorized"}
 
     text, error = _decode_body(raw)
     delivery = Delivery(
@@ -112,35 +106,53 @@ def receive(kind: str | None = None):
         event_id=headers.event_id, api_version=headers.api_version, triggered_at=headers.triggered_at_utc,
         received_at=utcnow(), body=text, error=error,
     )
-    result, queued = _writer().submit(delivery)
+    result, queued = _writer(flask_app).submit(delivery)
     if result.status == ALREADY_RECORDED:
         log.debug("webhook %s from %s already recorded", headers.webhook_id, headers.shop_domain)
-        return _answer(ALREADY_RECORDED)
-    return _answer(result.status, delivery_id=result.delivery_id, queued=queued)
+        return 200, {"status": ALREADY_RECORDED}
+    return 200, {"status": result.status, "delivery_id": result.delivery_id, "queued": queued}
+
+
+@bp.post("/webhooks")
+@bp.post(f"/webhooks/<any({', '.join(KINDS)}):kind>")
+def receive(kind: str | None = None):
+    """Reached only when the WSGI fast path is not in front of the app (it answers these POSTs itself)."""
+    code, answer = handle_delivery(current_app, request.get_data(cache=False), request.headers)
+    resp = jsonify(answer)
+    resp.status_code = code
+    return resp
+
+
+@bp.record_once
+def _install_fast_path(state) -> None:
+    from shopify_app.web.intake_wsgi import install
+
+    install(state.app, PATHS, handle_delivery)
 
 
 # --------------------------------------------------------------------------------------------- group commit
 _writers_guard = threading.Lock()
 
 
-def _writer() -> GroupCommit:
+def _writer(flask_app) -> GroupCommit:
     """The app's group-commit writer in this process (created after a fork, never shared across one)."""
-    ext = current_app.extensions
+    ext = flask_app.extensions
     writer = ext.get("webhook_intake")
     if writer is None or writer[0] != os.getpid():
         with _writers_guard:
             writer = ext.get("webhook_intake")
             if writer is None or writer[0] != os.getpid():
-                cfg = app_config()
-                writer = ext["webhook_intake"] = (os.getpid(), GroupCommit(lambda items: _flush(cfg, items)))
+                cfg = flask_app.config["APP_CONFIG"]
+                writer = ext["webhook_intake"] = (os.getpid(), GroupCommit(
+                    lambda items: record_batch(cfg.sqlalchemy_url, items),
+                    lambda items, outcomes: _hand_over(cfg, outcomes)))
     return writer[1]
 
 
-def _flush(cfg, items: Sequence[Delivery]) -> list[tuple[Outcome, bool]]:
-    """Record the batch (committed when record_batch returns), then hand it over: one wake per shop with
-    pending order rows, one RQ job per 'received' row. (Outcome, queued) per item. After the first Redis failure
-    the rest of the batch is not tried (each try may wait for the connect timeout); the sweeper catches up."""
-    outcomes = record_batch(cfg.sqlalchemy_url, items)
+def _hand_over(cfg, outcomes: Sequence[Outcome]) -> list[tuple[Outcome, bool]]:
+    """After the batch committed: one wake per shop with pending order rows, one RQ job per 'received' row.
+    (Outcome, queued) per item. After the first Redis failure the rest of the batch is not tried (each try may
+    wait for the connect timeout); the sweeper catches up."""
     woken: dict[int, bool] = {}
     redis_ok = True
     out = []
