@@ -76,16 +76,6 @@ def health():
 '''
 
 
-def app_without_enqueue():
-    """What-if (bench only, --what-if): the app with the per-delivery RQ enqueue removed from the request (rows are
-    recorded 'received' as usual; nothing is enqueued). Measures what the enqueue costs the intake."""
-    from shopify_app import create_app
-    from shopify_app.web import webhooks as intake
-
-    intake.enqueue_delivery = lambda config, delivery_id: False
-    return create_app()
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -194,6 +184,31 @@ def load(port: int, items: list, concurrency: int, reconnect_every: int = 0) -> 
     return {"wall": wall, "rps": len(items) / wall, "statuses": statuses, "latencies": sorted(latencies)}
 
 
+def merge(runs: list[dict]) -> dict:
+    """Several loads as one: requests/s over their summed wall time, latencies pooled."""
+    wall = sum(r["wall"] for r in runs)
+    statuses = [s for r in runs for s in r["statuses"]]
+    return {"wall": wall, "rps": len(statuses) / wall, "statuses": statuses,
+            "latencies": sorted(x for r in runs for x in r["latencies"])}
+
+
+def wait_processed(db_url: str, shop_id: int, order_ids: set[int], timeout: float = 120) -> dict:
+    """--worker: wait until the worker process has processed every row; check the orders arrived."""
+    t = time.perf_counter()
+    while True:
+        with session_scope(db_url) as s:
+            by_status = dict(s.execute(select(WebhookDelivery.status, func.count())
+                                       .where(WebhookDelivery.shop_id == shop_id)
+                                       .group_by(WebhookDelivery.status)).all())
+        if set(by_status) == {"processed"} or time.perf_counter() - t > timeout:
+            break
+        time.sleep(0.5)
+    with session_scope(db_url) as s:
+        orders = set(s.scalars(select(Order.id).where(Order.shop_id == shop_id)))
+    return {"drain_seconds": round(time.perf_counter() - t, 1), "rows_by_status": by_status,
+            "handed_over": set(by_status) == {"processed"} and orders == order_ids}
+
+
 def pct(sorted_values: list[float], p: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -269,8 +284,11 @@ def main() -> None:
                     help="each load thread opens a new connection every N requests (0: one keep-alive connection "
                          "per thread for the whole run)")
     ap.add_argument("--no-drain", action="store_true")
-    ap.add_argument("--what-if", action="store_true",
-                    help="also measure the intake without its per-delivery RQ enqueue (bench-only patch)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="bare and app loads alternate in this many rounds (the machine's noise hits both alike)")
+    ap.add_argument("--worker", action="store_true",
+                    help="scenario: an RQ worker process drains the queue (the shop's order job writes) during "
+                         "the app's load, as in production; without it nothing else writes during the load")
     args = ap.parse_args()
 
     from shopify_app.cli import upgrade_database
@@ -295,44 +313,52 @@ def main() -> None:
         shop_id = row.id
     (tmp / "bare_app.py").write_text(BARE_APP)
     warm = deliveries(shop, 100)
+    bare_warm = deliveries(shop, 100)
     items = deliveries(shop, args.requests)
     # Different ids for the bare run (it stores nothing, but keep the bodies the same size and shape).
     bare_items = deliveries(shop, args.requests)
 
+    procs = []
     try:
-        proc, port = start_gunicorn("bare_app:app", env, str(tmp))
-        try:
-            load(port, bare_items[:100], args.concurrency, args.reconnect_every)                        # warm-up
-            bare = load(port, bare_items, args.concurrency, args.reconnect_every)
-        finally:
-            stop(proc)
-        proc, port = start_gunicorn("shopify_app:create_app()", env, str(ROOT))
-        try:
-            warm_run = load(port, warm, args.concurrency, args.reconnect_every)                          # warm-up, counted below
-            app = load(port, items, args.concurrency, args.reconnect_every)
-        finally:
-            stop(proc)
-        what_if = None
-        if args.what_if:
-            other = f"bench-intake-{uuid.uuid4().hex[:8]}.myshopify.com"
-            with session_scope(db_url) as s:
-                s.add(Shop(domain=other, status="active", access_token_enc="x", settings={}))
-            proc, port = start_gunicorn("bench_webhook_intake:app_without_enqueue()", env, str(ROOT / "bench"))
-            try:
-                load(port, deliveries(other, 100), args.concurrency, args.reconnect_every)
-                what_if = load(port, deliveries(other, args.requests), args.concurrency, args.reconnect_every)
-            finally:
-                stop(proc)
+        bare_proc, bare_port = start_gunicorn("bare_app:app", env, str(tmp))
+        procs.append(bare_proc)
+        app_proc, app_port = start_gunicorn("shopify_app:create_app()", env, str(ROOT))
+        procs.append(app_proc)
+        if args.worker:
+            procs.append(subprocess.Popen([sys.executable, "-m", "flask", "--app", "shopify_app", "worker"], env=env,
+                                          cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        load(bare_port, bare_warm, args.concurrency, args.reconnect_every)                   # warm-up
+        warm_run = load(app_port, warm, args.concurrency, args.reconnect_every)             # warm-up, counted below
+        bare_runs, app_runs = [], []
+        per = -(-args.requests // args.rounds)
+        for r in range(args.rounds):
+            chunk = slice(r * per, (r + 1) * per)
+            order = [("bare", bare_port, bare_items[chunk], bare_runs), ("app", app_port, items[chunk], app_runs)]
+            for _, port, part, runs in (order if r % 2 == 0 else order[::-1]):   # alternate who goes first
+                runs.append(load(port, part, args.concurrency, args.reconnect_every))
+        bare, app = merge(bare_runs), merge(app_runs)
         rec = check_recorded(db_url, shop_id, warm + items, warm_run["statuses"] + app["statuses"])
-        enq = check_enqueued(config, rec.pop("row_ids"), rec["statuses"], shop_id)
+        row_ids = rec.pop("row_ids")
         sent_orders = {it[3] for it in warm + items if it[3] is not None}
-        handed = {} if args.no_drain else drain(config, db_url, shop_id, sent_orders)
+        if args.worker:
+            enq = {"enqueued_once": None}
+            handed = {} if args.no_drain else wait_processed(db_url, shop_id, sent_orders)
+        else:
+            enq = check_enqueued(config, row_ids, rec["statuses"], shop_id)
+            handed = {} if args.no_drain else drain(config, db_url, shop_id, sent_orders)
     finally:
+        for proc in procs:
+            stop(proc)
         redis.stop()
     lat = app["latencies"]
     res = {
         "database": "postgresql" if db_url.startswith("postgresql") else "sqlite",
-        "requests": args.requests, "concurrency": args.concurrency, "reconnect_every": args.reconnect_every, "gunicorn": " ".join(GUNICORN),
+        "requests": args.requests, "concurrency": args.concurrency, "reconnect_every": args.reconnect_every,
+        "rounds": args.rounds, "worker_during_load": args.worker,
+        "round_ratios": [round(a["rps"] / b["rps"], 3) for a, b in zip(app_runs, bare_runs)],
+        "round_rps": [[round(b["rps"]), round(a["rps"])] for a, b in zip(app_runs, bare_runs)],
+        "gunicorn": " ".join(GUNICORN),
         "bare_rps": round(bare["rps"], 1), "app_rps": round(app["rps"], 1),
         "ratio": round(app["rps"] / bare["rps"], 3), "ratio_target": 0.6,
         "app_p50_ms": round(pct(lat, 50) * 1000, 2), "app_p99_ms": round(pct(lat, 99) * 1000, 2),
@@ -341,19 +367,13 @@ def main() -> None:
         "bare_p99_ms": round(pct(bare["latencies"], 99) * 1000, 2),
         **rec, **enq, **handed,
     }
-    if what_if:
-        res.update(no_enqueue_rps=round(what_if["rps"], 1), no_enqueue_ratio=round(what_if["rps"] / bare["rps"], 3),
-                   no_enqueue_p50_ms=round(pct(what_if["latencies"], 50) * 1000, 2),
-                   no_enqueue_p99_ms=round(pct(what_if["latencies"], 99) * 1000, 2))
-        print(f"what-if, no RQ enqueue in the request: {res['no_enqueue_rps']} req/s (ratio "
-              f"{res['no_enqueue_ratio']}, p50 {res['no_enqueue_p50_ms']} ms, p99 {res['no_enqueue_p99_ms']} ms)")
     print(f"bare Flask: {res['bare_rps']} req/s (p50 {res['bare_p50_ms']} ms, p99 {res['bare_p99_ms']} ms)")
     print(f"app intake: {res['app_rps']} req/s (p50 {res['app_p50_ms']} ms, p99 {res['app_p99_ms']} ms); "
           f"ratio {res['ratio']}")
     print(f"recorded once: {res['recorded_once']} ({res['rows']} rows for {res['distinct_webhook_ids']} webhook "
           f"ids, {res['resends_answered_already_recorded']} re-sends answered already_recorded); "
           f"enqueued once: {res['enqueued_once']}" + (f"; handed over: {res['handed_over']} "
-                                                      f"({res['job_runs']}, {res['drain_seconds']} s)"
+                                                      f"({res.get('job_runs', 'worker process')}, {res['drain_seconds']} s)"
                                                       if handed else ""))
     print("RESULT " + json.dumps(res))
 

@@ -1,0 +1,205 @@
+"""Group commit (web/intake_batch.py) and the batch writer of the webhook intake (web/intake.py).
+
+The request-level rules are tested through the app in test_webhook_intake.py; here the pieces that make them hold
+under concurrency: many threads, one transaction per batch, every item answered once; and a batch holding every
+kind of delivery at once (retries and duplicate events inside one batch included), on SQLite and PostgreSQL.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from shopify_app.db import session_scope
+from shopify_app.models import WebhookDelivery, utcnow
+from shopify_app.web.intake import ALREADY_RECORDED, Checkpointer, Delivery, _lock_path, record_batch
+from shopify_app.web.intake_batch import GroupCommit
+from tests import helpers
+from tests.helpers import wait_for
+
+SHOP = "batch-store.myshopify.com"
+GONE = "gone-store.myshopify.com"
+STRANGER = "stranger-store.myshopify.com"
+
+
+# --------------------------------------------------------------------------------------------- GroupCommit
+def test_concurrent_submits_are_written_in_batches_each_item_once():
+    written: list[list[int]] = []
+    gate, writing = threading.Event(), threading.Event()
+
+    def write(items):
+        writing.set()
+        gate.wait(5)                       # the first batch holds the lead until everyone has queued
+        written.append(list(items))
+        return [i * 10 for i in items]
+
+    gc = GroupCommit(write, lambda items, out: [o + 1 for o in out])
+    results: dict[int, int] = {}
+
+    def submit(i):
+        results[i] = gc.submit(i)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(40)]
+    threads[0].start()
+    assert writing.wait(10)                                  # item 0 is being written, alone
+    for t in threads[1:]:
+        t.start()
+    wait_for(lambda: len(gc._queue) >= 39, timeout=10, message="39 requests queued behind the first batch")
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert results == {i: i * 10 + 1 for i in range(40)}
+    flat = sorted(i for batch in written for i in batch)
+    assert flat == list(range(40))                           # every item written exactly once
+    assert len(written) == 2 and gc.batches == 2             # the lone first one, then the 39 that queued
+    assert not gc._busy and not gc._queue
+
+
+def test_a_failing_batch_fails_its_own_items_only():
+    fail = {"on": True}
+
+    def write(items):
+        if fail["on"]:
+            raise RuntimeError("database hiccup")
+        return list(items)
+
+    gc = GroupCommit(write)
+    with pytest.raises(RuntimeError, match="hiccup"):
+        gc.submit("a")
+    fail["on"] = False
+    assert gc.submit("b") == "b"                             # the lead was released: next submit works
+
+
+def test_max_batch_splits_a_backlog_and_the_lead_passes_on():
+    sizes: list[int] = []
+    gate, writing = threading.Event(), threading.Event()
+
+    def write(items):
+        writing.set()
+        gate.wait(5)
+        sizes.append(len(items))
+        return list(items)
+
+    gc = GroupCommit(write, max_batch=5)
+    out: list = []
+    threads = [threading.Thread(target=lambda i=i: out.append(gc.submit(i))) for i in range(23)]
+    threads[0].start()
+    assert writing.wait(10)
+    for t in threads[1:]:
+        t.start()
+    wait_for(lambda: len(gc._queue) >= 22, timeout=10, message="the backlog to queue")
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert sorted(out) == list(range(23))
+    assert sizes == [1, 5, 5, 5, 5, 2]
+
+
+# --------------------------------------------------------------------------------------------- record_batch
+def _delivery(topic="orders/create", shop=SHOP, webhook_id="wh", event_id=None, body='{"id": 1}', error=None,
+              triggered_at=None):
+    return Delivery(shop_domain=shop, topic=topic, webhook_id=webhook_id, event_id=event_id, api_version="2026-10",
+                    triggered_at=triggered_at, received_at=utcnow(), body=body, error=error)
+
+
+def _rows(db_url):
+    with session_scope(db_url) as s:
+        rows = list(s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)))
+        s.expunge_all()
+    return {r.webhook_id: r for r in rows}
+
+
+def test_one_batch_with_every_kind_of_delivery(db_url):
+    shop_id = helpers.add_shop(db_url, SHOP)
+    gone_id = helpers.add_shop(db_url, GONE, status="uninstalled")
+    record_batch(db_url, [_delivery(webhook_id="wh-old", event_id="ev-old")])      # recorded before this batch
+    triggered = dt.datetime(2026, 11, 23, 12, 0, 0, 123456)
+    batch = [
+        _delivery(webhook_id="wh-1", event_id="ev-1", triggered_at=triggered),      # 0 pending_analytics
+        _delivery(webhook_id="wh-1", event_id="ev-1"),                              # 1 same delivery in-batch
+        _delivery(webhook_id="wh-2", event_id="ev-1"),                              # 2 same event, other id
+        _delivery(webhook_id="wh-old", event_id="ev-old"),                          # 3 Shopify retry
+        _delivery(webhook_id="wh-3", event_id="ev-old"),                            # 4 event already stored
+        _delivery(topic="app/uninstalled", webhook_id="wh-4"),                      # 5 received
+        _delivery(shop=GONE, webhook_id="wh-5"),                                    # 6 uninstalled: received
+        _delivery(shop=STRANGER, webhook_id="wh-6"),                                # 7 unknown shop
+        _delivery(shop=STRANGER, topic="shop/redact", webhook_id="wh-7"),           # 8 compliance: received
+        _delivery(webhook_id="wh-8", body="a\x00b", error="body is not JSON"),      # 9 invalid
+    ]
+    out = record_batch(db_url, batch)
+    assert [o.status for o in out] == [
+        "pending_analytics", ALREADY_RECORDED, "duplicate", ALREADY_RECORDED, "duplicate", "received", "received",
+        "unknown_shop", "received", "invalid"]
+    assert [o.shop_id for o in out] == [shop_id, None, shop_id, None, shop_id, shop_id, gone_id, None, None, shop_id]
+    rows = _rows(db_url)
+    assert sorted(rows) == ["wh-1", "wh-2", "wh-3", "wh-4", "wh-5", "wh-6", "wh-7", "wh-8", "wh-old"]
+    assert {o.delivery_id for o in out if o.delivery_id} == {r.id for w, r in rows.items() if w != "wh-old"}
+    assert rows["wh-1"].body == '{"id": 1}' and rows["wh-1"].triggered_at == triggered
+    assert rows["wh-2"].body is None and rows["wh-2"].error == "event ev-1 already recorded"
+    assert rows["wh-6"].body is None and rows["wh-6"].shop_id is None
+    assert rows["wh-8"].body == "a\ufffdb" and rows["wh-8"].error == "body is not JSON"
+    assert all(r.attempts == 0 and r.received_at is not None for r in rows.values())
+    assert abs(rows["wh-1"].received_at - batch[0].received_at) < dt.timedelta(microseconds=1)
+
+
+def test_concurrent_batches_of_the_same_delivery_store_one_row(db_url):
+    helpers.add_shop(db_url, SHOP)
+    outcomes: list = []
+    barrier = threading.Barrier(6)
+
+    def send():
+        barrier.wait(10)
+        outcomes.extend(record_batch(db_url, [_delivery(webhook_id="wh-race", event_id="ev-race")]))
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(o.status for o in outcomes) == [ALREADY_RECORDED] * 5 + ["pending_analytics"]
+    assert list(_rows(db_url)) == ["wh-race"]
+
+
+# --------------------------------------------------------------------------------------------- SQLite only
+def _sqlite_only(db_url):
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite write lock / checkpoints")
+
+
+def test_intake_write_lock_is_a_cross_process_flock(db_url):
+    _sqlite_only(db_url)
+    helpers.add_shop(db_url, SHOP)
+    record_batch(db_url, [_delivery(webhook_id="wh-lock")])          # creates the lock file
+    path = _lock_path(db_url)
+    # Another process holds the intake lock -> this process cannot take it.
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({path!r}, os.O_RDWR)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "sys.stdin.readline()\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        probe = subprocess.run([sys.executable, "-c", (
+            "import fcntl, os\n"
+            f"fd = os.open({path!r}, os.O_RDWR)\n"
+            "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+            "except BlockingIOError:\n    print('busy')\n")], capture_output=True, text=True, timeout=30)
+        assert probe.stdout.strip() == "busy"
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+
+
+def test_checkpoints_run_in_the_background_after_enough_rows(db_url):
+    _sqlite_only(db_url)
+    helpers.add_shop(db_url, SHOP)
+    cp = Checkpointer.of(db_url)
+    before = cp.checkpoints
+    for i in range(cp.rows_per_checkpoint // 20 + 1):
+        record_batch(db_url, [_delivery(webhook_id=f"wh-{i}-{j}") for j in range(20)])
+    wait_for(lambda: cp.checkpoints > before, timeout=20, message="a WAL checkpoint")
