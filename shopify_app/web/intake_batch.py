@@ -110,3 +110,54 @@ class GroupCommit(Generic[T, W, R]):
         if w.error is not None:
             raise w.error
         return w.result  # type: ignore[return-value]
+
+
+class Coalesced(Generic[R]):
+    """Calls of `fn(key)` that may be merged: a caller is answered by a call that *started after* it asked.
+
+    For the intake's wake of a shop's order job (one Redis SET NX after the rows are committed): while one call for
+    a shop is in flight, every batch committed meanwhile waits for the next call, which covers all of them. So a
+    process makes at most one call per shop at a time (and per round trip), however many batches it commits."""
+
+    class _State:
+        __slots__ = ("asked", "answered", "running", "result")
+
+        def __init__(self):
+            self.asked = 0          # tickets handed out
+            self.answered = 0       # every ticket <= this one has its result
+            self.running = False
+            self.result = None
+
+    def __init__(self, fn: Callable[[object], R]):
+        self._fn = fn
+        self._cond = threading.Condition()
+        self._states: dict[object, Coalesced._State] = {}
+        self.calls = 0
+
+    def __call__(self, key) -> R:
+        with self._cond:
+            st = self._states.get(key)
+            if st is None:
+                st = self._states[key] = self._State()
+            st.asked += 1
+            ticket = st.asked
+            while st.answered < ticket and st.running:
+                self._cond.wait()
+            if st.answered >= ticket:
+                return st.result
+            st.running = True
+            covered = st.asked              # everyone who asked so far is covered by the call starting now
+        try:
+            result = self._fn(key)
+        except BaseException:
+            with self._cond:                # the waiters start their own call
+                st.running = False
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self.calls += 1
+            st.running = False
+            if covered > st.answered:
+                st.answered, st.result = covered, result
+            self._cond.notify_all()
+        return result

@@ -45,7 +45,7 @@ from shopify_app.shopify.webhooks import parse_webhook_headers, verify_webhook_h
 from shopify_app.web.intake import (  # noqa: F401 - PENDING_ANALYTICS, MAX_INVALID_BODY_CHARS: part of this API
     ALREADY_RECORDED, MAX_INVALID_BODY_CHARS, PENDING_ANALYTICS, Delivery, Outcome, record_batch,
 )
-from shopify_app.web.intake_batch import GroupCommit
+from shopify_app.web.intake_batch import Coalesced, GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +143,16 @@ def _writer(flask_app) -> GroupCommit:
             writer = ext.get("webhook_intake")
             if writer is None or writer[0] != os.getpid():
                 cfg = flask_app.config["APP_CONFIG"]
+                wake = Coalesced(lambda shop_id: _wake(cfg, shop_id))
                 writer = ext["webhook_intake"] = (os.getpid(), GroupCommit(
                     lambda items: record_batch(cfg.sqlalchemy_url, items),
-                    lambda items, outcomes: _hand_over(cfg, outcomes)))
+                    lambda items, outcomes: _hand_over(cfg, wake, outcomes)))
     return writer[1]
 
 
-def _hand_over(cfg, outcomes: Sequence[Outcome]) -> list[tuple[Outcome, bool]]:
-    """After the batch committed: one wake per shop with pending order rows, one RQ job per 'received' row.
+def _hand_over(cfg, wake, outcomes: Sequence[Outcome]) -> list[tuple[Outcome, bool]]:
+    """After the batch committed: one wake per shop with pending order rows (`wake`: _wake, coalesced across the
+    process's concurrent batches), one RQ job per 'received' row.
     (Outcome, queued) per item. After the first Redis failure the rest of the batch is not tried (each try may
     wait for the connect timeout); the sweeper catches up."""
     woken: dict[int, bool] = {}
@@ -162,7 +164,7 @@ def _hand_over(cfg, outcomes: Sequence[Outcome]) -> list[tuple[Outcome, bool]]:
             queued = redis_ok = enqueue_delivery(cfg, o.delivery_id)
         elif redis_ok and o.status == PENDING_ANALYTICS:
             if o.shop_id not in woken:
-                woken[o.shop_id] = redis_ok = _wake(cfg, o.shop_id)
+                woken[o.shop_id] = redis_ok = wake(o.shop_id)
             queued = woken[o.shop_id]
         out.append((o, queued))
     return out

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from shopify_app.db import session_scope
 from shopify_app.models import WebhookDelivery, utcnow
 from shopify_app.web.intake import ALREADY_RECORDED, Checkpointer, Delivery, _lock_path, record_batch
-from shopify_app.web.intake_batch import GroupCommit
+from shopify_app.web.intake_batch import Coalesced, GroupCommit
 from tests import helpers
 from tests.helpers import wait_for
 
@@ -203,3 +203,54 @@ def test_checkpoints_run_in_the_background_after_enough_rows(db_url):
     for i in range(cp.rows_per_checkpoint // 20 + 1):
         record_batch(db_url, [_delivery(webhook_id=f"wh-{i}-{j}") for j in range(20)])
     wait_for(lambda: cp.checkpoints > before, timeout=20, message="a WAL checkpoint")
+
+
+# --------------------------------------------------------------------------------------------- Coalesced
+def test_coalesced_callers_are_answered_by_a_call_started_after_they_asked():
+    started: list[int] = []          # the `asked` count at the start of each call
+    gate, in_call = threading.Event(), threading.Event()
+    asked = {"n": 0}
+    lock = threading.Lock()
+
+    def fn(key):
+        started.append(asked["n"])
+        in_call.set()
+        gate.wait(5)
+        return f"woke {key} #{len(started)}"
+
+    wake = Coalesced(fn)
+    results: dict[int, str] = {}
+
+    def call(i):
+        with lock:
+            asked["n"] += 1
+        results[i] = wake("shop-1")
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    assert in_call.wait(10)                      # call #1 in flight; the next 9 ask meanwhile
+    others = [threading.Thread(target=call, args=(i,)) for i in range(1, 10)]
+    for t in others:
+        t.start()
+    wait_for(lambda: wake._states["shop-1"].asked == 10, timeout=10, message="10 tickets")
+    gate.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert results[0] == "woke shop-1 #1"
+    assert {results[i] for i in range(1, 10)} == {"woke shop-1 #2"}   # one more call covers all nine
+    assert wake.calls == 2 and started == [1, 10]
+
+
+def test_coalesced_failure_lets_the_waiters_call_again():
+    calls = {"n": 0}
+
+    def fn(key):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("redis down")
+        return True
+
+    wake = Coalesced(fn)
+    with pytest.raises(ConnectionError):
+        wake(1)
+    assert wake(1) is True and calls["n"] == 2
