@@ -1,27 +1,33 @@
 """Bench: webhook intake under load - the real app vs a bare Flask app, both under gunicorn, same settings.
 
-Both servers run `gunicorn -w 2 --threads 8` (gthread: HTTP keep-alive) on this machine, one after the other; the
-load comes from this process: --concurrency threads, each with one keep-alive http.client connection, posting
---requests properly signed orders/create deliveries (Shopify's sample payload from the stand-in's fixtures, a
-unique order id, X-Shopify-Webhook-Id and Event-Id each; every 20th request re-sends an earlier delivery byte for
-byte, as Shopify's retries do). The bare app answers 200 after reading the body: it is the ceiling of this
-machine + gunicorn + the load generator.
+Both servers run `gunicorn -w 2 --threads 8 --keep-alive 5` (gthread) on this machine at the same time; the load
+comes from this process and alternates between them in --rounds rounds (bare, app, app, bare, ...), so the noise
+of a shared machine hits both alike. Load: --concurrency threads, each posting over a keep-alive http.client
+connection that it replaces every --reconnect-every requests (with one connection per thread for the whole run,
+gunicorn's accept race can put all of them on one of the two workers), properly signed orders/create deliveries
+(Shopify's sample payload from the stand-in's fixtures, ~15 KB, a unique order id, X-Shopify-Webhook-Id and
+Event-Id each; every 20th request re-sends an earlier delivery byte for byte, as Shopify's retries do). The bare
+app answers 200 after reading the body: it is the ceiling of this machine + gunicorn + the load generator.
 
-Reported: requests/s of both, their ratio (target >= 0.6), p50 / p99 latency of the app's intake (target p99 <
-20 ms), and the exactly-once checks, defined as:
+Reported: requests/s of both over all rounds, their ratio (target >= 0.6) and the ratio per round, p50 / p99
+latency of the app's intake (target p99 < 20 ms) and of the bare app, and the exactly-once checks, defined as:
   recorded once  - one webhook_deliveries row per distinct X-Shopify-Webhook-Id answered 200, none for a re-send
                    (it answers 200 'already_recorded'), no webhook id twice;
-  enqueued once  - right after the load (no worker running) every row is 'received' and the webhooks queue holds
-                   exactly one job `delivery-{row id}` per row, each id once in the queue;
+  enqueued once  - right after the load (no worker running) every row is 'pending_analytics' and the webhooks
+                   queue holds exactly one job, the shop's coalescing order job `process-orders-{shop}` (a row
+                   of another status would need exactly one `delivery-{row id}` job);
   handed over    - after draining the queue with an in-process RQ worker (--no-drain skips it), every row is
-                   'processed' by the shop's order job (the per-shop coalescing job `process-orders-{shop}` ran
-                   at least once and far fewer times than there are deliveries), and the shop has one Order row per
-                   distinct order id sent.
+                   'processed' by the shop's order job (it ran at least once and far fewer times than there are
+                   deliveries), and the shop has one Order row per distinct order id sent.
+--worker: a real RQ worker process (`flask worker`) drains the queue during the load, so the shop's order job
+writes (SQLite: holds the write lock) while deliveries come in; 'enqueued once' is then not observable and
+'handed over' waits for the worker to process every row.
 
 Database: a SQLite file in a temporary folder (WAL, as in production config), or --database-url (PostgreSQL; a
 fresh scratch shop is used, nothing else is touched). Redis: an embedded redis-server.
 
-    .venv/bin/python bench/bench_webhook_intake.py [--requests 3000] [--concurrency 16] [--database-url URL]
+    .venv/bin/python bench/bench_webhook_intake.py [--requests 3000] [--concurrency 16] [--rounds 3]
+        [--reconnect-every 50] [--worker] [--no-drain] [--database-url URL]
 
 Ends with one line: RESULT {json}.
 """
