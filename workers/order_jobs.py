@@ -68,14 +68,20 @@ from .sequential_jobs import BatchTracker, rebuild_needed
 log = logging.getLogger(__name__)
 
 PENDING_ANALYTICS = "pending_analytics"
-UPSERT_CHUNK = 150               # rows per INSERT (SQLite's bound-parameter limit)
+UPSERT_CHUNK = 150               # ids per IN (...) list (SQLite's bound-parameter limit, with margin)
+PG_ARRAY_CHUNK = 50_000          # rows per unnest() upsert on PostgreSQL (bounds one statement's memory)
 
 
 # --------------------------------------------------------------------------------------------- entry points
 # A batch stops taking new deliveries after this many seconds: the transaction holds the shop's row lock (and
 # on SQLite the database's only write lock, which the webhook intake needs too), so short batches keep both the
 # intake and the freshness of the other orders in check. The rest stays pending for the follow-up job.
-BATCH_SECONDS = 1.0
+# The commit's size is bounded too: a batch stops taking deliveries once it holds BATCH_PAIRS distinct pair
+# deltas. Writing them is most of a batch's cost (Online Retail orders average ~1,200 pairs; ~250k pair upserts
+# per second on SQLite here, fewer on PostgreSQL), and the time from delivery to visible includes the whole
+# batch: the apply budget alone let a batch of large orders commit seconds after it started.
+BATCH_SECONDS = 0.5
+BATCH_PAIRS = 40_000
 
 
 # One job keeps draining the shop's pending deliveries, batch after batch (each its own short transaction),
@@ -92,7 +98,7 @@ def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
     while True:
         _clear_wake(shop_id)              # before reading: a delivery committed after the read wakes a follow-up
         with context.transaction() as s:
-            result = process_shop_orders(s, shop_id, limit=limit, budget_s=BATCH_SECONDS)
+            result = process_shop_orders(s, shop_id, limit=limit, budget_s=BATCH_SECONDS, max_pairs=BATCH_PAIRS)
         for k, v in result.items():
             if isinstance(v, bool):
                 total[k] = total.get(k, False) or v
@@ -156,9 +162,11 @@ def enqueue_process_orders(config, shop_id: int, followup: bool = False):
 
 # --------------------------------------------------------------------------------------------- core
 def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | None = None,
-                        budget_s: float | None = None) -> dict:
+                        budget_s: float | None = None, max_pairs: int | None = None) -> dict:
     """The job's work inside the caller's transaction (tests call it with their own session). With `budget_s`,
-    deliveries not started within that many seconds stay pending (result "more": True)."""
+    deliveries not started within that many seconds stay pending (result "more": True); with `max_pairs`, so do
+    the deliveries after the one that took the batch's distinct pair deltas past that many (at least one
+    delivery is always handled)."""
     import time
 
     started = time.monotonic()
@@ -186,7 +194,8 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
     handled = invalid
     more = False
     for d, version in converted:
-        if budget_s is not None and time.monotonic() - started > budget_s:
+        if ((budget_s is not None and time.monotonic() - started > budget_s) or
+                (max_pairs is not None and len(batch.pairs) >= max_pairs)):
             more = True                  # left 'pending_analytics' for the follow-up job
             break
         handled += 1
@@ -239,9 +248,12 @@ def _prefetch(s, shop_id: int, versions: list[OrderVersion], batch: Delta) -> No
     queries per order. Purely an optimization: apply_version does both itself when called alone."""
     ids = sorted({v.id for v in versions})
     customers = {v.customer_id for v in versions}
+    known: dict = dict.fromkeys(ids)          # id -> stored row, None = not stored (no s.get query per new order)
     for i in range(0, len(ids), UPSERT_CHUNK * 3):
         for row in s.scalars(select(Order).where(Order.shop_id == shop_id, Order.id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
             customers.add(row.customer_id)
+            known[row.id] = row
+    batch.__dict__["_orders"] = known
     _sequential(s, shop_id, batch).touch(s, customers)
 
 
@@ -267,7 +279,8 @@ def _supersedes(v: OrderVersion, row: Order | None) -> bool:
 
 
 def apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.datetime) -> bool:
-    row = s.get(Order, (shop_id, v.id))
+    known = batch.__dict__.get("_orders")    # the batch's prefetched rows (see _prefetch)
+    row = known[v.id] if known is not None and v.id in known else s.get(Order, (shop_id, v.id))
     if not _supersedes(v, row):
         return False
     # Sequential counts depend on the customer's other orders: snapshot them before the first change.
@@ -277,9 +290,12 @@ def apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.dateti
         old = {**old, "customer_id": row.customer_id}   # unlinked by customers/redact: stats already erased
     new = contribution(v)
     _merge(batch, diff(old, new))
+    stored = row is not None
     if row is None:
         row = Order(shop_id=shop_id, id=v.id)
         s.add(row)
+        if known is not None:
+            known[v.id] = row
     # Every column comes from the version (a tombstone has zeros and its deletion time), so the row does not
     # depend on which earlier versions happened to be seen.
     row.processed_at, row.name, row.customer_id = v.processed_at, v.name, v.customer_id
@@ -293,7 +309,8 @@ def apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.dateti
     row.contribution = new
     row.ingested_at = now
     s.flush()
-    s.execute(delete(OrderLine).where(OrderLine.shop_id == shop_id, OrderLine.order_id == v.id))
+    if stored:                           # a new order has no lines to replace: no DELETE per new order
+        s.execute(delete(OrderLine).where(OrderLine.shop_id == shop_id, OrderLine.order_id == v.id))
     for ln in v.lines:
         s.add(OrderLine(shop_id=shop_id, order_id=v.id, id=ln.id, product_id=ln.product_id, variant_id=ln.variant_id,
                         product_type=ln.product_type, quantity=ln.quantity, refunded_quantity=ln.refunded_quantity,
@@ -325,8 +342,13 @@ def _merge(batch: Delta, d: Delta) -> None:
                 dst[k] = dst.get(k, 0) + v
     batch.touched |= d.touched
     for src, dst in ((d.items, batch.items), (d.pairs, batch.pairs), (d.baskets, batch.baskets)):
+        get = dst.get                    # inlined _add: ~10^5 pairs per batch of live orders
         for k, v in src.items():
-            _add(dst, k, v)
+            nv = get(k, 0) + v
+            if nv:
+                dst[k] = nv
+            else:
+                dst.pop(k, None)
 
 
 # --------------------------------------------------------------------------------------------- writes
@@ -339,26 +361,51 @@ def _insert(s):
 
 
 def _upsert(s, model, keys: list[str], col: str, rows: list[dict]) -> None:
-    insert = _insert(s)
+    """_upsert_rows for rows given as dicts (all with the same keys)."""
+    if rows:
+        cols = list(rows[0])
+        _upsert_rows(s, model, keys, col, cols, [tuple(r[c] for c in cols) for r in rows])
+
+
+def _upsert_rows(s, model, keys: list[str], col: str, cols: list[str], rows: list[tuple]) -> None:
+    """count = count + excluded.count for every row, in ONE statement per call: SQLite gets one prepared
+    statement run by the driver's executemany; PostgreSQL gets INSERT ... SELECT FROM unnest(one array per
+    column). A live batch of Online Retail orders carries ~10^5 distinct pairs; SQLAlchemy's multi-VALUES
+    insert compiled a new 150-row statement per chunk, which cost ~0.3 ms per row (95 % of the batch).
+    Rows are tuples in the order of `cols`, with distinct keys (callers aggregate first)."""
+    if not rows:
+        return
     table = model.__table__
-    for i in range(0, len(rows), UPSERT_CHUNK):
-        stmt = insert(table).values(rows[i:i + UPSERT_CHUNK])
-        stmt = stmt.on_conflict_do_update(index_elements=keys, set_={col: table.c[col] + stmt.excluded[col]})
-        s.execute(stmt)
+    conn = s.connection()
+    dialect = conn.dialect
+    q = dialect.identifier_preparer.quote
+    name = q(table.name)
+    head = f"INSERT INTO {name} ({', '.join(q(c) for c in cols)}) "
+    tail = (f" ON CONFLICT ({', '.join(q(k) for k in keys)}) DO UPDATE SET {q(col)} = {name}.{q(col)} + "
+            f"excluded.{q(col)}")
+    if dialect.name == "postgresql":
+        arrays = ", ".join(f"%s::{table.c[c].type.compile(dialect=dialect)}[]" for c in cols)
+        for i in range(0, len(rows), PG_ARRAY_CHUNK):
+            part = rows[i:i + PG_ARRAY_CHUNK]
+            conn.exec_driver_sql(head + f"SELECT * FROM unnest({arrays})" + tail, tuple(map(list, zip(*part))))
+    else:
+        conn.exec_driver_sql(head + f"VALUES ({', '.join('?' * len(cols))})" + tail, rows)
 
 
 def write_counts(s, shop_id: int, batch: Delta) -> None:
-    base = {"shop_id": shop_id, "segment": ALL_SEGMENTS}
+    seg = ALL_SEGMENTS
     if batch.items:
-        _upsert(s, ItemCountDelta, ["shop_id", "segment", "bucket", "item_id"], "count",
-                [{**base, "bucket": b, "item_id": i, "count": n} for (b, i), n in sorted(batch.items.items())])
+        _upsert_rows(s, ItemCountDelta, ["shop_id", "segment", "bucket", "item_id"], "count",
+                     ["shop_id", "segment", "bucket", "item_id", "count"],
+                     [(shop_id, seg, b, i, n) for (b, i), n in sorted(batch.items.items())])
     if batch.pairs:
-        _upsert(s, PairCountDelta, ["shop_id", "segment", "bucket", "item_a", "item_b"], "count",
-                [{**base, "bucket": b, "item_a": a, "item_b": c, "count": n}
-                 for (b, a, c), n in sorted(batch.pairs.items())])
+        _upsert_rows(s, PairCountDelta, ["shop_id", "segment", "bucket", "item_a", "item_b"], "count",
+                     ["shop_id", "segment", "bucket", "item_a", "item_b", "count"],
+                     [(shop_id, seg, b, a, c, n) for (b, a, c), n in sorted(batch.pairs.items())])
     if batch.baskets:
-        _upsert(s, BasketCountDelta, ["shop_id", "segment", "bucket"], "baskets",
-                [{**base, "bucket": b, "baskets": n} for b, n in sorted(batch.baskets.items())])
+        _upsert_rows(s, BasketCountDelta, ["shop_id", "segment", "bucket"], "baskets",
+                     ["shop_id", "segment", "bucket", "baskets"],
+                     [(shop_id, seg, b, n) for b, n in sorted(batch.baskets.items())])
     tracker = batch.__dict__.get("_sequential")
     if tracker is not None:
         tracker.write(s)
@@ -368,11 +415,23 @@ def update_customers(s, shop_id: int, batch: Delta, now: dt.datetime) -> list[in
     """Additive deltas + recomputed first/last/orders_count; returns the customers left with stats."""
     kept = []
     net_new = 0                      # customers created - customers removed, for the refit trigger
-    for cid in sorted(batch.touched):
-        first, last, n = s.execute(
-            select(func.min(Order.processed_at), func.max(Order.processed_at), func.count())
-            .where(Order.shop_id == shop_id, Order.customer_id == cid, Order.counted.is_(True))).one()
-        row = s.get(CustomerStats, (shop_id, cid))
+    touched = sorted(batch.touched)
+    s.flush()
+    spans: dict = {}                 # customer -> (first, last, n): one grouped query per chunk, not per customer
+    stats: dict = {}                 # customer -> CustomerStats row
+    for i in range(0, len(touched), UPSERT_CHUNK * 3):
+        ids = touched[i:i + UPSERT_CHUNK * 3]
+        for cid, first, last, n in s.execute(
+                select(Order.customer_id, func.min(Order.processed_at), func.max(Order.processed_at), func.count())
+                .where(Order.shop_id == shop_id, Order.customer_id.in_(ids), Order.counted.is_(True))
+                .group_by(Order.customer_id)):
+            spans[cid] = (first, last, n)
+        for row in s.scalars(select(CustomerStats).where(CustomerStats.shop_id == shop_id,
+                                                         CustomerStats.customer_id.in_(ids))):
+            stats[row.customer_id] = row
+    for cid in touched:
+        first, last, n = spans.get(cid, (None, None, 0))
+        row = stats.get(cid)
         if not n:
             if row is not None:
                 if row.segment is not None:

@@ -144,15 +144,16 @@ class BatchTracker:
 
 
 def write_deltas(s, shop_id: int, items: dict, pairs: dict) -> None:
-    from .order_jobs import _upsert   # one upsert helper for every count table
+    from .order_jobs import _upsert_rows   # one upsert helper for every count table
 
     if items:
-        _upsert(s, SequentialItemDelta, ["shop_id", "bucket", "item_id"], "count",
-                [{"shop_id": shop_id, "bucket": b, "item_id": i, "count": n} for (b, i), n in sorted(items.items())])
+        _upsert_rows(s, SequentialItemDelta, ["shop_id", "bucket", "item_id"], "count",
+                     ["shop_id", "bucket", "item_id", "count"],
+                     [(shop_id, b, i, n) for (b, i), n in sorted(items.items())])
     if pairs:
-        _upsert(s, SequentialPairDelta, ["shop_id", "bucket", "item_a", "item_b"], "count",
-                [{"shop_id": shop_id, "bucket": b, "item_a": a, "item_b": c, "count": n}
-                 for (b, a, c), n in sorted(pairs.items())])
+        _upsert_rows(s, SequentialPairDelta, ["shop_id", "bucket", "item_a", "item_b"], "count",
+                     ["shop_id", "bucket", "item_a", "item_b", "count"],
+                     [(shop_id, b, a, c, n) for (b, a, c), n in sorted(pairs.items())])
 
 
 def forget_customer(s, shop_id: int, customer_id: int) -> dict:

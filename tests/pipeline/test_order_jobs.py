@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import random
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from shopify_app.analytics.incremental import clean_pass
 from shopify_app.config import PROJECT_ROOT
@@ -445,3 +445,21 @@ def test_webhook_lines_take_the_product_type_from_the_catalogue(session):
     lines = {ln.product_id: ln.product_type for ln in session.scalars(
         select(OrderLine).where(OrderLine.shop_id == shop.id, OrderLine.order_id == 1))}
     assert lines[P1] == "Kitchen" and lines[P2] == "Garden" and lines[P3] in (None, "")
+
+
+def test_pair_budget_ends_the_batch_after_the_order_that_reaches_it(session):
+    """max_pairs bounds the commit: deliveries after the one that took the batch to max_pairs distinct pair deltas
+    stay pending; the counts of what was applied are exact and the rest follows in the next batch."""
+    shop = make_shop(session, "pairs.myshopify.com")
+    products = [P1, P2, P3, P1 + 1000, P1 + 2000]
+    for oid in range(1, 5):           # 5 products -> 10 pairs per order, the same pairs every time
+        deliver(session, shop, "orders/create", payload(oid, cust=8100 + oid, day=oid,
+                                                        items=tuple((p, 1) for p in products)))
+    res = process_shop_orders(session, shop.id, now=NOW, max_pairs=10)
+    session.commit()
+    assert res["more"] is True and res["applied"] == 1
+    assert session.scalar(select(func.sum(PairCountDelta.count)).where(PairCountDelta.shop_id == shop.id)) == 10
+    res = process_shop_orders(session, shop.id, now=NOW, max_pairs=25)   # 10 distinct pairs never reach 25
+    session.commit()
+    assert res["more"] is False and res["applied"] == 3
+    assert session.scalar(select(func.sum(PairCountDelta.count)).where(PairCountDelta.shop_id == shop.id)) == 40
