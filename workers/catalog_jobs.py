@@ -160,11 +160,17 @@ class OtherBulkQueryRunning(Exception):
 
 
 def sync_products(shop_id: int, *, client_kw: dict | None = None, poll_interval: float = POLL_INTERVAL,
-                  retry_delays: tuple = RETRY_DELAYS, max_waits: int = MAX_WAITS) -> dict:
+                  retry_delays: tuple = RETRY_DELAYS, max_waits: int = MAX_WAITS, for_job: int | None = None) -> dict:
+    """`for_job`: set on the runs this job schedules for itself (see _wait_and_retry): when that Job was finished
+    meanwhile by another run (a sync enqueued again, e.g. by a reinstall), there is nothing left to do."""
     with context.transaction() as s:
         shop = s.get(Shop, shop_id)
         if shop is None or shop.status in ("uninstalled", "needs_reauth"):
             return {"shop_id": shop_id, "status": "skipped"}
+        if for_job is not None:
+            waited_for = s.get(Job, for_job)
+            if waited_for is not None and waited_for.status in ("done", "cancelled"):
+                return {"shop_id": shop_id, "job_id": for_job, "status": "already_" + waited_for.status}
         job = _job_for(s, shop_id)
         job_id = job.id
         job.status, job.error, job.finished_at = "running", None, None
@@ -180,9 +186,9 @@ def sync_products(shop_id: int, *, client_kw: dict | None = None, poll_interval:
         _fail(job_id, f"Shopify refused the access token ({exc}); the merchant must open the app again")
         return {**base, "status": "needs_reauth"}
     except OtherBulkQueryRunning as exc:
-        return {**base, **_wait_and_retry(shop_id, job_id, exc, dict(client_kw=client_kw, poll_interval=poll_interval,
-                                                                     retry_delays=tuple(retry_delays),
-                                                                     max_waits=max_waits))}
+        again = dict(client_kw=client_kw, poll_interval=poll_interval, retry_delays=tuple(retry_delays),
+                     max_waits=max_waits, for_job=job_id)
+        return {**base, **_wait_and_retry(shop_id, job_id, exc, again)}
     except Exception as exc:
         # An expired / vanished result file cannot be resumed: the retry starts a new export.
         _fail(job_id, f"{type(exc).__name__}: {exc}", forget_operation=isinstance(exc, ShopifyHTTPError))
@@ -240,9 +246,13 @@ def _wait_and_retry(shop_id: int, job_id: int, busy: OtherBulkQueryRunning, kwar
         job.details = {**(job.details or {}), "waits": waits, "busy": busy.code,
                        "next_try_at": next_try.isoformat(timespec="seconds")}
     log.info("shop %s: %s; product sync retries in %.0fs (wait %d)", shop_id, busy.code, delay, waits)
-    get_queue(context.config(), DEFAULT).enqueue_in(
-        dt.timedelta(seconds=delay), JOB_PATH, args=(shop_id,), kwargs=kwargs,
-        job_id=f"sync-products-{shop_id}-wait-{waits}", retry=DEFAULT_RETRY, job_timeout=3600)
+    try:
+        get_queue(context.config(), DEFAULT).enqueue_in(
+            dt.timedelta(seconds=delay), JOB_PATH, args=(shop_id,), kwargs=kwargs,
+            job_id=f"sync-products-{shop_id}-wait-{waits}", retry=DEFAULT_RETRY, job_timeout=3600)
+    except Exception as exc:      # Redis unreachable: say so on the Job; RQ's own retry runs the job again
+        _fail(job_id, f"could not schedule the next try: {type(exc).__name__}: {exc}")
+        raise
     return {"status": "rescheduled", "waits": waits, "retry_in": delay, "busy": busy.code}
 
 

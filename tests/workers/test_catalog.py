@@ -113,6 +113,7 @@ def test_revoked_token_marks_the_shop_and_fails_the_job(store, shop_id, session)
 
 
 def test_another_bulk_query_in_progress_reschedules_then_a_real_worker_finishes(store, shop_id, session, cfg):
+    from rq.job import Job as RQJob
     from rq.registry import ScheduledJobRegistry
 
     from shopify_app.queues import DEFAULT, get_queue
@@ -129,17 +130,31 @@ def test_another_bulk_query_in_progress_reschedules_then_a_real_worker_finishes(
     assert "Waiting for another Shopify export" in job["message"] and job["bulk_operation_id"] is None
     assert f"sync-products-{shop_id}-wait-1" in ScheduledJobRegistry(queue=get_queue(cfg, DEFAULT)).get_job_ids()
 
+    queue = get_queue(cfg, DEFAULT)
+    queue.empty()          # the install's own jobs (history import, first sync): this test is about the retry
     worker = _worker(cfg)
     try:
         def finished():
             state = _job_state(session, shop_id)
             return state if state["status"] in ("done", "failed") else None
         done = wait_for(finished, timeout=60, interval=0.2, message="the rescheduled product sync")
+        last = RQJob.fetch(f"sync-products-{shop_id}-wait-{done['details']['waits']}", connection=queue.connection)
+        wait_for(lambda: last.get_status(refresh=True) == "finished", timeout=10, message="the RQ job's end")
     finally:
         _stop(worker)
     assert done["id"] == job["id"] and done["status"] == "done" and done["done"] == 40
     assert done["details"]["waits"] >= 1 and done["bulk_operation_id"] != other
+    assert last.kwargs["for_job"] == job["id"] and last.return_value()["status"] == "done"
     assert len(session.scalars(select(Product.id).where(Product.shop_id == shop_id)).all()) == 40
+
+
+def test_a_scheduled_retry_does_nothing_when_its_job_was_finished_meanwhile(store, shop_id, session):
+    store.create_product(SHOP, title="Saucer", price="2", unit_cost="0.50")
+    done = sync_products(shop_id, poll_interval=0.2)
+    assert done["status"] == "done"
+    late = sync_products(shop_id, poll_interval=0.2, for_job=done["job_id"])
+    assert late == {"shop_id": shop_id, "job_id": done["job_id"], "status": "already_done"}
+    assert len(session.scalars(select(Job.id).where(Job.kind == "catalog")).all()) == 1
 
 
 def test_waiting_gives_up_after_max_waits_with_a_readable_message(store, shop_id, session):
@@ -262,3 +277,20 @@ def test_late_customer_update_after_redact_is_ignored(shop_id, session):
     assert res["status"] == "ignored"
     session.expire_all()
     assert session.get(Customer, (shop_id, 901)) is None
+
+
+def test_a_failed_export_fails_the_job_and_the_retry_starts_a_new_one(store, shop_id, session):
+    from shopify_app.shopify.graphql import ShopifyBulkOperationError
+
+    for i in range(30):
+        store.create_product(SHOP, title=f"Cup {i}", price="2", unit_cost="0.80")
+    store.bulk_fail_next = "INTERNAL_SERVER_ERROR"          # the export stops half way and ends FAILED
+    with pytest.raises(ShopifyBulkOperationError):
+        sync_products(shop_id, poll_interval=0.2)
+    failed = _job_state(session, shop_id)
+    assert failed["status"] == "failed" and "FAILED" in failed["error"]
+    assert not session.scalars(select(Product.id)).all()      # a partial file is never applied
+    session.rollback()
+    retry = sync_products(shop_id, poll_interval=0.2)          # what RQ's retry does
+    assert retry["status"] == "done" and retry["job_id"] == failed["id"] and retry["products"] == 30
+    assert _job_state(session, shop_id)["bulk_operation_id"] != failed["bulk_operation_id"]
