@@ -228,14 +228,16 @@ class Checkpointer:
     fsyncs the WAL and the database file there: tens of milliseconds on a VM disk, while the intake's write lock
     is held and a whole batch of requests waits. The intake's connections switch it off (PRAGMA
     wal_autocheckpoint=0 on each of them) and this thread runs `wal_checkpoint(PASSIVE)` every `rows_per_checkpoint`
-    recorded rows instead: a passive checkpoint never blocks a writer. Workers keep SQLite's automatic checkpoint
-    on their own connections."""
+    recorded rows instead: a passive checkpoint never blocks a writer. Every `restart_every`-th one is followed by
+    a short one under the intake's write lock, so that the WAL file can start over (~2000 rows, ~30 MB of WAL at
+    most). Workers keep SQLite's automatic checkpoint on their own connections."""
     _by_key: dict[tuple[int, str], "Checkpointer"] = {}
     _guard = threading.Lock()
 
-    def __init__(self, url: str, rows_per_checkpoint: int = 200):
+    def __init__(self, url: str, rows_per_checkpoint: int = 200, restart_every: int = 10):
         self.url = url
         self.rows_per_checkpoint = rows_per_checkpoint
+        self.restart_every = restart_every
         self._rows = 0
         self._due = threading.Event()
         self.checkpoints = 0
@@ -265,8 +267,15 @@ class Checkpointer:
             try:
                 raw = get_engine(self.url).raw_connection()
                 try:
-                    raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    cur = raw.cursor()
+                    cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()      # the bulk, writers going on
                     self.checkpoints += 1
+                    if self.checkpoints % self.restart_every == 0:
+                        # The frames appended meanwhile, with the intake's writers paused (two fsyncs, a few ms):
+                        # once all are copied, the next write starts the WAL file over. Under a steady stream of
+                        # writes it never would otherwise, and the WAL would grow without bound.
+                        with intake_write_lock(self.url):
+                            cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 finally:
                     raw.close()
             except Exception as exc:            # noqa: BLE001 - a missed checkpoint is retried at the next one
