@@ -39,8 +39,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from typing import Iterable, Iterator
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
 
 from shopify_app.analytics.incremental import contribution, latest_versions
 from shopify_app.models import Job, Order, OrderLine, Shop, utcnow
@@ -57,7 +58,7 @@ KIND = "import"
 BATCH_SIZE = 2000
 ID_CHUNK = 900                 # ids per IN (...) (SQLite's bound-parameter limit, old builds)
 POLL_INTERVAL = 1.0
-POLL_MAX_INTERVAL = 15.0
+POLL_MAX_INTERVAL = 3.0        # an export finishes up to this late; a poll costs 1 query point
 RESUMABLE_BULK_STATUSES = {"CREATED", "RUNNING", "COMPLETED"}
 
 
@@ -76,9 +77,12 @@ def start_history_import(shop_id: int, *, batch_size: int = BATCH_SIZE, poll_int
         job.finished_at = None
     try:
         client = context.admin_client(shop_id, **(client_kw or {}))
+        t0 = time.perf_counter()
         op = _completed_operation(client, job_id, poll_interval)
+        t1 = time.perf_counter()
         result = _apply_file(client, shop_id, job_id, op, batch_size)
-        result.update(_finish(shop_id, job_id))
+        timings = {"export": round(t1 - t0, 2), "store": round(time.perf_counter() - t1, 2)}
+        result.update(_finish(shop_id, job_id, timings))
         log.info("history import of shop %s done: %s", shop_id, result)
         return {"shop_id": shop_id, "job_id": job_id, "status": "done", **result}
     except ShopifyAuthError as exc:
@@ -112,9 +116,10 @@ def _fail(job_id: int, message: str) -> None:
     _update_job(job_id, status="failed", error=message[:2000], finished_at=utcnow())
 
 
-def _finish(shop_id: int, job_id: int) -> dict:
+def _finish(shop_id: int, job_id: int, timings: dict | None = None) -> dict:
     """Aggregates, segments and Job done in one transaction; then sequential counts and rules. Phase times go to
-    Job.details["timings"] (seconds)."""
+    Job.details["timings"] (seconds): export (waiting for Shopify's bulk export, polls included), store
+    (download + conversion + storing), rebuild, rescore, rules."""
     _update_job(job_id, message="Computing segments")
     now = utcnow()
     t0 = time.perf_counter()
@@ -127,7 +132,7 @@ def _finish(shop_id: int, job_id: int) -> dict:
         job.status, job.error, job.finished_at = "done", None, now
         job.message = (f"Imported {job.done:,} orders: {rebuilt.get('customers', 0):,} customers in segments; "
                        "finding products bought together")
-        timings = {"rebuild": round(t1 - t0, 2), "rescore": round(t2 - t1, 2)}
+        timings = {**(timings or {}), "rebuild": round(t1 - t0, 2), "rescore": round(t2 - t1, 2)}
         job.details = {**(job.details or {}), "customers": rebuilt.get("customers", 0), "segment_changes": changes,
                        "timings": timings}
     rules = _sequential_and_rules(shop_id, timings)
@@ -242,23 +247,37 @@ def _apply_file(client: AdminClient, shop_id: int, job_id: int, op: dict, batch_
         job.message = _progress(job.done or 0, job.total)
     applied = skipped = 0
     count = 0
-    pending: list = []
-    for index, version in enumerate(orders_from_jsonl(client.download_jsonl(op.get("url")))):
-        count = index + 1
-        if index <= last_done:
+    # Parsing runs in this thread between the batches: a reader thread was measured slower on SQLite (the GIL is
+    # released and re-taken for every row sqlite3 steps, so a busy parser makes each row wait for the GIL).
+    for item in _batches(client.download_jsonl(op.get("url")), last_done, batch_size):
+        if isinstance(item, int):                        # the last item: how many orders the file holds
+            count = item
             continue
-        pending.append((index, version))
-        if len(pending) >= batch_size:
-            a, k = _store_batch(shop_id, job_id, pending)
-            applied, skipped, pending = applied + a, skipped + k, []
-    if pending:
-        a, k = _store_batch(shop_id, job_id, pending)
+        a, k = _store_batch(shop_id, job_id, item)
         applied, skipped = applied + a, skipped + k
     with context.transaction() as s:
         job = s.get(Job, job_id)
         job.total = job.done = count          # the file is the truth (rootObjectCount was the estimate)
         job.cursor = str(count - 1) if count else job.cursor
     return {"orders": count, "applied": applied, "skipped": skipped}
+
+
+def _batches(objects: Iterable[dict], last_done: int, batch_size: int) -> Iterator:
+    """Lists of (index in the file, OrderVersion) after the cursor `last_done`, batch_size at a time; then the
+    number of orders in the file (an int)."""
+    pending: list = []
+    count = 0
+    for index, version in enumerate(orders_from_jsonl(objects)):
+        count = index + 1
+        if index <= last_done:
+            continue
+        pending.append((index, version))
+        if len(pending) >= batch_size:
+            yield pending
+            pending = []
+    if pending:
+        yield pending
+    yield count
 
 
 def _progress(done: int, total: int | None) -> str:
@@ -275,33 +294,56 @@ def _supersedes(v, stored) -> bool:
     return bool(v.deleted) or v.updated_at > updated_at
 
 
-def _order_row(shop_id: int, v, now: dt.datetime) -> dict:
-    """The Order row of a version: every column from the version, as workers.order_jobs.apply_version."""
-    return {"shop_id": shop_id, "id": v.id, "name": v.name, "customer_id": v.customer_id,
-            "processed_at": v.processed_at, "shopify_updated_at": v.updated_at,
-            "cancelled_at": v.updated_at if v.cancelled else None, "deleted_at": now if v.deleted else None,
-            "test": v.test, "financial_status": v.financial_status, "currency": v.currency, "subtotal": v.subtotal,
-            "total_discounts": v.total_discounts, "total_refunded": v.refunded, "net_revenue": v.net_revenue,
-            "counted": v.counted, "contribution": contribution(v), "ingested_at": now}
-
-
+ORDER_COLUMNS = ("shop_id", "id", "name", "customer_id", "processed_at", "shopify_updated_at", "cancelled_at",
+                 "deleted_at", "test", "financial_status", "currency", "subtotal", "total_discounts", "total_refunded",
+                 "net_revenue", "counted", "contribution", "ingested_at")
 LINE_COLUMNS = ("shop_id", "order_id", "id", "product_id", "variant_id", "product_type", "quantity",
                 "refunded_quantity", "price", "discount")
 
 
-def _insert_lines(s, lines: list[dict]) -> None:
-    """OrderLine rows in bulk: COPY on PostgreSQL (psycopg 3, same transaction), executemany elsewhere."""
-    if not lines:
+def _order_row(shop_id: int, v, now: dt.datetime) -> tuple:
+    """The Order row of a version (ORDER_COLUMNS): every column from the version, as workers.order_jobs.apply_version."""
+    return (shop_id, v.id, v.name, v.customer_id, v.processed_at, v.updated_at, v.updated_at if v.cancelled else None,
+            now if v.deleted else None, v.test, v.financial_status, v.currency, v.subtotal, v.total_discounts,
+            v.refunded, v.net_revenue, v.counted, contribution(v), now)
+
+
+def _insert_rows(s, table, columns: tuple, rows: list[tuple]) -> None:
+    """Rows (tuples in `columns` order) in bulk on the session's connection and transaction: COPY on PostgreSQL
+    (psycopg 3), one DB-API executemany elsewhere. Values go through each column type's bind processor (what
+    SQLAlchemy's own insert would do: DateTime -> text on SQLite, JSON -> text), without SQLAlchemy's per-row
+    parameter dicts, which cost more than the insert itself at a million lines."""
+    if not rows:
         return
     conn = s.connection()
-    if conn.dialect.name != "postgresql":
-        s.execute(insert(OrderLine.__table__), lines)
-        return
+    dialect = conn.dialect
+    procs = [(i, p) for i, p in enumerate(table.c[c].type.dialect_impl(dialect).bind_processor(dialect)
+                                          for c in columns) if p is not None]
+    if procs:
+        rows = [_processed(r, procs) for r in rows]
     raw = conn.connection.dbapi_connection
-    with raw.cursor() as cur:
-        with cur.copy(f"COPY {OrderLine.__tablename__} ({', '.join(LINE_COLUMNS)}) FROM STDIN") as copy:
-            for row in lines:
-                copy.write_row([row[c] for c in LINE_COLUMNS])
+    if dialect.name == "postgresql":
+        with raw.cursor() as cur:
+            with cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        return
+    if dialect.paramstyle != "qmark":               # another driver: SQLAlchemy binds (rows already processed)
+        raise NotImplementedError(f"bulk insert for paramstyle {dialect.paramstyle}")
+    cur = raw.cursor()
+    try:
+        cur.executemany(f"INSERT INTO {table.name} ({', '.join(columns)}) "
+                        f"VALUES ({', '.join('?' for _ in columns)})", rows)
+    finally:
+        cur.close()
+
+
+def _processed(row: tuple, procs: list) -> tuple:
+    out = list(row)
+    for i, p in procs:
+        if out[i] is not None:
+            out[i] = p(out[i])
+    return tuple(out)
 
 
 def _store_batch(shop_id: int, job_id: int, pending: list) -> tuple[int, int]:
@@ -322,12 +364,10 @@ def _store_batch(shop_id: int, job_id: int, pending: list) -> tuple[int, int]:
             s.execute(delete(OrderLine).where(OrderLine.shop_id == shop_id, OrderLine.order_id.in_(chunk)))
             s.execute(delete(Order).where(Order.shop_id == shop_id, Order.id.in_(chunk)))
         if winners:
-            s.execute(insert(Order.__table__), [_order_row(shop_id, v, now) for v in winners])
-            lines = [{"shop_id": shop_id, "order_id": v.id, "id": ln.id, "product_id": ln.product_id,
-                      "variant_id": ln.variant_id, "product_type": ln.product_type, "quantity": ln.quantity,
-                      "refunded_quantity": ln.refunded_quantity, "price": ln.price, "discount": ln.discount}
-                     for v in winners for ln in v.lines]
-            _insert_lines(s, lines)
+            _insert_rows(s, Order.__table__, ORDER_COLUMNS, [_order_row(shop_id, v, now) for v in winners])
+            _insert_rows(s, OrderLine.__table__, LINE_COLUMNS,
+                         [(shop_id, v.id, ln.id, ln.product_id, ln.variant_id, ln.product_type, ln.quantity,
+                           ln.refunded_quantity, ln.price, ln.discount) for v in winners for ln in v.lines])
         watermark = shop.orders_watermark
         newest = max(v.updated_at for _, v in pending)
         if watermark is None or newest > watermark:

@@ -24,7 +24,7 @@ from graphql import (
 from graphql.execution.values import get_argument_values
 
 from .store import now
-from .resolvers import Ctx, resolve_field, type_of
+from .resolvers import Ctx, field_resolver, resolve_field, type_of
 from .schema import get_schema, parse_and_validate
 
 log = logging.getLogger("shopify_app.devstore.bulk")
@@ -169,6 +169,7 @@ def _run_query(ctx: Ctx, op, doc, op_node):
                 ex.emit(obj, node_type, node_sel, None)
                 op.root_object_count += 1
                 op.object_count = ex.count
+            ex.flush()
         op.object_count = ex.count
         _finish(ctx, op, path, failed_code=fail)
     except Exception:  # noqa: BLE001 - a crash must end as FAILED, never hang the poller
@@ -178,12 +179,22 @@ def _run_query(ctx: Ctx, op, doc, op_node):
         _finish(ctx, op, path, failed_code="INTERNAL_SERVER_ERROR")
 
 
+_TYPENAME, _LEAF, _OBJECT, _CONNECTION = range(4)
+_FLUSH_LINES = 2000
+
+
 class _Exporter:
+    """Writes the JSONL of one bulk query. Each (runtime type, selection set) is compiled once into a builder: a
+    list of steps holding the field's resolver (resolvers.field_resolver, the one a normal query calls), its
+    arguments and how to complete its value; 100k+ objects then share it without per-value lookups."""
+
     def __init__(self, ctx, schema, fragments, variables):
         self.ctx, self.schema, self.fragments, self.variables = ctx, schema, fragments, variables
         self.fh = None
         self.count = 0
-        self._plans: dict = {}
+        self._builders: dict = {}
+        self._id_resolvers: dict = {}
+        self._buf: list[str] = []
         self.dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
     def fields(self, sel_set, runtime_type):
@@ -218,74 +229,93 @@ class _Exporter:
 
     def emit(self, obj, gtype, sel_set, parent_id):
         gtype = self._runtime(gtype, obj)
-        children = []
-        line = self.build(obj, gtype, sel_set, children)
+        children: list = []
+        line = self.builder(gtype, sel_set)(obj, children)
         if parent_id is not None:
             line["__parentId"] = parent_id
-        self.fh.write(self.dumps(line) + "\n")
+        self._buf.append(self.dumps(line))
         self.count += 1
+        if len(self._buf) >= _FLUSH_LINES:
+            self.flush()
         if children:
-            my_id = resolve_field(gtype.name, "id", obj, {}, self.ctx)
+            id_of = self._id_resolvers.get(gtype.name)
+            if id_of is None:
+                id_of = self._id_resolvers[gtype.name] = field_resolver(gtype.name, "id")
+            my_id = id_of(obj, {}, self.ctx)
             for ctype, csel, items in children:
                 for it in items:
                     self.emit(it, ctype, csel, my_id)
+
+    def flush(self):
+        if self._buf:
+            self._buf.append("")
+            self.fh.write("\n".join(self._buf))
+            self._buf = []
 
     def _runtime(self, gtype, obj):
         if isinstance(gtype, (GraphQLInterfaceType, GraphQLUnionType)):
             return self.schema.get_type(type_of(obj))
         return gtype
 
-    def plan(self, gtype, sel_set):
-        """Per (runtime type, selection) the list of field steps, computed once: 100k+ objects share it."""
+    def builder(self, gtype, sel_set):
+        """obj, children -> the output dict of `obj` (a concrete type); nested connections go to `children`."""
         key = (gtype.name, id(sel_set))
-        steps = self._plans.get(key)
-        if steps is None:
-            steps = []
-            for f in self.fields(sel_set, gtype):
-                name = f.name.value
-                out_key = f.alias.value if f.alias else name
-                if name == "__typename":
-                    steps.append((out_key, name, None, None, "typename", None))
-                    continue
-                fdef = gtype.fields[name]
-                args = get_argument_values(fdef, f, self.variables)
-                named = get_named_type(fdef.type)
-                if isinstance(named, GraphQLObjectType) and named.name.endswith("Connection") and f.selection_set:
-                    steps.append((out_key, name, fdef, args, "connection", self.node_selection(named, f)))
-                elif isinstance(named, (GraphQLObjectType, GraphQLInterfaceType, GraphQLUnionType)):
-                    steps.append((out_key, name, fdef, args, "object", f))
-                else:
-                    steps.append((out_key, name, fdef, args, "leaf", None))
-            self._plans[key] = steps
-        return steps
+        build = self._builders.get(key)
+        if build is None:
+            build = self._builders[key] = self._compile(gtype, sel_set)
+        return build
 
-    def build(self, obj, gtype, sel_set, children) -> dict:
-        out = {}
-        tname = gtype.name
-        for out_key, name, fdef, args, kind, extra in self.plan(gtype, sel_set):
-            if kind == "typename":
-                out[out_key] = tname
+    def _compile(self, gtype, sel_set):
+        tname, ctx = gtype.name, self.ctx
+        steps = []
+        for f in self.fields(sel_set, gtype):
+            name = f.name.value
+            out_key = f.alias.value if f.alias else name
+            if name == "__typename":
+                steps.append((out_key, _TYPENAME, None, None, tname))
                 continue
-            value = resolve_field(tname, name, obj, args, self.ctx)
-            if kind == "connection":
-                children.append((extra[0], extra[1], value["nodes"] if value else []))
-            elif kind == "leaf":
-                out[out_key] = value
+            fdef = gtype.fields[name]
+            args = get_argument_values(fdef, f, self.variables)
+            resolve = field_resolver(tname, name)
+            named = get_named_type(fdef.type)
+            if isinstance(named, GraphQLObjectType) and named.name.endswith("Connection") and f.selection_set:
+                steps.append((out_key, _CONNECTION, resolve, args, self.node_selection(named, f)))
+            elif isinstance(named, (GraphQLObjectType, GraphQLInterfaceType, GraphQLUnionType)):
+                steps.append((out_key, _OBJECT, resolve, args, self._completer(fdef.type, f.selection_set)))
             else:
-                out[out_key] = self.complete(value, fdef.type, extra, children)
-        return out
+                steps.append((out_key, _LEAF, resolve, args, None))
+        steps = tuple(steps)
 
-    def complete(self, value, gtype, node, children):
-        if value is None:
-            return None
+        def build(obj, children):
+            out = {}
+            for out_key, kind, resolve, args, extra in steps:
+                if kind == _LEAF:
+                    out[out_key] = resolve(obj, args, ctx)
+                elif kind == _OBJECT:
+                    out[out_key] = extra(resolve(obj, args, ctx), children)
+                elif kind == _CONNECTION:
+                    value = resolve(obj, args, ctx)
+                    children.append((extra[0], extra[1], value["nodes"] if value else []))
+                else:
+                    out[out_key] = extra
+            return out
+        return build
+
+    def _completer(self, gtype, sel_set):
+        """value, children -> the completed value of a field of type `gtype` (None stays None at every level)."""
         if isinstance(gtype, GraphQLNonNull):
-            return self.complete(value, gtype.of_type, node, children)
+            return self._completer(gtype.of_type, sel_set)
         if isinstance(gtype, GraphQLList):
-            return [self.complete(v, gtype.of_type, node, children) for v in value]
-        if isinstance(gtype, (GraphQLObjectType, GraphQLInterfaceType, GraphQLUnionType)):
-            rt = self._runtime(gtype, value)
-            return self.build(value, rt, node.selection_set, children)
-        return gtype.serialize(value) if hasattr(gtype, "serialize") and not isinstance(value, (str, int, float, bool)) else value
+            inner = self._completer(gtype.of_type, sel_set)
+            return lambda v, ch: None if v is None else [inner(x, ch) for x in v]
+        if isinstance(gtype, GraphQLObjectType):
+            build = self.builder(gtype, sel_set)
+            return lambda v, ch: None if v is None else build(v, ch)
+        if isinstance(gtype, (GraphQLInterfaceType, GraphQLUnionType)):
+            return lambda v, ch: None if v is None else self.builder(self._runtime(gtype, v), sel_set)(v, ch)
+        serialize = getattr(gtype, "serialize", None)
+        return lambda v, ch: v if v is None or serialize is None or isinstance(v, (str, int, float, bool)) \
+            else serialize(v)
 
 
 # ---------------------------------------------------------------------------------------------------- mutations

@@ -29,7 +29,11 @@ from .convert import parse_time
 def _gid_int(value) -> int | None:
     if value is None or value == "":
         return None
-    return int(str(value).rsplit("/", 1)[-1].split("?", 1)[0])
+    text = value if type(value) is str else str(value)
+    tail = text[text.rfind("/") + 1:]                     # the gid's tail ("gid://shopify/Order/12" -> "12")
+    if "?" in tail:
+        tail = tail.split("?", 1)[0]
+    return int(tail)
 
 
 def _legacy_id(obj: dict | None) -> int | None:
@@ -42,10 +46,12 @@ def _legacy_id(obj: dict | None) -> int | None:
 
 def _shop_money(obj: dict | None, key: str) -> float:
     s = (obj or {}).get(key)
-    if isinstance(s, dict) and isinstance(s.get("shopMoney"), dict):
-        amount = s["shopMoney"].get("amount")
-        if amount not in (None, ""):
-            return float(amount)
+    if isinstance(s, dict):
+        m = s.get("shopMoney")
+        if isinstance(m, dict):
+            amount = m.get("amount")
+            if amount is not None and amount != "":
+                return float(amount)
     return 0.0
 
 
@@ -53,26 +59,64 @@ def _is_order(obj: dict) -> bool:
     return "__parentId" not in obj and str(obj.get("id", "")).startswith("gid://shopify/Order/")
 
 
-def line_from_node(node: dict) -> OrderLine:
-    quantity = int(node.get("quantity") or 0)
-    current = node.get("currentQuantity")
-    refunded_qty = max(0, quantity - int(current)) if current is not None else 0
-    product = node.get("product")
-    return OrderLine(
-        id=_gid_int(node["id"]),
-        product_id=_gid_int(product.get("id")) if isinstance(product, dict) else None,
-        variant_id=_gid_int((node.get("variant") or {}).get("id")) if isinstance(node.get("variant"), dict) else None,
-        product_type=(product.get("productType") or None) if isinstance(product, dict) else None,
-        quantity=quantity, refunded_quantity=min(refunded_qty, quantity),
-        price=round(_shop_money(node, "originalUnitPriceSet"), 2),
-        discount=round(_shop_money(node, "totalDiscountSet"), 2),
-    )
+class _LineReader:
+    """line_from_node with memos for what repeats across a million lines: product / variant gids (a catalogue's
+    worth) and unit prices / discounts (amount text -> rounded float). Same results as without them."""
+
+    MAX_MEMO = 100_000           # bound the memos (a catalogue is a few thousand products; prices repeat)
+
+    def __init__(self):
+        self.ids: dict = {}
+        self.amounts: dict = {}
+
+    def gid(self, value) -> int | None:
+        n = self.ids.get(value) if type(value) is str else None
+        if n is None:
+            n = _gid_int(value)
+            if type(value) is str and len(self.ids) < self.MAX_MEMO:
+                self.ids[value] = n
+        return n
+
+    def money(self, node: dict, key: str) -> float:
+        s = node.get(key)
+        if isinstance(s, dict):
+            m = s.get("shopMoney")
+            if isinstance(m, dict):
+                amount = m.get("amount")
+                if amount is not None and amount != "":
+                    r = self.amounts.get(amount) if type(amount) is str else None
+                    if r is None:
+                        r = round(float(amount), 2)
+                        if type(amount) is str and len(self.amounts) < self.MAX_MEMO:
+                            self.amounts[amount] = r
+                    return r
+        return 0.0                                   # round(0.0, 2)
+
+    def __call__(self, node: dict) -> OrderLine:
+        quantity = int(node.get("quantity") or 0)
+        current = node.get("currentQuantity")
+        refunded_qty = max(0, quantity - int(current)) if current is not None else 0
+        product = node.get("product")
+        variant = node.get("variant")
+        if isinstance(product, dict):
+            product_id, product_type = self.gid(product.get("id")), (product.get("productType") or None)
+        else:
+            product_id = product_type = None
+        return OrderLine(_gid_int(node["id"]), product_id,
+                         self.gid(variant.get("id")) if isinstance(variant, dict) else None,
+                         product_type, quantity, min(refunded_qty, quantity),
+                         self.money(node, "originalUnitPriceSet"), self.money(node, "totalDiscountSet"))
 
 
-def order_from_node(node: dict, line_nodes: Iterable[dict] = ()) -> OrderVersion:
+def line_from_node(node: dict, reader: _LineReader | None = None) -> OrderLine:
+    return (reader or _LineReader())(node)
+
+
+def order_from_node(node: dict, line_nodes: Iterable[dict] = (), reader: _LineReader | None = None) -> OrderVersion:
     if not isinstance(node, dict) or node.get("id") is None:
         raise ValueError("order node without id")
-    lines = tuple(line_from_node(n) for n in line_nodes)
+    read = reader or _LineReader()
+    lines = tuple(map(read, line_nodes))
     total_refunded = _shop_money(node, "totalRefundedSet")
     if total_refunded <= 0 and any(ln.refunded_quantity for ln in lines):
         # Nothing was refunded: the quantities went with an edit or a cancellation (REST shows no refund lines).
@@ -106,18 +150,22 @@ def version_from_node(node: dict, lines: tuple[OrderLine, ...], refunded: float)
 
 def orders_from_jsonl(lines: Iterable[dict]) -> Iterator[OrderVersion]:
     """Assemble orders from bulk JSONL objects (parsed lines), in file order."""
+    reader = _LineReader()
     current: dict | None = None
+    current_id = None
     children: list[dict] = []
     for obj in lines:
         if not isinstance(obj, dict):
             continue
-        if _is_order(obj):
-            if current is not None:
-                yield order_from_node(current, children)
-            current, children = obj, []
-        elif obj.get("__parentId") is not None:
-            if current is not None and obj["__parentId"] == current.get("id") \
-                    and str(obj.get("id", "")).startswith("gid://shopify/LineItem/"):
-                children.append(obj)
+        parent = obj.get("__parentId")
+        if parent is None:
+            if "__parentId" not in obj and str(obj.get("id", "")).startswith("gid://shopify/Order/"):  # _is_order
+                if current is not None:
+                    yield order_from_node(current, children, reader)
+                current, children = obj, []
+                current_id = current.get("id")
+        elif current is not None and parent == current_id \
+                and str(obj.get("id", "")).startswith("gid://shopify/LineItem/"):
+            children.append(obj)
     if current is not None:
-        yield order_from_node(current, children)
+        yield order_from_node(current, children, reader)

@@ -57,6 +57,7 @@ DOCUMENTS_DIR = Path(__file__).resolve().parent / "documents"
 _DOCUMENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 TERMINAL_BULK_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
+DOWNLOAD_CHUNK = 1 << 20                  # bytes per read of a bulk result file (requests reads 512 by default)
 DEFAULT_TIMEOUT = (10.0, 60.0)            # (connect, read) seconds
 BACKOFF_BASE = 0.5                        # seconds; doubled per attempt, jittered
 BACKOFF_CAP = 30.0
@@ -434,7 +435,7 @@ class AdminClient:
                                             attempts=attempt + 1)
             self.sleep(self._backoff(attempt))
         with resp:
-            for raw in resp.iter_lines(decode_unicode=False):
+            for raw in resp.iter_lines(chunk_size=DOWNLOAD_CHUNK, decode_unicode=False):
                 if not raw:
                     continue
                 line = raw.decode("utf-8")
