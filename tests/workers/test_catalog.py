@@ -1,4 +1,5 @@
-"""Product catalogue sync (bulk query) against the stand-in, and product / customer webhooks handled by the intake job."""
+"""Product catalogue sync (bulk query) against the stand-in, and product / customer webhooks handled by the
+intake job."""
 from __future__ import annotations
 
 import datetime as dt
@@ -182,6 +183,7 @@ def test_a_crash_after_starting_the_export_adopts_or_resumes_it(store, shop_id, 
     again = sync_products(shop_id, poll_interval=0.2)
     assert again["job_id"] == job["id"] and again["products"] == 12 and again["changed"] == 0
     assert _job_state(session, shop_id)["bulk_operation_id"] == started
+    assert store.deprecation_log == []                # no currentBulkOperation (deprecated) to find the running one
 
 
 def test_products_from_jsonl_does_not_need_grouped_output():
