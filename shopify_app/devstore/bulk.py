@@ -285,6 +285,8 @@ class _Exporter:
             else:
                 steps.append((out_key, _LEAF, resolve, args, None))
         steps = tuple(steps)
+        nested = any(kind == _CONNECTION or (kind == _OBJECT and getattr(extra, "nested", True))
+                     for _, kind, _, _, extra in steps)
 
         def build(obj, children):
             out = {}
@@ -299,6 +301,7 @@ class _Exporter:
                 else:
                     out[out_key] = extra
             return out
+        build.nested = nested            # a connection somewhere below: the output also depends on `children`
         return build
 
     def _completer(self, gtype, sel_set):
@@ -310,12 +313,43 @@ class _Exporter:
             return lambda v, ch: None if v is None else [inner(x, ch) for x in v]
         if isinstance(gtype, GraphQLObjectType):
             build = self.builder(gtype, sel_set)
-            return lambda v, ch: None if v is None else build(v, ch)
+            if build.nested:
+                complete = lambda v, ch: None if v is None else build(v, ch)   # noqa: E731
+                complete.nested = True
+                return complete
+            return _memoized(build)
         if isinstance(gtype, (GraphQLInterfaceType, GraphQLUnionType)):
             return lambda v, ch: None if v is None else self.builder(self._runtime(gtype, v), sel_set)(v, ch)
         serialize = getattr(gtype, "serialize", None)
-        return lambda v, ch: v if v is None or serialize is None or isinstance(v, (str, int, float, bool)) \
-            else serialize(v)
+        complete = lambda v, ch: v if v is None or serialize is None or isinstance(v, (str, int, float, bool)) \
+            else serialize(v)  # noqa: E731
+        complete.nested = False
+        return complete
+
+
+_MEMO_MAX = 200_000
+
+
+def _memoized(build):
+    """Completion of a store record (product, variant, customer, ...) under a selection without connections: the
+    same record is built once per export and its output shared by every line that refers to it (a catalogue's
+    worth of products behind a million line items). Plain dict values (money bags, payloads) are built per use."""
+    memo: dict = {}
+
+    def complete(v, ch):
+        if v is None:
+            return None
+        if type(v) is dict:
+            return build(v, ch)
+        hit = memo.get(id(v))
+        if hit is not None and hit[0] is v:
+            return hit[1]
+        out = build(v, ch)
+        if len(memo) < _MEMO_MAX:
+            memo[id(v)] = (v, out)                    # keeps v alive: its id is not reused meanwhile
+        return out
+    complete.nested = False
+    return complete
 
 
 # ---------------------------------------------------------------------------------------------------- mutations
