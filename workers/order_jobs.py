@@ -140,17 +140,50 @@ def enqueue_followups(config, shop_id: int, result: dict) -> None:
         from .sequential_jobs import enqueue_rebuild_sequential
         steps.append(("sequential rebuild", enqueue_rebuild_sequential))
     if result.get("applied"):
-        try:
-            from .rules_jobs import enqueue_mine_rules
-        except ImportError:        # rules mining not deployed in this build
-            enqueue_mine_rules = None
-        if enqueue_mine_rules is not None:
-            steps.append(("rules mining", enqueue_mine_rules))
+        steps.append(("rules mining", schedule_mine_rules))
     for what, fn in steps:
         try:
             fn(config, shop_id)
         except Exception as exc:  # noqa: BLE001 - never fail a committed batch over a follow-up
             log.warning("could not enqueue the %s of shop %s: %s", what, shop_id, exc)
+
+
+# Rules mining after live orders is debounced: the first batch that changes the counts schedules one mining
+# run RULES_DEBOUNCE_S later, and batches in between add nothing. Under a stream, a run per batch (coalesced, but
+# back to back) re-read the shop's pair counts and orders every few seconds, and on SQLite that read holds the
+# database's write lock, which the intake and this job wait for (bench (d)). Rules are at most this much later.
+RULES_DEBOUNCE_S = 30
+
+
+def rules_debounce_key(config, shop_id: int) -> str:
+    return f"{config.queue_prefix}:debounce:mine-rules:{shop_id}"
+
+
+def schedule_mine_rules(config, shop_id: int):
+    """Mine the shop's rules RULES_DEBOUNCE_S from now unless a run is already scheduled. The key lives as long as
+    the wait: a batch committed before the scheduled run starts is read by it (it enqueues the coalesced mining
+    job then), a batch after the key expired schedules the next run, so no change goes unmined."""
+    from datetime import timedelta
+
+    from shopify_app.queues import DEFAULT, get_queue, redis_connection
+
+    try:
+        import workers.rules_jobs  # noqa: F401 - rules mining deployed in this build?
+    except ImportError:
+        return None
+    conn = redis_connection(config.redis_url)
+    if not conn.set(rules_debounce_key(config, shop_id), 1, nx=True, ex=RULES_DEBOUNCE_S):
+        return None
+    return get_queue(config, DEFAULT).enqueue_in(timedelta(seconds=RULES_DEBOUNCE_S),
+                                                 "workers.order_jobs.mine_rules_now", shop_id)
+
+
+def mine_rules_now(shop_id: int):
+    """The debounced trigger's job: enqueue the shop's coalesced mining job (workers.rules_jobs)."""
+    from .rules_jobs import enqueue_mine_rules
+
+    job = enqueue_mine_rules(context.config(), shop_id)
+    return job.id if job is not None else None
 
 
 def enqueue_process_orders(config, shop_id: int, followup: bool = False):

@@ -463,3 +463,31 @@ def test_pair_budget_ends_the_batch_after_the_order_that_reaches_it(session):
     session.commit()
     assert res["more"] is False and res["applied"] == 3
     assert session.scalar(select(func.sum(PairCountDelta.count)).where(PairCountDelta.shop_id == shop.id)) == 40
+
+
+def test_rules_mining_after_orders_is_debounced_not_per_batch(config, session):
+    """Three batches in a row schedule ONE mining trigger RULES_DEBOUNCE_S later (RQ's scheduled registry), not a
+    mining job each; the trigger, when it runs, enqueues the shop's coalesced mining job."""
+    from rq.registry import ScheduledJobRegistry
+
+    from shopify_app.queues import DEFAULT, get_queue, redis_connection
+    from workers import context
+    from workers.order_jobs import RULES_DEBOUNCE_S, mine_rules_now, process_pending_orders, rules_debounce_key
+
+    shop = make_shop(session, "debounce.myshopify.com")
+    context.set_config(config)
+    try:
+        for oid in range(1, 4):
+            deliver(session, shop, "orders/create", payload(oid, cust=7100 + oid, day=oid))
+            session.commit()
+            assert process_pending_orders(shop.id)["applied"] == 1
+        q = get_queue(config, DEFAULT)
+        scheduled = ScheduledJobRegistry(queue=q).get_job_ids()
+        assert len(scheduled) == 1
+        assert not [j for j in q.job_ids if j.startswith("mine-rules")]          # nothing mined per batch
+        ttl = redis_connection(config.redis_url).ttl(rules_debounce_key(config, shop.id))
+        assert 0 < ttl <= RULES_DEBOUNCE_S
+        assert mine_rules_now(shop.id) == f"mine-rules-{shop.id}"
+        assert f"mine-rules-{shop.id}" in q.job_ids
+    finally:
+        context.set_config(None)
