@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -287,6 +288,7 @@ _locks: dict[tuple[int, str], tuple[threading.Lock, int]] = {}
 _locks_guard = threading.Lock()
 
 
+@functools.lru_cache(maxsize=16)
 def _lock_path(url: str) -> str | None:
     u = make_url(url)
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
