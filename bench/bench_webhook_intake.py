@@ -378,9 +378,9 @@ def main() -> None:
           f"ratio {res['ratio']}")
     print(f"recorded once: {res['recorded_once']} ({res['rows']} rows for {res['distinct_webhook_ids']} webhook "
           f"ids, {res['resends_answered_already_recorded']} re-sends answered already_recorded); "
-          f"enqueued once: {res['enqueued_once']}" + (f"; handed over: {res['handed_over']} "
-                                                      f"({res.get('job_runs', 'worker process')}, {res['drain_seconds']} s)"
-                                                      if handed else ""))
+          f"enqueued once: {res['enqueued_once']}"
+          + (f"; handed over: {res['handed_over']} ({res.get('job_runs', 'worker process')}, "
+             f"{res['drain_seconds']} s)" if handed else ""))
     print("RESULT " + json.dumps(res))
 
 

@@ -63,7 +63,8 @@ class Outcome:
     shop_id: int | None = None
 
 
-def _classify(d: Delivery, shop: tuple[int, str] | None, seen_events: dict, batch_events: set) -> tuple[str, str | None]:
+def _classify(d: Delivery, shop: tuple[int, str] | None, seen_events: dict,
+              batch_events: set) -> tuple[str, str | None]:
     """(status, error) of a new row; same rules, same order as the single-row intake always had."""
     if d.error:
         return "invalid", d.error
