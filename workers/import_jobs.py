@@ -135,6 +135,7 @@ def _finish(shop_id: int, job_id: int, timings: dict | None = None) -> dict:
         timings = {**(timings or {}), "rebuild": round(t1 - t0, 2), "rescore": round(t2 - t1, 2)}
         job.details = {**(job.details or {}), "customers": rebuilt.get("customers", 0), "segment_changes": changes,
                        "timings": timings}
+    timings["commit"] = round(time.perf_counter() - t2, 2)      # written with the rules below
     rules = _sequential_and_rules(shop_id, timings)
     with context.transaction() as s:
         job = s.get(Job, job_id)
