@@ -93,19 +93,39 @@ class _LineReader:
         return 0.0                                   # round(0.0, 2)
 
     def __call__(self, node: dict) -> OrderLine:
+        ids, amounts = self.ids, self.amounts
         quantity = int(node.get("quantity") or 0)
         current = node.get("currentQuantity")
         refunded_qty = max(0, quantity - int(current)) if current is not None else 0
         product = node.get("product")
         variant = node.get("variant")
         if isinstance(product, dict):
-            product_id, product_type = self.gid(product.get("id")), (product.get("productType") or None)
+            ref = product.get("id")
+            product_id = ids.get(ref) if type(ref) is str else None      # memo hit inline, else self.gid
+            if product_id is None:
+                product_id = self.gid(ref)
+            product_type = product.get("productType") or None
         else:
             product_id = product_type = None
-        return OrderLine(_gid_int(node["id"]), product_id,
-                         self.gid(variant.get("id")) if isinstance(variant, dict) else None,
-                         product_type, quantity, min(refunded_qty, quantity),
-                         self.money(node, "originalUnitPriceSet"), self.money(node, "totalDiscountSet"))
+        if isinstance(variant, dict):
+            ref = variant.get("id")
+            variant_id = ids.get(ref) if type(ref) is str else None
+            if variant_id is None:
+                variant_id = self.gid(ref)
+        else:
+            variant_id = None
+        price = discount = None
+        try:                     # the common shape, memo hits inline; anything else goes through self.money
+            price = amounts.get(node["originalUnitPriceSet"]["shopMoney"]["amount"])
+            discount = amounts.get(node["totalDiscountSet"]["shopMoney"]["amount"])
+        except (KeyError, TypeError):
+            pass
+        if price is None:
+            price = self.money(node, "originalUnitPriceSet")
+        if discount is None:
+            discount = self.money(node, "totalDiscountSet")
+        return OrderLine(_gid_int(node["id"]), product_id, variant_id, product_type, quantity,
+                         min(refunded_qty, quantity), price, discount)
 
 
 def line_from_node(node: dict, reader: _LineReader | None = None) -> OrderLine:
