@@ -205,13 +205,15 @@ def main() -> None:
                                    .group_by(AssociationRule.kind)).all())
             job_s = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
             details = job.details
+            bulk_op_id = job.bulk_operation_id
             shop = s.get(Shop, shop_id)
             watermark = shop.orders_watermark
             s.commit()
         wall = done_wall - (started_wall or enqueued)
         timings = dict((details or {}).get("timings") or {})
-        ops = [op for op in store.shop(SHOP).bulk_operations.values() if op.type == "QUERY" and op.completed_at]
-        standin_export_s = round((ops[-1].completed_at - ops[-1].created_at).total_seconds(), 1) if ops else None
+        op = store.shop(SHOP).bulk_operations.get(int(str(bulk_op_id).rsplit("/", 1)[-1])) if bulk_op_id else None
+        standin_export_s = (round((op.completed_at - op.created_at).total_seconds(), 1)
+                            if op is not None and op.completed_at else None)      # the import's own export
         print(f"phases (s): stand-in export {standin_export_s}, " + ", ".join(f"{k} {v}" for k, v in timings.items())
               + f"; job start to pair rules {wall:.1f}", flush=True)
         followup_s, final_kinds = followup(cfg, Session, shop_id, done_wall, args.followup_timeout)
