@@ -228,6 +228,8 @@ def main() -> None:
     ap.add_argument("--synthetic", action="store_true", help="1-4 random products per order instead of real baskets")
     ap.add_argument("--without-paid", action="store_true",
                     help="what-if: the shop does not send orders/paid (one delivery per order instead of two)")
+    ap.add_argument("--rules-debounce", type=int, default=None,
+                    help="what-if: seconds between rules mining runs (RULES_DEBOUNCE_S; default: the app's 30)")
     ap.add_argument("--database-url", default=None)
     args = ap.parse_args()
 
@@ -243,6 +245,8 @@ def main() -> None:
     env = dict(os.environ, APP_ENV="development", SHOPIFY_API_KEY=API_KEY, SHOPIFY_API_SECRET=API_SECRET,
                DATABASE_URL=db_url, REDIS_URL=redis.url, INSTANCE_PATH=str(tmp / "instance"),
                RQ_QUEUE_PREFIX="fresh", APP_URL=app_url, PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING")
+    if args.rules_debounce is not None:
+        env["RULES_DEBOUNCE_S"] = str(args.rules_debounce)
     with session_scope(db_url) as s:
         # A given --database-url is the bench's scratch database: a previous run's shop (and, by cascade, its
         # rows) goes first.
@@ -369,7 +373,7 @@ def main() -> None:
            "customers_scored": n_customers, "customers_expected": expected_customers,
            "customers_unscored": unscored, "pair_counts_ok": stored_pairs == +pairs,
            "workers": args.workers, "delivery_threads": args.delivery_threads, "target_p95_s": 1.0,
-           "orders_paid_delivered": not args.without_paid,
+           "orders_paid_delivered": not args.without_paid, "rules_debounce_s": args.rules_debounce or 30,
            "load_avg_1m": round(os.getloadavg()[0], 2)}
     res["jobs"] = jobs
     res["ok"] = (res["p95_s"] <= 1.0 and res["unapplied"] == 0 and res["pair_counts_ok"] and not unscored

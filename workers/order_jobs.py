@@ -47,6 +47,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 from dataclasses import replace
 
 from sqlalchemy import delete, func, or_, select
@@ -95,6 +96,7 @@ def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
 
     started = time.monotonic()
     total: dict = {}
+    handed_over = False
     while True:
         _clear_wake(shop_id)              # before reading: a delivery committed after the read wakes a follow-up
         with context.transaction() as s:
@@ -107,17 +109,38 @@ def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
             else:
                 total[k] = v
         total["batches"] = total.get("batches", 0) + 1
-        if not result.get("deliveries") or time.monotonic() - started > DRAIN_SECONDS:
+        left = bool(result.get("more") or result.get("deliveries", 0) >= limit)
+        if not left and not result.get("deliveries"):
+            if _woken(shop_id):           # a delivery committed after our last read: its wake-up may have found
+                continue                  # this job (and a follow-up) running and enqueued nothing - read again
             break
-    total["more"] = bool(result.get("more") or result.get("deliveries", 0) >= limit or
-                         (result.get("deliveries") and time.monotonic() - started > DRAIN_SECONDS))
-    if total["more"]:                     # more may be waiting: continue in a new job
+        if time.monotonic() - started <= DRAIN_SECONDS:
+            continue
+        # drained long enough: hand the rest over to a new job (a fresh RQ job each DRAIN_SECONDS)
         try:
-            enqueue_process_orders(context.config(), shop_id)   # this job is 'started': the other id is used
+            job = enqueue_process_orders(context.config(), shop_id)   # this job is 'started': the other id is used
         except Exception as exc:  # Redis down: the next webhook (or a sweeper) enqueues again
             log.warning("could not enqueue the next order batch of shop %s: %s", shop_id, exc)
+            job = True
+        if job is None:                   # both ids running (the other waits for the shop lock): nobody would
+            continue                      # read what is left after we stop - keep draining here
+        handed_over = True
+        break
+    total["more"] = handed_over           # True: a follow-up job continues with what is left
     enqueue_followups(context.config(), shop_id, total)
     return total
+
+
+def _woken(shop_id: int) -> bool:
+    """The shop's wake key is set: a delivery was committed after this job last cleared it (before its read)."""
+    from shopify_app.queues import order_wake_key, redis_connection
+
+    try:
+        config = context.config()
+        return bool(redis_connection(config.redis_url).exists(order_wake_key(config, shop_id)))
+    except Exception as exc:  # noqa: BLE001 - Redis down: as if not woken; the sweeper covers lost wake-ups
+        log.warning("could not read the order wake key of shop %s: %s", shop_id, exc)
+        return False
 
 
 def _clear_wake(shop_id: int) -> None:
@@ -152,7 +175,7 @@ def enqueue_followups(config, shop_id: int, result: dict) -> None:
 # run RULES_DEBOUNCE_S later, and batches in between add nothing. Under a stream, a run per batch (coalesced, but
 # back to back) re-read the shop's pair counts and orders every few seconds, and on SQLite that read holds the
 # database's write lock, which the intake and this job wait for (bench (d)). Rules are at most this much later.
-RULES_DEBOUNCE_S = 30
+RULES_DEBOUNCE_S = int(os.environ.get("RULES_DEBOUNCE_S", "30"))   # deployment knob (and bench what-ifs)
 
 
 def rules_debounce_key(config, shop_id: int) -> str:

@@ -491,3 +491,40 @@ def test_rules_mining_after_orders_is_debounced_not_per_batch(config, session):
         assert f"mine-rules-{shop.id}" in q.job_ids
     finally:
         context.set_config(None)
+
+
+def test_a_delivery_committed_after_the_jobs_last_read_is_read_by_the_same_job(config, session, monkeypatch):
+    """The intake commits a delivery, then sets the wake key (SET NX) and enqueues - but when the shop's job and its
+    follow-up are both running, that enqueue is a no-op. The job therefore checks the key before it stops: set
+    means a delivery came after its last read, so it reads again instead of leaving it pending."""
+    import workers.order_jobs as jobs
+    from shopify_app.queues import order_wake_key, redis_connection
+    from workers import context
+
+    shop = make_shop(session, "late.myshopify.com")
+    deliver(session, shop, "orders/create", payload(1, cust=7201, day=1))
+    session.commit()
+    real, real_woken = jobs.process_shop_orders, jobs._woken
+    calls = []
+
+    def counted(s, shop_id, **kw):
+        res = real(s, shop_id, **kw)
+        calls.append(res["deliveries"])
+        return res
+
+    def with_a_late_delivery(shop_id):
+        if len(calls) == 2:           # after the read that found nothing: a delivery arrives, the intake wakes
+            deliver(session, shop, "orders/create", payload(2, cust=7202, day=2))
+            session.commit()
+            redis_connection(config.redis_url).set(order_wake_key(config, shop_id), 1, nx=True)
+        return real_woken(shop_id)
+
+    monkeypatch.setattr(jobs, "process_shop_orders", counted)
+    monkeypatch.setattr(jobs, "_woken", with_a_late_delivery)
+    context.set_config(config)
+    try:
+        res = jobs.process_pending_orders(shop.id)
+    finally:
+        context.set_config(None)
+    assert calls == [1, 0, 1, 0] and res["applied"] == 2 and res["more"] is False
+    assert not redis_connection(config.redis_url).exists(order_wake_key(config, shop.id))
