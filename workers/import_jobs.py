@@ -59,7 +59,7 @@ KIND = "import"
 BATCH_SIZE = 2000
 ID_CHUNK = 900                 # ids per IN (...) (SQLite's bound-parameter limit, old builds)
 POLL_INTERVAL = 1.0
-POLL_MAX_INTERVAL = 3.0        # an export finishes up to this late; a poll costs 1 query point
+POLL_MAX_INTERVAL = 2.0        # an export finishes up to this late; a poll costs 1 query point
 RESUMABLE_BULK_STATUSES = {"CREATED", "RUNNING", "COMPLETED"}
 
 
