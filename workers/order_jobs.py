@@ -36,8 +36,12 @@ added to the aggregates (None = nothing added).
 
 Ingest hand-off: after setting a delivery to 'pending_analytics', call `enqueue_process_orders(config, shop_id)`
 (after the commit); bursts coalesce into one queued job per shop. After its commit the job enqueues (coalesced,
-fixed ids) an RFM refit when due, a sequential rebuild when `sequential_days` changed, and debounced rules
-mining (workers.rules_jobs.enqueue_mine_rules, when that module exists).
+fixed ids) an RFM refit when due, a sequential rebuild when `sequential_days` changed, and rules mining,
+debounced to one run per RULES_DEBOUNCE_S (schedule_mine_rules; workers.rules_jobs, when that module exists).
+
+Batches: the job (process_pending_orders) drains the shop's pending deliveries batch after batch, each batch its
+own transaction bounded by BATCH_SECONDS of applying and BATCH_PAIRS distinct pair deltas; the batch's count
+deltas are aggregated in Python and written with one upsert statement per table (_upsert_rows).
 
 Per-order cost: every statement is a primary-key / index lookup on (shop_id, ...) or on the customer's own
 orders (ix_orders_shop_customer); nothing scans the shop's history (bench/bench_order_update.py).
@@ -190,9 +194,9 @@ def schedule_mine_rules(config, shop_id: int):
 
     from shopify_app.queues import DEFAULT, get_queue, redis_connection
 
-    try:
-        import workers.rules_jobs  # noqa: F401 - rules mining deployed in this build?
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("workers.rules_jobs") is None:    # rules mining not deployed in this build
         return None
     conn = redis_connection(config.redis_url)
     if not conn.set(rules_debounce_key(config, shop_id), 1, nx=True, ex=RULES_DEBOUNCE_S):
