@@ -26,7 +26,7 @@ def main(n: int = 100_000) -> None:
     print(f"generate {n} orders: {time.perf_counter() - t:.1f}s")
     ctx = Ctx(store, store.shop(SHOP), "k", store.apps["k"].scopes, "http://bench")
     t = time.perf_counter()
-    run_graphql(ctx, {"query": "mutation($q: String!) { bulkOperationRunQuery(query: $q, groupObjects: false) "
+    run_graphql(ctx, {"query": "mutation($q: String!) { bulkOperationRunQuery(query: $q, groupObjects: true) "
                                "{ bulkOperation { id } } }", "variables": {"q": BULK}})
     op = next(iter(store.shop(SHOP).bulk_operations.values()))
     op.done.wait()

@@ -219,7 +219,10 @@ def _start_or_adopt(client: AdminClient, query: str) -> str:
     storing its id) and it is this same export, adopt it. Another export in progress (not ours) is an error: the
     job fails and its retry starts over once that one is finished."""
     try:
-        return client.run_bulk_query(query)
+        # Grouped output: orders_from_jsonl assembles each order from the lines that follow it, so the import
+        # streams in batches and resumes from an order index; ungrouped (the default since 2026-01) it could
+        # only assemble orders after reading the whole file.
+        return client.run_bulk_query(query, group_objects=True)
     except ShopifyUserError as exc:
         if "OPERATION_IN_PROGRESS" not in exc.codes:
             raise

@@ -1,8 +1,15 @@
 """Bulk operations: bulkOperationRunQuery -> JSONL, bulkOperationRunMutation <- staged JSONL.
 
 Query output follows Shopify: one JSON object per line; every node of a *nested connection* becomes its own
-line after its parent, with `__parentId` = the parent's `id` (so the parent must select `id`); nested plain
-objects and lists stay inline; pagination arguments are ignored (everything matching `query:` is exported).
+line with `__parentId` = the parent's `id` (so the parent must select `id`); nested plain objects and lists stay
+inline; pagination arguments are ignored (everything matching `query:` is exported). Where the child lines go
+depends on `groupObjects` (default false since API 2026-01): grouped, each child follows its parent; ungrouped,
+Shopify promises no order, and the stand-in writes every child line after the last root line, so a reader that
+assumes grouping without asking for it fails here too.
+
+Concurrency (API 2026-01+): up to five bulk queries of one app run at once per shop (`store.bulk_query_limit`,
+default 5); one more gets LIMIT_REACHED. With the limit set to 1 (the pre-2026-01 rule, for tests of an app's
+"already in progress" handling) the refusal is OPERATION_IN_PROGRESS naming the running operation, as before.
 Mutation output: one line per input line, `{"data": ..., "__lineNumber": n}` (plus "errors" if any).
 
 Runs on a background thread: CREATED -> RUNNING -> COMPLETED (or FAILED with partialDataUrl). Test hooks on the
@@ -14,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 
@@ -41,19 +50,30 @@ def _bulk_ctx(ctx: Ctx) -> Ctx:
     return c
 
 
+BULK_QUERY_LIMIT = 5     # concurrent bulk queries per app and shop (API 2026-01+)
+
+
+def _running(ctx, type_) -> list:
+    return [op for op in ctx.shop.bulk_operations.values()
+            if op.type == type_ and op.api_key == ctx.api_key and op.status in ("CREATED", "RUNNING", "CANCELING")]
+
+
 def _in_progress(ctx, type_):
-    for op in ctx.shop.bulk_operations.values():
-        if op.type == type_ and op.api_key == ctx.api_key and op.status in ("CREATED", "RUNNING", "CANCELING"):
-            return op
-    return None
+    running = _running(ctx, type_)
+    return running[0] if running else None
 
 
 def start_bulk_query(ctx: Ctx, query: str, group_objects: bool = False) -> dict:
-    running = _in_progress(ctx, "QUERY")
-    if running is not None:
+    running = _running(ctx, "QUERY")
+    limit = getattr(ctx.store, "bulk_query_limit", BULK_QUERY_LIMIT)
+    if len(running) >= limit:
+        if limit == 1:
+            return {"bulkOperation": None, "userErrors": [_uerr(
+                f"A bulk query operation for this app and shop is already in progress: "
+                f"gid://shopify/BulkOperation/{running[0].id}.", "OPERATION_IN_PROGRESS", None)]}
         return {"bulkOperation": None, "userErrors": [_uerr(
-            f"A bulk query operation for this app and shop is already in progress: "
-            f"gid://shopify/BulkOperation/{running.id}.", "OPERATION_IN_PROGRESS", None)]}
+            f"Bulk operations limit reached: {limit} bulk query operations for this app and shop are already "
+            f"running. Please try again later.", "LIMIT_REACHED", None)]}
     doc, errors = parse_and_validate(query, ctx.version)
     if errors:
         return {"bulkOperation": None, "userErrors": [_uerr(f"Invalid bulk query: {e['message']}") for e in errors]}
@@ -70,7 +90,7 @@ def start_bulk_query(ctx: Ctx, query: str, group_objects: bool = False) -> dict:
         return {"bulkOperation": None, "userErrors": [_uerr(problem)]}
     op = ctx.store.new_bulk_operation(ctx.shop.domain, "QUERY", query, ctx.api_key)
     bctx = _bulk_ctx(ctx)
-    threading.Thread(target=_run_query, args=(bctx, op, doc, ops[0]), daemon=True,
+    threading.Thread(target=_run_query, args=(bctx, op, doc, ops[0], bool(group_objects)), daemon=True,
                      name=f"bulk-{op.id}").start()
     return {"bulkOperation": op, "userErrors": []}
 
@@ -143,7 +163,7 @@ def _finish(ctx, op, path, *, failed_code: str | None = None):
                             api_key=op.api_key)
 
 
-def _run_query(ctx: Ctx, op, doc, op_node):
+def _run_query(ctx: Ctx, op, doc, op_node, group_objects: bool = False):
     path = os.path.join(ctx.store.data_dir, f"bulk-{op.id}.jsonl")
     fail = getattr(ctx.store, "bulk_fail_next", None)
     ctx.store.bulk_fail_next = None
@@ -151,7 +171,7 @@ def _run_query(ctx: Ctx, op, doc, op_node):
         _start(ctx, op)
         schema = get_schema(ctx.version)
         fragments = {d.name.value: d for d in doc.definitions if isinstance(d, FragmentDefinitionNode)}
-        ex = _Exporter(ctx, schema, fragments, {})
+        ex = _Exporter(ctx, schema, fragments, {}, grouped=group_objects)
         root = op_node.selection_set.selections[0]
         fdef = schema.query_type.fields[root.name.value]
         args = get_argument_values(fdef, root, {})
@@ -170,6 +190,7 @@ def _run_query(ctx: Ctx, op, doc, op_node):
                 op.root_object_count += 1
                 op.object_count = ex.count
             ex.flush()
+            ex.append_children()
         op.object_count = ex.count
         _finish(ctx, op, path, failed_code=fail)
     except Exception:  # noqa: BLE001 - a crash must end as FAILED, never hang the poller
@@ -188,13 +209,16 @@ class _Exporter:
     list of steps holding the field's resolver (resolvers.field_resolver, the one a normal query calls), its
     arguments and how to complete its value; 100k+ objects then share it without per-value lookups."""
 
-    def __init__(self, ctx, schema, fragments, variables):
+    def __init__(self, ctx, schema, fragments, variables, grouped: bool = True):
         self.ctx, self.schema, self.fragments, self.variables = ctx, schema, fragments, variables
         self.fh = None
         self.count = 0
         self._builders: dict = {}
         self._id_resolvers: dict = {}
         self._buf: list[str] = []
+        # Ungrouped output: child lines are spooled to a temporary file and written after the last root line.
+        self._children = None if grouped else tempfile.TemporaryFile("w+", encoding="utf-8")
+        self._child_buf: list[str] = []
         self.dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
     def fields(self, sel_set, runtime_type):
@@ -233,9 +257,10 @@ class _Exporter:
         line = self.builder(gtype, sel_set)(obj, children)
         if parent_id is not None:
             line["__parentId"] = parent_id
-        self._buf.append(self.dumps(line))
+        buf = self._buf if parent_id is None or self._children is None else self._child_buf
+        buf.append(self.dumps(line))
         self.count += 1
-        if len(self._buf) >= _FLUSH_LINES:
+        if len(buf) >= _FLUSH_LINES:
             self.flush()
         if children:
             id_of = self._id_resolvers.get(gtype.name)
@@ -251,6 +276,19 @@ class _Exporter:
             self._buf.append("")
             self.fh.write("\n".join(self._buf))
             self._buf = []
+        if self._child_buf:
+            self._child_buf.append("")
+            self._children.write("\n".join(self._child_buf))
+            self._child_buf = []
+
+    def append_children(self):
+        """Ungrouped output: the spooled child lines after every root line."""
+        if self._children is None:
+            return
+        self.flush()
+        self._children.seek(0)
+        shutil.copyfileobj(self._children, self.fh, 1 << 20)
+        self._children.close()
 
     def _runtime(self, gtype, obj):
         if isinstance(gtype, (GraphQLInterfaceType, GraphQLUnionType)):

@@ -1,8 +1,10 @@
 """Bulk-query JSONL (documents/bulk_orders_query.graphql) -> `OrderVersion`, mirroring convert.order_from_rest.
 
-The JSONL has one line per order followed by one line per line item (``__parentId`` = the order's gid). Shopify
-writes child lines right after their parent; this reader assembles one order at a time (streaming, O(1) memory),
-so a child whose ``__parentId`` is not the order being assembled is ignored.
+The JSONL has one line per order followed by one line per line item (``__parentId`` = the order's gid), as Shopify
+writes it when the query runs with ``groupObjects: true`` (the import asks for it; the default since API 2026-01 is
+ungrouped). This reader assembles one order at a time (streaming, O(1) memory); a line item whose ``__parentId`` is
+not the order being assembled means the file is not grouped, and raises `UngroupedBulkOutput` rather than silently
+losing lines.
 
 Rules (same as the REST conversion):
 - money is shop money (``<field>Set.shopMoney.amount``); ids are ``legacyResourceId`` (or the gid's tail) as int;
@@ -168,8 +170,12 @@ def version_from_node(node: dict, lines: tuple[OrderLine, ...], refunded: float)
     )
 
 
+class UngroupedBulkOutput(ValueError):
+    """A child line that does not follow its parent: the bulk query ran without groupObjects: true."""
+
+
 def orders_from_jsonl(lines: Iterable[dict]) -> Iterator[OrderVersion]:
-    """Assemble orders from bulk JSONL objects (parsed lines), in file order."""
+    """Assemble orders from bulk JSONL objects (parsed lines), in file order (grouped output)."""
     reader = _LineReader()
     current: dict | None = None
     current_id = None
@@ -184,8 +190,11 @@ def orders_from_jsonl(lines: Iterable[dict]) -> Iterator[OrderVersion]:
                     yield order_from_node(current, children, reader)
                 current, children = obj, []
                 current_id = current.get("id")
-        elif current is not None and parent == current_id \
-                and str(obj.get("id", "")).startswith("gid://shopify/LineItem/"):
+        elif str(obj.get("id", "")).startswith("gid://shopify/LineItem/"):
+            if current is None or parent != current_id:
+                raise UngroupedBulkOutput(
+                    f"line item {obj.get('id')} of {parent} does not follow its order: the bulk query must run "
+                    "with groupObjects: true")
             children.append(obj)
     if current is not None:
         yield order_from_node(current, children, reader)

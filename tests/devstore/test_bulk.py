@@ -17,7 +17,7 @@ BULK_ORDERS = '''
   }
 }'''
 
-RUN = '''mutation Run($q: String!) { bulkOperationRunQuery(query: $q, groupObjects: false) {
+RUN = '''mutation Run($q: String!, $g: Boolean = false) { bulkOperationRunQuery(query: $q, groupObjects: $g) {
   bulkOperation { id status } userErrors { field message code } } }'''
 POLL = "query($id: ID!) { bulkOperation(id: $id) { id status errorCode objectCount rootObjectCount url partialDataUrl } }"
 
@@ -40,7 +40,7 @@ def test_bulk_query_100k_orders(store, admin):
     store.generate_orders(SHOP, n, customers=2000, products=300, lines_per_order=2)
     gen = time.time() - t0
     store.bulk_start_delay = 0.2      # so the poller sees CREATED before RUNNING
-    body = admin(RUN, {"q": BULK_ORDERS})
+    body = admin(RUN, {"q": BULK_ORDERS, "g": True})        # grouped: each order's lines right after it
     res = body["data"]["bulkOperationRunQuery"]
     assert res["userErrors"] == [] and res["bulkOperation"]["status"] == "CREATED"
     op, seen = _wait(admin, res["bulkOperation"]["id"])
@@ -68,8 +68,33 @@ def test_bulk_query_100k_orders(store, admin):
     assert gen < 30
 
 
+def test_ungrouped_output_puts_child_lines_after_every_root(store, admin):
+    """groupObjects false (the default since 2026-01): Shopify promises no order for child lines; the stand-in
+    writes them after the last root line, so a reader that silently relies on grouping breaks in tests too."""
+    store.generate_orders(SHOP, 30, customers=5, products=5, lines_per_order=2)
+    res = admin(RUN, {"q": BULK_ORDERS})["data"]["bulkOperationRunQuery"]
+    op, _ = _wait(admin, res["bulkOperation"]["id"])
+    objs = [json.loads(x) for x in requests.get(op["url"], timeout=60).text.splitlines()]
+    is_child = ["__parentId" in o for o in objs]
+    assert is_child == [False] * 30 + [True] * 60
+    roots = {o["id"] for o in objs[:30]}
+    assert {o["__parentId"] for o in objs[30:]} == roots
+
+
+def test_five_bulk_queries_run_at_once_the_sixth_is_refused(store, admin):
+    store.generate_orders(SHOP, 10, customers=5, products=5)
+    store.bulk_start_delay = 0.5
+    q = "{ orders { edges { node { id } } } }"
+    started = [admin(RUN, {"q": q})["data"]["bulkOperationRunQuery"] for _ in range(6)]
+    assert all(r["userErrors"] == [] for r in started[:5])
+    assert started[5]["bulkOperation"] is None and started[5]["userErrors"][0]["code"] == "LIMIT_REACHED"
+    for r in started[:5]:
+        assert _wait(admin, r["bulkOperation"]["id"])[0]["status"] == "COMPLETED"
+
+
 def test_bulk_query_filters_and_rejects_second_run(store, admin):
     store.generate_orders(SHOP, 50, customers=5, products=5)
+    store.bulk_query_limit = 1            # the pre-2026-01 rule: one bulk query at a time
     store.bulk_start_delay = 0.3
     q = '{ orders(query: "created_at:<\'2025-01-01T00:10:00Z\'") { edges { node { id } } } }'
     first = admin(RUN, {"q": q})["data"]["bulkOperationRunQuery"]

@@ -219,7 +219,7 @@ def test_bulk_query_completes_and_downloads_jsonl(make_client, store):
     n = 300
     store.generate_orders(SHOP, n, customers=40, products=10, lines_per_order=2)
     client = make_client()
-    op_id = client.run_bulk_query(bulk_orders_query())
+    op_id = client.run_bulk_query(bulk_orders_query(), group_objects=True)
     op = client.wait_for_bulk_operation(op_id, poll_interval=0.05, sleep=time.sleep)
     assert op["status"] == "COMPLETED" and int(op["rootObjectCount"]) == n
     lines = list(client.download_jsonl(op["url"]))
@@ -231,8 +231,8 @@ def test_bulk_query_completes_and_downloads_jsonl(make_client, store):
 
     # A filtered bulk query (incremental backfill): only orders created after the cut-off.
     cutoff = sorted(o["createdAt"] for o in orders)[n // 2]
-    op = client.wait_for_bulk_operation(client.run_bulk_query(bulk_orders_query(f"created_at:>='{cutoff}'")),
-                                        poll_interval=0.05, sleep=time.sleep)
+    filtered = client.run_bulk_query(bulk_orders_query(f"created_at:>='{cutoff}'"), group_objects=True)
+    op = client.wait_for_bulk_operation(filtered, poll_interval=0.05, sleep=time.sleep)
     expected = sum(1 for o in orders if o["createdAt"] >= cutoff)
     assert int(op["rootObjectCount"]) == expected and 0 < expected < n
     assert sum(1 for x in client.download_jsonl(op["url"]) if "__parentId" not in x) == expected

@@ -228,7 +228,7 @@ def test_bulk_conversion_matches_rest_webhook_conversion(store, server):
 
     sh, _ = populate(store)
     client = AdminClient(SHOP, store.install_app(SHOP, TEST_API_KEY), "2026-10", admin_base=f"{server}/shops/{{shop}}")
-    op = client.wait_for_bulk_operation(client.run_bulk_query(bulk_orders_query()), poll_interval=0.02)
+    op = client.wait_for_bulk_operation(client.run_bulk_query(bulk_orders_query(), group_objects=True), poll_interval=0.02)
     bulk = {v.id: v for v in orders_from_jsonl(client.download_jsonl(op["url"]))}
     assert set(bulk) == set(sh.orders)
 
@@ -277,9 +277,10 @@ def test_operation_in_progress_is_adopted(store, cfg, server, session, shop_id):
     from shopify_app.shopify.graphql import AdminClient, bulk_orders_query
 
     sh, _ = populate(store)
+    store.bulk_query_limit = 1        # one at a time (pre-2026-01, or Shopify's limit reached): "already in progress"
     store.bulk_start_delay = 0.5
     client = AdminClient(SHOP, store.install_app(SHOP, TEST_API_KEY), "2026-10", admin_base=f"{server}/shops/{{shop}}")
-    running = client.run_bulk_query(bulk_orders_query())
+    running = client.run_bulk_query(bulk_orders_query(), group_objects=True)     # as the import starts it
     result = start_history_import(shop_id, **FAST)
     job = import_jobs(session, shop_id)[-1]
     assert result["status"] == "done" and job.bulk_operation_id == running
@@ -301,7 +302,7 @@ def test_import_aggregates_equal_clean_pass_and_rules_exist(store, cfg, server, 
     result = start_history_import(shop_id, **FAST)
     assert result["status"] == "done" and result["rules"]["status"] == "done"
     client = AdminClient(SHOP, store.install_app(SHOP, TEST_API_KEY), "2026-10", admin_base=f"{server}/shops/{{shop}}")
-    op = client.wait_for_bulk_operation(client.run_bulk_query(bulk_orders_query()), poll_interval=0.02)
+    op = client.wait_for_bulk_operation(client.run_bulk_query(bulk_orders_query(), group_objects=True), poll_interval=0.02)
     ref_stats, ref_counts = as_reference(clean_pass(orders_from_jsonl(client.download_jsonl(op["url"]))))
 
     session.expire_all()
@@ -317,3 +318,20 @@ def test_import_aggregates_equal_clean_pass_and_rules_exist(store, cfg, server, 
     assert "triple" not in result["rules"]          # triples and sequential rules: the follow-up rules job
     job = import_jobs(session, shop_id)[-1]
     assert job.message.startswith(f"Imported {len(store.shops[SHOP].orders):,} orders") and "pair rules" in job.message
+
+
+def test_ungrouped_bulk_output_is_refused_not_silently_truncated(store, server):
+    """Since API 2026-01 bulk output is ungrouped unless asked: read as grouped, line items would land on the wrong
+    order or be dropped. The reader refuses such a file with a clear error instead."""
+    from shopify_app.shopify.convert_bulk import UngroupedBulkOutput, orders_from_jsonl
+    from shopify_app.shopify.graphql import AdminClient, bulk_orders_query
+
+    populate(store)
+    client = AdminClient(SHOP, store.install_app(SHOP, TEST_API_KEY), "2026-10", admin_base=f"{server}/shops/{{shop}}")
+    ungrouped = client.wait_for_bulk_operation(client.run_bulk_query(bulk_orders_query()), poll_interval=0.02)
+    with pytest.raises(UngroupedBulkOutput, match="groupObjects"):
+        list(orders_from_jsonl(client.download_jsonl(ungrouped["url"])))
+    grouped = client.wait_for_bulk_operation(client.run_bulk_query(bulk_orders_query(), group_objects=True),
+                                             poll_interval=0.02)
+    versions = list(orders_from_jsonl(client.download_jsonl(grouped["url"])))
+    assert len(versions) == len(store.shop(SHOP).orders) and sum(len(v.lines) for v in versions) > len(versions)

@@ -122,6 +122,7 @@ def test_another_bulk_query_in_progress_reschedules_then_a_real_worker_finishes(
 
     for i in range(40):
         store.create_product(SHOP, title=f"Plate {i}", price="3", unit_cost=f"{1 + i / 10:.2f}")
+    store.bulk_query_limit = 1     # one bulk query at a time: the stand-in answers OPERATION_IN_PROGRESS
     store.bulk_start_delay = 2.0                      # the unrelated export stays CREATED for a while
     other = context.admin_client(shop_id).run_bulk_query(bulk_orders_query())
     first = sync_products(shop_id, retry_delays=(1, 1), poll_interval=0.2)
@@ -159,6 +160,7 @@ def test_a_scheduled_retry_does_nothing_when_its_job_was_finished_meanwhile(stor
 
 
 def test_waiting_gives_up_after_max_waits_with_a_readable_message(store, shop_id, session):
+    store.bulk_query_limit = 1     # one bulk query at a time: the stand-in answers OPERATION_IN_PROGRESS
     store.bulk_start_delay = 5.0
     context.admin_client(shop_id).run_bulk_query(bulk_orders_query_text())
     assert sync_products(shop_id, retry_delays=(60,), max_waits=1)["status"] == "rescheduled"
@@ -170,6 +172,7 @@ def test_waiting_gives_up_after_max_waits_with_a_readable_message(store, shop_id
 def test_a_crash_after_starting_the_export_adopts_or_resumes_it(store, shop_id, session):
     for i in range(12):
         store.create_product(SHOP, title=f"Bowl {i}", price="3", unit_cost="1.50")
+    store.bulk_query_limit = 1     # one bulk query at a time: the stand-in answers OPERATION_IN_PROGRESS
     store.bulk_start_delay = 1.0
     # Crash before the id was stored: our own query is in progress -> adopted, not waited for.
     started = context.admin_client(shop_id).run_bulk_query(load_document("bulk_products_query"))
