@@ -8,7 +8,7 @@ from typing import Iterator
 from sqlalchemy.orm import Session
 
 from shopify_app.config import Config
-from shopify_app.db import session_scope
+from shopify_app.db import reader_session_factory, session_scope
 
 _override: Config | None = None
 
@@ -33,6 +33,22 @@ def config() -> Config:
 def transaction() -> Iterator[Session]:
     with session_scope(config().sqlalchemy_url) as s:
         yield s
+
+
+@contextlib.contextmanager
+def read_transaction() -> Iterator[Session]:
+    """A transaction for a job's long read phase (rules mining, model refits). On SQLite it begins deferred, so it
+    takes no write lock: webhooks and order jobs keep committing while it reads (WAL gives it a consistent
+    snapshot). Never write through it (see shopify_app.db.reader_session_factory)."""
+    session = reader_session_factory(config().sqlalchemy_url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 def admin_client(shop_id: int, **client_kw):

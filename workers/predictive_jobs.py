@@ -135,7 +135,7 @@ def _model_params(kind: str, result) -> tuple[str, str | None, dict]:
 def refit_predictions(shop_id: int, as_of: str | None = None) -> dict:
     """Refit the shop's predictive models and replace its predictions. Idempotent; returns a summary."""
     as_of_dt = _parse_as_of(as_of)
-    with context.transaction() as s:
+    with context.read_transaction() as s:      # a long read: no SQLite write lock while it runs
         shop = s.get(Shop, shop_id)
         if shop is None or shop.status == "uninstalled":
             why = "unknown shop" if shop is None else "shop is uninstalled"

@@ -66,12 +66,13 @@ INSERT_CHUNK = 2000
 
 # --------------------------------------------------------------------------------------------- entry points
 def mine_rules(shop_id: int, now: dt.datetime | str | None = None, triples: bool = True) -> dict:
-    """Read (one short transaction), mine (no transaction open), replace the rules (one transaction).
+    """Read (one read-only transaction: on SQLite it holds no write lock, so intake and order jobs go on while the
+    counts are read), mine (no transaction open), replace the rules (one short write transaction).
     triples=False skips the fpgrowth step (the history import's first, inline pass; its follow-up job mines all)."""
     if isinstance(now, str):
         now = dt.datetime.fromisoformat(now)
     now = now or utcnow()
-    with context.transaction() as s:
+    with context.read_transaction() as s:
         data = read_window(s, shop_id, now)
     if data is None:
         return {"shop_id": shop_id, "status": "missing"}

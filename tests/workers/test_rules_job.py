@@ -258,3 +258,46 @@ def test_sequential_rules_obey_min_support_as_well_as_min_count():
     assert kept[0]["lift"] == (12 / 50) / (40 / 200)
     loose = sequential_rules(seq, 200, min_count=2, min_support=0.0)
     assert {tuple(r["antecedent"] + r["consequent"]) for r in loose} == {(1, 2), (1, 3), (2, 3)}
+
+
+def test_mining_reads_without_the_sqlite_write_lock(session, cfg, monkeypatch):
+    """On SQLite a mining run's read phase (seconds on a big shop) must not hold the database's single write lock:
+    webhooks and order jobs commit while it reads. A writer commits from inside the read phase here."""
+    import sqlite3
+    import threading
+
+    from shopify_app.db import get_engine
+    from workers import rules_jobs
+
+    if get_engine(cfg.sqlalchemy_url).dialect.name != "sqlite":
+        pytest.skip("SQLite's single writer; on PostgreSQL readers and writers never block each other")
+    shop = make_shop(session, {"min_support": 0.01, "min_count": 2, "rules_window_months": 0})
+    now = dt.datetime(2011, 12, 10)
+    versions, _ = retail_versions()
+    apply(session, shop, versions[:200], now)
+    real_read = rules_jobs.read_window
+    outcome = {}
+
+    def read_then_let_a_writer_in(s, shop_id, when):
+        data = real_read(s, shop_id, when)         # the mining transaction is open and has read
+
+        def write():                   # a plain connection with a short busy timeout: fails fast if locked
+            w = sqlite3.connect(get_engine(cfg.sqlalchemy_url).url.database, timeout=2, isolation_level=None)
+            try:
+                w.execute("BEGIN IMMEDIATE")
+                w.execute("UPDATE shops SET settings = settings WHERE id = ?", (shop_id,))
+                w.execute("COMMIT")
+                outcome["ok"] = True
+            except sqlite3.OperationalError as exc:      # 'database is locked' is the failure we look for
+                outcome["error"] = exc
+            finally:
+                w.close()
+        t = threading.Thread(target=write)
+        t.start()
+        t.join(30)
+        return data
+
+    monkeypatch.setattr(rules_jobs, "read_window", read_then_let_a_writer_in)
+    result = mine_rules(shop.id, now=now)
+    assert result["status"] == "done" and result["pair"] > 0
+    assert outcome.get("ok"), outcome
