@@ -222,7 +222,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--senders", type=int, default=2, help="threads creating orders, each on its own schedule")
-    ap.add_argument("--delivery-threads", type=int, default=8, help="the stand-in's concurrent webhook deliveries")
+    ap.add_argument("--delivery-threads", type=int, default=16, help="the stand-in's concurrent webhook deliveries")
     ap.add_argument("--poll", type=float, default=0.01, help="watcher poll interval, seconds")
     ap.add_argument("--data", type=Path, default=None, help="Online Retail CSV (default: the seed's default)")
     ap.add_argument("--synthetic", action="store_true", help="1-4 random products per order instead of real baskets")
