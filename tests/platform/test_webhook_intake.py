@@ -530,3 +530,18 @@ def test_devstore_deliveries_with_duplicates_end_to_end(client, shop, config, db
     by_topic = {r.topic: r.status for r in deliveries(db_url) if r.status != "duplicate"}
     assert by_topic["orders/create"] == "pending_analytics"
     assert by_topic["customers/redact"] == "processed"
+
+
+def test_object_shaped_garbage_is_recorded_then_marked_invalid_by_the_order_job(client, shop, db_url, worker_ctx):
+    """The intake only checks the shape of a body (`{...}`); the order job parses it. A body that looks like an
+    object but is not JSON is still recorded, answered 200, and ends 'invalid' with its error - never lost, never
+    applied, and the valid delivery next to it is applied."""
+    from workers.order_jobs import process_pending_orders
+
+    assert post(client, "orders/create", b"{not: json}", webhook_id="shape-1").status_code == 200
+    assert post(client, "orders/create", sample("orders/create"), webhook_id="shape-2").status_code == 200
+    assert [r.status for r in deliveries(db_url)] == ["pending_analytics", "pending_analytics"]
+    process_pending_orders(shop)                  # the fixture is the Shop row id
+    rows = {r.webhook_id: r for r in deliveries(db_url)}
+    assert rows["shape-1"].status == "invalid" and "JSON" in rows["shape-1"].error
+    assert rows["shape-2"].status == "processed"
