@@ -38,6 +38,7 @@ from shopify_app.shopify.graphql import (AdminClient, ShopifyAuthError, ShopifyB
                                          ShopifyUserError, load_document)
 
 from . import context
+from .job_rows import current_job, update_job
 
 log = logging.getLogger(__name__)
 JOB_PATH = "workers.catalog_jobs.sync_products"
@@ -173,7 +174,7 @@ def sync_products(shop_id: int, *, client_kw: dict | None = None, poll_interval:
             waited_for = s.get(Job, for_job)
             if waited_for is not None and waited_for.status in ("done", "cancelled"):
                 return {"shop_id": shop_id, "job_id": for_job, "status": "already_" + waited_for.status}
-        job = _job_for(s, shop_id)
+        job = current_job(s, shop_id, KIND)
         job_id = job.id
         job.status, job.error, job.finished_at = "running", None, None
         job.started_at = job.started_at or utcnow()
@@ -200,28 +201,12 @@ def sync_products(shop_id: int, *, client_kw: dict | None = None, poll_interval:
 
 
 # --------------------------------------------------------------------------------------------- job row
-def _job_for(s, shop_id: int) -> Job:
-    job = s.scalar(select(Job).where(Job.shop_id == shop_id, Job.kind == KIND).order_by(Job.id.desc()).limit(1))
-    if job is None or job.status in ("done", "cancelled"):
-        job = Job(shop_id=shop_id, kind=KIND, status="queued", done=0, details={})
-        s.add(job)
-        s.flush()
-    return job
-
-
-def _update_job(job_id: int, **fields) -> None:
-    with context.transaction() as s:
-        job = s.get(Job, job_id)
-        for k, v in fields.items():
-            setattr(job, k, v)
-
-
 def _fail(job_id: int, message: str, forget_operation: bool = False) -> None:
     log.warning("product sync job %s failed: %s", job_id, message)
     fields = {"status": "failed", "error": message[:2000], "finished_at": utcnow()}
     if forget_operation:
         fields["bulk_operation_id"] = None
-    _update_job(job_id, **fields)
+    update_job(job_id, **fields)
 
 
 def _wait_and_retry(shop_id: int, job_id: int, busy: OtherBulkQueryRunning, kwargs: dict) -> dict:
@@ -274,7 +259,7 @@ def _completed_operation(client: AdminClient, job_id: int, poll_interval: float)
             except ShopifyBulkOperationError as exc:
                 log.warning("resumed bulk operation %s ended: %s; starting a new one", op_id, exc)
     op_id = _start_or_adopt(client, load_document("bulk_products_query"))
-    _update_job(job_id, bulk_operation_id=op_id, done=0, total=None,
+    update_job(job_id, bulk_operation_id=op_id, done=0, total=None,
                 message="Waiting for Shopify's export of your product catalogue")
     return client.wait_for_bulk_operation(op_id, poll_interval=poll_interval, max_interval=POLL_MAX_INTERVAL)
 
@@ -303,7 +288,7 @@ def _start_or_adopt(client: AdminClient, query: str) -> str:
 # --------------------------------------------------------------------------------------------- apply
 def _apply_file(client: AdminClient, shop_id: int, job_id: int, op: dict) -> dict:
     total = _int(op.get("rootObjectCount"))
-    _update_job(job_id, total=total, done=0, message="Loading your product catalogue")
+    update_job(job_id, total=total, done=0, message="Loading your product catalogue")
     seen = changed = 0
     pending: list[dict] = []
     for row in products_from_jsonl(client.download_jsonl(op.get("url"))):

@@ -51,6 +51,7 @@ from shopify_app.shopify.graphql import (AdminClient, ShopifyAuthError, ShopifyB
                                          bulk_orders_query)
 
 from . import context
+from .job_rows import current_job, update_job
 from .rebuild_jobs import rebuild_shop_state, rescore_all
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def start_history_import(shop_id: int, *, batch_size: int = BATCH_SIZE, poll_int
             return {"shop_id": shop_id, "status": "missing"}
         if shop.status == "uninstalled":
             return {"shop_id": shop_id, "status": "uninstalled"}
-        job = _job_for(s, shop_id)
+        job = current_job(s, shop_id, KIND)
         job_id = job.id
         job.status, job.error = "running", None
         job.started_at = job.started_at or utcnow()
@@ -96,32 +97,16 @@ def start_history_import(shop_id: int, *, batch_size: int = BATCH_SIZE, poll_int
 
 
 # --------------------------------------------------------------------------------------------- job row
-def _job_for(s, shop_id: int) -> Job:
-    job = s.scalar(select(Job).where(Job.shop_id == shop_id, Job.kind == KIND).order_by(Job.id.desc()).limit(1))
-    if job is None or job.status in ("done", "cancelled"):
-        job = Job(shop_id=shop_id, kind=KIND, status="queued", done=0, details={})
-        s.add(job)
-        s.flush()
-    return job
-
-
-def _update_job(job_id: int, **fields) -> None:
-    with context.transaction() as s:
-        job = s.get(Job, job_id)
-        for k, v in fields.items():
-            setattr(job, k, v)
-
-
 def _fail(job_id: int, message: str) -> None:
     log.warning("history import job %s failed: %s", job_id, message)
-    _update_job(job_id, status="failed", error=message[:2000], finished_at=utcnow())
+    update_job(job_id, status="failed", error=message[:2000], finished_at=utcnow())
 
 
 def _finish(shop_id: int, job_id: int, timings: dict | None = None) -> dict:
     """Aggregates, segments and Job done in one transaction; then sequential counts and rules. Phase times go to
     Job.details["timings"] (seconds): export (waiting for Shopify's bulk export, polls included), store
     (download + conversion + storing), rebuild, rescore, rules."""
-    _update_job(job_id, message="Computing segments")
+    update_job(job_id, message="Computing segments")
     now = utcnow()
     t0 = time.perf_counter()
     with context.transaction() as s:
@@ -206,7 +191,7 @@ def _completed_operation(client: AdminClient, job_id: int, poll_interval: float)
                 log.warning("resumed bulk operation %s ended: %s; starting a new one", op_id, exc)
         log.info("bulk operation %s of job %s cannot be resumed: starting a new one", op_id, job_id)
     op_id = _start_or_adopt(client, bulk_orders_query())
-    _update_job(job_id, bulk_operation_id=op_id, cursor=None, done=0, total=None,
+    update_job(job_id, bulk_operation_id=op_id, cursor=None, done=0, total=None,
                 message="Waiting for Shopify's export of your orders")
     return client.wait_for_bulk_operation(op_id, poll_interval=poll_interval, max_interval=POLL_MAX_INTERVAL)
 
