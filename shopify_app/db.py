@@ -74,10 +74,20 @@ def reader_session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(url).execution_options(**{SQLITE_BEGIN: "deferred"}), expire_on_commit=False)
 
 
-@contextlib.contextmanager
-def session_scope(url: str) -> Iterator[Session]:
+def session_scope(url: str) -> contextlib.AbstractContextManager[Session]:
     """A transaction: commit on success, roll back on error."""
-    session = session_factory(url)()
+    return _scope(session_factory(url))
+
+
+def reader_scope(url: str) -> contextlib.AbstractContextManager[Session]:
+    """A read-only transaction (see `reader_session_factory`): commit (ends the snapshot) on success, roll back on
+    error."""
+    return _scope(reader_session_factory(url))
+
+
+@contextlib.contextmanager
+def _scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    session = factory()
     try:
         yield session
         session.commit()

@@ -8,7 +8,7 @@ from typing import Iterator
 from sqlalchemy.orm import Session
 
 from shopify_app.config import Config
-from shopify_app.db import reader_session_factory, session_scope
+from shopify_app.db import reader_scope, session_scope
 
 _override: Config | None = None
 
@@ -35,20 +35,11 @@ def transaction() -> Iterator[Session]:
         yield s
 
 
-@contextlib.contextmanager
-def read_transaction() -> Iterator[Session]:
+def read_transaction() -> contextlib.AbstractContextManager[Session]:
     """A transaction for a job's long read phase (rules mining, model refits). On SQLite it begins deferred, so it
     takes no write lock: webhooks and order jobs keep committing while it reads (WAL gives it a consistent
     snapshot). Never write through it (see shopify_app.db.reader_session_factory)."""
-    session = reader_session_factory(config().sqlalchemy_url)()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    return reader_scope(config().sqlalchemy_url)
 
 
 def admin_client(shop_id: int, **client_kw):
