@@ -8,13 +8,9 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from shopify_app.devstore import App, DevStore
-from shopify_app.devstore.webhooks import DeliveryMode
 from shopify_app.models import AssociationRule, CustomerStats, Job, Order, OrderLine, Shop
 from shopify_app.shopify.convert_bulk import orders_from_jsonl
-from shopify_app.shopify.install import install_with_access_token
-from shopify_app.shopify.oauth import AccessToken
-from tests.conftest import TEST_API_KEY, TEST_API_SECRET
+from tests.helpers import TEST_API_KEY, install_from_store, standin_store
 from workers import context
 from workers.import_jobs import start_history_import
 from workers.rebuild_jobs import read_bucket_counts
@@ -25,9 +21,7 @@ FAST = {"batch_size": 50, "poll_interval": 0.02}
 
 @pytest.fixture
 def store():
-    s = DevStore(apps=[App(TEST_API_KEY, TEST_API_SECRET, "https://app.test")], webhook_mode=DeliveryMode(sync=True))
-    s.create_shop(SHOP, currency="USD")
-    return s
+    return standin_store(SHOP, currency="USD")
 
 
 @pytest.fixture
@@ -40,12 +34,7 @@ def cfg(config, server):
 
 @pytest.fixture
 def shop_id(store, cfg, session):
-    token = store.install_app(SHOP, TEST_API_KEY)
-    shop = install_with_access_token(session, cfg, SHOP, AccessToken(access_token=token,
-                                                                      scope=store.apps[TEST_API_KEY].scopes))
-    sid = shop.id
-    session.commit()
-    return sid
+    return install_from_store(store, session, cfg, SHOP)
 
 
 def populate(store):

@@ -27,6 +27,20 @@ STRANGER = "stranger-store.myshopify.com"
 
 
 # --------------------------------------------------------------------------------------------- GroupCommit
+def _queue_behind_first(gc, threads, writing, gate) -> None:
+    """Start threads[0] and wait until its submit is being written (the write blocks on `gate`), start the others
+    and wait until all of them are queued behind it, then release the write and join every thread."""
+    threads[0].start()
+    assert writing.wait(10)
+    for t in threads[1:]:
+        t.start()
+    wait_for(lambda: len(gc._queue) >= len(threads) - 1, timeout=10,
+             message=f"{len(threads) - 1} submits queued behind the first batch")
+    gate.set()
+    for t in threads:
+        t.join(10)
+
+
 def test_concurrent_submits_are_written_in_batches_each_item_once():
     written: list[list[int]] = []
     gate, writing = threading.Event(), threading.Event()
@@ -44,14 +58,7 @@ def test_concurrent_submits_are_written_in_batches_each_item_once():
         results[i] = gc.submit(i)
 
     threads = [threading.Thread(target=submit, args=(i,)) for i in range(40)]
-    threads[0].start()
-    assert writing.wait(10)                                  # item 0 is being written, alone
-    for t in threads[1:]:
-        t.start()
-    wait_for(lambda: len(gc._queue) >= 39, timeout=10, message="39 requests queued behind the first batch")
-    gate.set()
-    for t in threads:
-        t.join(10)
+    _queue_behind_first(gc, threads, writing, gate)          # item 0 is written alone, 39 queue behind it
     assert results == {i: i * 10 + 1 for i in range(40)}
     flat = sorted(i for batch in written for i in batch)
     assert flat == list(range(40))                           # every item written exactly once
@@ -87,14 +94,7 @@ def test_max_batch_splits_a_backlog_and_the_lead_passes_on():
     gc = GroupCommit(write, max_batch=5)
     out: list = []
     threads = [threading.Thread(target=lambda i=i: out.append(gc.submit(i))) for i in range(23)]
-    threads[0].start()
-    assert writing.wait(10)
-    for t in threads[1:]:
-        t.start()
-    wait_for(lambda: len(gc._queue) >= 22, timeout=10, message="the backlog to queue")
-    gate.set()
-    for t in threads:
-        t.join(10)
+    _queue_behind_first(gc, threads, writing, gate)
     assert sorted(out) == list(range(23))
     assert sizes == [1, 5, 5, 5, 5, 2]
 
