@@ -296,10 +296,13 @@ class SegmentSnapshot(Base):
     orders: Mapped[int] = mapped_column(Integer, default=0)
 
 
-# Item and pair counts. Layout ("base + deltas"): a rebuild writes one compressed sparse matrix per
-# (shop, segment, month bucket) into CountSnapshot; live orders add small signed rows to ItemCountDelta /
-# PairCountDelta. Counts = snapshot + deltas, exact; a compaction job folds deltas into the snapshot.
-# Applying one order costs O(basket size^2) rows, independent of the shop's history.
+# Item and pair counts. Layout ("base + deltas"): a rebuild writes one sparse matrix per (shop, segment, month
+# bucket) into CountSnapshot; live orders add signed deltas: one row per (bucket, item) in ItemCountDelta and per
+# bucket in BasketCountDelta (upserted, ~25 per order), and ONE PairCountBlob per (order batch, bucket) holding
+# all the batch's signed pair deltas as an analytics.counts pair payload (an average Online Retail order has
+# ~1,200 pairs: one upserted row per pair was most of a batch's cost). Counts = snapshot + item / basket delta
+# rows + pair blobs (+ legacy PairCountDelta rows), exact; compaction folds them into the snapshot
+# (workers.rebuild_jobs.compact_shop, enqueued when a shop's blobs pile up, and hourly).
 ALL_SEGMENTS = "*"   # the `segment` key of overall (all customers and guests) counts
 
 
@@ -335,6 +338,8 @@ class ItemCountDelta(Base):
 
 
 class PairCountDelta(Base):
+    """Legacy (before revision 0005): one upserted row per pair. No longer written (see PairCountBlob); still read
+    and folded by compaction, so a database with rows left from an older release stays exact. To drop later."""
     __tablename__ = "pair_count_deltas"
 
     shop_id: Mapped[int] = shop_fk()
@@ -343,6 +348,25 @@ class PairCountDelta(Base):
     item_a: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # item_a < item_b
     item_b: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PairCountBlob(Base):
+    """Signed pair count deltas of one order batch and one bucket: `data` = analytics.counts.encode_pairs payload
+    (pairs a < b, counts may be negative, zeros dropped), `pairs` = its number of pairs. Append-only: written by
+    the order batch, deleted only by the compaction that folded it (by id) or by a rebuild."""
+    __tablename__ = "pair_count_blobs"
+
+    # BigInteger on PostgreSQL; INTEGER PRIMARY KEY on SQLite, so it is the rowid (autoincrement without a table)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    shop_id: Mapped[int] = mapped_column(Integer, ForeignKey("shops.id", ondelete="CASCADE"))
+    segment: Mapped[str] = mapped_column(String(40))
+    bucket: Mapped[str] = mapped_column(String(7))
+    pairs: Mapped[int] = mapped_column(Integer, default=0)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_pair_count_blobs_shop_segment_bucket", "shop_id", "segment", "bucket"),)
 
 
 class SequentialPairDelta(Base):

@@ -1,9 +1,10 @@
 """Item / pair / basket counts per month bucket: snapshot payloads, per-bucket counting, window sums (pure).
 
 Layout (see shopify_app.models above CountSnapshot): a rebuild writes one snapshot per (kind, segment, bucket);
-live orders add signed delta rows. Counts of a window = sum over its buckets of (snapshot + deltas), exact.
+live orders add signed item / basket delta rows and one pair payload per (order batch, bucket) (PairCountBlob).
+Counts of a window = sum over its buckets of (snapshot + deltas), exact.
 
-Payloads (CountSnapshot.data) are numpy ``.npz`` bytes:
+Payloads (CountSnapshot.data, PairCountBlob.data) are numpy ``.npz`` bytes:
 - kind 'items': ``ids`` (int64 product ids, sorted, unique) and ``counts`` (int64, baskets containing the item);
 - kind 'pairs': ``ids`` (int64, the items the pairs use, sorted) and ``i``, ``j``, ``counts`` (int32 / int64):
   pair (ids[i], ids[j]) with ids[i] < ids[j] was in ``counts`` baskets. Indices instead of raw ids keep a
@@ -132,6 +133,68 @@ def count_baskets(bucket: str, order_ids: np.ndarray, product_ids: np.ndarray) -
     co = sparse.triu(x.T.tocsr() @ x, k=1).tocoo()
     return BucketCounts(bucket, len(orders), items, item_counts, items[co.row], items[co.col],
                         co.data.astype(np.int64), co.row, co.col)
+
+
+# --------------------------------------------------------------------------------------------- live pair deltas
+def basket_change_pairs(changes) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Signed pair deltas of a batch of basket changes, aggregated: {bucket: (a, b, counts)}, int64 arrays sorted
+    by (a, b), a < b, zero sums dropped (buckets left empty are absent).
+
+    `changes`: iterable of (bucket, sign, items), items = a basket's distinct product ids (any order); each change
+    adds `sign` to every pair of its items. Equal to expanding every basket's pairs into a dict (the order job's
+    former path, analytics.incremental `diff`), without a Python operation per pair: baskets of the same size are
+    stacked and expanded with one fancy index, then summed by one sort."""
+    by_bucket: dict = {}
+    for bucket, sign, items in changes:
+        if sign and len(items) >= 2:
+            by_bucket.setdefault(bucket, []).append((sign, items))
+    out = {}
+    for bucket in sorted(by_bucket):
+        a, b, c = _signed_pairs(by_bucket[bucket])
+        if a.size:
+            out[bucket] = (a, b, c)
+    return out
+
+
+def _signed_pairs(baskets: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ids = sorted_unique(np.fromiter((i for _, items in baskets for i in items), dtype=np.int64))
+    n = np.int64(len(ids))
+    by_size: dict = {}
+    for sign, items in baskets:
+        signs, rows = by_size.setdefault(len(items), ([], []))
+        signs.append(sign)
+        rows.append(items)
+    keys, weights = [], []
+    for k, (signs, rows) in by_size.items():
+        m = np.searchsorted(ids, np.asarray(rows, dtype=np.int64))      # (baskets, k) dense indices
+        m.sort(axis=1)                                                  # index order == id order: a < b
+        iu, ju = np.triu_indices(k, 1)
+        keys.append((m[:, iu] * n + m[:, ju]).ravel())                 # < len(ids)^2: fits int64
+        weights.append(np.repeat(np.asarray(signs, dtype=np.int64), len(iu)))
+    return aggregate_keyed(ids, np.concatenate(keys), np.concatenate(weights))
+
+
+def aggregate_keyed(ids: np.ndarray, keys: np.ndarray, weights: np.ndarray):
+    """Sum `weights` by key = i * len(ids) + j (pair (ids[i], ids[j])); (a, b, counts) sorted, zeros dropped."""
+    if keys.size == 0:
+        empty = np.array([], dtype=np.int64)
+        return empty, empty, empty
+    order = np.argsort(keys, kind="stable")
+    keys, weights = keys[order], weights[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    sums = np.add.reduceat(weights, starts)
+    keep = sums != 0
+    uniq, sums = keys[starts][keep], sums[keep]
+    n = np.int64(len(ids))
+    return ids[uniq // n], ids[uniq % n], sums.astype(np.int64)
+
+
+def aggregate_pairs(a, b, counts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum counts of duplicate pairs (a < b given as product ids); sorted by (a, b), zeros dropped."""
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    ids = sorted_unique(np.concatenate([a, b]))
+    keys = np.searchsorted(ids, a) * np.int64(len(ids)) + np.searchsorted(ids, b)
+    return aggregate_keyed(ids, keys, np.asarray(counts, dtype=np.int64))
 
 
 # --------------------------------------------------------------------------------------------- window sums

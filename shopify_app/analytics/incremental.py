@@ -82,9 +82,17 @@ class Delta:
     items: dict = field(default_factory=dict)          # (bucket, item) -> signed count
     pairs: dict = field(default_factory=dict)          # (bucket, a, b) -> signed count, a < b
     baskets: dict = field(default_factory=dict)        # bucket -> signed count
+    # diff(..., expand_pairs=False): the basket changes instead of `pairs`, [(bucket, sign, items)], items sorted;
+    # analytics.counts.basket_change_pairs turns a batch of them into pair arrays (no Python work per pair).
+    basket_changes: list = field(default_factory=list)
 
     def is_zero(self) -> bool:
-        return not (self.customers or self.items or self.pairs or self.baskets or self.touched)
+        return not (self.customers or self.items or self.pairs or self.baskets or self.touched
+                    or self.basket_changes)
+
+    def pair_volume(self) -> int:
+        """Pair increments this delta carries: distinct `pairs` + sum of k(k-1)/2 over the basket changes."""
+        return len(self.pairs) + sum(len(i) * (len(i) - 1) // 2 for _, _, i in self.basket_changes)
 
 
 def _add(d: dict, key, v) -> None:
@@ -110,27 +118,44 @@ def _sign_customer(delta: Delta, c: dict, sign: int) -> None:
         _add(pt, t, sign * int(q))
 
 
-def _sign_counts(delta: Delta, c: dict, sign: int) -> None:
+def _basket(c: dict | None):
+    """(bucket, items) of a contribution's basket, None when it is no basket."""
+    if c is None or not c.get("counted") or not c["items"]:
+        return None
+    return c["bucket"], tuple(c["items"])
+
+
+def _sign_counts(delta: Delta, c: dict, sign: int, expand_pairs: bool = True) -> None:
     if not c.get("counted") or not c["items"]:
         return
     b = c["bucket"]
     _add(delta.baskets, b, sign)
     for i in c["items"]:
         _add(delta.items, (b, i), sign)
+    if not expand_pairs:
+        if len(c["items"]) >= 2:
+            delta.basket_changes.append((b, sign, tuple(c["items"])))
+        return
     for a, bb in combinations(c["items"], 2):   # items are sorted: a < bb
         _add(delta.pairs, (b, a, bb), sign)
 
 
-def diff(old: dict | None, new: dict) -> Delta:
-    """new - old (old None: nothing applied yet). A replay (old == new) gives a zero delta."""
+def diff(old: dict | None, new: dict, expand_pairs: bool = True) -> Delta:
+    """new - old (old None: nothing applied yet). A replay (old == new) gives a zero delta.
+
+    expand_pairs=False: pair deltas are left as `basket_changes` (see Delta) instead of `pairs`; a version that
+    keeps its basket (same bucket and items, e.g. paid or a changed price) records none."""
     delta = Delta()
     if old == new:
         return delta
+    same_basket = not expand_pairs and _basket(old) == _basket(new)
     if old is not None:
         _sign_customer(delta, old, -1)
-        _sign_counts(delta, old, -1)
+        if not same_basket:
+            _sign_counts(delta, old, -1, expand_pairs)
     _sign_customer(delta, new, +1)
-    _sign_counts(delta, new, +1)
+    if not same_basket:
+        _sign_counts(delta, new, +1, expand_pairs)
     # Drop all-zero customer entries (e.g. only the bucket moved), keep them as touched.
     for cid in list(delta.customers):
         acc = delta.customers[cid]

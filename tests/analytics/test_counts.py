@@ -139,3 +139,35 @@ def test_pruned_sum_keeps_every_pair_of_frequent_items():
     assert pruned.as_dicts()[0] == full.as_dicts()[0]      # item counts untouched
     assert pruned.as_dicts()[1] == {(1, 2): 3}
     assert parts.total(min_support=0.5).as_dicts()[1] == {(1, 2): 3}
+
+
+# --------------------------------------------------------------------------------------------- live pair deltas
+_basket = st.lists(st.integers(1, 40).map(lambda i: i * BIG + 7), min_size=0, max_size=12, unique=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["2024-01", "2024-02", "2025-12"]), st.sampled_from([-1, 1, 2]),
+                          _basket), max_size=30))
+def test_basket_change_pairs_equals_dict_expansion(changes):
+    """The numpy expansion of a batch's basket changes == the dict expansion the incremental diff does."""
+    expected: dict = {}
+    for bucket, sign, items in changes:
+        for a, b in itertools.combinations(sorted(items), 2):
+            expected[(bucket, a, b)] = expected.get((bucket, a, b), 0) + sign
+    expected = {k: v for k, v in expected.items() if v}
+    got = C.basket_change_pairs([(b, s, items) for b, s, items in changes])   # items in any order
+    flat = {}
+    for bucket, (a, b, c) in got.items():
+        assert a.dtype == b.dtype == c.dtype == np.int64
+        assert np.all(a < b) and np.all(c != 0)
+        keys = list(zip(a.tolist(), b.tolist()))
+        assert keys == sorted(keys)                  # sorted by (a, b), each pair once
+        flat.update({(bucket, x, y): n for (x, y), n in zip(keys, c.tolist())})
+    assert flat == expected
+
+
+def test_basket_change_pairs_cancel_and_aggregate():
+    got = C.basket_change_pairs([("2024-01", 1, (3, 1, 2)), ("2024-01", -1, (1, 2, 3)), ("2024-02", 1, (5,))])
+    assert got == {}                                                # cancelled; a 1-item basket has no pair
+    a, b, c = C.aggregate_pairs([1, 1, 2, 1], [2, 3, 3, 2], [1, 1, 1, -1])
+    assert (a.tolist(), b.tolist(), c.tolist()) == ([1, 2], [3, 3], [1, 1])

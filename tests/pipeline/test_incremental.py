@@ -131,3 +131,27 @@ def test_any_order_with_duplicates_equals_clean_pass(versions):
     for v in reversed(versions):
         assert not state.apply(v)
     assert state.snapshot() == clean_pass(versions)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shop_versions())
+def test_basket_changes_expand_to_the_same_pairs(versions):
+    """The order job's path (diff without pair expansion + counts.basket_change_pairs over the whole batch) gives
+    the pairs of the default diff, and the same items / baskets / customers."""
+    from shopify_app.analytics.counts import basket_change_pairs
+
+    stored: dict = {}
+    pairs: dict = {}
+    changes: list = []
+    for v in versions:
+        old, new = stored.get(v.id), contribution(v)
+        full, lean = diff(old, new), diff(old, new, expand_pairs=False)
+        assert (lean.customers, lean.items, lean.baskets, lean.touched, lean.pairs) == \
+            (full.customers, full.items, full.baskets, full.touched, {})
+        for k, n in full.pairs.items():
+            pairs[k] = pairs.get(k, 0) + n
+        changes += lean.basket_changes
+        stored[v.id] = new
+    got = {(bucket, a, b): n for bucket, (xs, ys, ns) in basket_change_pairs(changes).items()
+           for a, b, n in zip(xs.tolist(), ys.tolist(), ns.tolist())}
+    assert got == {k: n for k, n in pairs.items() if n}
