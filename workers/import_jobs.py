@@ -196,26 +196,41 @@ def _completed_operation(client: AdminClient, job_id: int, poll_interval: float)
     return client.wait_for_bulk_operation(op_id, poll_interval=poll_interval, max_interval=POLL_MAX_INTERVAL)
 
 
-CURRENT_BULK_QUERY = "{ currentBulkOperation(type: QUERY) { id status query } }"
-
-
 def _start_or_adopt(client: AdminClient, query: str) -> str:
-    """Start the bulk query; when Shopify says one is already in progress (we crashed after starting it but before
-    storing its id) and it is this same export, adopt it. Another export in progress (not ours) is an error: the
-    job fails and its retry starts over once that one is finished."""
+    """Start the bulk query, unless this same export is already running: we crashed after starting it but before
+    storing its id. Since API 2026-01 Shopify runs up to five bulk queries at once, so a second start would not be
+    refused, it would export everything twice; hence the look before starting. Shopify refusing (five running, or
+    one at a time before 2026-01) gets a second look, for an export started in between; any other refusal raises:
+    the job fails and its retry starts over once those are finished."""
+    adopted = _running_same_query(client, query)
+    if adopted:
+        return adopted
     try:
         # Grouped output: orders_from_jsonl assembles each order from the lines that follow it, so the import
         # streams in batches and resumes from an order index; ungrouped (the default since 2026-01) it could
         # only assemble orders after reading the whole file.
         return client.run_bulk_query(query, group_objects=True)
     except ShopifyUserError as exc:
-        if "OPERATION_IN_PROGRESS" not in exc.codes:
+        if not {"OPERATION_IN_PROGRESS", "LIMIT_REACHED"} & set(exc.codes):
             raise
-        current = client.execute(CURRENT_BULK_QUERY).get("currentBulkOperation") or {}
-        if current.get("id") and (current.get("query") or "").strip() == query.strip():
-            log.info("adopting bulk operation %s already in progress", current["id"])
-            return current["id"]
+        adopted = _running_same_query(client, query)
+        if adopted:
+            return adopted
         raise
+
+
+def _running_same_query(client: AdminClient, query: str) -> str | None:
+    """The id of the app's created-or-running bulk query whose document is `query` (documents/
+    running_bulk_operations.graphql: bulkOperations filtered by status, which replaces the deprecated
+    currentBulkOperation), else None. The oldest one when there are several, the one a crashed attempt started."""
+    ops = (client.execute("running_bulk_operations").get("bulkOperations") or {}).get("nodes") or []
+    same = [op for op in ops if op.get("type") == "QUERY" and op.get("status") in ("CREATED", "RUNNING")
+            and (op.get("query") or "").strip() == query.strip()]
+    if not same:
+        return None
+    oldest = min(same, key=lambda op: (op.get("createdAt") or "", _int(op["id"].rsplit("/", 1)[-1]) or 0))
+    log.info("adopting bulk operation %s already in progress", oldest["id"])
+    return oldest["id"]
 
 
 def _int(value) -> int | None:

@@ -339,11 +339,39 @@ reg("QueryRoot",
     segments=lambda s, a, c: paginate(list(c.shop.segments.values()), lambda x: (_ts(x.created_at), x.id), a),
     bulkOperation=lambda s, a, c: _typed("BulkOperation")(s, a, c),
     currentBulkOperation=lambda s, a, c: _current_bulk(c, a.get("type") or "QUERY"),
+    bulkOperations=lambda s, a, c: bulk_operations_conn(c, a),
     webhookSubscriptions=lambda s, a, c: paginate(
         [w for w in c.shop.webhook_subscriptions.values() if w.api_key == c.api_key
          and (not a.get("topics") or _gql_topic(w.topic) in a["topics"])
          and (not a.get("uri") or w.uri == a["uri"])], lambda w: (w.id,), a),
     )
+
+
+# bulkOperations(query:) fields and values as documented for the 2026-10 QueryRoot.bulkOperations argument.
+BULK_OPERATION_FILTERS = {
+    "id": ("int", lambda op: op.id), "created_at": ("time", lambda op: op.created_at),
+    "operation_type": ("str", lambda op: op.type), "status": ("str", lambda op: op.status),
+}
+BULK_OPERATION_VALUES = {"operation_type": ("query", "mutation"),
+                         "status": ("canceled", "canceling", "completed", "created", "failed", "running")}
+# "Defaults to sorting by created_at, with newest operations first": the natural order is descending, and
+# reverse: true gives oldest first. Operations not completed yet sort after every completed one on COMPLETED_AT.
+BULK_OPERATION_SORT = {
+    "CREATED_AT": lambda op: (-_ts(op.created_at), -op.id),
+    "COMPLETED_AT": lambda op: (op.completed_at is None, -_ts(op.completed_at), -op.id),
+}
+
+
+def bulk_operations_conn(ctx, args):
+    """The app's own bulk operations (both types), filtered by the documented search fields. Syntax the stand-in
+    cannot evaluate as Shopify would is an error rather than a silently different answer."""
+    problem = search.unsupported(args.get("query"), BULK_OPERATION_FILTERS, BULK_OPERATION_VALUES)
+    if problem:
+        raise GraphQLError(f"bulkOperations(query:) with {problem} is not implemented by devstore",
+                           extensions={"code": "NOT_IMPLEMENTED_BY_DEVSTORE"})
+    ops = [op for op in ctx.shop.bulk_operations.values() if op.api_key == ctx.api_key]
+    return paginate(filtered(ops, args.get("query"), BULK_OPERATION_FILTERS, ctx),
+                    _sort(BULK_OPERATION_SORT, args, "CREATED_AT"), args)
 
 
 def _current_bulk(ctx, type_):

@@ -146,3 +146,30 @@ def _term_pred(kind, getter, t: Term, tz: str):
         prefix = wanted[:-1]
         return lambda r: (getter(r) or "").lower().startswith(prefix)
     return lambda r: (getter(r) or "").lower() == wanted
+
+
+def unsupported(query: str | None, fields: dict, values: dict[str, tuple[str, ...]]) -> str | None:
+    """Why the devstore cannot evaluate `query` as Shopify would (None when it can), for connections that opt in
+    to strictness (bulkOperations): parentheses (parse() flattens them, so `a (b OR c)` would mean `a b OR c`),
+    bare words (no default text field), a range comparator on a string field, or a value outside the documented
+    list of a field in `values` (Shopify's behaviour for those is not documented). Unknown fields stay warnings,
+    as on Shopify."""
+    if not query:
+        return None
+    for m in _TOKEN.finditer(query):
+        if m.group("paren"):
+            return "parentheses in a search query"
+        word = m.group("word")
+        if word is not None and word not in ("AND", "OR", "NOT"):
+            return f"the bare word {word!r} (free-text search)"
+    for group in parse(query):
+        for t in group:
+            spec = fields.get(t.field)
+            if spec is None:
+                continue
+            if spec[0] == "str" and t.op != "=":
+                return f"the comparator {t.op!r} on {t.field}"
+            allowed = values.get(t.field)
+            if allowed is not None and t.value.lower() not in allowed:
+                return f"{t.field}:{t.value} (documented values: {', '.join(allowed)})"
+    return None

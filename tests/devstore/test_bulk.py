@@ -3,7 +3,9 @@ import json
 import time
 
 import requests
-from devstore_testlib import SHOP
+from devstore_testlib import SHOP, Admin
+
+from shopify_app.devstore import App
 
 BULK_ORDERS = '''
 {
@@ -202,3 +204,48 @@ def test_bulk_export_equals_paged_query(store, admin):
     some = next(iter(exported.values()))
     assert some["order"]["subtotalPriceSet"]["presentmentMoney"]["amount"]
     assert some["lines"][0]["again"]["title"] and "productType" in some["lines"][0]["product"]
+
+
+LIST = '''query($q: String, $s: BulkOperationsSortKeys, $r: Boolean) {
+  bulkOperations(first: 10, query: $q, sortKey: $s, reverse: $r) {
+    nodes { id type status query } pageInfo { hasNextPage } } }'''
+
+
+def test_bulk_operations_filter_by_status_and_type(store, admin, server):
+    """bulkOperations replaces the deprecated currentBulkOperation: the app's own operations, newest first, with the
+    documented status / operation_type / id / created_at filters; syntax the stand-in cannot evaluate is an error."""
+    store.generate_orders(SHOP, 20, customers=5, products=5)
+    done = admin(RUN, {"q": "{ orders { edges { node { id } } } }"})["data"]["bulkOperationRunQuery"]
+    _wait(admin, done["bulkOperation"]["id"])
+    store.bulk_start_delay = 30                   # the next two stay CREATED for the whole test
+    q1 = admin(RUN, {"q": "{ customers { edges { node { id } } } }"})["data"]["bulkOperationRunQuery"]
+    q2 = admin(RUN, {"q": "{ products { edges { node { id } } } }"})["data"]["bulkOperationRunQuery"]
+    ids = [done["bulkOperation"]["id"], q1["bulkOperation"]["id"], q2["bulkOperation"]["id"]]
+
+    def listed(**v):
+        body = admin(LIST, v)
+        assert "errors" not in body, body
+        return [n["id"] for n in body["data"]["bulkOperations"]["nodes"]]
+
+    assert listed() == ids[::-1]                                       # newest first by default
+    assert listed(r=True) == ids
+    assert listed(q="status:running OR status:created") == [ids[2], ids[1]]
+    assert listed(q="status:completed") == [ids[0]]
+    assert listed(q="-status:completed operation_type:query") == [ids[2], ids[1]]
+    assert listed(q="operation_type:mutation") == []
+    assert listed(q=f"id:{ids[1].rsplit('/', 1)[-1]}") == [ids[1]]
+    assert listed(q="created_at:<2000-01-01") == []
+    assert listed(q="status:created", s="COMPLETED_AT") == [ids[2], ids[1]]
+
+    store.register_app(App("other-app-key", "other-secret", "https://other.example.com"))
+    other = Admin(server, SHOP, store.install_app(SHOP, "other-app-key"))
+    assert other(LIST)["data"]["bulkOperations"]["nodes"] == []       # another app sees none of them
+
+    for q in ("(status:running OR status:created) operation_type:query", "running", "status:>running",
+              "status:in_progress"):
+        body = admin(LIST, {"q": q})
+        assert body["errors"][0]["extensions"]["code"] == "NOT_IMPLEMENTED_BY_DEVSTORE", q
+    body = admin(LIST, {"q": "state:running"})                         # unknown field: ignored, with a warning
+    assert len(body["data"]["bulkOperations"]["nodes"]) == 3
+    assert body["extensions"]["search"][0]["warnings"][0]["field"] == "state"
+    assert store.deprecation_log == []

@@ -274,6 +274,26 @@ def test_operation_in_progress_is_adopted(store, cfg, server, session, shop_id):
     job = import_jobs(session, shop_id)[-1]
     assert result["status"] == "done" and job.bulk_operation_id == running
     assert_matches_store(session, shop_id, sh)
+    assert store.deprecation_log == []        # found through bulkOperations, not currentBulkOperation
+
+
+def test_running_export_is_adopted_not_started_twice(store, cfg, server, session, shop_id):
+    """API 2026-01+: five bulk queries may run at once, so a rerun after a crash is not refused; it must still find
+    our export among the running ones (beside another app query) instead of exporting every order a second time."""
+    from shopify_app.shopify.graphql import AdminClient, bulk_orders_query
+
+    sh, _ = populate(store)
+    store.bulk_start_delay = 0.5
+    client = AdminClient(SHOP, store.install_app(SHOP, TEST_API_KEY), "2026-10", admin_base=f"{server}/shops/{{shop}}")
+    other = client.run_bulk_query("{ customers { edges { node { id } } } }")
+    running = client.run_bulk_query(bulk_orders_query(), group_objects=True)     # as the crashed import started it
+    result = start_history_import(shop_id, **FAST)
+    job = import_jobs(session, shop_id)[-1]
+    assert result["status"] == "done" and job.bulk_operation_id == running != other
+    queries = [op for op in store.shops[SHOP].bulk_operations.values() if op.type == "QUERY"]
+    assert len(queries) == 2                  # nothing started by the rerun
+    assert_matches_store(session, shop_id, sh)
+    assert store.deprecation_log == []
 
 
 def test_import_aggregates_equal_clean_pass_and_rules_exist(store, cfg, server, session, shop_id):
