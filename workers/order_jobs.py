@@ -40,8 +40,11 @@ fixed ids) an RFM refit when due, a sequential rebuild when `sequential_days` ch
 debounced to one run per RULES_DEBOUNCE_S (schedule_mine_rules; workers.rules_jobs, when that module exists).
 
 Batches: the job (process_pending_orders) drains the shop's pending deliveries batch after batch, each batch its
-own transaction bounded by BATCH_SECONDS of applying and BATCH_PAIRS distinct pair deltas; the batch's count
-deltas are aggregated in Python and written with one upsert statement per table (_upsert_rows).
+own transaction bounded by BATCH_SECONDS of applying and BATCH_PAIRS pair increments; the batch's item / basket
+deltas are aggregated in Python and written with one upsert statement per table (_upsert_rows), its pair deltas
+are expanded from the basket changes with numpy (analytics.counts.basket_change_pairs) and written as one
+PairCountBlob per bucket, its OrderLine rows with one executemany. When the shop's blobs pile up
+(COMPACT_BLOBS / COMPACT_PAIRS) a coalesced compaction job folds them (workers.rebuild_jobs.compact_shop).
 
 Per-order cost: every statement is a primary-key / index lookup on (shop_id, ...) or on the customer's own
 orders (ix_orders_shop_customer); nothing scans the shop's history (bench/bench_order_update.py).
@@ -54,13 +57,14 @@ import logging
 import os
 from dataclasses import replace
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, insert, or_, select
 
+from shopify_app.analytics.counts import aggregate_pairs, basket_change_pairs, encode_pairs
 from shopify_app.analytics.incremental import Delta, _add, contribution, diff
 from shopify_app.analytics.orders import OrderVersion
 from shopify_app.analytics.segments import SCHEMES
 from shopify_app.models import (
-    ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountDelta, Product,
+    ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountBlob, Product,
     SegmentChange, Shop, ShopModel, WebhookDelivery, utcnow,
 )
 from shopify_app.settings import shop_settings
@@ -81,12 +85,17 @@ PG_ARRAY_CHUNK = 50_000          # rows per unnest() upsert on PostgreSQL (bound
 # A batch stops taking new deliveries after this many seconds: the transaction holds the shop's row lock (and
 # on SQLite the database's only write lock, which the webhook intake needs too), so short batches keep both the
 # intake and the freshness of the other orders in check. The rest stays pending for the follow-up job.
-# The commit's size is bounded too: a batch stops taking deliveries once it holds BATCH_PAIRS distinct pair
-# deltas. Writing them is most of a batch's cost (Online Retail orders average ~1,200 pairs; ~250k pair upserts
-# per second on SQLite here, fewer on PostgreSQL), and the time from delivery to visible includes the whole
-# batch: the apply budget alone let a batch of large orders commit seconds after it started.
+# The batch's size is bounded too: it stops taking deliveries once its basket changes carry BATCH_PAIRS pair
+# increments (sum of k(k-1)/2; Online Retail orders average ~1,200). They are expanded with numpy and written as
+# one blob per bucket (PairCountBlob), a few ms per 10^5 pairs, so the bound is about memory (~50 bytes per pair
+# while aggregating), no longer about the write (one upserted row per pair was most of a batch's cost).
 BATCH_SECONDS = 0.5
-BATCH_PAIRS = 40_000
+BATCH_PAIRS = 1_000_000
+
+# After a batch, a shop holding this many pair blobs (or blob pairs) gets a compaction job (coalesced): at 200
+# orders/s a shop writes ~2 blobs / ~250k pairs per second, too much for the hourly schedule alone.
+COMPACT_BLOBS = 64
+COMPACT_PAIRS = 2_000_000
 
 
 # One job keeps draining the shop's pending deliveries, batch after batch (each its own short transaction),
@@ -168,6 +177,9 @@ def enqueue_followups(config, shop_id: int, result: dict) -> None:
         steps.append(("sequential rebuild", enqueue_rebuild_sequential))
     if result.get("applied"):
         steps.append(("rules mining", schedule_mine_rules))
+    if result.get("compact_counts"):
+        from .rebuild_jobs import enqueue_compact_shop
+        steps.append(("count compaction", enqueue_compact_shop))
     for what, fn in steps:
         try:
             fn(config, shop_id)
@@ -225,7 +237,7 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
                         budget_s: float | None = None, max_pairs: int | None = None) -> dict:
     """The job's work inside the caller's transaction (tests call it with their own session). With `budget_s`,
     deliveries not started within that many seconds stay pending (result "more": True); with `max_pairs`, so do
-    the deliveries after the one that took the batch's distinct pair deltas past that many (at least one
+    the deliveries after the one that took the batch's pair increments past that many (at least one
     delivery is always handled)."""
     import time
 
@@ -251,11 +263,16 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
             invalid += 1
     converted = _with_product_types(s, shop_id, converted)
     _prefetch(s, shop_id, [v for _, v in converted if v is not None], batch)
+    batch.__dict__["_lines"] = {}        # OrderLine rows written by write_counts in one statement (apply_version)
     handled = invalid
     more = False
+    pair_volume = seen = 0               # pair increments of the batch's basket changes so far
     for d, version in converted:
+        changes = batch.basket_changes
+        pair_volume += sum(len(i) * (len(i) - 1) // 2 for _, _, i in changes[seen:])
+        seen = len(changes)
         if ((budget_s is not None and time.monotonic() - started > budget_s) or
-                (max_pairs is not None and len(batch.pairs) >= max_pairs)):
+                (max_pairs is not None and pair_volume + len(batch.pairs) >= max_pairs)):
             more = True                  # left 'pending_analytics' for the follow-up job
             break
         handled += 1
@@ -266,14 +283,22 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
                 skipped += 1
         d.status, d.error, d.processed_at, d.body = "processed", None, now, None
     s.flush()
-    write_counts(s, shop_id, batch)
+    blobs = write_counts(s, shop_id, batch)
     touched = update_customers(s, shop_id, batch, now)
     changes = rescore_customers(s, shop, touched, now)
     settings = shop_settings(shop)
     return {"shop_id": shop_id, "deliveries": handled, "more": more, "applied": applied, "skipped": skipped,
             "invalid": invalid, "customers": len(touched), "segment_changes": changes,
             "refit_rfm": refit_needed(s.get(ShopModel, (shop_id, RFM_KIND)), settings.rfm_refit_change_share),
-            "rebuild_sequential": rebuild_needed(s, shop)}
+            "rebuild_sequential": rebuild_needed(s, shop),
+            "compact_counts": bool(blobs) and compaction_due(s, shop_id)}
+
+
+def compaction_due(s, shop_id: int) -> bool:
+    """The shop's pair blobs passed COMPACT_BLOBS / COMPACT_PAIRS (one index range count)."""
+    n, pairs = s.execute(select(func.count(), func.coalesce(func.sum(PairCountBlob.pairs), 0))
+                         .where(PairCountBlob.shop_id == shop_id)).one()
+    return n >= COMPACT_BLOBS or int(pairs) >= COMPACT_PAIRS
 
 
 def _with_product_types(s, shop_id: int, converted: list) -> list:
@@ -349,7 +374,7 @@ def apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.dateti
     if old is not None and row.customer_id != old.get("customer_id"):
         old = {**old, "customer_id": row.customer_id}   # unlinked by customers/redact: stats already erased
     new = contribution(v)
-    _merge(batch, diff(old, new))
+    _merge(batch, diff(old, new, expand_pairs=False))   # pairs: basket changes, expanded per batch (write_counts)
     stored = row is not None
     if row is None:
         row = Order(shop_id=shop_id, id=v.id)
@@ -368,13 +393,19 @@ def apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.dateti
     row.counted = v.counted
     row.contribution = new
     row.ingested_at = now
-    s.flush()
+    pending = batch.__dict__.get("_lines")
+    if pending is None:
+        s.flush()                        # alone (reconcile, tests): the row is visible to the next s.get
     if stored:                           # a new order has no lines to replace: no DELETE per new order
         s.execute(delete(OrderLine).where(OrderLine.shop_id == shop_id, OrderLine.order_id == v.id))
-    for ln in v.lines:
-        s.add(OrderLine(shop_id=shop_id, order_id=v.id, id=ln.id, product_id=ln.product_id, variant_id=ln.variant_id,
-                        product_type=ln.product_type, quantity=ln.quantity, refunded_quantity=ln.refunded_quantity,
-                        price=ln.price, discount=ln.discount))
+    lines = [{"shop_id": shop_id, "order_id": v.id, "id": ln.id, "product_id": ln.product_id,
+              "variant_id": ln.variant_id, "product_type": ln.product_type, "quantity": ln.quantity,
+              "refunded_quantity": ln.refunded_quantity, "price": ln.price, "discount": ln.discount}
+             for ln in v.lines]
+    if pending is not None:              # the order job's batch: one executemany for all orders (write_counts);
+        pending[v.id] = lines            # a later version of the order in the batch replaces them
+    elif lines:
+        s.execute(insert(OrderLine.__table__), lines)
     return True
 
 
@@ -401,6 +432,7 @@ def _merge(batch: Delta, d: Delta) -> None:
             else:
                 dst[k] = dst.get(k, 0) + v
     batch.touched |= d.touched
+    batch.basket_changes += d.basket_changes
     for src, dst in ((d.items, batch.items), (d.pairs, batch.pairs), (d.baskets, batch.baskets)):
         get = dst.get                    # inlined _add: ~10^5 pairs per batch of live orders
         for k, v in src.items():
@@ -452,23 +484,53 @@ def _upsert_rows(s, model, keys: list[str], col: str, cols: list[str], rows: lis
         conn.exec_driver_sql(head + f"VALUES ({', '.join('?' * len(cols))})" + tail, rows)
 
 
-def write_counts(s, shop_id: int, batch: Delta) -> None:
+def write_counts(s, shop_id: int, batch: Delta, now: dt.datetime | None = None) -> int:
+    """The batch's OrderLine rows (when apply_version deferred them), count deltas and sequential counts.
+    Items / baskets: one upsert per table; pairs: one PairCountBlob per bucket. Returns the blobs written."""
+    pending = batch.__dict__.get("_lines")
+    rows = [ln for lines in pending.values() for ln in lines] if pending else []
+    if rows:
+        s.flush()                        # Order rows before their lines
+        s.execute(insert(OrderLine.__table__), rows)
+    if pending:
+        pending.clear()
     seg = ALL_SEGMENTS
     if batch.items:
         _upsert_rows(s, ItemCountDelta, ["shop_id", "segment", "bucket", "item_id"], "count",
                      ["shop_id", "segment", "bucket", "item_id", "count"],
                      [(shop_id, seg, b, i, n) for (b, i), n in sorted(batch.items.items())])
-    if batch.pairs:
-        _upsert_rows(s, PairCountDelta, ["shop_id", "segment", "bucket", "item_a", "item_b"], "count",
-                     ["shop_id", "segment", "bucket", "item_a", "item_b", "count"],
-                     [(shop_id, seg, b, a, c, n) for (b, a, c), n in sorted(batch.pairs.items())])
     if batch.baskets:
         _upsert_rows(s, BasketCountDelta, ["shop_id", "segment", "bucket"], "baskets",
                      ["shop_id", "segment", "bucket", "baskets"],
                      [(shop_id, seg, b, n) for b, n in sorted(batch.baskets.items())])
+    blobs = [{"shop_id": shop_id, "segment": seg, "bucket": b, "pairs": len(a), "data": encode_pairs(a, c, n),
+              "created_at": now or utcnow()} for b, (a, c, n) in sorted(batch_pairs(batch).items())]
+    if blobs:
+        s.execute(insert(PairCountBlob.__table__), blobs)
     tracker = batch.__dict__.get("_sequential")
     if tracker is not None:
         tracker.write(s)
+    return len(blobs)
+
+
+def batch_pairs(batch: Delta) -> dict:
+    """{bucket: (a, b, counts)} of the batch: its basket changes expanded, plus `pairs` (a Delta from the default
+    diff), aggregated, zeros dropped."""
+    out = basket_change_pairs(batch.basket_changes)
+    if batch.pairs:
+        by_bucket: dict = {}
+        for (b, x, y), n in batch.pairs.items():
+            by_bucket.setdefault(b, []).append((x, y, n))
+        for b, rows in by_bucket.items():
+            x, y, n = (list(col) for col in zip(*rows))
+            if b in out:
+                x, y, n = ([*old.tolist(), *new] for old, new in zip(out[b], (x, y, n)))
+            merged = aggregate_pairs(x, y, n)
+            if merged[0].size:
+                out[b] = merged
+            else:
+                out.pop(b, None)
+    return out
 
 
 def update_customers(s, shop_id: int, batch: Delta, now: dt.datetime) -> list[int]:

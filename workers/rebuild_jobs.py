@@ -7,32 +7,39 @@ pandas / numpy / scipy.sparse over the whole shop at once:
     customers who still have a counted order keep their scores / segment; rows of customers without one are
     deleted (SegmentChange reason 'rebuild' when they had a segment); new customers get a row without scores;
   - the overall (segment "*") item / pair / basket counts per month bucket, written as CountSnapshot rows
-    (kinds 'items' and 'pairs', `baskets` on both), replacing the shop's snapshots and deleting its *CountDelta
-    rows of segment "*".
+    (kinds 'items' and 'pairs', `baskets` on both), replacing the shop's snapshots and deleting its deltas
+    (*CountDelta rows and PairCountBlob rows of segment "*").
 Writes are bulk statements (executemany / delete by shop), never ORM objects one by one.
 
-`compact_counts(s, shop_id)` folds delta rows into the snapshots (snapshot + deltas -> new snapshot; deltas
-deleted), exact, so reads stay one snapshot + few deltas per bucket.
+Compaction folds deltas into the snapshots (snapshot + deltas -> new snapshot), exact, so reads stay one snapshot
++ few deltas per bucket. `compact_shop(shop_id)` (RQ job, enqueued by the order job when a shop's pair blobs pile
+up, and by the hourly `compact_all_shops`) keeps SQLite's write lock short: it reads and sums in a read
+transaction (`read_compaction`), then in a short write transaction under the shop row lock (`apply_compaction`)
+replaces each bucket's snapshot, deletes exactly the blobs it read (by id) and subtracts the item / basket /
+legacy pair delta values it read: deltas written in between stay, and stay counted. A bucket whose snapshot or
+read deltas changed in between (a rebuild, another compaction) is left for the next run.
+`compact_counts(s, shop_id)` does both steps in the caller's transaction.
 
 `read_counts(s, shop_id, first, last)` = sum over the buckets in [first, last] of snapshot + deltas.
 
-RQ entry points: `rebuild_shop(shop_id)`, `compact_all_shops()`, `recompute_shop(shop_id)` (the admin's
-"Recompute now": rebuild + rescore every customer + mine the rules).
+RQ entry points: `rebuild_shop(shop_id)`, `compact_shop(shop_id)`, `compact_all_shops()`,
+`recompute_shop(shop_id)` (the admin's "Recompute now": rebuild + rescore every customer + mine the rules).
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 
 from shopify_app.analytics import counts as C
 from shopify_app.analytics.rules import PairCounts
 from shopify_app.models import (
     ALL_SEGMENTS, BasketCountDelta, CountSnapshot, CustomerStats, ItemCountDelta, Job, Order, OrderLine,
-    PairCountDelta, SegmentChange, Shop, utcnow,
+    PairCountBlob, PairCountDelta, SegmentChange, Shop, utcnow,
 )
 
 from . import context
@@ -51,15 +58,38 @@ def rebuild_shop(shop_id: int) -> dict:
         return rebuild_shop_state(s, shop_id, utcnow())
 
 
+DELTA_MODELS = (BasketCountDelta, ItemCountDelta, PairCountDelta, PairCountBlob)
+
+
 def compact_all_shops() -> dict:
-    with context.transaction() as s:
-        shop_ids = list(s.scalars(select(BasketCountDelta.shop_id).distinct()))
-        shop_ids += list(s.scalars(select(ItemCountDelta.shop_id).distinct()))
-    done = {}
-    for shop_id in sorted(set(shop_ids)):
-        with context.transaction() as s:
-            done[shop_id] = compact_counts(s, shop_id)
+    with context.read_transaction() as s:
+        shop_ids = set()
+        for model in DELTA_MODELS:
+            shop_ids |= set(s.scalars(select(model.shop_id).distinct()))
+    done = {shop_id: compact_shop(shop_id)["buckets"] for shop_id in sorted(shop_ids)}
     return {"shops": len(done), "buckets": sum(done.values())}
+
+
+def compact_shop(shop_id: int) -> dict:
+    """Fold the shop's deltas into its snapshots: read + sum without the write lock, then a short write."""
+    with context.read_transaction() as s:
+        plan = read_compaction(s, shop_id)
+    with context.transaction() as s:
+        done = apply_compaction(s, shop_id, plan)
+    return {"shop_id": shop_id, "buckets": done, "skipped": len(plan.buckets) - done}
+
+
+def compact_job_id(shop_id: int, followup: bool = False) -> str:
+    return f"compact-counts-{shop_id}" + ("-next" if followup else "")
+
+
+def enqueue_compact_shop(config, shop_id: int):
+    """One waiting compaction per shop (a queued one reads the blobs when it starts); while one runs, the follow-up
+    id is used (shopify_app.queues.enqueue_coalesced)."""
+    from shopify_app.queues import DEFAULT, enqueue_coalesced
+
+    return enqueue_coalesced(config, DEFAULT, "workers.rebuild_jobs.compact_shop", shop_id,
+                             job_ids=(compact_job_id(shop_id), compact_job_id(shop_id, True)))
 
 
 def recompute_shop(shop_id: int, now: dt.datetime | None = None) -> dict:
@@ -265,7 +295,7 @@ def rebuild_counts(s, shop_id: int, orders: pd.DataFrame, lines: pd.DataFrame, n
 
 
 def delete_deltas(s, shop_id: int, bucket: str | None = None) -> None:
-    for model in (ItemCountDelta, PairCountDelta, BasketCountDelta):
+    for model in DELTA_MODELS:
         q = delete(model).where(model.shop_id == shop_id, model.segment == ALL_SEGMENTS)
         if bucket is not None:
             q = q.where(model.bucket == bucket)
@@ -281,26 +311,152 @@ def write_snapshot(s, shop_id: int, bucket: str, baskets: int, items, pairs, now
 
 
 # --------------------------------------------------------------------------------------------- compaction
-def compact_counts(s, shop_id: int) -> int:
-    """Fold the shop's deltas into its snapshots, bucket by bucket; returns the number of buckets rewritten."""
+@dataclass
+class BucketFold:
+    """What a compaction read of one bucket: the new snapshot and exactly the deltas it folds."""
+    snapshot_built_at: dt.datetime | None      # the replaced snapshot (None: none); must be unchanged at write
+    total: PairCounts
+    blob_ids: list = field(default_factory=list)
+    baskets: int | None = None                 # BasketCountDelta value read (None: no row)
+    items: list = field(default_factory=list)  # [(item_id, count)] ItemCountDelta rows read
+    pairs: list = field(default_factory=list)  # [(item_a, item_b, count)] legacy PairCountDelta rows read
+
+
+@dataclass
+class CompactionPlan:
+    buckets: dict = field(default_factory=dict)   # bucket -> BucketFold
+
+
+def _consistent_read(s) -> None:
+    """PostgreSQL: one snapshot for the whole read (REPEATABLE READ), so the blobs and the item deltas read belong
+    to the same committed batches (SQLite's deferred read transaction is one WAL snapshot already)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+
+
+def delta_buckets(s, shop_id: int) -> set[str]:
+    buckets: set[str] = set()
+    for model in DELTA_MODELS:
+        buckets |= set(s.scalars(select(model.bucket).where(model.shop_id == shop_id,
+                                                           model.segment == ALL_SEGMENTS).distinct()))
+    return buckets
+
+
+def read_compaction(s, shop_id: int) -> CompactionPlan:
+    """Read and sum every bucket with deltas (no writes: fit for a read transaction, see context.read_transaction)."""
+    if not s.in_transaction():
+        _consistent_read(s)
+    plan = CompactionPlan()
+    for bucket in sorted(delta_buckets(s, shop_id)):
+        parts = C.CountParts()
+        built_at = _read_snapshot(s, shop_id, bucket, parts)
+        fold = BucketFold(snapshot_built_at=built_at, total=None)
+        fold.baskets = s.scalar(select(BasketCountDelta.baskets).where(*_key(BasketCountDelta, shop_id, bucket)))
+        parts.baskets += int(fold.baskets or 0)
+        fold.items = [tuple(r) for r in s.execute(select(ItemCountDelta.item_id, ItemCountDelta.count)
+                                                  .where(*_key(ItemCountDelta, shop_id, bucket)))]
+        if fold.items:
+            arr = np.array(fold.items, dtype=np.int64)
+            parts.add_items(arr[:, 0], arr[:, 1])
+        fold.pairs = [tuple(r) for r in s.execute(
+            select(PairCountDelta.item_a, PairCountDelta.item_b, PairCountDelta.count)
+            .where(*_key(PairCountDelta, shop_id, bucket)))]
+        if fold.pairs:
+            arr = np.array(fold.pairs, dtype=np.int64)
+            parts.add_pairs(arr[:, 0], arr[:, 1], arr[:, 2])
+        for blob_id, data in s.execute(select(PairCountBlob.id, PairCountBlob.data)
+                                       .where(*_key(PairCountBlob, shop_id, bucket))):
+            fold.blob_ids.append(int(blob_id))
+            parts.add_pairs(*C.decode_pairs(data))
+        fold.total = parts.total()
+        plan.buckets[bucket] = fold
+    return plan
+
+
+def _key(model, shop_id: int, bucket: str) -> tuple:
+    return model.shop_id == shop_id, model.segment == ALL_SEGMENTS, model.bucket == bucket
+
+
+def _read_snapshot(s, shop_id: int, bucket: str, parts: C.CountParts) -> dt.datetime | None:
+    built_at = None
+    for kind, baskets, data, built in s.execute(
+            select(CountSnapshot.kind, CountSnapshot.baskets, CountSnapshot.data, CountSnapshot.built_at)
+            .where(*_key(CountSnapshot, shop_id, bucket), CountSnapshot.kind.in_(KINDS))):
+        built_at = built
+        if kind == "items":
+            parts.baskets += int(baskets or 0)
+            parts.add_items(*C.decode_items(data))
+        else:
+            parts.add_pairs(*C.decode_pairs(data))
+    return built_at
+
+
+class _Changed(Exception):
+    """A bucket's snapshot or deltas changed between the compaction's read and its write."""
+
+
+def apply_compaction(s, shop_id: int, plan: CompactionPlan, now: dt.datetime | None = None) -> int:
+    """Write what `read_compaction` summed, under the shop row lock; returns the buckets rewritten. Each bucket in
+    a savepoint: one that changed in between is rolled back and left for the next compaction."""
     shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())
     if shop is None:
         return 0
-    buckets = set(s.scalars(select(BasketCountDelta.bucket).where(BasketCountDelta.shop_id == shop_id,
-                                                                  BasketCountDelta.segment == ALL_SEGMENTS)))
-    buckets |= set(s.scalars(select(ItemCountDelta.bucket).where(ItemCountDelta.shop_id == shop_id,
-                                                                 ItemCountDelta.segment == ALL_SEGMENTS)))
-    now = utcnow()
-    for bucket in sorted(buckets):
-        parts = _parts(s, shop_id, bucket, bucket)
-        total = parts.total()
-        s.execute(delete(CountSnapshot).where(CountSnapshot.shop_id == shop_id, CountSnapshot.segment == ALL_SEGMENTS,
-                                              CountSnapshot.kind.in_(KINDS), CountSnapshot.bucket == bucket))
-        delete_deltas(s, shop_id, bucket)
-        if total.n_baskets or len(total.items):
-            write_snapshot(s, shop_id, bucket, total.n_baskets, (total.items, total.item_counts),
-                           (total.items[total.pair_i], total.items[total.pair_j], total.pair_counts), now)
-    return len(buckets)
+    now = now or utcnow()
+    done = 0
+    for bucket, fold in sorted(plan.buckets.items()):
+        try:
+            with s.begin_nested():
+                _fold_bucket(s, shop_id, bucket, fold, now)
+            done += 1
+        except _Changed as exc:
+            log.info("compaction of shop %s bucket %s skipped: %s", shop_id, bucket, exc)
+    return done
+
+
+def _fold_bucket(s, shop_id: int, bucket: str, fold: BucketFold, now: dt.datetime) -> None:
+    from .order_jobs import _upsert_rows
+
+    built = s.scalars(select(CountSnapshot.built_at).where(*_key(CountSnapshot, shop_id, bucket),
+                                                           CountSnapshot.kind.in_(KINDS))).all()
+    if (max(built) if built else None) != fold.snapshot_built_at:
+        raise _Changed("snapshot replaced")
+    for i in range(0, len(fold.blob_ids), WRITE_CHUNK):
+        ids = fold.blob_ids[i:i + WRITE_CHUNK]
+        if s.execute(delete(PairCountBlob).where(PairCountBlob.shop_id == shop_id, PairCountBlob.id.in_(ids))
+                     .execution_options(synchronize_session=False)).rowcount != len(ids):
+            raise _Changed("blobs already folded")
+    # Subtract the delta values read (rows are only ever deleted under the shop lock by a rebuild / compaction:
+    # a row read and now missing means one of those ran in between), then drop the rows left at zero.
+    subtract = (
+        (BasketCountDelta, ["shop_id", "segment", "bucket"], "baskets",
+         [(shop_id, ALL_SEGMENTS, bucket, -int(fold.baskets))] if fold.baskets is not None else []),
+        (ItemCountDelta, ["shop_id", "segment", "bucket", "item_id"], "count",
+         [(shop_id, ALL_SEGMENTS, bucket, int(i), -int(n)) for i, n in fold.items]),
+        (PairCountDelta, ["shop_id", "segment", "bucket", "item_a", "item_b"], "count",
+         [(shop_id, ALL_SEGMENTS, bucket, int(a), int(b), -int(n)) for a, b, n in fold.pairs]),
+    )
+    for model, keys, col, rows in subtract:
+        if not rows:
+            continue
+        present = s.scalar(select(func.count()).select_from(model).where(*_key(model, shop_id, bucket)))
+        if present < len(rows):
+            raise _Changed(f"{model.__tablename__} rows deleted")
+        _upsert_rows(s, model, keys, col, keys + [col], rows)
+        if s.scalar(select(func.count()).select_from(model).where(*_key(model, shop_id, bucket))) != present:
+            raise _Changed(f"{model.__tablename__} rows deleted")      # a subtracted row was inserted
+        s.execute(delete(model).where(*_key(model, shop_id, bucket), getattr(model, col) == 0))
+    s.execute(delete(CountSnapshot).where(*_key(CountSnapshot, shop_id, bucket), CountSnapshot.kind.in_(KINDS)))
+    total = fold.total
+    if total.n_baskets or len(total.items):
+        write_snapshot(s, shop_id, bucket, total.n_baskets, (total.items, total.item_counts),
+                       (total.items[total.pair_i], total.items[total.pair_j], total.pair_counts), now)
+
+
+def compact_counts(s, shop_id: int) -> int:
+    """Fold the shop's deltas into its snapshots in the caller's transaction; returns the buckets rewritten."""
+    if s.scalar(select(Shop.id).where(Shop.id == shop_id).with_for_update()) is None:
+        return 0
+    return apply_compaction(s, shop_id, read_compaction(s, shop_id))
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -336,9 +492,12 @@ def _parts(s, shop_id: int, first: str | None, last: str | None) -> C.CountParts
     rows = s.execute(select(PairCountDelta.item_a, PairCountDelta.item_b, PairCountDelta.count).where(
         PairCountDelta.shop_id == shop_id, PairCountDelta.segment == ALL_SEGMENTS,
         *within(PairCountDelta.bucket))).all()
-    if rows:
+    if rows:                                       # legacy rows (before revision 0005), until compacted
         arr = np.array(rows, dtype=np.int64)
         parts.add_pairs(arr[:, 0], arr[:, 1], arr[:, 2])
+    for (data,) in s.execute(select(PairCountBlob.data).where(
+            PairCountBlob.shop_id == shop_id, PairCountBlob.segment == ALL_SEGMENTS, *within(PairCountBlob.bucket))):
+        parts.add_pairs(*C.decode_pairs(data))
     return parts
 
 
@@ -353,9 +512,7 @@ def read_bucket_counts(s, shop_id: int) -> dict:
     """{bucket: (baskets, {item: count}, {(a, b): count})} for every bucket with data (tests, diagnostics)."""
     buckets = set(s.scalars(select(CountSnapshot.bucket).where(CountSnapshot.shop_id == shop_id,
                                                                CountSnapshot.segment == ALL_SEGMENTS)))
-    for model in (BasketCountDelta, ItemCountDelta, PairCountDelta):
-        buckets |= set(s.scalars(select(model.bucket).where(model.shop_id == shop_id,
-                                                            model.segment == ALL_SEGMENTS)))
+    buckets |= delta_buckets(s, shop_id)
     out = {}
     for b in sorted(buckets):
         pc = read_counts(s, shop_id, b, b)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from shopify_app.analytics.incremental import Delta, clean_pass
 from shopify_app.analytics.orders import OrderLine, OrderVersion
 from shopify_app.models import (
-    BasketCountDelta, CountSnapshot, CustomerStats, ItemCountDelta, PairCountDelta, SegmentChange, Shop,
+    BasketCountDelta, CountSnapshot, CustomerStats, ItemCountDelta, PairCountBlob, PairCountDelta, SegmentChange, Shop,
 )
 from workers.order_jobs import apply_version, rescore_customers, update_customers, write_counts
 from workers.rebuild_jobs import compact_counts, read_bucket_counts, read_counts, rebuild_shop_state
@@ -105,7 +105,7 @@ def test_rebuild_equals_incremental_state(session):
     apply_incrementally(session, shop, versions)
     incremental = state(session, shop.id)
     assert incremental == as_reference(clean_pass(versions))        # the incremental path itself is right
-    assert session.scalar(select(func.count()).select_from(PairCountDelta)) > 0
+    assert session.scalar(select(func.count()).select_from(PairCountBlob)) > 0
     seg_before = segments(session, shop.id)
 
     result = rebuild_shop_state(session, shop.id, NOW)
@@ -113,7 +113,7 @@ def test_rebuild_equals_incremental_state(session):
     assert result["status"] == "done" and result["customers_inserted"] == result["customers_deleted"] == 0
     assert state(session, shop.id) == incremental
     assert segments(session, shop.id) == seg_before                  # scores / segments are kept
-    for model in (ItemCountDelta, PairCountDelta, BasketCountDelta):  # deltas folded into snapshots
+    for model in (ItemCountDelta, PairCountBlob, BasketCountDelta):  # deltas folded into snapshots
         assert session.scalar(select(func.count()).select_from(model).where(model.shop_id == shop.id)) == 0
     n_buckets = len(incremental[1])
     assert session.scalar(select(func.count()).select_from(CountSnapshot)) == 2 * n_buckets
@@ -150,7 +150,8 @@ def test_incremental_orders_on_top_of_a_rebuild(session):
     # Compaction folds the deltas, exactly.
     assert compact_counts(session, shop.id) > 0
     session.commit()
-    assert session.scalar(select(func.count()).select_from(PairCountDelta)) == 0
+    for model in (ItemCountDelta, PairCountBlob, BasketCountDelta):
+        assert session.scalar(select(func.count()).select_from(model)) == 0
     assert state(session, shop.id) == mixed
 
     # A full rebuild agrees too.

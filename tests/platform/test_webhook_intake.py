@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 from shopify_app.db import session_scope
 from shopify_app.models import (
     ALL_SEGMENTS, AssociationRule, BasketCountDelta, Base, ComplianceRequest, CountSnapshot, Customer,
-    CustomerPrediction, CustomerStats, ItemCountDelta, Job, Order, OrderLine, PairCountDelta, Product,
+    CustomerPrediction, CustomerStats, ItemCountDelta, Job, Order, OrderLine, PairCountBlob, PairCountDelta, Product,
     SegmentChange, SegmentSnapshot, SequentialItemDelta, SequentialPairDelta, Shop, ShopModel, TagSyncState, WebhookDelivery,
 )
 from shopify_app.queues import WEBHOOKS, get_queue, redis_connection
@@ -331,6 +331,7 @@ def _seed_shop_data(s, shop_id: int, domain: str = SHOP, customer_ids=(191167, 5
         BasketCountDelta(shop_id=shop_id, segment=ALL_SEGMENTS, bucket="2026-11", baskets=1),
         ItemCountDelta(shop_id=shop_id, segment=ALL_SEGMENTS, bucket="2026-11", item_id=1, count=1),
         PairCountDelta(shop_id=shop_id, segment=ALL_SEGMENTS, bucket="2026-11", item_a=1, item_b=2, count=1),
+        PairCountBlob(shop_id=shop_id, segment=ALL_SEGMENTS, bucket="2026-11", pairs=1, data=b"x"),
         SequentialPairDelta(shop_id=shop_id, bucket="2026-11", item_a=1, item_b=2, count=1),
         SequentialItemDelta(shop_id=shop_id, bucket="2026-11", item_id=1, count=1),
         AssociationRule(shop_id=shop_id, antecedent=[1], consequent=[2], count=1, support=0.1,

@@ -1,0 +1,162 @@
+"""Pair count blobs and their compaction: exact folds, writes landing between compaction's read and write, legacy
+PairCountDelta rows, and the volume trigger of the order job."""
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import func, insert, select
+
+from shopify_app.analytics import counts as C
+from shopify_app.analytics.incremental import clean_pass
+from shopify_app.models import BasketCountDelta, ItemCountDelta, PairCountBlob, PairCountDelta
+from workers.rebuild_jobs import (
+    apply_compaction, compact_counts, compact_job_id, read_bucket_counts, read_compaction, rebuild_shop_state,
+)
+
+from .test_order_jobs import deliver, payload
+from .test_rebuild import NOW, apply_incrementally, as_reference, make_shop, random_versions, state
+
+
+def blob_ids(session, shop_id):
+    ids = set(session.scalars(select(PairCountBlob.id).where(PairCountBlob.shop_id == shop_id)))
+    session.commit()
+    return ids
+
+
+def rows(session, model, shop_id):
+    n = session.scalar(select(func.count()).select_from(model).where(model.shop_id == shop_id))
+    session.commit()
+    return n
+
+
+def test_compaction_folds_exactly_and_keeps_what_landed_after_its_read(session):
+    """Compaction reads (plan), then more batches commit (new blobs, item / basket deltas moved, orders folded
+    earlier updated or deleted), then it writes: the counts stay exact, the new blobs survive and are folded by
+    the next compaction."""
+    shop = make_shop(session)
+    versions = random_versions(7)
+    first, later = versions[:250], versions[250:]
+    apply_incrementally(session, shop, first)
+    folded = blob_ids(session, shop.id)
+    assert folded
+
+    plan = read_compaction(session, shop.id)          # the read phase (a read transaction in compact_shop)
+    session.commit()
+    apply_incrementally(session, shop, later)          # batches between the read and the write
+    landed = blob_ids(session, shop.id) - folded
+    assert landed
+    expected = as_reference(clean_pass(versions))
+    assert state(session, shop.id) == expected
+
+    assert apply_compaction(session, shop.id, plan) == len(plan.buckets) > 0
+    session.commit()
+    assert blob_ids(session, shop.id) == landed        # exactly the blobs it read are gone
+    assert state(session, shop.id) == expected
+
+    assert compact_counts(session, shop.id) > 0         # the next compaction folds the rest
+    session.commit()
+    for model in (PairCountBlob, ItemCountDelta, BasketCountDelta):
+        assert rows(session, model, shop.id) == 0
+    assert state(session, shop.id) == expected
+
+
+def test_compaction_leaves_a_bucket_rebuilt_or_compacted_meanwhile(session):
+    shop = make_shop(session)
+    versions = random_versions(8, n_orders=80)
+    apply_incrementally(session, shop, versions)
+    expected = as_reference(clean_pass(versions))
+    plan = read_compaction(session, shop.id)
+    session.commit()
+    again = read_compaction(session, shop.id)
+    session.commit()
+    assert apply_compaction(session, shop.id, again) == len(again.buckets)   # another compaction won the race
+    session.commit()
+    assert apply_compaction(session, shop.id, plan) == 0                     # nothing folded twice
+    session.commit()
+    assert state(session, shop.id) == expected
+
+    apply_incrementally(session, shop, versions[:40])     # replays: no change, but fresh batches
+    plan = read_compaction(session, shop.id)
+    session.commit()
+    rebuild_shop_state(session, shop.id, NOW)
+    session.commit()
+    assert apply_compaction(session, shop.id, plan) == 0
+    session.commit()
+    assert state(session, shop.id) == expected
+
+
+def test_legacy_pair_rows_are_read_and_folded(session):
+    """A database left by a release that wrote one PairCountDelta row per pair stays exact: rows are summed by
+    the readers and folded (deleted) by compaction."""
+    shop = make_shop(session)
+    versions = random_versions(9, n_orders=60)
+    apply_incrementally(session, shop, versions)
+    expected = as_reference(clean_pass(versions))
+    legacy = []
+    for blob in session.scalars(select(PairCountBlob).where(PairCountBlob.shop_id == shop.id)):
+        a, b, n = C.decode_pairs(blob.data)
+        legacy += [(blob.bucket, int(x), int(y), int(c)) for x, y, c in zip(a, b, n)]
+    summed: dict = {}
+    for bucket, x, y, c in legacy:
+        summed[(bucket, x, y)] = summed.get((bucket, x, y), 0) + c
+    session.execute(PairCountBlob.__table__.delete().where(PairCountBlob.shop_id == shop.id))
+    session.execute(insert(PairCountDelta), [{"shop_id": shop.id, "segment": "*", "bucket": k[0], "item_a": k[1],
+                                              "item_b": k[2], "count": c} for k, c in summed.items()])
+    session.commit()
+    assert state(session, shop.id) == expected
+    assert compact_counts(session, shop.id) > 0
+    session.commit()
+    assert rows(session, PairCountDelta, shop.id) == 0
+    assert state(session, shop.id) == expected
+
+
+def test_one_blob_per_batch_and_bucket(session):
+    """A batch of orders writes one blob per bucket, holding the batch's aggregated signed pairs."""
+    from workers.order_jobs import process_shop_orders
+
+    shop = make_shop(session, "blobs.myshopify.com")
+    P = [1001, 1002, 1003]
+    deliver(session, shop, "orders/create", payload(1, cust=9001, items=((P[0], 1), (P[1], 1), (P[2], 1))))
+    deliver(session, shop, "orders/create", payload(2, cust=9002, items=((P[0], 1), (P[1], 2))))
+    session.commit()
+    res = process_shop_orders(session, shop.id, now=NOW)
+    session.commit()
+    assert res["applied"] == 2 and res["compact_counts"] is False
+    (blob,) = session.scalars(select(PairCountBlob).where(PairCountBlob.shop_id == shop.id)).all()
+    a, b, n = C.decode_pairs(blob.data)
+    assert blob.pairs == 3 and blob.segment == "*"
+    assert list(zip(a.tolist(), b.tolist(), n.tolist())) == [(P[0], P[1], 2), (P[0], P[2], 1), (P[1], P[2], 1)]
+    session.commit()
+    ((_, items, pairs),) = read_bucket_counts(session, shop.id).values()
+    assert pairs == {(P[0], P[1]): 2, (P[0], P[2]): 1, (P[1], P[2]): 1} and items[P[0]] == 2
+    assert np.int64(blob.id) > 0
+
+
+def test_blob_volume_enqueues_one_coalesced_compaction(config, session, monkeypatch):
+    """Past COMPACT_BLOBS the batch asks for a compaction; the follow-up step enqueues it under the shop's fixed
+    job id (twice: still one job); running it folds the blobs."""
+    from shopify_app.queues import DEFAULT, get_queue
+    from workers import context, order_jobs
+    from workers.rebuild_jobs import compact_shop
+
+    monkeypatch.setattr(order_jobs, "COMPACT_BLOBS", 2)
+    shop = make_shop(session, "volume.myshopify.com")
+    results = []
+    for oid in range(1, 4):
+        deliver(session, shop, "orders/create", payload(oid, cust=9100 + oid, day=oid))
+        session.commit()
+        results.append(order_jobs.process_shop_orders(session, shop.id, now=NOW))
+        session.commit()
+    assert [r["compact_counts"] for r in results] == [False, True, True]
+    before = read_bucket_counts(session, shop.id)
+    session.commit()
+    context.set_config(config)
+    try:
+        for r in results[1:]:
+            order_jobs.enqueue_followups(config, shop.id, {"compact_counts": r["compact_counts"]})
+        q = get_queue(config, DEFAULT)
+        assert [j for j in q.job_ids if j.startswith("compact-counts")] == [compact_job_id(shop.id)]
+        assert compact_shop(shop.id)["buckets"] >= 1
+    finally:
+        context.set_config(None)
+    assert blob_ids(session, shop.id) == set()
+    assert read_bucket_counts(session, shop.id) == before
