@@ -38,11 +38,12 @@ def get_queue(config, name: str = DEFAULT) -> Queue:
 
 
 def enqueue(config, name: str, func, *args, job_id: str | None = None, retry: Retry | None = DEFAULT_RETRY,
-            timeout: int | None = None, **kwargs):
+            timeout: int | None = None, depends_on=None, **kwargs):
     """Enqueue `func(*args, **kwargs)`; functions are referenced by dotted path so the web process never
     imports worker code."""
     q = get_queue(config, name)
-    return q.enqueue(func, args=args, kwargs=kwargs, job_id=job_id, retry=retry, job_timeout=timeout)
+    return q.enqueue(func, args=args, kwargs=kwargs, job_id=job_id, retry=retry, job_timeout=timeout,
+                     depends_on=depends_on)
 
 
 # --------------------------------------------------------------------------------------------- coalesced jobs
@@ -62,26 +63,39 @@ def _status(job_id: str, conn):
 
 def enqueue_unless_waiting(config, name: str, func, *args, job_id: str, timeout: int | None = None):
     """Enqueue under `job_id` unless a job with that id is still waiting (it will read the caller's input when it
-    starts, so it is reused)."""
-    job, status = _status(job_id, redis_connection(config.redis_url))
-    if status in WAITING_STATUSES:
-        return job
-    return enqueue(config, name, func, *args, job_id=job_id, timeout=timeout)
+    starts, so it is reused). While one runs, the follow-up id `job_id + "-next"` is used, queued behind it (see
+    enqueue_coalesced): enqueueing a running job's own id would overwrite the running job's RQ record, and RQ's
+    end-of-job cleanup would then give the queued copy an expiry, after which it silently disappears from a busy
+    queue - the caller's change unprocessed."""
+    return enqueue_coalesced(config, name, func, *args, job_ids=(job_id, job_id + "-next"), timeout=timeout)
 
 
 def enqueue_coalesced(config, name: str, func, *args, job_ids: tuple[str, ...], timeout: int | None = None):
     """One waiting job per id: a job still waiting under one of `job_ids` is reused (it reads its input when it
     starts, so it will see what the caller just wrote). With two ids (job, follow-up), a running job makes the
     follow-up id the one used, since the running job may have read its input already: at most one running and
-    one waiting job. Returns the job, or None when every id is running (the last one re-enqueues if needed)."""
+    one waiting job.
+
+    The new job *depends on* the running one (RQ dependency, failure allowed): it stays 'deferred' - still
+    waiting, so still reused - until the running job has ended, and RQ queues it then. Without that, a second
+    worker would start the follow-up while the first job runs; with both ids running, a change written just
+    before this call had no job left to read it (the order job kept draining to cover that; the rules mining
+    did not). Now both ids are running only when a job was enqueued past this function (e.g. the order job's
+    `followup=True` path): then None is returned and the caller must cover it. A worker killed mid-job leaves
+    its job 'started' until RQ's registry cleanup marks it failed, which then releases the deferred job."""
+    from rq.job import Dependency
+
     conn = redis_connection(config.redis_url)
-    for job_id in job_ids:
-        job, status = _status(job_id, conn)
+    states = [(job_id, *_status(job_id, conn)) for job_id in job_ids]
+    for _job_id, job, status in states:
         if status in WAITING_STATUSES:
             return job
-        if status != "started":
-            return enqueue(config, name, func, *args, job_id=job_id, timeout=timeout)
-    return None
+    running = [job for _job_id, job, status in states if status == "started"]
+    free = [job_id for job_id, _job, status in states if status != "started"]
+    if not free:
+        return None
+    after = Dependency(jobs=running, allow_failure=True) if running else None
+    return enqueue(config, name, func, *args, job_id=free[0], timeout=timeout, depends_on=after)
 
 
 # --------------------------------------------------------------------------------------------- per-shop order job
