@@ -17,6 +17,7 @@ product ids with (quantity - refunded_quantity) > 0; an order without such an it
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,9 +28,18 @@ from shopify_app.analytics.rules import PairCounts, sorted_unique
 
 
 # --------------------------------------------------------------------------------------------- payloads
-def _npz(**arrays) -> bytes:
+def _npz(compress: bool = False, **arrays) -> bytes:
+    """Uncompressed by default: a full rebuild of two years writes ~100 MB in well under a second. compress=True
+    (live pair blobs): deflate level 1, readable by np.load like any .npz; a batch of 200 Online Retail orders
+    (~240k pairs) shrinks from 2.9 MB to 0.22 MB in ~15 ms (level 6, numpy's savez_compressed: 0.11 MB, 40 ms)."""
     buf = io.BytesIO()
-    np.savez(buf, **arrays)     # uncompressed: a full rebuild of two years writes ~100 MB in well under a second
+    if not compress:
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, arr in arrays.items():
+            with zf.open(name + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
     return buf.getvalue()
 
 
@@ -43,7 +53,7 @@ def decode_items(data: bytes) -> tuple[np.ndarray, np.ndarray]:
         return z["ids"].astype(np.int64), z["counts"].astype(np.int64)
 
 
-def encode_pairs(a, b, counts) -> bytes:
+def encode_pairs(a, b, counts, compress: bool = False) -> bytes:
     """Pairs given as product ids (a < b); stored as indices into the sorted ids they use."""
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
@@ -57,12 +67,13 @@ def encode_pairs(a, b, counts) -> bytes:
     j = np.searchsorted(ids, b).astype(np.int32)
     order = np.lexsort((j, i))
     dtype = np.int32 if counts.size == 0 or (counts.min() >= -2**31 and counts.max() < 2**31) else np.int64
-    return _npz(ids=ids, i=i[order], j=j[order], counts=counts[order].astype(dtype))
+    return _npz(compress, ids=ids, i=i[order], j=j[order], counts=counts[order].astype(dtype))
 
 
-def encode_pairs_indexed(ids, i, j, counts) -> bytes:
-    """Pairs already given as indices into sorted unique `ids` (i < j), e.g. from `count_baskets`."""
-    return _npz(ids=np.asarray(ids, dtype=np.int64), i=np.asarray(i, dtype=np.int32),
+def encode_pairs_indexed(ids, i, j, counts, compress: bool = False) -> bytes:
+    """Pairs already given as indices into sorted unique `ids` (i < j), e.g. from `count_baskets` (ids may hold
+    items no pair uses)."""
+    return _npz(compress, ids=np.asarray(ids, dtype=np.int64), i=np.asarray(i, dtype=np.int32),
                 j=np.asarray(j, dtype=np.int32), counts=np.asarray(counts, dtype=np.int32))
 
 
@@ -136,9 +147,11 @@ def count_baskets(bucket: str, order_ids: np.ndarray, product_ids: np.ndarray) -
 
 
 # --------------------------------------------------------------------------------------------- live pair deltas
-def basket_change_pairs(changes) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def basket_change_pairs(changes, indexed: bool = False) -> dict[str, tuple]:
     """Signed pair deltas of a batch of basket changes, aggregated: {bucket: (a, b, counts)}, int64 arrays sorted
-    by (a, b), a < b, zero sums dropped (buckets left empty are absent).
+    by (a, b), a < b, zero sums dropped (buckets left empty are absent). indexed=True: {bucket: (ids, i, j,
+    counts)} instead, a = ids[i], b = ids[j] (ids: the bucket's sorted distinct items), as `encode_pairs_indexed`
+    takes them.
 
     `changes`: iterable of (bucket, sign, items), items = a basket's distinct product ids (any order); each change
     adds `sign` to every pair of its items. Equal to expanding every basket's pairs into a dict (the order job's
@@ -150,13 +163,13 @@ def basket_change_pairs(changes) -> dict[str, tuple[np.ndarray, np.ndarray, np.n
             by_bucket.setdefault(bucket, []).append((sign, items))
     out = {}
     for bucket in sorted(by_bucket):
-        a, b, c = _signed_pairs(by_bucket[bucket])
-        if a.size:
-            out[bucket] = (a, b, c)
+        ids, i, j, c = _signed_pairs(by_bucket[bucket])
+        if c.size:
+            out[bucket] = (ids, i, j, c) if indexed else (ids[i], ids[j], c)
     return out
 
 
-def _signed_pairs(baskets: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _signed_pairs(baskets: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     ids = sorted_unique(np.fromiter((i for _, items in baskets for i in items), dtype=np.int64))
     n = np.int64(len(ids))
     by_size: dict = {}
@@ -171,30 +184,33 @@ def _signed_pairs(baskets: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         iu, ju = np.triu_indices(k, 1)
         keys.append((m[:, iu] * n + m[:, ju]).ravel())                 # < len(ids)^2: fits int64
         weights.append(np.repeat(np.asarray(signs, dtype=np.int64), len(iu)))
-    return aggregate_keyed(ids, np.concatenate(keys), np.concatenate(weights))
+    i, j, c = aggregate_keyed(len(ids), np.concatenate(keys), np.concatenate(weights))
+    return ids, i, j, c
 
 
-def aggregate_keyed(ids: np.ndarray, keys: np.ndarray, weights: np.ndarray):
-    """Sum `weights` by key = i * len(ids) + j (pair (ids[i], ids[j])); (a, b, counts) sorted, zeros dropped."""
+def aggregate_keyed(n: int, keys: np.ndarray, weights: np.ndarray):
+    """Sum `weights` by key = i * n + j; (i, j, sums) sorted by (i, j), zero sums dropped."""
     if keys.size == 0:
         empty = np.array([], dtype=np.int64)
         return empty, empty, empty
+    keys = np.asarray(keys, dtype=np.int64)
     order = np.argsort(keys, kind="stable")
     keys, weights = keys[order], weights[order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     sums = np.add.reduceat(weights, starts)
     keep = sums != 0
     uniq, sums = keys[starts][keep], sums[keep]
-    n = np.int64(len(ids))
-    return ids[uniq // n], ids[uniq % n], sums.astype(np.int64)
+    return uniq // n, uniq % n, sums.astype(np.int64)
 
 
 def aggregate_pairs(a, b, counts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sum counts of duplicate pairs (a < b given as product ids); sorted by (a, b), zeros dropped."""
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     ids = sorted_unique(np.concatenate([a, b]))
-    keys = np.searchsorted(ids, a) * np.int64(len(ids)) + np.searchsorted(ids, b)
-    return aggregate_keyed(ids, keys, np.asarray(counts, dtype=np.int64))
+    n = np.int64(len(ids))
+    i, j, c = aggregate_keyed(n, np.searchsorted(ids, a) * n + np.searchsorted(ids, b),
+                              np.asarray(counts, dtype=np.int64))
+    return ids[i], ids[j], c
 
 
 # --------------------------------------------------------------------------------------------- window sums

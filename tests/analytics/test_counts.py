@@ -171,3 +171,12 @@ def test_basket_change_pairs_cancel_and_aggregate():
     assert got == {}                                                # cancelled; a 1-item basket has no pair
     a, b, c = C.aggregate_pairs([1, 1, 2, 1], [2, 3, 3, 2], [1, 1, 1, -1])
     assert (a.tolist(), b.tolist(), c.tolist()) == ([1, 2], [3, 3], [1, 1])
+
+
+def test_indexed_expansion_and_compressed_payloads_round_trip():
+    changes = [("2024-01", 1, (BIG + 3, 5, BIG)), ("2024-01", -1, (5, 9)), ("2024-01", 1, (5, 9, 11))]
+    plain = C.basket_change_pairs(changes)["2024-01"]
+    ids, i, j, c = C.basket_change_pairs(changes, indexed=True)["2024-01"]
+    assert [x.tolist() for x in plain] == [ids[i].tolist(), ids[j].tolist(), c.tolist()]
+    for data in (C.encode_pairs_indexed(ids, i, j, c, compress=True), C.encode_pairs(*plain, compress=True)):
+        assert [x.tolist() for x in C.decode_pairs(data)] == [x.tolist() for x in plain]
