@@ -200,6 +200,8 @@ class Order:
         q = li.current_quantity
         if li.quantity == 0:
             return ZERO, ZERO
+        if not li.total_discount:          # the common case, without the Decimal division and rounding
+            return li.price * q, ZERO
         disc = money(li.total_discount * q / li.quantity)
         return li.price * q, disc
 

@@ -303,9 +303,11 @@ class DevStore:
                 cust.order_ids.append(o.id)
         if emit:
             from .webhooks import order_payload
-            self.webhooks.emit(shop, "orders/create", lambda: order_payload(sh, o))
+            # orders/create and orders/paid carry the same order JSON: built, serialized and signed once.
+            payload = self.webhooks.payload(lambda: order_payload(sh, o))
+            self.webhooks.emit(shop, "orders/create", payload)
             if paid:
-                self.webhooks.emit(shop, "orders/paid", lambda: order_payload(sh, o))
+                self.webhooks.emit(shop, "orders/paid", payload)
         return o
 
     def _add_line(self, sh: Shop, o: Order, spec: dict) -> LineItem:
@@ -366,8 +368,9 @@ class DevStore:
             o.paid = True
             self._touch(o)
         from .webhooks import order_payload
-        self.webhooks.emit(shop, "orders/paid", lambda: order_payload(sh, o))
-        self.webhooks.emit(shop, "orders/updated", lambda: order_payload(sh, o))
+        payload = self.webhooks.payload(lambda: order_payload(sh, o))
+        self.webhooks.emit(shop, "orders/paid", payload)
+        self.webhooks.emit(shop, "orders/updated", payload)
         return o
 
     def cancel_order(self, shop: str, order_id: int, *, reason: str = "customer", at: dt.datetime | None = None,
@@ -382,8 +385,9 @@ class DevStore:
             o.updated_at = max(o.updated_at, at) if at is not None else _later(o.updated_at)
         if emit:
             from .webhooks import order_payload
-            self.webhooks.emit(shop, "orders/cancelled", lambda: order_payload(sh, o))
-            self.webhooks.emit(shop, "orders/updated", lambda: order_payload(sh, o))
+            payload = self.webhooks.payload(lambda: order_payload(sh, o))
+            self.webhooks.emit(shop, "orders/cancelled", payload)
+            self.webhooks.emit(shop, "orders/updated", payload)
         return o
 
     def refund_order(self, shop: str, order_id: int, lines: list[tuple[int, int]] | None = None, *,

@@ -314,3 +314,96 @@ def test_background_threads_retry_failures(store):
     finally:
         store.webhooks.stop()
         rec.close()
+
+
+def test_one_build_body_and_signature_per_order_state_shared_by_topics_and_apps(store, monkeypatch):
+    """orders/create and orders/paid of a new paid order carry the same JSON: the stand-in builds, serializes and
+    signs it once, yet every delivery keeps its own Webhook-Id / Event-Id / Topic, a valid HMAC for its app's
+    secret, and include_fields subscriptions get their own (smaller) body."""
+    from shopify_app.devstore import App
+    from shopify_app.devstore import webhooks as wh
+
+    builds = []
+    real = wh.order_payload
+    monkeypatch.setattr(wh, "order_payload", lambda sh, o: builds.append(o.id) or real(sh, o))
+    other = store.register_app(App("other-key", "other-secret-0123456789", "http://other.test"))
+    sent = []
+    store.webhooks.configure(transport=lambda url, h, body, t: sent.append((url, h, body)) or 200)
+    store.subscribe_webhook(SHOP, "orders/create", "http://app.test/wh", api_key=API_KEY)
+    store.subscribe_webhook(SHOP, "orders/paid", "http://app.test/wh", api_key=API_KEY)
+    store.subscribe_webhook(SHOP, "orders/paid", "/wh", api_key=other.api_key, include_fields=["id", "tags"])
+    o = store.create_order(SHOP, lines=[{"title": "x", "price": "1.00"}], tags=["a"])
+    assert builds == [o.id]                                    # one payload build for three deliveries
+    assert [h["X-Shopify-Topic"] for _, h, _ in sent] == ["orders/create", "orders/paid", "orders/paid"]
+    (_, h1, b1), (_, h2, b2), (url3, h3, b3) = sent
+    assert b1 == b2 and json.loads(b1)["id"] == o.id and len(json.loads(b1)) > 50
+    assert json.loads(b3) == {"id": o.id, "tags": "a"} and url3 == "http://other.test/wh"
+    lower = [{k.lower(): v for k, v in h.items()} for h in (h1, h2)]
+    assert all(_valid(h, b) for h, b in zip(lower, (b1, b2)))
+    other_sig = base64.b64encode(hmac.new(b"other-secret-0123456789", b3, hashlib.sha256).digest()).decode()
+    assert h3["X-Shopify-Hmac-Sha256"] == other_sig
+    assert len({h["X-Shopify-Webhook-Id"] for _, h, _ in sent}) == 3
+    assert h1["X-Shopify-Event-Id"] != h2["X-Shopify-Event-Id"] == h3["X-Shopify-Event-Id"]   # paid: one event
+    assert [a.resource_id for a in store.webhooks.attempts] == [o.id] * 3   # no body parse needed by listeners
+    store.mark_paid(SHOP, o.id)
+    assert builds == [o.id, o.id]                              # a new state, a new build
+
+
+def test_order_payloads_share_no_mutable_part_with_the_sample_or_each_other(store):
+    """Payload builders copy only the sample parts they do not replace; a caller that edits a payload (tests
+    do) must not change the next one."""
+    from shopify_app.devstore.webhooks import order_payload
+
+    p = store.create_product(SHOP, title="Mug", price="9.50")
+    c = store.create_customer(SHOP, email="m@example.com", emit=False)
+    o = store.create_order(SHOP, customer_id=c.id, lines=[{"variant_id": p.variants[0].id, "quantity": 2}],
+                           emit=False)
+    sh = store.shop(SHOP)
+    first = order_payload(sh, o)
+    before = json.dumps(first)
+    assert list(first) == list(sample("orders__create"))       # Shopify's key order
+    assert list(first["line_items"][0]) == list(sample("orders__create")["line_items"][0])
+
+    def scribble(node):
+        if isinstance(node, dict):
+            for v in list(node.values()):
+                scribble(v)
+            node["scribbled"] = True
+        elif isinstance(node, list):
+            for v in node:
+                scribble(v)
+            node.append("scribbled")
+
+    scribble(first)
+    assert json.dumps(order_payload(sh, o)) == before
+    assert "scribbled" not in json.dumps(sample("orders__create"))
+
+
+def test_wait_idle_and_new_work_do_not_steal_each_others_wakeups(store):
+    """Deliveries submitted while another thread sits in wait_idle still go out promptly (a notify for new
+    work must reach a delivery thread, not the wait_idle caller), and wait_idle returns once all are done."""
+    import time
+
+    gate = threading.Event()
+    sent = []
+
+    def slow(url, h, body, t):
+        gate.wait(5)
+        sent.append(json.loads(body)["id"])
+        return 200
+
+    store.webhooks.configure(sync=False, threads=2, retry_schedule=(0.05,), transport=slow)
+    try:
+        store.subscribe_webhook(SHOP, "orders/create", "http://app.test/wh")
+        first = store.create_order(SHOP, lines=[{"title": "x", "price": "1.00"}])
+        idle = []
+        waiter = threading.Thread(target=lambda: idle.append(store.webhooks.wait_idle(10)))
+        waiter.start()
+        time.sleep(0.05)                                       # the waiter is parked in wait_idle
+        more = [store.create_order(SHOP, lines=[{"title": "x", "price": "1.00"}]) for _ in range(5)]
+        gate.set()
+        waiter.join(10)
+        assert idle == [True]
+        assert sorted(sent) == sorted([first.id] + [o.id for o in more])
+    finally:
+        store.webhooks.stop()
