@@ -2,7 +2,8 @@
 
 Two SQLite databases (migrated like production) are filled with bulk inserts: the same shop shape (customers
 with ~5 orders each over 3 years, 1-4 products per order out of 2,000) with --small (5k) and --large (500k)
-orders of history, with their OrderLine, CustomerStats (scored), item/pair/basket count and sequential rows, and
+orders of history, with their OrderLine, CustomerStats (scored), item / basket count rows, pair count blobs (one per bucket, the
+live layout), sequential rows, and
 a stored RFM model. Then the same stream of new orders (80 % new orders of existing customers, 20 % updates of
 a history order of that customer, i.e. a replacement of its stored contribution) is applied, one webhook
 delivery per `process_shop_orders` call + commit, alternating between the two databases so that machine noise
@@ -32,11 +33,12 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import insert  # noqa: E402
 
+from shopify_app.analytics.counts import encode_pairs  # noqa: E402
 from shopify_app.analytics.sequential import customer_sequential_counts  # noqa: E402
 from shopify_app.cli import upgrade_database  # noqa: E402
 from shopify_app.db import dispose_all, session_factory  # noqa: E402
 from shopify_app.models import (  # noqa: E402
-    ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountDelta,
+    ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountBlob,
     SequentialItemDelta, SequentialPairDelta, Shop, ShopModel, WebhookDelivery,
 )
 from workers.order_jobs import process_shop_orders  # noqa: E402
@@ -134,8 +136,7 @@ def fill(url: str, n_orders: int, seed: int) -> dict:
         (Order, order_rows), (OrderLine, line_rows), (CustomerStats, stat_rows),
         (BasketCountDelta, [{**base, "bucket": b, "baskets": n} for b, n in baskets.items()]),
         (ItemCountDelta, [{**base, "bucket": b, "item_id": i, "count": n} for (b, i), n in items.items()]),
-        (PairCountDelta, [{**base, "bucket": b, "item_a": a, "item_b": c, "count": n}
-                          for (b, a, c), n in pairs.items()]),
+        (PairCountBlob, pair_blobs(base, pairs)),
         (SequentialItemDelta, [{"shop_id": sid, "bucket": b, "item_id": i, "count": n}
                                for (b, i), n in seq_items.items()]),
         (SequentialPairDelta, [{"shop_id": sid, "bucket": b, "item_a": a, "item_b": c, "count": n}
@@ -149,6 +150,14 @@ def fill(url: str, n_orders: int, seed: int) -> dict:
     return {"shop_id": sid, "orders": n_orders, "customers": len(stats), "lines": len(line_rows),
             "pair_rows": len(pairs), "seq_pair_rows": len(seq_pairs), "build_s": round(time.perf_counter() - t0, 1),
             "history": orders, "n_customers": n_customers}
+
+
+def pair_blobs(base: dict, pairs: dict) -> list[dict]:
+    by_bucket: dict = defaultdict(list)
+    for (b, a, c), n in pairs.items():
+        by_bucket[b].append((a, c, n))
+    return [{**base, "bucket": b, "pairs": len(rows), "created_at": NOW,
+             "data": encode_pairs(*zip(*rows), compress=True)} for b, rows in sorted(by_bucket.items())]
 
 
 # --------------------------------------------------------------------------------------------- new orders
