@@ -94,8 +94,8 @@ BATCH_PAIRS = 1_000_000
 
 # After a batch, a shop holding this many pair blobs (or blob pairs) gets a compaction job (coalesced): at 200
 # orders/s a shop writes ~2 blobs / ~250k pairs per second, too much for the hourly schedule alone.
-COMPACT_BLOBS = 64
-COMPACT_PAIRS = 2_000_000
+COMPACT_BLOBS = int(os.environ.get("COMPACT_BLOBS", "64"))           # deployment knobs (and tests)
+COMPACT_PAIRS = int(os.environ.get("COMPACT_PAIRS", "2000000"))
 
 
 # One job keeps draining the shop's pending deliveries, batch after batch (each its own short transaction),

@@ -12,7 +12,7 @@ from workers.rebuild_jobs import (
     apply_compaction, compact_counts, compact_job_id, read_bucket_counts, read_compaction, rebuild_shop_state,
 )
 
-from .test_order_jobs import deliver, payload
+from .test_order_jobs import P1, P2, deliver, payload
 from .test_rebuild import NOW, apply_incrementally, as_reference, make_shop, random_versions, state
 
 
@@ -160,3 +160,33 @@ def test_blob_volume_enqueues_one_coalesced_compaction(config, session, monkeypa
         context.set_config(None)
     assert blob_ids(session, shop.id) == set()
     assert read_bucket_counts(session, shop.id) == before
+
+
+def test_a_real_worker_compacts_when_blobs_pile_up(config, session, worker_process, monkeypatch):
+    """Real RQ worker (queues webhooks + default): the order job's batch passes COMPACT_BLOBS and enqueues the
+    coalesced compaction, which the worker runs: blobs folded, counts unchanged."""
+    from shopify_app.queues import DEFAULT, WEBHOOKS
+    from tests.conftest import wait_for
+    from workers.order_jobs import enqueue_process_orders, process_shop_orders
+
+    monkeypatch.setenv("COMPACT_BLOBS", "3")          # read by the worker process at import
+    shop = make_shop(session, "worker-compaction.myshopify.com")
+    for oid in range(1, 3):                            # two blobs written here, one batch each
+        deliver(session, shop, "orders/create", payload(oid, cust=9200 + oid, day=oid))
+        session.commit()
+        process_shop_orders(session, shop.id, now=NOW)
+        session.commit()
+    deliver(session, shop, "orders/create", payload(3, cust=9203, day=3))
+    session.commit()
+    assert len(blob_ids(session, shop.id)) == 2
+    worker_process(WEBHOOKS, DEFAULT)
+    enqueue_process_orders(config, shop.id)
+
+    def folded():
+        counts = read_bucket_counts(session, shop.id)
+        n = rows(session, PairCountBlob, shop.id)
+        return counts if n == 0 and counts else None
+
+    counts = wait_for(folded, timeout=60, message="the compaction job to fold the blobs")
+    ((baskets, items, pairs),) = counts.values()
+    assert baskets == 3 and pairs == {(P1, P2): 3} and items == {P1: 3, P2: 3}
