@@ -22,6 +22,11 @@ delivered -> visible p50 / p95 / max (the target), create_to_visible_p95_s, per-
 
     .venv/bin/python bench/bench_freshness.py [--rate 200] [--seconds 60] [--synthetic] [--without-paid]
         [--database-url URL]
+    .venv/bin/python bench/bench_freshness.py --sink [--rate 0 --orders 4000 | --rate 200 --seconds 20]
+
+--sink measures the stand-in alone (no app): the same orders and deliveries to a trivial HTTP sink, with
+webhooks/s and CPU per webhook (see sink_main). The full run also reports standin_cpu_ms_per_webhook: the CPU of
+this process (stand-in + harness) per delivery attempt while the app was being fed.
 
 Ends with one line: RESULT {json}. Target: p95 <= 1 s at 200 orders/s, every order applied, counts exact.
 """
@@ -31,6 +36,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import statistics
@@ -53,7 +59,7 @@ from shopify_app.cli import upgrade_database  # noqa: E402
 from shopify_app.db import dispose_all, session_scope  # noqa: E402
 from shopify_app.devstore import App, DevStore  # noqa: E402
 from shopify_app.devstore.webhooks import DeliveryMode  # noqa: E402
-from shopify_app.models import CustomerStats, Order, PairCountDelta, Shop, WebhookDelivery  # noqa: E402
+from shopify_app.models import CustomerStats, Order, Shop, WebhookDelivery  # noqa: E402
 from shopify_app.redis_server import EmbeddedRedis  # noqa: E402
 
 SHOP = "fresh.myshopify.com"
@@ -216,6 +222,155 @@ def load_invoices(path: Path | None, n: int, synthetic: bool, rng: random.Random
     return out
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (all its threads), user + system."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def build_store(baskets, app_url: str, args, on_attempt):
+    """The stand-in with the shop, its customers and products (no webhooks for those: set-up, not the load),
+    subscribed like shopify.app.toml (minus orders/paid with --without-paid)."""
+    store = DevStore(apps=[App(API_KEY, API_SECRET, app_url)],
+                     webhook_mode=DeliveryMode(sync=False, threads=args.delivery_threads, on_attempt=on_attempt,
+                                               retry_schedule=(0.05, 0.1, 0.2, 0.4), timeout=10))
+    store.create_shop(SHOP, currency="GBP", iana_timezone="Europe/London")
+    variant: dict[str, object] = {}
+    customer: dict[str, int] = {}
+    for cust, lines in baskets:
+        if cust is not None and cust not in customer:
+            customer[cust] = store.create_customer(SHOP, email=f"{cust}@customers.example.com", emit=False).id
+        for code, title, ptype, price, _q in lines:
+            if code not in variant:
+                variant[code] = store.create_product(SHOP, title=title, price=price, product_type=ptype,
+                                                     sku=code).variants[0]
+    store.subscribe_from_app_toml(SHOP, ROOT / "shopify.app.toml", api_key=API_KEY)
+    if args.without_paid:
+        subs = store.shop(SHOP).webhook_subscriptions
+        for key in [k for k, w in subs.items() if w.topic == "orders/paid"]:
+            del subs[key]
+    return store, variant, customer
+
+
+def send_orders(store, baskets, variant, customer, rate: float, seconds: float, senders: int,
+                created: dict) -> dict:
+    """Create the baskets as orders from `senders` threads. Open loop at `rate` orders/s: order i is due at
+    t0 + i/rate whatever the app does, a sender that falls behind stops at t0 + seconds (achieved rate <
+    target). rate 0: every order back to back, as fast as the stand-in can (its capacity)."""
+    sent: list = []                       # (order id, product ids)
+    lag: list[float] = []                 # create_order start - its due time (the sender falling behind)
+    failures: list = []
+    total = len(baskets)
+    t0 = time.monotonic() + 0.5
+    end = t0 + seconds if rate else float("inf")
+
+    def sender(k: int) -> None:
+        for i in range(k, total, senders):
+            due = t0 + i / rate if rate else t0
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            start = time.monotonic()
+            if start > end:
+                return
+            cust, lines = baskets[i]
+            try:
+                o = store.create_order(SHOP, customer_id=customer.get(cust) if cust else None,
+                                       lines=[{"variant_id": variant[c].id, "quantity": q}
+                                              for c, _t, _p, _pr, q in lines])
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                failures.append(repr(exc))
+                continue
+            created[o.id] = start
+            lag.append(start - due)
+            sent.append((o.id, sorted({variant[c].product.id for c, *_ in lines})))
+
+    threads = [threading.Thread(target=sender, args=(k,), daemon=True) for k in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"sent": sent, "lag": lag, "failures": failures, "t0": t0,
+            "send_time": min(time.monotonic(), end) - t0}
+
+
+SINK = r"""
+import asyncio, sys
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+async def handle(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            n = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    n = int(line[15:])
+            await reader.readexactly(n)
+            writer.write(OK)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    writer.close()
+async def main(port):
+    srv = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+    print("ready", flush=True)
+    await srv.serve_forever()
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+def sink_main(args, baskets) -> None:
+    """--sink: the stand-in alone. The same orders, subscriptions and delivery threads, but delivered to a
+    trivial keep-alive HTTP sink (a separate asyncio process answering 200 at once) instead of the app, so what
+    is measured is the stand-in + harness: orders/s and webhooks/s it sustains and its CPU per webhook. A
+    reference pass in the same process delivers the same load to a no-op transport (no HTTP): the difference
+    is the cost of the HTTP delivery itself."""
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdout=subprocess.PIPE)
+    try:
+        sink.stdout.readline()
+        passes = {}
+        for name in ("no_http", "http_sink"):
+            delivered: dict[int, float] = {}
+
+            def on_attempt(a, delivered=delivered) -> None:
+                if a.topic == "orders/create" and a.status == 200 and not a.duplicate:
+                    delivered.setdefault(a.resource_id, time.monotonic())
+
+            store, variant, customer = build_store(baskets, f"http://127.0.0.1:{port}", args, on_attempt)
+            if name == "no_http":
+                store.webhooks.configure(transport=lambda url, headers, body, timeout: 200)
+            created: dict[int, float] = {}
+            cpu0 = cpu_seconds()
+            run = send_orders(store, baskets, variant, customer, args.rate, args.seconds, args.senders, created)
+            store.webhooks.wait_idle(120)
+            cpu, wall = cpu_seconds() - cpu0, time.monotonic() - run["t0"]
+            store.webhooks.stop()
+            attempts = store.webhooks.attempts
+            in_flight = [delivered[o] - created[o] for o in delivered if o in created]
+            passes[name] = {
+                "orders": len(run["sent"]), "webhooks": len(attempts),
+                "webhook_failures": sum(a.status != 200 for a in attempts) + len(run["failures"]),
+                "orders_per_s": round(len(run["sent"]) / wall, 1), "webhooks_per_s": round(len(attempts) / wall, 1),
+                "cpu_ms_per_webhook": round(cpu / max(1, len(attempts)) * 1000, 3),
+                "cpu_cores": round(cpu / wall, 2),
+                "create_to_delivered_p95_s": round(pct(in_flight, 0.95), 3) if in_flight else None,
+                "body_kb_mean": round(sum(len(a.body) for a in attempts) / max(1, len(attempts)) / 1024, 1)}
+    finally:
+        sink.kill()
+        sink.wait()
+    res = {"bench": "freshness_standin_sink", "data": "synthetic" if args.synthetic else "online_retail",
+           "rate_target": args.rate or "max", "senders": args.senders, "delivery_threads": args.delivery_threads,
+           "orders_paid_delivered": not args.without_paid, **passes,
+           "http_share_of_cpu": round(1 - passes["no_http"]["cpu_ms_per_webhook"]
+                                      / passes["http_sink"]["cpu_ms_per_webhook"], 2),
+           "load_avg_1m": round(os.getloadavg()[0], 2)}
+    res["ok"] = all(p["webhook_failures"] == 0 for p in passes.values())
+    for name, p in passes.items():
+        print(f"{name}: {p['orders']} orders, {p['webhooks_per_s']} webhooks/s, {p['cpu_ms_per_webhook']} ms CPU "
+              f"per webhook ({p['cpu_cores']} cores)")
+    print("RESULT " + json.dumps(res))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=float, default=200.0)
@@ -231,10 +386,19 @@ def main() -> None:
     ap.add_argument("--rules-debounce", type=int, default=None,
                     help="what-if: seconds between rules mining runs (RULES_DEBOUNCE_S; default: the app's 30)")
     ap.add_argument("--database-url", default=None)
+    ap.add_argument("--sink", action="store_true",
+                    help="the stand-in alone: deliver to a trivial HTTP sink, report its webhooks/s and CPU per "
+                         "webhook (--rate 0: as fast as it can, --orders of them)")
+    ap.add_argument("--orders", type=int, default=None, help="with --sink --rate 0: how many orders")
     args = ap.parse_args()
 
-    total = int(args.rate * args.seconds)
+    total = int(args.rate * args.seconds) if args.rate else (args.orders or 4000)
     baskets = load_invoices(args.data, total, args.synthetic, random.Random(5))
+    if args.sink:
+        sink_main(args, baskets)
+        return
+    if not args.rate:
+        raise SystemExit("--rate 0 is for --sink")
     tmp = Path(tempfile.mkdtemp(prefix="bench_freshness_"))
     redis = EmbeddedRedis(tmp / "redis", appendonly=False)
     redis.start()
@@ -265,67 +429,23 @@ def main() -> None:
     def on_attempt(a) -> None:
         if a.topic == "orders/create" and a.status == 200 and not a.duplicate:
             at = time.monotonic()
-            oid = int(json.loads(a.body)["id"])
+            oid = a.resource_id           # the order's id, without parsing its ~25 KB body
             if oid not in delivered:
                 delivered[oid] = at
                 watcher.add(oid, at)
 
-    store = DevStore(apps=[App(API_KEY, API_SECRET, app_url)],
-                     webhook_mode=DeliveryMode(sync=False, threads=args.delivery_threads, on_attempt=on_attempt,
-                                               retry_schedule=(0.05, 0.1, 0.2, 0.4), timeout=10))
-    store.create_shop(SHOP, currency="GBP", iana_timezone="Europe/London")
-    variant: dict[str, object] = {}
-    customer: dict[str, int] = {}
-    for cust, lines in baskets:
-        if cust is not None and cust not in customer:
-            customer[cust] = store.create_customer(SHOP, email=f"{cust}@customers.example.com", emit=False).id
-        for code, title, ptype, price, _q in lines:
-            if code not in variant:
-                variant[code] = store.create_product(SHOP, title=title, price=price, product_type=ptype,
-                                                     sku=code).variants[0]
-    store.subscribe_from_app_toml(SHOP, ROOT / "shopify.app.toml", api_key=API_KEY)
-    if args.without_paid:
-        subs = store.shop(SHOP).webhook_subscriptions
-        for key in [k for k, w in subs.items() if w.topic == "orders/paid"]:
-            del subs[key]
+    store, variant, customer = build_store(baskets, app_url, args, on_attempt)
 
     procs = start_processes(env, port, args.workers)
     watcher.start()
-    sent: list = []                       # (order id, product ids)
-    lag: list[float] = []                 # create_order start - its due time (the sender falling behind)
-    failures = []
-    t0 = time.monotonic() + 0.5
-    end = t0 + args.seconds               # a sender that falls behind stops at the end: achieved rate < target
-
-    def sender(k: int) -> None:
-        for i in range(k, total, args.senders):
-            due = t0 + i / args.rate      # open loop: the schedule does not wait for the app
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            start = time.monotonic()
-            if start > end:
-                return
-            cust, lines = baskets[i]
-            try:
-                o = store.create_order(SHOP, customer_id=customer.get(cust) if cust else None,
-                                       lines=[{"variant_id": variant[c].id, "quantity": q}
-                                              for c, _t, _p, _pr, q in lines])
-            except Exception as exc:  # noqa: BLE001 - counted and reported
-                failures.append(repr(exc))
-                continue
-            created[o.id] = start
-            lag.append(start - due)
-            sent.append((o.id, sorted({variant[c].product.id for c, *_ in lines})))
-
     try:
-        threads = [threading.Thread(target=sender, args=(k,), daemon=True) for k in range(args.senders)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        send_time = min(time.monotonic(), end) - t0
+        cpu0 = cpu_seconds()
+        run = send_orders(store, baskets, variant, customer, args.rate, args.seconds, args.senders, created)
+        sent, lag, failures, t0 = run["sent"], run["lag"], run["failures"], run["t0"]
+        send_time = run["send_time"]
         store.webhooks.wait_idle(120)
+        standin_cpu = cpu_seconds() - cpu0
+        standin_wall = time.monotonic() - t0
         deliver_time = max(delivered.values(), default=t0) - t0
         deadline = time.monotonic() + 120
         while watcher.pending and time.monotonic() < deadline:
@@ -339,11 +459,14 @@ def main() -> None:
         for _, prods in sent:
             for a, b in combinations(prods, 2):
                 pairs[(a, b)] += 1
+        from workers.rebuild_jobs import read_bucket_counts
+
         with session_scope(db_url) as s:
-            stored_pairs = Counter({(a, b): int(n) for a, b, n in s.execute(
-                select(PairCountDelta.item_a, PairCountDelta.item_b, func.sum(PairCountDelta.count))
-                .where(PairCountDelta.shop_id == shop_id).group_by(PairCountDelta.item_a, PairCountDelta.item_b))
-                if n})
+            # The app's own reader (snapshots + every form of delta), whatever the storage of pair deltas.
+            stored_pairs = Counter()
+            for _baskets, _items, bucket_pairs in read_bucket_counts(s, shop_id).values():
+                stored_pairs.update(bucket_pairs)
+            stored_pairs = +stored_pairs
             unscored = s.scalar(select(func.count()).select_from(CustomerStats).where(
                 CustomerStats.shop_id == shop_id, CustomerStats.segment.is_(None)))
             n_customers = s.scalar(select(func.count()).select_from(CustomerStats)
@@ -374,7 +497,11 @@ def main() -> None:
            "customers_unscored": unscored, "pair_counts_ok": stored_pairs == +pairs,
            "workers": args.workers, "delivery_threads": args.delivery_threads, "target_p95_s": 1.0,
            "orders_paid_delivered": not args.without_paid, "rules_debounce_s": args.rules_debounce or 30,
-           "load_avg_1m": round(os.getloadavg()[0], 2)}
+           "load_avg_1m": round(os.getloadavg()[0], 2),
+           # this process (the stand-in: order creation, payloads, delivery threads; the harness: senders,
+           # on_attempt, watcher) from the first order to the last delivery; the app is other processes
+           "standin_cpu_ms_per_webhook": round(standin_cpu / max(1, len(store.webhooks.attempts)) * 1000, 3),
+           "standin_cpu_cores": round(standin_cpu / standin_wall, 2)}
     res["jobs"] = jobs
     res["ok"] = (res["p95_s"] <= 1.0 and res["unapplied"] == 0 and res["pair_counts_ok"] and not unscored
                  and n_customers == expected_customers and res["rate_achieved"] >= 0.95 * args.rate)

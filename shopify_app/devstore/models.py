@@ -15,7 +15,9 @@ UTC = dt.timezone.utc
 
 
 def money(x) -> Decimal:
-    return Decimal(str(x)).quantize(CENT, rounding=ROUND_HALF_UP)
+    if type(x) is not Decimal:          # a Decimal is exact already: no round trip through str
+        x = Decimal(str(x))
+    return x.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 def iso(t: dt.datetime | None) -> str | None:

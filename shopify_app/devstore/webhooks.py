@@ -437,8 +437,9 @@ def _shaped(values: dict, name: str, *path) -> dict:
     base, containers = _shape(name, *path)
     d = dict(base)
     d.update(values)
-    for k in containers.keys() - values.keys():
-        d[k] = json.loads(containers[k])
+    for k, text in containers.items():
+        if k not in values:
+            d[k] = json.loads(text)
     return d
 
 
