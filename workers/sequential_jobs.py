@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections import Counter, defaultdict
 
 from sqlalchemy import delete, select
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 
 SEQ_KIND = "sequential"
 CHUNK = 500
-INSERT_CHUNK = 5000
 JOB_TIMEOUT = 60 * 60
 
 
@@ -169,49 +169,151 @@ def forget_customer(s, shop_id: int, customer_id: int) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- rebuild
+# The job computes the counts in a read transaction (no write lock: on SQLite a write transaction blocks every
+# other writer, the webhook intake included, and counting ~10M sequential pairs takes a minute), then replaces the
+# rows in one short write transaction. Orders written in between are caught by comparing each order's state with
+# the one read (customer: a redaction changes only that; counted, processed_at, Shopify's updated_at - newer in
+# every version that replaces a stored one -, deleted_at for tombstones, ingested_at set by every write); the customers of changed orders are recounted under the lock, as the order job's
+# BatchTracker does (the tables are a sum over customers). More than this many changed customers: recount all
+# under the lock (the previous behaviour), which is rare (an import running at the same time).
+MAX_RECOUNTED_CUSTOMERS = 2_000
+
+
 def rebuild_sequential(s, shop_id: int, days: int | None = None, now: dt.datetime | None = None) -> dict:
-    """Recompute both tables of the shop from its Order / OrderLine rows (bulk inserts) with N = the shop's
-    `sequential_days` setting (or `days`); runs in the caller's transaction, which should hold the shop row lock
-    (SELECT ... FOR UPDATE, as the order job does) so no order batch interleaves. Memory: the counters only."""
+    """Recompute both tables of the shop from its Order / OrderLine rows with N = the shop's `sequential_days`
+    setting (or `days`), all in the caller's transaction, which should hold the shop row lock (SELECT ... FOR
+    UPDATE, as the order job does) so no order batch interleaves. The job (`rebuild_sequential_job`) keeps the
+    lock only for the write. Memory: the counters only."""
     shop = s.get(Shop, shop_id)
     n_days = int(days or shop_settings(shop).sequential_days)
     s.flush()
-    s.execute(delete(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop_id))
-    s.execute(delete(SequentialItemDelta).where(SequentialItemDelta.shop_id == shop_id))
+    items, pairs, customers, _ = _count_all(s, shop_id, n_days, keep_orders=False)
+    return _replace(s, shop_id, n_days, _rows(shop_id, items, pairs), customers, now)
+
+
+def _count_all(s, shop_id: int, n_days: int, keep_orders: bool) -> tuple[Counter, Counter, int, dict]:
+    """Counts over every customer of the shop (one streamed, customer-ordered scan); with keep_orders, also
+    {customer: [(time, items)]}, to recount a customer later."""
     items: Counter = Counter()
     pairs: Counter = Counter()
+    kept: dict[int, list] = {}
     cur, cur_rows, customers = None, [], 0
+
+    def flush_customer():
+        grouped = _group(cur_rows)
+        i, p = counts_of_customers(grouped, n_days)
+        items.update(i)
+        pairs.update(p)
+        if keep_orders:
+            kept.update(grouped)
+
     q = _all_orders_query(shop_id).order_by(Order.customer_id, Order.processed_at, Order.id)
     for row in s.execute(q.execution_options(yield_per=20_000)):   # streamed (server-side cursor on PG)
         if row[0] != cur and cur_rows:
-            i, p = counts_of_customers(_group(cur_rows), n_days)
-            items.update(i)
-            pairs.update(p)
+            flush_customer()
             cur_rows, customers = [], customers + 1
         cur = row[0]
         cur_rows.append(tuple(row))
     if cur_rows:
-        i, p = counts_of_customers(_group(cur_rows), n_days)
-        items.update(i)
-        pairs.update(p)
+        flush_customer()
         customers += 1
-    item_rows = [{"shop_id": shop_id, "bucket": b, "item_id": i, "count": n} for (b, i), n in items.items() if n]
-    pair_rows = [{"shop_id": shop_id, "bucket": b, "item_a": a, "item_b": c, "count": n}
-                 for (b, a, c), n in pairs.items() if n]
-    for table, rows in ((SequentialItemDelta.__table__, item_rows), (SequentialPairDelta.__table__, pair_rows)):
-        for k in range(0, len(rows), INSERT_CHUNK):
-            s.execute(table.insert(), rows[k:k + INSERT_CHUNK])
+    return items, pairs, customers, kept
+
+
+def _rows(shop_id: int, items: Counter, pairs: Counter) -> tuple[list, list]:
+    """Table rows as plain tuples in key order (inserting in index order is faster)."""
+    return (sorted((shop_id, b, i, n) for (b, i), n in items.items() if n),
+            sorted((shop_id, b, a, c, n) for (b, a, c), n in pairs.items() if n))
+
+
+def _corrected(shop_id: int, rows: list, delta: Counter) -> list:
+    """Sorted rows (shop_id, *key, count) plus signed deltas {key: n}: zero counts dropped, new keys added."""
+    delta = {k: n for k, n in delta.items() if n}
+    if not delta:
+        return rows
+    out = []
+    for row in rows:
+        d = delta.pop(row[1:-1], 0)
+        if row[-1] + d:
+            out.append(row if not d else (*row[:-1], row[-1] + d))
+    if delta:
+        out.extend((shop_id, *k, n) for k, n in delta.items() if n)
+        out.sort()
+    return out
+
+
+def _replace(s, shop_id: int, n_days: int, rows: tuple[list, list], customers: int,
+             now: dt.datetime | None) -> dict:
+    """Replace the shop's rows: one executemany per table (COPY on PostgreSQL) of plain tuples; SQLAlchemy's
+    per-row parameter dicts cost more than the insert itself at millions of rows."""
+    from .import_jobs import _insert_rows
+
+    item_rows, pair_rows = rows
+    s.flush()
+    s.execute(delete(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop_id))
+    s.execute(delete(SequentialItemDelta).where(SequentialItemDelta.shop_id == shop_id))
+    _insert_rows(s, SequentialItemDelta.__table__, ("shop_id", "bucket", "item_id", "count"), item_rows)
+    _insert_rows(s, SequentialPairDelta.__table__, ("shop_id", "bucket", "item_a", "item_b", "count"), pair_rows)
     _record_days(s, shop_id, n_days, now or utcnow())
     return {"shop_id": shop_id, "days": n_days, "customers": customers, "items": len(item_rows),
             "pairs": len(pair_rows)}
 
 
+def _order_states(s, shop_id: int) -> dict[int, tuple]:
+    """{order id: (customer, counted, processed_at, updated_at, deleted_at, ingested_at)} of every order of the
+    shop: what changes whenever an order's contribution to the sequential tables can change."""
+    return {row[0]: tuple(row[1:]) for row in s.execute(
+        select(Order.id, Order.customer_id, Order.counted, Order.processed_at, Order.shopify_updated_at,
+               Order.deleted_at, Order.ingested_at).where(Order.shop_id == shop_id))}
+
+
+def _changed_customers(before: dict, after: dict) -> set[int]:
+    changed: set[int] = set()
+    for oid in before.keys() | after.keys():
+        b, a = before.get(oid), after.get(oid)
+        if b != a:
+            changed.update(int(c) for c in (b and b[0], a and a[0]) if c is not None)
+    return changed
+
+
 def rebuild_sequential_job(shop_id: int) -> dict:
+    from . import import_jobs  # noqa: F401 - _replace's bulk insert helper, imported before the lock is taken
+
+    t0 = time.perf_counter()
+    with context.read_transaction() as s:
+        shop = s.get(Shop, shop_id)
+        if shop is None:
+            return {"shop_id": shop_id, "status": "missing"}
+        n_days = shop_settings(shop).sequential_days
+        read_states = _order_states(s, shop_id)
+        items, pairs, customers, orders = _count_all(s, shop_id, n_days, keep_orders=True)
+    rows = _rows(shop_id, items, pairs)            # built before the lock (sorting millions of keys takes seconds)
+    del items, pairs                               # the rows hold the counts; halves the peak while writing
+    t1 = time.perf_counter()
     with context.transaction() as s:
         shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())   # serialize with order jobs
         if shop is None:
             return {"shop_id": shop_id, "status": "missing"}
-        res = rebuild_sequential(s, shop_id)
+        changed = _changed_customers(read_states, _order_states(s, shop_id))
+        if shop_settings(shop).sequential_days != n_days or len(changed) > MAX_RECOUNTED_CUSTOMERS:
+            res = rebuild_sequential(s, shop_id)                    # everything under the lock
+            res["recounted_under_lock"] = "all"
+        else:
+            if changed:
+                now_orders = customer_orders(s, shop_id, changed)
+                items_d: Counter = Counter()
+                pairs_d: Counter = Counter()
+                for cid in changed:
+                    bi, bp = customer_sequential_counts(orders.get(cid, []), n_days)
+                    ai, ap = customer_sequential_counts(now_orders.get(cid, []), n_days)
+                    items_d.update(subtract(ai, bi))
+                    pairs_d.update(subtract(ap, bp))
+                customers = len((orders.keys() - changed) | now_orders.keys())
+                rows = (_corrected(shop_id, rows[0], items_d), _corrected(shop_id, rows[1], pairs_d))
+            res = _replace(s, shop_id, n_days, rows, customers, None)
+            res["recounted_under_lock"] = len(changed)
+    t2 = time.perf_counter()
+    res.update(read_s=round(t1 - t0, 2), write_s=round(t2 - t1, 2))
     log.info("rebuild_sequential shop=%s %s", shop_id, res)
     return res
 
