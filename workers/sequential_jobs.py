@@ -16,14 +16,18 @@ are computed from their stored orders ("before"); after the batch, again ("after
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
 from collections import Counter, defaultdict
+from typing import Iterator
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
+from sqlalchemy.orm import Session
 
 from shopify_app.analytics.sequential import counts_of_customers, customer_sequential_counts, subtract
+from shopify_app.db import get_engine
 from shopify_app.models import Order, OrderLine, SequentialItemDelta, SequentialPairDelta, Shop, ShopModel, utcnow
 from shopify_app.settings import shop_settings
 
@@ -173,8 +177,9 @@ def forget_customer(s, shop_id: int, customer_id: int) -> dict:
 # other writer, the webhook intake included, and counting ~10M sequential pairs takes a minute), then replaces the
 # rows in one short write transaction. Orders written in between are caught by comparing each order's state with
 # the one read (customer: a redaction changes only that; counted, processed_at, Shopify's updated_at - newer in
-# every version that replaces a stored one -, deleted_at for tombstones, ingested_at set by every write); the customers of changed orders are recounted under the lock, as the order job's
-# BatchTracker does (the tables are a sum over customers). More than this many changed customers: recount all
+# every version that replaces a stored one -, deleted_at for tombstones, ingested_at set by every write); the
+# customers of changed orders are recounted under the lock, as the order job's BatchTracker does (the tables are
+# a sum over customers). More than this many changed customers: recount all
 # under the lock (the previous behaviour), which is rare (an import running at the same time).
 MAX_RECOUNTED_CUSTOMERS = 2_000
 
@@ -242,18 +247,29 @@ def _corrected(shop_id: int, rows: list, delta: Counter) -> list:
     return out
 
 
+ITEM_COLUMNS = ("shop_id", "bucket", "item_id", "count")
+PAIR_COLUMNS = ("shop_id", "bucket", "item_a", "item_b", "count")
+STAGE = (("seq_stage_items", SequentialItemDelta.__table__, ITEM_COLUMNS),
+         ("seq_stage_pairs", SequentialPairDelta.__table__, PAIR_COLUMNS))
+
+
 def _replace(s, shop_id: int, n_days: int, rows: tuple[list, list], customers: int,
-             now: dt.datetime | None) -> dict:
+             now: dt.datetime | None, staged: bool = False) -> dict:
     """Replace the shop's rows: one executemany per table (COPY on PostgreSQL) of plain tuples; SQLAlchemy's
-    per-row parameter dicts cost more than the insert itself at millions of rows."""
+    per-row parameter dicts cost more than the insert itself at millions of rows. `staged`: the same rows are
+    in this SQLite connection's TEMP tables (see `_writer`), copied with one INSERT ... SELECT each."""
     from .import_jobs import _insert_rows
 
-    item_rows, pair_rows = rows
     s.flush()
     s.execute(delete(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop_id))
     s.execute(delete(SequentialItemDelta).where(SequentialItemDelta.shop_id == shop_id))
-    _insert_rows(s, SequentialItemDelta.__table__, ("shop_id", "bucket", "item_id", "count"), item_rows)
-    _insert_rows(s, SequentialPairDelta.__table__, ("shop_id", "bucket", "item_a", "item_b", "count"), pair_rows)
+    for (stage, table, columns), table_rows in zip(STAGE, rows):
+        if staged:
+            cols = ", ".join(columns)
+            s.execute(text(f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM temp.{stage} ORDER BY rowid"))
+        else:
+            _insert_rows(s, table, columns, table_rows)
+    item_rows, pair_rows = rows
     _record_days(s, shop_id, n_days, now or utcnow())
     return {"shop_id": shop_id, "days": n_days, "customers": customers, "items": len(item_rows),
             "pairs": len(pair_rows)}
@@ -276,8 +292,37 @@ def _changed_customers(before: dict, after: dict) -> set[int]:
     return changed
 
 
+@contextlib.contextmanager
+def _writer(rows: tuple[list, list]) -> Iterator[tuple]:
+    """(write session, staged). On SQLite, before the write transaction begins, the rows are copied into TEMP
+    tables of the connection the write session then uses: TEMP tables live in the connection's own temp database,
+    so filling them takes no lock on the shop's database, and under the lock one INSERT ... SELECT per table runs
+    in SQLite's C code - measured 2.2x faster than executemany from Python. Elsewhere a plain transaction
+    (PostgreSQL's COPY is fast, and its writers do not wait on this one except for the shop row)."""
+    eng = get_engine(context.config().sqlalchemy_url)
+    if eng.dialect.name != "sqlite":
+        with context.transaction() as s:
+            yield s, False
+        return
+    with eng.connect() as conn:
+        raw = conn.connection.dbapi_connection         # autocommit mode (db.py drives BEGIN itself)
+        try:
+            for (stage, _table, columns), table_rows in zip(STAGE, rows):
+                raw.execute(f"DROP TABLE IF EXISTS temp.{stage}")
+                raw.execute(f"CREATE TEMP TABLE {stage} ({', '.join(columns)})")
+                raw.execute("BEGIN")
+                raw.executemany(f"INSERT INTO temp.{stage} VALUES ({', '.join('?' * len(columns))})", table_rows)
+                raw.execute("COMMIT")
+            with Session(bind=conn, expire_on_commit=False) as s:
+                with s.begin():                         # BEGIN IMMEDIATE (db.py's begin hook)
+                    yield s, True
+        finally:
+            for stage, _table, _columns in STAGE:
+                raw.execute(f"DROP TABLE IF EXISTS temp.{stage}")
+
+
 def rebuild_sequential_job(shop_id: int) -> dict:
-    from . import import_jobs  # noqa: F401 - _replace's bulk insert helper, imported before the lock is taken
+    from .import_jobs import _insert_rows  # noqa: F401 - for _replace; imported (pandas...) before the lock
 
     t0 = time.perf_counter()
     with context.read_transaction() as s:
@@ -285,12 +330,15 @@ def rebuild_sequential_job(shop_id: int) -> dict:
         if shop is None:
             return {"shop_id": shop_id, "status": "missing"}
         n_days = shop_settings(shop).sequential_days
+        # States before counts: without a snapshot (PostgreSQL's READ COMMITTED) an order committed between the
+        # two reads is counted and also differs from its read state, so it is recounted - from what was counted.
         read_states = _order_states(s, shop_id)
         items, pairs, customers, orders = _count_all(s, shop_id, n_days, keep_orders=True)
     rows = _rows(shop_id, items, pairs)            # built before the lock (sorting millions of keys takes seconds)
     del items, pairs                               # the rows hold the counts; halves the peak while writing
     t1 = time.perf_counter()
-    with context.transaction() as s:
+    with _writer(rows) as (s, staged):
+        t_lock = time.perf_counter()                 # SQLite: the staging into TEMP tables is done
         shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())   # serialize with order jobs
         if shop is None:
             return {"shop_id": shop_id, "status": "missing"}
@@ -310,10 +358,12 @@ def rebuild_sequential_job(shop_id: int) -> dict:
                     pairs_d.update(subtract(ap, bp))
                 customers = len((orders.keys() - changed) | now_orders.keys())
                 rows = (_corrected(shop_id, rows[0], items_d), _corrected(shop_id, rows[1], pairs_d))
-            res = _replace(s, shop_id, n_days, rows, customers, None)
+                staged = False                       # the staged rows are the uncorrected ones
+            res = _replace(s, shop_id, n_days, rows, customers, None, staged)
             res["recounted_under_lock"] = len(changed)
     t2 = time.perf_counter()
-    res.update(read_s=round(t1 - t0, 2), write_s=round(t2 - t1, 2))
+    # lock_s: the write transaction, commit included (what other writers may wait); stage_s: SQLite's TEMP copy
+    res.update(read_s=round(t1 - t0, 2), stage_s=round(t_lock - t1, 2), lock_s=round(t2 - t_lock, 2))
     log.info("rebuild_sequential shop=%s %s", shop_id, res)
     return res
 

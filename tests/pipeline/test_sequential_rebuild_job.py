@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import delete, update
 
-from shopify_app.models import SequentialItemDelta, SequentialPairDelta, Shop, ShopModel
 from shopify_app.db import session_factory
-from tests.pipeline.test_order_jobs import P1, P2, P3, deliver, make_shop, payload, run
+from shopify_app.models import SequentialItemDelta, SequentialPairDelta, Shop, ShopModel
+from tests.pipeline.test_order_jobs import P1, P3, deliver, make_shop, payload, run
 from tests.pipeline.test_sequential import _final_reference, _spread_history, tables
 from workers import context, sequential_jobs
 
