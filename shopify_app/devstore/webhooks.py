@@ -204,6 +204,8 @@ class WebhookDispatcher:
         self._stop = False
         self._inflight = 0
         self._local = threading.local()
+        self._pump = None                 # HttpPump of the pump thread (_uses_pump)
+        self._pump_sleeping = False       # the pump thread is (about to be) in its poll: _submit must wake it
 
     def _schedule(self) -> tuple:
         if self.mode.retry_schedule is not None:
@@ -294,6 +296,9 @@ class WebhookDispatcher:
             heapq.heappush(self._heap, job)
             self._ensure_thread()
             self._cv.notify()
+            if self._pump_sleeping:
+                self._pump_sleeping = False
+                self._pump.wake()
 
     def flush(self) -> None:
         """Sync + shuffle mode: deliver everything buffered, in random order."""
@@ -309,6 +314,9 @@ class WebhookDispatcher:
             status = int(transport(job.url, job.headers, job.body, self.mode.timeout))
         except Exception as exc:  # noqa: BLE001 - any failure to get an answer counts as a failed attempt
             error = f"{type(exc).__name__}: {exc}"
+        return self._record(job, status, error)
+
+    def _record(self, job: _Job, status: int | None, error: str | None) -> bool:
         attempt = Attempt(job.topic, job.shop, job.url, job.headers["X-Shopify-Webhook-Id"],
                           job.headers["X-Shopify-Event-Id"], job.attempt, status, error, dict(job.headers), job.body,
                           time.time(), job.duplicate, job.resource_id)
@@ -330,14 +338,81 @@ class WebhookDispatcher:
             time.sleep(self._schedule()[job.attempt - 1])
             job.attempt += 1
 
+    def _uses_pump(self) -> bool:
+        """Several concurrent deliveries over the default HTTP transport: one pump thread multiplexing that many
+        connections (http_pump.py) instead of that many blocking threads fighting over the GIL. A custom
+        transport is a blocking callable: it keeps its threads."""
+        return self.mode.transport is None and int(self.mode.threads) > 1
+
     def _ensure_thread(self) -> None:
         self._threads = [t for t in self._threads if t.is_alive()]
         if not self._threads:
             self._stop = False
+        if self._uses_pump():
+            if not self._threads:
+                from .http_pump import HttpPump
+
+                self._pump = HttpPump(int(self.mode.threads), _http_transport)
+                t = threading.Thread(target=self._run_pump, args=(self._pump,), name="devstore-webhooks-pump",
+                                     daemon=True)
+                self._threads.append(t)
+                t.start()
+            return
         while len(self._threads) < max(1, int(self.mode.threads)):
             t = threading.Thread(target=self._run, name=f"devstore-webhooks-{len(self._threads)}", daemon=True)
             self._threads.append(t)
             t.start()
+
+    def _take_due(self, now: float, limit: int) -> list:
+        """Up to `limit` due jobs off the heap (caller holds the lock): the oldest first, or any of the due ones
+        in shuffle mode."""
+        batch = []
+        while self._heap and self._heap[0].due <= now and len(batch) < limit:
+            if self.mode.shuffle:
+                due = [i for i, j in enumerate(self._heap) if j.due <= now]
+                k = due[self.rng.randrange(len(due))]
+                self._heap[k], self._heap[-1] = self._heap[-1], self._heap[k]
+                batch.append(self._heap.pop())
+                heapq.heapify(self._heap)
+            else:
+                batch.append(heapq.heappop(self._heap))
+        self._inflight += len(batch)
+        return batch
+
+    def _finished(self, job: _Job, ok: bool) -> None:
+        """After an attempt: schedule the retry of a failure, wake wait_idle callers when all is done."""
+        with self._cv:
+            self._inflight -= 1
+            if not ok and job.attempt <= len(self._schedule()):
+                job.due = time.monotonic() + self._schedule()[job.attempt - 1]
+                job.attempt += 1
+                heapq.heappush(self._heap, job)
+                self._cv.notify()           # a waiting thread re-computes how long to sleep
+            if not self._heap and not self._inflight:
+                self._idle.notify_all()
+
+    def _run_pump(self, pump) -> None:
+        try:
+            while True:
+                with self._cv:
+                    if self._stop:
+                        return
+                    now = time.monotonic()
+                    jobs = self._take_due(now, pump.free())
+                    slots_left = pump.free() - len(jobs)
+                    # Sleep until the next job is due, or (no free connection / nothing queued) until an answer,
+                    # a request deadline or a wake-up from _submit / stop.
+                    wait = max(0.0, self._heap[0].due - now) if self._heap and slots_left > 0 else None
+                    self._pump_sleeping = True
+                for job in jobs:
+                    pump.start(job, job.url, job.headers, job.body, self.mode.timeout)
+                finished = pump.poll(wait)
+                self._pump_sleeping = False
+                for job, status, error in finished:
+                    self._finished(job, self._record(job, status, error))
+        finally:
+            self._pump_sleeping = False
+            pump.close()
 
     def _run(self) -> None:
         # With one thread, everything due is taken at once (and shuffled in shuffle mode); with several, each
@@ -350,31 +425,18 @@ class WebhookDispatcher:
                     self._cv.wait(wait)
                 if self._stop:
                     return
-                now = time.monotonic()
-                batch = []
-                while self._heap and self._heap[0].due <= now and not (several and batch):
-                    if several and self.mode.shuffle:   # any of the due jobs, not the oldest
-                        due = [i for i, j in enumerate(self._heap) if j.due <= now]
-                        k = due[self.rng.randrange(len(due))]
-                        self._heap[k], self._heap[-1] = self._heap[-1], self._heap[k]
-                        batch.append(self._heap.pop())
-                        heapq.heapify(self._heap)
-                    else:
+                if several:                     # one job (any due one in shuffle mode)
+                    batch = self._take_due(time.monotonic(), 1)
+                else:                           # everything due, shuffled below in shuffle mode
+                    batch = []
+                    now = time.monotonic()
+                    while self._heap and self._heap[0].due <= now:
                         batch.append(heapq.heappop(self._heap))
-                self._inflight += len(batch)
+                    self._inflight += len(batch)
             if self.mode.shuffle:
                 self.rng.shuffle(batch)
             for job in batch:
-                ok = self._attempt(job)
-                with self._cv:
-                    self._inflight -= 1
-                    if not ok and job.attempt <= len(self._schedule()):
-                        job.due = time.monotonic() + self._schedule()[job.attempt - 1]
-                        job.attempt += 1
-                        heapq.heappush(self._heap, job)
-                        self._cv.notify()           # a waiting thread re-computes how long to sleep
-                    if not self._heap and not self._inflight:
-                        self._idle.notify_all()
+                self._finished(job, self._attempt(job))
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Background mode: block until nothing is queued or in flight (retries included)."""
@@ -391,6 +453,8 @@ class WebhookDispatcher:
         with self._cv:
             self._stop = True
             self._cv.notify_all()
+            if self._pump is not None:
+                self._pump.wake()
 
 
 # ---------------------------------------------------------------------------------------------------- payloads
