@@ -60,7 +60,8 @@ from shopify_app.shopify.webhooks import compute_webhook_hmac  # noqa: E402
 
 API_KEY = "bench-intake-key"
 API_SECRET = "bench-intake-secret-0123456789abcdef01"
-GUNICORN = ["-w", "2", "--threads", "8", "--keep-alive", "5", "--log-level", "warning"]
+THREADS = 8
+GUNICORN = ["-w", "2", "--threads", str(THREADS), "--keep-alive", "5", "--log-level", "warning"]
 FIXTURE = ROOT / "shopify_app" / "devstore" / "fixtures" / "orders__create.json"
 RESEND_EVERY = 20
 
@@ -289,6 +290,8 @@ def main() -> None:
     ap.add_argument("--reconnect-every", type=int, default=50,
                     help="each load thread opens a new connection every N requests (0: one keep-alive connection "
                          "per thread for the whole run)")
+    ap.add_argument("--threads", type=int, default=THREADS,
+                    help="gunicorn --threads of BOTH servers (gthread workers; the comparison stays like with like)")
     ap.add_argument("--no-drain", action="store_true")
     ap.add_argument("--rounds", type=int, default=3,
                     help="bare and app loads alternate in this many rounds (the machine's noise hits both alike)")
@@ -296,6 +299,7 @@ def main() -> None:
                     help="scenario: an RQ worker process drains the queue (the shop's order job writes) during "
                          "the app's load, as in production; without it nothing else writes during the load")
     args = ap.parse_args()
+    GUNICORN[GUNICORN.index("--threads") + 1] = str(args.threads)
 
     from shopify_app.cli import upgrade_database
     from shopify_app.redis_server import EmbeddedRedis

@@ -26,6 +26,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -83,7 +84,7 @@ def record_batch(url: str, items: Sequence[Delivery]) -> list[Outcome]:
     """Insert the batch in one transaction; one Outcome per item, in order."""
     engine = get_engine(url)
     sql = _Sql.of(engine.dialect)
-    with intake_write_lock(url), _transaction(engine) as run:
+    with intake_write_lock(url), _transaction(url, engine) as run:
         domains = sorted({d.shop_domain for d in items})
         shops = {domain: (shop_id, status) for shop_id, domain, status in run(sql.shops(len(domains)), tuple(domains))}
 
@@ -141,19 +142,96 @@ _COLUMNS = ("shop_id", "shop_domain", "topic", "webhook_id", "event_id", "api_ve
 
 
 @contextlib.contextmanager
-def _transaction(engine):
-    """A writer transaction on a pooled driver connection, yielding run(sql, params) -> rows. The driver, not the
-    ORM or even SQLAlchemy Core: this is the hot path of the intake and each layer costs tens of microseconds per
+def _transaction(url: str, engine):
+    """A writer transaction on a driver connection, yielding run(sql, params) -> rows. The driver, not the ORM or
+    even SQLAlchemy Core: this is the hot path of the intake and each layer costs tens of microseconds per
     statement. SQLite: the connection is in autocommit mode (db.py), so the transaction is begun here, IMMEDIATE
-    like every writer of this app."""
+    like every writer of this app.
+
+    The connection is the process's dedicated intake connection when it is free (it nearly always is: one group
+    commit leader writes at a time), else a pooled one. The dedicated one skips the pool's checkout and return
+    (and, on PostgreSQL, the pre-ping round trip of every checkout); a transaction that fails drops it, so the
+    next batch starts on a fresh connection (a restarted database server costs one failed batch, as before)."""
+    dedicated = _Dedicated.of(url, engine)
+    if dedicated.lock.acquire(blocking=False):
+        try:
+            raw = dedicated.connection()
+            try:
+                with _begin(engine, raw) as run:
+                    yield run
+            except BaseException:
+                dedicated.drop()
+                raise
+        finally:
+            dedicated.lock.release()
+        return
     raw = engine.raw_connection()
     try:
-        cur = raw.cursor()
+        with _begin(engine, raw) as run:
+            yield run
+    finally:
+        raw.close()              # back to the pool
 
-        def run(statement: str, params: tuple) -> list:
-            cur.execute(statement, params)
-            return cur.fetchall()
 
+class _Dedicated:
+    """The intake's own driver connection in this process for one engine (checked out of the engine's pool once
+    and kept: the connect-time PRAGMAs of db.py apply). Keyed by process (never used across a fork) and URL; an
+    engine replaced meanwhile (db.dispose_all) replaces it."""
+    _by_key: dict[tuple[int, str], "_Dedicated"] = {}
+    _guard = threading.Lock()
+
+    IDLE_S = 10.0
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.lock = threading.Lock()
+        self.conn = None
+        self.used = 0.0
+
+    @classmethod
+    def of(cls, url: str, engine) -> "_Dedicated":
+        key = (os.getpid(), url)
+        d = cls._by_key.get(key)
+        if d is None or d.engine is not engine:
+            with cls._guard:
+                d = cls._by_key.get(key)
+                if d is None or d.engine is not engine:
+                    if d is not None:
+                        d.drop()         # its engine was disposed: let its connection go with it
+                    d = cls._by_key[key] = cls(engine)
+        return d
+
+    def connection(self):
+        """The kept connection; after IDLE_S without use it goes back to the pool and a fresh checkout (pinged on
+        PostgreSQL) replaces it, so a connection the server dropped while the intake was quiet is not used."""
+        now = time.monotonic()
+        if self.conn is not None and now - self.used > self.IDLE_S:
+            conn, self.conn = self.conn, None
+            conn.close()                 # back to the pool, which checks it on the next checkout
+        if self.conn is None:
+            self.conn = self.engine.raw_connection()
+        self.used = now
+        return self.conn
+
+    def drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.invalidate()        # closed, not returned to the pool in an unknown state
+            except Exception:            # noqa: BLE001 - already broken: nothing more to release
+                pass
+
+
+@contextlib.contextmanager
+def _begin(engine, raw):
+    """One transaction on `raw`: commit when the body succeeds, roll back when it raises."""
+    cur = raw.cursor()
+
+    def run(statement: str, params: tuple) -> list:
+        cur.execute(statement, params)
+        return cur.fetchall()
+
+    try:
         if engine.dialect.name == "sqlite":
             if not raw.info.get("intake_no_autocheckpoint"):
                 # Checkpoints are run by the Checkpointer thread, not by the commit of an intake batch.
@@ -166,10 +244,8 @@ def _transaction(engine):
         except BaseException:
             raw.rollback()
             raise
-        finally:
-            cur.close()
     finally:
-        raw.close()              # back to the pool
+        cur.close()
 
 
 class _Sql:
@@ -285,7 +361,7 @@ class Checkpointer:
 
 
 # --------------------------------------------------------------------------------------------- SQLite write lock
-_locks: dict[tuple[int, str], tuple[threading.Lock, int]] = {}
+_locks: dict[tuple[int, str], list] = {}      # (pid, path) -> [thread lock, fd, depth]
 _locks_guard = threading.Lock()
 
 
@@ -301,7 +377,8 @@ def _lock_path(url: str) -> str | None:
 def intake_write_lock(url: str) -> Iterator[None]:
     """On a SQLite file: exclusive across processes (flock) while the intake writes; elsewhere a no-op. The file
     is opened once per process (an flock belongs to the open file, so a descriptor inherited through fork would
-    be shared with the parent: the key includes the pid)."""
+    be shared with the parent: the key includes the pid). Re-entrant in the thread that holds it: the group
+    commit's leader takes it before it collects its batch (webhooks.py), and record_batch takes it again."""
     path = _lock_path(url)
     if path is None:
         yield
@@ -312,11 +389,16 @@ def intake_write_lock(url: str) -> Iterator[None]:
         with _locks_guard:
             entry = _locks.get(key)
             if entry is None:
-                entry = _locks[key] = (threading.Lock(), os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    thread_lock, fd = entry
+                entry = _locks[key] = [threading.RLock(), os.open(path, os.O_RDWR | os.O_CREAT, 0o600), 0]
+    thread_lock, fd = entry[0], entry[1]
     with thread_lock:                   # one flock holder per process (flock is per open file, not per thread)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        outer = entry[2] == 0           # only the holder of thread_lock reads or changes the depth
+        if outer:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        entry[2] += 1
         try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            entry[2] -= 1
+            if outer:
+                fcntl.flock(fd, fcntl.LOCK_UN)

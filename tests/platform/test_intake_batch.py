@@ -6,6 +6,7 @@ kind of delivery at once (retries and duplicate events inside one batch included
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import subprocess
 import sys
@@ -14,9 +15,11 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from shopify_app.db import session_scope
+from shopify_app.db import get_engine, session_scope
 from shopify_app.models import WebhookDelivery, utcnow
-from shopify_app.web.intake import ALREADY_RECORDED, Checkpointer, Delivery, _lock_path, record_batch
+from shopify_app.web.intake import (
+    ALREADY_RECORDED, Checkpointer, Delivery, _Dedicated, _lock_path, intake_write_lock, record_batch,
+)
 from shopify_app.web.intake_batch import Coalesced, GroupCommit
 from tests import helpers
 from tests.helpers import wait_for
@@ -99,6 +102,54 @@ def test_max_batch_splits_a_backlog_and_the_lead_passes_on():
     assert sizes == [1, 5, 5, 5, 5, 2]
 
 
+def test_a_leader_waiting_at_the_gate_takes_everything_queued_meanwhile():
+    """The batch is taken after the gate (the SQLite write lock) is passed: requests arriving while the leader waits
+    there (another process writing) join its batch."""
+    gate_free, at_gate = threading.Event(), threading.Event()
+    batches: list[list[int]] = []
+
+    @contextlib.contextmanager
+    def gate():
+        at_gate.set()
+        assert gate_free.wait(5)
+        yield
+
+    def write(items):
+        batches.append(list(items))
+        return list(items)
+
+    gc = GroupCommit(write, gate=gate)
+    out: list = []
+    threads = [threading.Thread(target=lambda i=i: out.append(gc.submit(i))) for i in range(10)]
+    threads[0].start()
+    assert at_gate.wait(10)                                  # item 0's leader waits at the gate, nothing taken yet
+    for t in threads[1:]:
+        t.start()
+    wait_for(lambda: len(gc._queue) == 10, timeout=10, message="10 items queued while the leader waits at the gate")
+    gate_free.set()
+    for t in threads:
+        t.join(10)
+    assert sorted(out) == list(range(10))
+    assert len(batches) == 1 and sorted(batches[0]) == list(range(10))       # one batch, not 1 + 9
+
+
+def test_a_failing_gate_fails_the_batch_and_releases_the_lead():
+    calls = {"n": 0}
+
+    @contextlib.contextmanager
+    def gate():
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("lock file gone")
+        yield
+
+    gc = GroupCommit(lambda items: list(items), gate=gate)
+    with pytest.raises(OSError, match="lock file gone"):
+        gc.submit("a")
+    assert not gc._busy and not gc._queue
+    assert gc.submit("b") == "b"
+
+
 # --------------------------------------------------------------------------------------------- record_batch
 def _delivery(topic="orders/create", shop=SHOP, webhook_id="wh", event_id=None, body='{"id": 1}', error=None,
               triggered_at=None):
@@ -164,6 +215,28 @@ def test_concurrent_batches_of_the_same_delivery_store_one_row(db_url):
     assert list(_rows(db_url)) == ["wh-race"]
 
 
+def test_batches_reuse_the_dedicated_connection_and_a_failed_one_is_replaced(db_url, monkeypatch):
+    helpers.add_shop(db_url, SHOP)
+    engine = get_engine(db_url)
+    record_batch(db_url, [_delivery(webhook_id="wh-c1")])
+    dedicated = _Dedicated.of(db_url, engine)
+    first = dedicated.conn
+    assert first is not None
+    record_batch(db_url, [_delivery(webhook_id="wh-c2")])
+    assert dedicated.conn is first                                   # kept between batches
+    with pytest.raises(Exception):
+        record_batch(db_url, [_delivery(webhook_id="wh-c3", body=object())])    # the driver cannot bind it
+    assert dedicated.conn is None                                    # dropped, not reused in an unknown state
+    assert record_batch(db_url, [_delivery(webhook_id="wh-c4")])[0].status == "pending_analytics"
+    assert dedicated.conn is not None and dedicated.conn is not first
+    assert set(_rows(db_url)) == {"wh-c1", "wh-c2", "wh-c4"}         # the failed batch left nothing behind
+    # Unused for longer than IDLE_S: handed back to the pool and checked out afresh.
+    kept = dedicated.conn
+    monkeypatch.setattr(_Dedicated, "IDLE_S", -1.0)
+    record_batch(db_url, [_delivery(webhook_id="wh-c5")])
+    assert dedicated.conn is not kept and "wh-c5" in _rows(db_url)
+
+
 # --------------------------------------------------------------------------------------------- SQLite only
 def _sqlite_only(db_url):
     if not db_url.startswith("sqlite"):
@@ -193,6 +266,36 @@ def test_intake_write_lock_is_a_cross_process_flock(db_url):
     finally:
         holder.stdin.close()
         holder.wait(10)
+
+
+def test_intake_write_lock_is_reentrant_in_its_thread_and_exclusive_across_threads(db_url):
+    _sqlite_only(db_url)
+    held_by_other = []
+    with intake_write_lock(db_url):
+        with intake_write_lock(db_url):                  # the group commit's leader, then record_batch inside it
+            pass
+        t = threading.Thread(target=lambda: held_by_other.append(_lock_free_in_thread(db_url)))
+        t.start()
+        t.join(10)
+        # still held by this thread after the inner exit: another thread cannot take it
+        assert held_by_other == [False]
+    t = threading.Thread(target=lambda: held_by_other.append(_lock_free_in_thread(db_url)))
+    t.start()
+    t.join(10)
+    assert held_by_other == [False, True]
+
+
+def _lock_free_in_thread(db_url) -> bool:
+    """True when this (other) thread gets the intake lock within 0.3 s."""
+    got = threading.Event()
+
+    def take():
+        with intake_write_lock(db_url):
+            got.set()
+
+    t = threading.Thread(target=take, daemon=True)
+    t.start()
+    return got.wait(0.3)
 
 
 def test_checkpoints_run_in_the_background_after_enough_rows(db_url):
