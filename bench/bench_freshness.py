@@ -322,8 +322,9 @@ def sink_main(args, baskets) -> None:
     """--sink: the stand-in alone. The same orders, subscriptions and delivery threads, but delivered to a
     trivial keep-alive HTTP sink (a separate asyncio process answering 200 at once) instead of the app, so what
     is measured is the stand-in + harness: orders/s and webhooks/s it sustains and its CPU per webhook. A
-    reference pass in the same process delivers the same load to a no-op transport (no HTTP): the difference
-    is the cost of the HTTP delivery itself."""
+    reference pass in the same process delivers the same load to a no-op transport from one delivery thread (no
+    HTTP, no concurrency): what remains is the cost of creating orders and building, serializing and signing
+    their payloads; the difference is the cost of the concurrent HTTP delivery itself."""
     port = free_port()
     sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdout=subprocess.PIPE)
     try:
@@ -337,8 +338,8 @@ def sink_main(args, baskets) -> None:
                     delivered.setdefault(a.resource_id, time.monotonic())
 
             store, variant, customer = build_store(baskets, f"http://127.0.0.1:{port}", args, on_attempt)
-            if name == "no_http":
-                store.webhooks.configure(transport=lambda url, headers, body, timeout: 200)
+            if name == "no_http":             # one thread: the cost of orders, payloads and dispatch alone
+                store.webhooks.configure(transport=lambda url, headers, body, timeout: 200, threads=1)
             created: dict[int, float] = {}
             cpu0 = cpu_seconds()
             run = send_orders(store, baskets, variant, customer, args.rate, args.seconds, args.senders, created)
@@ -391,6 +392,8 @@ def main() -> None:
                          "webhook (--rate 0: as fast as it can, --orders of them)")
     ap.add_argument("--orders", type=int, default=None, help="with --sink --rate 0: how many orders")
     args = ap.parse_args()
+    # SIGTERM (a timeout, a CI cancel) runs the finally blocks: the app, workers, redis and sink go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     total = int(args.rate * args.seconds) if args.rate else (args.orders or 4000)
     baskets = load_invoices(args.data, total, args.synthetic, random.Random(5))
