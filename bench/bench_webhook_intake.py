@@ -139,13 +139,16 @@ def deliveries(shop: str, n: int) -> list[tuple[bytes, dict, str, int | None]]:
     return out
 
 
-def load(port: int, items: list, concurrency: int, reconnect_every: int = 0) -> dict:
+def load(port: int, items: list, concurrency: int, reconnect_every: int = 0, rate: float = 0.0) -> dict:
     """Post every item once; returns wall time, statuses and per-request latencies (seconds). Each thread opens a
-    new connection every `reconnect_every` requests (0: never), the time to connect counted in the request."""
+    new connection every `reconnect_every` requests (0: never), the time to connect counted in the request.
+    rate > 0: open loop, item i is due at start + i / rate and its latency is counted from that moment (a request
+    sent late because every thread was busy is charged for the wait: no coordinated omission)."""
     latencies: list[float] = []
     statuses: list[tuple[int, dict | None]] = [None] * len(items)
     lock = threading.Lock()
     next_i = iter(range(len(items)))
+    start = time.perf_counter() + 0.05
 
     def worker():
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -160,9 +163,15 @@ def load(port: int, items: list, concurrency: int, reconnect_every: int = 0) -> 
             sent += 1
             if reconnect_every and sent % reconnect_every == 0:
                 conn.close()
+            due = None
+            if rate:
+                due = start + i / rate
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
             for attempt in range(3):
                 try:
-                    t = time.perf_counter()
+                    t = due if due is not None else time.perf_counter()
                     conn.request("POST", "/webhooks/orders", body=body, headers=headers)
                     resp = conn.getresponse()
                     data = resp.read()
@@ -191,12 +200,36 @@ def load(port: int, items: list, concurrency: int, reconnect_every: int = 0) -> 
     return {"wall": wall, "rps": len(items) / wall, "statuses": statuses, "latencies": sorted(latencies)}
 
 
+def server_cpu(proc: subprocess.Popen) -> float:
+    """CPU seconds (user + system) used so far by the server's worker processes (gunicorn's children)."""
+    total = 0.0
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    for pid in children.read_text().split() if children.exists() else []:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def measured(proc: subprocess.Popen, port: int, items: list, concurrency: int, reconnect_every: int,
+             rate: float = 0.0) -> dict:
+    """load() plus the server's CPU per request (its worker processes' CPU time over the load / requests): what
+    a request costs the server, much less sensitive to other work on a shared machine than requests/s."""
+    before = server_cpu(proc)
+    run = load(port, items, concurrency, reconnect_every, rate)
+    run["cpu_s"] = server_cpu(proc) - before
+    return run
+
+
 def merge(runs: list[dict]) -> dict:
     """Several loads as one: requests/s over their summed wall time, latencies pooled."""
     wall = sum(r["wall"] for r in runs)
     statuses = [s for r in runs for s in r["statuses"]]
     return {"wall": wall, "rps": len(statuses) / wall, "statuses": statuses,
-            "latencies": sorted(x for r in runs for x in r["latencies"])}
+            "latencies": sorted(x for r in runs for x in r["latencies"]),
+            "cpu_us_per_req": sum(r.get("cpu_s", 0.0) for r in runs) / len(statuses) * 1e6}
 
 
 def wait_processed(db_url: str, shop_id: int, order_ids: set[int], timeout: float = 120) -> dict:
@@ -292,6 +325,10 @@ def main() -> None:
                          "per thread for the whole run)")
     ap.add_argument("--threads", type=int, default=THREADS,
                     help="gunicorn --threads of BOTH servers (gthread workers; the comparison stays like with like)")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="also run both servers at this fixed request rate (open loop, --rate-seconds long) and "
+                         "report their p50/p99 there: latency below saturation, not queueing at it")
+    ap.add_argument("--rate-seconds", type=float, default=4.0)
     ap.add_argument("--no-drain", action="store_true")
     ap.add_argument("--rounds", type=int, default=3,
                     help="bare and app loads alternate in this many rounds (the machine's noise hits both alike)")
@@ -327,6 +364,8 @@ def main() -> None:
     items = deliveries(shop, args.requests)
     # Different ids for the bare run (it stores nothing, but keep the bodies the same size and shape).
     bare_items = deliveries(shop, args.requests)
+    n_rate = int(args.rate * args.rate_seconds)
+    rate_items, bare_rate_items = deliveries(shop, n_rate), deliveries(shop, n_rate)
 
     procs = []
     try:
@@ -346,11 +385,17 @@ def main() -> None:
             chunk = slice(r * per, (r + 1) * per)
             order = [("bare", bare_port, bare_items[chunk], bare_runs), ("app", app_port, items[chunk], app_runs)]
             for _, port, part, runs in (order if r % 2 == 0 else order[::-1]):   # alternate who goes first
-                runs.append(load(port, part, args.concurrency, args.reconnect_every))
+                proc = bare_proc if port == bare_port else app_proc
+                runs.append(measured(proc, port, part, args.concurrency, args.reconnect_every))
         bare, app = merge(bare_runs), merge(app_runs)
-        rec = check_recorded(db_url, shop_id, warm + items, warm_run["statuses"] + app["statuses"])
+        fixed = {}
+        if n_rate:
+            fixed["bare"] = load(bare_port, bare_rate_items, args.concurrency, args.reconnect_every, args.rate)
+            fixed["app"] = load(app_port, rate_items, args.concurrency, args.reconnect_every, args.rate)
+        rec = check_recorded(db_url, shop_id, warm + items + rate_items,
+                             warm_run["statuses"] + app["statuses"] + (fixed["app"]["statuses"] if n_rate else []))
         row_ids = rec.pop("row_ids")
-        sent_orders = {it[3] for it in warm + items if it[3] is not None}
+        sent_orders = {it[3] for it in warm + items + rate_items if it[3] is not None}
         if args.worker:
             enq = {"enqueued_once": None}
             handed = {} if args.no_drain else wait_processed(db_url, shop_id, sent_orders)
@@ -375,11 +420,23 @@ def main() -> None:
         "app_max_ms": round(lat[-1] * 1000, 2) if lat else None, "p99_target_ms": 20,
         "bare_p50_ms": round(pct(bare["latencies"], 50) * 1000, 2),
         "bare_p99_ms": round(pct(bare["latencies"], 99) * 1000, 2),
+        "app_cpu_us_per_req": round(app["cpu_us_per_req"]), "bare_cpu_us_per_req": round(bare["cpu_us_per_req"]),
+        "cpu_ratio": round(bare["cpu_us_per_req"] / app["cpu_us_per_req"], 3),
+        **({"fixed_rate": args.rate,
+            **{f"{k}_at_rate_{m}_ms": round(pct(v["latencies"], p) * 1000, 2)
+               for k, v in fixed.items() for m, p in (("p50", 50), ("p99", 99))},
+            **{f"{k}_at_rate_non_200": sum(1 for st in v["statuses"] if not st or st[0] != 200)
+               for k, v in fixed.items()}} if fixed else {}),
         **rec, **enq, **handed,
     }
     print(f"bare Flask: {res['bare_rps']} req/s (p50 {res['bare_p50_ms']} ms, p99 {res['bare_p99_ms']} ms)")
     print(f"app intake: {res['app_rps']} req/s (p50 {res['app_p50_ms']} ms, p99 {res['app_p99_ms']} ms); "
           f"ratio {res['ratio']}")
+    print(f"server CPU per request: app {res['app_cpu_us_per_req']} us, bare {res['bare_cpu_us_per_req']} us "
+          f"(bare/app {res['cpu_ratio']})")
+    if fixed:
+        print(f"at a fixed {args.rate:g} req/s: app p50/p99 {res['app_at_rate_p50_ms']}/{res['app_at_rate_p99_ms']} ms, "
+              f"bare {res['bare_at_rate_p50_ms']}/{res['bare_at_rate_p99_ms']} ms")
     print(f"recorded once: {res['recorded_once']} ({res['rows']} rows for {res['distinct_webhook_ids']} webhook "
           f"ids, {res['resends_answered_already_recorded']} re-sends answered already_recorded); "
           f"enqueued once: {res['enqueued_once']}"

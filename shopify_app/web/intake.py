@@ -361,7 +361,7 @@ class Checkpointer:
 
 
 # --------------------------------------------------------------------------------------------- SQLite write lock
-_locks: dict[tuple[int, str], list] = {}      # (pid, path) -> [thread lock, fd, depth]
+_locks: dict[tuple[int, str], tuple[threading.Lock, int]] = {}
 _locks_guard = threading.Lock()
 
 
@@ -377,8 +377,7 @@ def _lock_path(url: str) -> str | None:
 def intake_write_lock(url: str) -> Iterator[None]:
     """On a SQLite file: exclusive across processes (flock) while the intake writes; elsewhere a no-op. The file
     is opened once per process (an flock belongs to the open file, so a descriptor inherited through fork would
-    be shared with the parent: the key includes the pid). Re-entrant in the thread that holds it: the group
-    commit's leader takes it before it collects its batch (webhooks.py), and record_batch takes it again."""
+    be shared with the parent: the key includes the pid)."""
     path = _lock_path(url)
     if path is None:
         yield
@@ -389,16 +388,11 @@ def intake_write_lock(url: str) -> Iterator[None]:
         with _locks_guard:
             entry = _locks.get(key)
             if entry is None:
-                entry = _locks[key] = [threading.RLock(), os.open(path, os.O_RDWR | os.O_CREAT, 0o600), 0]
-    thread_lock, fd = entry[0], entry[1]
+                entry = _locks[key] = (threading.Lock(), os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    thread_lock, fd = entry
     with thread_lock:                   # one flock holder per process (flock is per open file, not per thread)
-        outer = entry[2] == 0           # only the holder of thread_lock reads or changes the depth
-        if outer:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        entry[2] += 1
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            entry[2] -= 1
-            if outer:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)

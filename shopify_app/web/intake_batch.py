@@ -12,20 +12,14 @@ and handed over:
   `hand_over(items, written)` for its batch (the Redis part: a network round trip that must follow the commit
   but need not hold up the next batch's write) and releases the batch's threads with their results.
 
-`gate` (optional): a context manager the leader enters *before* it takes the queued items, held while it writes
-(the intake's cross-process SQLite write lock). While a leader waits at the gate (the other process is writing),
-requests keep queueing and all of them join its batch, instead of the batch being fixed before the wait: under
-contention, fewer and larger transactions (and fewer Redis wakes), not more waiting ones.
-
 No extra thread: the leader is a request thread, so an idle server writes a lone request at once (a batch of
 one); batches grow only when requests really overlap. A failing write or hand-over fails every item of its batch
 (each of those requests answers 500; Shopify retries and the unique constraint dedupes).
 """
 from __future__ import annotations
 
-import contextlib
 import threading
-from typing import Callable, ContextManager, Generic, Sequence, TypeVar
+from typing import Callable, Generic, Sequence, TypeVar
 
 T = TypeVar("T")
 W = TypeVar("W")
@@ -46,10 +40,8 @@ class _Waiter(Generic[T, R]):
 
 class GroupCommit(Generic[T, W, R]):
     def __init__(self, write: Callable[[Sequence[T]], Sequence[W]],
-                 hand_over: Callable[[Sequence[T], Sequence[W]], Sequence[R]] | None = None, max_batch: int = 64,
-                 gate: Callable[[], ContextManager] | None = None):
+                 hand_over: Callable[[Sequence[T], Sequence[W]], Sequence[R]] | None = None, max_batch: int = 64):
         self._write = write
-        self._gate = gate or contextlib.nullcontext
         self._hand_over = hand_over or (lambda items, written: written)
         self._max_batch = max_batch
         self._lock = threading.Lock()
@@ -72,7 +64,10 @@ class GroupCommit(Generic[T, W, R]):
                 return self._result(me)
             # promoted (me.lead): my item is still queued; write from here on
         while True:
-            batch, written, error = self._take_and_write()
+            with self._lock:
+                batch = self._queue[:self._max_batch]
+                del self._queue[:self._max_batch]
+            written, error = self._write_batch(batch)
             if me in batch:
                 break
             self._finish(batch, written, error)        # a backlog beyond max_batch: finish it, keep leading
@@ -86,25 +81,14 @@ class GroupCommit(Generic[T, W, R]):
         self._finish(batch, written, error)
         return self._result(me)
 
-    def _take_and_write(self) -> tuple[list[_Waiter], Sequence[W] | None, BaseException | None]:
-        """Pass the gate, take what is queued by then, write it: (batch, written, error). The leader's own item is
-        queued, so a batch is never empty; if the gate itself fails, the batch taken is the one that fails."""
-        batch: list[_Waiter] = []
+    def _write_batch(self, batch: list[_Waiter]):
         try:
-            with self._gate():
-                with self._lock:
-                    batch = self._queue[:self._max_batch]
-                    del self._queue[:self._max_batch]
-                written = self._write([w.item for w in batch])
+            written = self._write([w.item for w in batch])
             if len(written) != len(batch):
                 raise RuntimeError(f"write returned {len(written)} results for {len(batch)} items")
-            return batch, written, None
+            return written, None
         except BaseException as exc:       # noqa: BLE001 - every waiter must be released, whatever happened
-            if not batch:                  # the gate failed before anything was taken: fail what is queued now
-                with self._lock:
-                    batch = self._queue[:self._max_batch]
-                    del self._queue[:self._max_batch]
-            return batch, None, exc
+            return None, exc
 
     def _finish(self, batch: list[_Waiter], written, error: BaseException | None) -> None:
         if error is None:

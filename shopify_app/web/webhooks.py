@@ -43,7 +43,7 @@ from shopify_app.models import utcnow
 from shopify_app.queues import WEBHOOKS, enqueue, wake_order_job
 from shopify_app.shopify.webhooks import parse_webhook_headers, verify_webhook_hmac
 from shopify_app.web.intake import (  # noqa: F401 - PENDING_ANALYTICS, MAX_INVALID_BODY_CHARS: part of this API
-    ALREADY_RECORDED, MAX_INVALID_BODY_CHARS, PENDING_ANALYTICS, Delivery, Outcome, intake_write_lock, record_batch,
+    ALREADY_RECORDED, MAX_INVALID_BODY_CHARS, PENDING_ANALYTICS, Delivery, Outcome, record_batch,
 )
 from shopify_app.web.intake_batch import Coalesced, GroupCommit
 
@@ -152,11 +152,9 @@ def _writer(flask_app) -> GroupCommit:
             if writer is None or writer[0] != os.getpid():
                 cfg = flask_app.config["APP_CONFIG"]
                 wake = Coalesced(lambda shop_id: _wake(cfg, shop_id))
-                url = cfg.sqlalchemy_url
                 writer = ext["webhook_intake"] = (os.getpid(), GroupCommit(
-                    lambda items: record_batch(url, items),
-                    lambda items, outcomes: _hand_over(cfg, wake, outcomes),
-                    gate=lambda: intake_write_lock(url)))
+                    lambda items: record_batch(cfg.sqlalchemy_url, items),
+                    lambda items, outcomes: _hand_over(cfg, wake, outcomes)))
     return writer[1]
 
 

@@ -6,7 +6,6 @@ kind of delivery at once (retries and duplicate events inside one batch included
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from sqlalchemy import select
 from shopify_app.db import get_engine, session_scope
 from shopify_app.models import WebhookDelivery, utcnow
 from shopify_app.web.intake import (
-    ALREADY_RECORDED, Checkpointer, Delivery, _Dedicated, _lock_path, intake_write_lock, record_batch,
+    ALREADY_RECORDED, Checkpointer, Delivery, _Dedicated, _lock_path, record_batch,
 )
 from shopify_app.web.intake_batch import Coalesced, GroupCommit
 from tests import helpers
@@ -100,54 +99,6 @@ def test_max_batch_splits_a_backlog_and_the_lead_passes_on():
     _queue_behind_first(gc, threads, writing, gate)
     assert sorted(out) == list(range(23))
     assert sizes == [1, 5, 5, 5, 5, 2]
-
-
-def test_a_leader_waiting_at_the_gate_takes_everything_queued_meanwhile():
-    """The batch is taken after the gate (the SQLite write lock) is passed: requests arriving while the leader waits
-    there (another process writing) join its batch."""
-    gate_free, at_gate = threading.Event(), threading.Event()
-    batches: list[list[int]] = []
-
-    @contextlib.contextmanager
-    def gate():
-        at_gate.set()
-        assert gate_free.wait(5)
-        yield
-
-    def write(items):
-        batches.append(list(items))
-        return list(items)
-
-    gc = GroupCommit(write, gate=gate)
-    out: list = []
-    threads = [threading.Thread(target=lambda i=i: out.append(gc.submit(i))) for i in range(10)]
-    threads[0].start()
-    assert at_gate.wait(10)                                  # item 0's leader waits at the gate, nothing taken yet
-    for t in threads[1:]:
-        t.start()
-    wait_for(lambda: len(gc._queue) == 10, timeout=10, message="10 items queued while the leader waits at the gate")
-    gate_free.set()
-    for t in threads:
-        t.join(10)
-    assert sorted(out) == list(range(10))
-    assert len(batches) == 1 and sorted(batches[0]) == list(range(10))       # one batch, not 1 + 9
-
-
-def test_a_failing_gate_fails_the_batch_and_releases_the_lead():
-    calls = {"n": 0}
-
-    @contextlib.contextmanager
-    def gate():
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise OSError("lock file gone")
-        yield
-
-    gc = GroupCommit(lambda items: list(items), gate=gate)
-    with pytest.raises(OSError, match="lock file gone"):
-        gc.submit("a")
-    assert not gc._busy and not gc._queue
-    assert gc.submit("b") == "b"
 
 
 # --------------------------------------------------------------------------------------------- record_batch
@@ -266,36 +217,6 @@ def test_intake_write_lock_is_a_cross_process_flock(db_url):
     finally:
         holder.stdin.close()
         holder.wait(10)
-
-
-def test_intake_write_lock_is_reentrant_in_its_thread_and_exclusive_across_threads(db_url):
-    _sqlite_only(db_url)
-    held_by_other = []
-    with intake_write_lock(db_url):
-        with intake_write_lock(db_url):                  # the group commit's leader, then record_batch inside it
-            pass
-        t = threading.Thread(target=lambda: held_by_other.append(_lock_free_in_thread(db_url)))
-        t.start()
-        t.join(10)
-        # still held by this thread after the inner exit: another thread cannot take it
-        assert held_by_other == [False]
-    t = threading.Thread(target=lambda: held_by_other.append(_lock_free_in_thread(db_url)))
-    t.start()
-    t.join(10)
-    assert held_by_other == [False, True]
-
-
-def _lock_free_in_thread(db_url) -> bool:
-    """True when this (other) thread gets the intake lock within 0.3 s."""
-    got = threading.Event()
-
-    def take():
-        with intake_write_lock(db_url):
-            got.set()
-
-    t = threading.Thread(target=take, daemon=True)
-    t.start()
-    return got.wait(0.3)
 
 
 def test_checkpoints_run_in_the_background_after_enough_rows(db_url):
