@@ -303,19 +303,22 @@ def delete_deltas(s, shop_id: int, bucket: str | None = None) -> None:
 
 
 def write_snapshot(s, shop_id: int, bucket: str, baskets: int, items, pairs, now: dt.datetime) -> None:
-    """pairs: (a, b, counts) of ids, or an already encoded payload."""
+    """items: (ids, counts); pairs: (a, b, counts) of ids; either may be an already encoded payload."""
     base = {"shop_id": shop_id, "segment": ALL_SEGMENTS, "bucket": bucket, "baskets": int(baskets), "built_at": now}
     data = pairs if isinstance(pairs, bytes) else C.encode_pairs(*pairs)
-    s.execute(insert(CountSnapshot.__table__), [{**base, "kind": "items", "data": C.encode_items(*items)},
+    items = items if isinstance(items, bytes) else C.encode_items(*items)
+    s.execute(insert(CountSnapshot.__table__), [{**base, "kind": "items", "data": items},
                                                 {**base, "kind": "pairs", "data": data}])
 
 
 # --------------------------------------------------------------------------------------------- compaction
 @dataclass
 class BucketFold:
-    """What a compaction read of one bucket: the new snapshot and exactly the deltas it folds."""
+    """What a compaction read of one bucket: the new snapshot (encoded while reading: the write phase only
+    writes) and exactly the deltas it folds."""
     snapshot_built_at: dt.datetime | None      # the replaced snapshot (None: none); must be unchanged at write
-    total: PairCounts
+    total: PairCounts | None
+    encoded: tuple | None = None               # (baskets, items payload, pairs payload); None: bucket now empty
     blob_ids: list = field(default_factory=list)
     baskets: int | None = None                 # BasketCountDelta value read (None: no row)
     items: list = field(default_factory=list)  # [(item_id, count)] ItemCountDelta rows read
@@ -368,7 +371,12 @@ def read_compaction(s, shop_id: int) -> CompactionPlan:
                                        .where(*_key(PairCountBlob, shop_id, bucket))):
             fold.blob_ids.append(int(blob_id))
             parts.add_pairs(*C.decode_pairs(data))
-        fold.total = parts.total()
+        fold.total = total = parts.total()
+        if total.n_baskets or len(total.items):
+            # compressed (deflate level 1, off the write lock): ~4x fewer bytes for SQLite to write under it
+            fold.encoded = (total.n_baskets, C.encode_items(total.items, total.item_counts),
+                            C.encode_pairs(total.items[total.pair_i], total.items[total.pair_j], total.pair_counts,
+                                           compress=True))
         plan.buckets[bucket] = fold
     return plan
 
@@ -446,10 +454,8 @@ def _fold_bucket(s, shop_id: int, bucket: str, fold: BucketFold, now: dt.datetim
             raise _Changed(f"{model.__tablename__} rows deleted")      # a subtracted row was inserted
         s.execute(delete(model).where(*_key(model, shop_id, bucket), getattr(model, col) == 0))
     s.execute(delete(CountSnapshot).where(*_key(CountSnapshot, shop_id, bucket), CountSnapshot.kind.in_(KINDS)))
-    total = fold.total
-    if total.n_baskets or len(total.items):
-        write_snapshot(s, shop_id, bucket, total.n_baskets, (total.items, total.item_counts),
-                       (total.items[total.pair_i], total.items[total.pair_j], total.pair_counts), now)
+    if fold.encoded is not None:
+        write_snapshot(s, shop_id, bucket, *fold.encoded, now)
 
 
 def compact_counts(s, shop_id: int) -> int:
