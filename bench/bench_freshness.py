@@ -493,6 +493,9 @@ def main() -> None:
            "sender_lag_p95_s": round(pct(lag, 0.95), 3) if lag else None,
            "create_to_delivered_p95_s": round(pct(in_flight, 0.95), 3) if in_flight else None,
            "applied": len(lat), "unapplied": len(watcher.pending), "webhook_failures": len(bad) + len(failures),
+           # failed attempts by answer (status code, or the error's type: TimeoutError = no answer in 10 s)
+           "webhook_failure_kinds": dict(Counter(str(a.status) if a.status else (a.error or "?").split(":")[0]
+                                                 for a in bad)),
            "p50_s": round(pct(lat, 0.50), 3), "p95_s": round(pct(lat, 0.95), 3), "max_s": round(max(lat), 3),
            "mean_s": round(statistics.mean(lat), 3),
            "create_to_visible_p95_s": round(pct(from_create, 0.95), 3) if from_create else None,
