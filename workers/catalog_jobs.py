@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 
 from sqlalchemy import func, or_, select
 
@@ -51,8 +50,6 @@ RESUMABLE_BULK_STATUSES = {"CREATED", "RUNNING", "COMPLETED"}
 BUSY_CODES = {"OPERATION_IN_PROGRESS", "LIMIT_REACHED"}
 RETRY_DELAYS = (15, 30, 60, 120, 300)    # seconds before each new try while another bulk query runs (last repeats)
 MAX_WAITS = 60                           # ~4.5 hours of waiting, then the Job fails
-BULK_OPERATION_QUERY = "query BulkOperationQuery($id: ID!) { bulkOperation(id: $id) { id status query } }"
-_BULK_GID = re.compile(r"gid://shopify/BulkOperation/\d+")
 
 
 def _newer(incoming, stored) -> bool:
@@ -265,23 +262,24 @@ def _completed_operation(client: AdminClient, job_id: int, poll_interval: float)
 
 
 def _start_or_adopt(client: AdminClient, query: str) -> str:
-    """Start the bulk query. Refused because one is in progress: adopt it when it is this same query (we crashed
-    after starting it, before storing its id); any other (the order export of the history import, ...) raises
-    OtherBulkQueryRunning. The running operation's id is read from Shopify's message ("... already in progress:
-    gid://shopify/BulkOperation/N.") and looked up with bulkOperation(id:), since currentBulkOperation is
-    deprecated; without an id in the message (LIMIT_REACHED) nothing is adopted."""
+    """Start the bulk query, unless this same export is already running (we crashed after starting it, before
+    storing its id: AdminClient.running_bulk_query finds it). Shopify refusing because other bulk queries run
+    (five at once since API 2026-01, one before) gets a second look for ours, else OtherBulkQueryRunning: the job
+    reschedules itself."""
+    adopted = client.running_bulk_query(query)
+    if adopted:
+        log.info("adopting bulk operation %s already in progress", adopted)
+        return adopted
     try:
         return client.run_bulk_query(query)
     except ShopifyUserError as exc:
         code = next((c for c in exc.codes if c in BUSY_CODES), None)
         if code is None:
             raise
-        for gid in dict.fromkeys(_BULK_GID.findall(" ".join(exc.messages))):
-            running = client.execute(BULK_OPERATION_QUERY, {"id": gid}).get("bulkOperation") or {}
-            same = (running.get("query") or "").strip() == query.strip()
-            if same and running.get("status") in ("CREATED", "RUNNING"):
-                log.info("adopting bulk operation %s already in progress", gid)
-                return gid
+        adopted = client.running_bulk_query(query)
+        if adopted:
+            log.info("adopting bulk operation %s already in progress", adopted)
+            return adopted
         raise OtherBulkQueryRunning(code, str(exc)) from exc
 
 

@@ -202,8 +202,9 @@ def _start_or_adopt(client: AdminClient, query: str) -> str:
     refused, it would export everything twice; hence the look before starting. Shopify refusing (five running, or
     one at a time before 2026-01) gets a second look, for an export started in between; any other refusal raises:
     the job fails and its retry starts over once those are finished."""
-    adopted = _running_same_query(client, query)
+    adopted = client.running_bulk_query(query)
     if adopted:
+        log.info("adopting bulk operation %s already in progress", adopted)
         return adopted
     try:
         # Grouped output: orders_from_jsonl assembles each order from the lines that follow it, so the import
@@ -213,24 +214,11 @@ def _start_or_adopt(client: AdminClient, query: str) -> str:
     except ShopifyUserError as exc:
         if not {"OPERATION_IN_PROGRESS", "LIMIT_REACHED"} & set(exc.codes):
             raise
-        adopted = _running_same_query(client, query)
+        adopted = client.running_bulk_query(query)
         if adopted:
+            log.info("adopting bulk operation %s already in progress", adopted)
             return adopted
         raise
-
-
-def _running_same_query(client: AdminClient, query: str) -> str | None:
-    """The id of the app's created-or-running bulk query whose document is `query` (documents/
-    running_bulk_operations.graphql: bulkOperations filtered by status, which replaces the deprecated
-    currentBulkOperation), else None. The oldest one when there are several, the one a crashed attempt started."""
-    ops = (client.execute("running_bulk_operations").get("bulkOperations") or {}).get("nodes") or []
-    same = [op for op in ops if op.get("type") == "QUERY" and op.get("status") in ("CREATED", "RUNNING")
-            and (op.get("query") or "").strip() == query.strip()]
-    if not same:
-        return None
-    oldest = min(same, key=lambda op: (op.get("createdAt") or "", _int(op["id"].rsplit("/", 1)[-1]) or 0))
-    log.info("adopting bulk operation %s already in progress", oldest["id"])
-    return oldest["id"]
 
 
 def _int(value) -> int | None:

@@ -387,6 +387,25 @@ class AdminClient:
                               "bulkOperationRunQuery")
         return payload["bulkOperation"]["id"]
 
+    def running_bulk_query(self, query_string: str) -> str | None:
+        """The id of this app's created-or-running bulk query whose document is `query_string`, else None: how a
+        job adopts the export it started before crashing (before storing the id). Listed with bulkOperations
+        filtered by status (documents/running_bulk_operations.graphql), which replaces the deprecated
+        currentBulkOperation; since API 2026-01 up to five run at once, so the oldest match is the one a crashed
+        attempt started."""
+        ops = (self.execute("running_bulk_operations").get("bulkOperations") or {}).get("nodes") or []
+        text = resolve_document(query_string).strip()
+        same = [op for op in ops if op.get("type") == "QUERY" and op.get("status") in ("CREATED", "RUNNING")
+                and (op.get("query") or "").strip() == text]
+        if not same:
+            return None
+
+        def age(op: dict) -> tuple:
+            tail = op["id"].rsplit("/", 1)[-1]
+            return op.get("createdAt") or "", int(tail) if tail.isdigit() else 0
+
+        return min(same, key=age)["id"]
+
     def poll_bulk_operation(self, operation_id: str) -> dict:
         """Current state of a bulk operation: id type status errorCode objectCount rootObjectCount url
         partialDataUrl ..."""

@@ -189,6 +189,22 @@ def test_a_crash_after_starting_the_export_adopts_or_resumes_it(store, shop_id, 
     assert store.deprecation_log == []                # no currentBulkOperation (deprecated) to find the running one
 
 
+def test_a_crash_after_starting_the_export_adopts_it_at_the_2026_limit_too(store, shop_id, session):
+    """API 2026-01+: five bulk queries run at once, so a rerun is not refused; it must still find its own export
+    beside another running query instead of exporting the catalogue twice."""
+    for i in range(7):
+        store.create_product(SHOP, title=f"Jug {i}", price="5", unit_cost="2.00")
+    store.bulk_start_delay = 1.0
+    client = context.admin_client(shop_id)
+    other = client.run_bulk_query("{ customers { edges { node { id } } } }")
+    started = client.run_bulk_query(load_document("bulk_products_query"))
+    result = sync_products(shop_id, poll_interval=0.2)
+    assert result["status"] == "done" and result["products"] == 7
+    assert _job_state(session, shop_id)["bulk_operation_id"] == started != other
+    assert len([op for op in store.shops[SHOP].bulk_operations.values() if op.type == "QUERY"]) == 2
+    assert store.deprecation_log == []
+
+
 def test_products_from_jsonl_does_not_need_grouped_output():
     """API 2026-01+: groupObjects defaults to false, a variant line may come before its product's line."""
     lines = [
