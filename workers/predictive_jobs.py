@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any, Iterable
+from typing import Iterable
 
 import pandas as pd
-from rq.exceptions import NoSuchJobError
-from rq.job import Job as RQJob
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from shopify_app.analytics import clusters as clu
 from shopify_app.analytics.predictive import run_predictions
 from shopify_app.models import CustomerPrediction, CustomerStats, Shop, ShopModel, utcnow
-from shopify_app.queues import MODELS, enqueue, queue_name, redis_connection
+from shopify_app.queues import MODELS, enqueue_unless_waiting
 
 from . import context
 
@@ -38,7 +36,6 @@ CHUNK = 500                      # ids per IN (...) clause (SQLite's bound-param
 PREDICTION_FIELDS = ("p_alive", "exp_purchases_30", "exp_purchases_90", "exp_purchases_365",
                      "expected_next_order_at", "predicted_aov", "clv_12m", "churn_band", "value_risk_quadrant",
                      "cluster_id", "cluster_name", "is_outlier")
-ACTIVE_JOB_STATUSES = {"queued", "started", "deferred", "scheduled"}
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -199,18 +196,11 @@ def refit_job_id(shop_id: int) -> str:
 
 
 def enqueue_refit(config, shop_id: int):
-    """Enqueue a refit on the MODELS queue; a refit already queued or running for the shop is reused."""
-    job_id = refit_job_id(shop_id)
-    conn = redis_connection(config.redis_url)
-    try:
-        existing = RQJob.fetch(job_id, connection=conn)
-        if existing.get_status(refresh=False) in ACTIVE_JOB_STATUSES and \
-                existing.origin == queue_name(config.queue_prefix, MODELS):
-            return existing
-    except NoSuchJobError:
-        pass
-    return enqueue(config, MODELS, "workers.predictive_jobs.refit_predictions", shop_id, job_id=job_id,
-                   timeout=REFIT_TIMEOUT)
+    """Enqueue a refit on the MODELS queue; a refit still waiting for the shop is reused. While one runs, the
+    follow-up is queued behind it (shopify_app.queues.enqueue_unless_waiting): the running refit may have read the
+    shop's data before the change that asked for this one (e.g. an import that just finished)."""
+    return enqueue_unless_waiting(config, MODELS, "workers.predictive_jobs.refit_predictions", shop_id,
+                                  job_id=refit_job_id(shop_id), timeout=REFIT_TIMEOUT)
 
 
 def refit_all_shops() -> dict:
