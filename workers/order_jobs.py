@@ -492,10 +492,17 @@ def _insert_rows(s, model, cols: list[str], rows: list[tuple]) -> None:
     """Plain INSERT of many rows through the driver's executemany (no per-row parameter processing by
     SQLAlchemy, which cost ~20 us a row). Rows are tuples in the order of `cols`."""
     conn = s.connection()
-    q = conn.dialect.identifier_preparer.quote
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(f"INSERT INTO {q(model.__table__.name)} ({', '.join(q(c) for c in cols)}) "
-                         f"VALUES ({', '.join([mark] * len(cols))})", rows)
+    dialect = conn.dialect
+    q = dialect.identifier_preparer.quote
+    head = f"INSERT INTO {q(model.__table__.name)} ({', '.join(q(c) for c in cols)}) "
+    if dialect.name == "postgresql":     # one array per column, as _upsert_rows (psycopg's executemany: ~2.5x slower)
+        table = model.__table__
+        arrays = ", ".join(f"%s::{table.c[c].type.compile(dialect=dialect)}[]" for c in cols)
+        for i in range(0, len(rows), PG_ARRAY_CHUNK):
+            part = rows[i:i + PG_ARRAY_CHUNK]
+            conn.exec_driver_sql(head + f"SELECT * FROM unnest({arrays})", tuple(map(list, zip(*part))))
+    else:
+        conn.exec_driver_sql(head + f"VALUES ({', '.join('?' * len(cols))})", rows)
 
 
 def write_counts(s, shop_id: int, batch: Delta, now: dt.datetime | None = None) -> int:
