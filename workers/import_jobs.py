@@ -376,7 +376,7 @@ def _processed(row: tuple, procs: list) -> tuple:
 def _store_batch(shop_id: int, job_id: int, pending: list) -> tuple[int, int]:
     now = utcnow()
     with context.transaction() as s:
-        shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())
+        shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))
         versions = latest_versions(v for _, v in pending)          # the file holds each order once; be safe
         ids = sorted(versions)
         stored = {}

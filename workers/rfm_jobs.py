@@ -149,7 +149,7 @@ def refit_needed(model: ShopModel | None, share: float) -> bool:
 
 def _locked_shop(s, shop_id: int) -> Shop | None:
     """The shop row, locked like the order job does, so a refit and an order batch of one shop serialize."""
-    return s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())
+    return s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))
 
 
 def refit_rfm(shop_id: int, now: str | None = None) -> dict:
