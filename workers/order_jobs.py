@@ -63,6 +63,7 @@ from shopify_app.analytics.counts import aggregate_pairs, basket_change_pairs, e
 from shopify_app.analytics.incremental import Delta, _add, contribution, diff
 from shopify_app.analytics.orders import OrderVersion
 from shopify_app.analytics.segments import SCHEMES
+from shopify_app.db import sqlite_write_turn
 from shopify_app.models import (
     ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountBlob, Product,
     SegmentChange, Shop, ShopModel, WebhookDelivery, utcnow,
@@ -112,7 +113,9 @@ def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
     handed_over = False
     while True:
         _clear_wake(shop_id)              # before reading: a delivery committed after the read wakes a follow-up
-        with context.transaction() as s:
+        # The SQLite write turn (a no-op elsewhere) is shared with the webhook intake: between two batches the
+        # intake's waiting process is woken at once (see shopify_app.db.sqlite_write_turn).
+        with sqlite_write_turn(context.config().sqlalchemy_url), context.transaction() as s:
             result = process_shop_orders(s, shop_id, limit=limit, budget_s=BATCH_SECONDS, max_pairs=BATCH_PAIRS)
         for k, v in result.items():
             if isinstance(v, bool):
@@ -243,7 +246,9 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
 
     started = time.monotonic()
     now = now or utcnow()
-    shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update())
+    # FOR NO KEY UPDATE (PostgreSQL): serializes the shop's jobs without blocking the foreign-key checks of the
+    # intake's inserts (tests/pipeline/test_shop_lock.py); SQLite ignores it (BEGIN IMMEDIATE serializes writers).
+    shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))
     if shop is None:
         return {"shop_id": shop_id, "status": "missing"}
     rows = list(s.scalars(

@@ -12,27 +12,23 @@ are written against:
   two copies in the same batch: the first is inserted, the second answers 'already_recorded'.
 
 SQLite: the two (or more) gunicorn processes each write batches; a process waiting for SQLite's write lock sleeps
-in SQLite's busy handler (1, 2, 5, 10 .. 100 ms steps) however soon the lock is released. `intake_write_lock`
-serializes the intake's own transactions across processes with an flock on a file next to the database first:
-flock wakes the next process as soon as the lock is released. Writers that don't take it (workers) are still
-waited for by SQLite's busy handler, as before.
+in SQLite's busy handler (1, 2, 5, 10 .. 100 ms steps) however soon the lock is released. The intake (and the
+order job, the other frequent writer) first take `shopify_app.db.sqlite_write_turn`, an flock on a file next to
+the database: flock wakes the next process as soon as the lock is released. Writers that don't take it (other
+workers) are still waited for by SQLite's busy handler, as before.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
-import functools
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
-from sqlalchemy.engine import make_url
-
-from shopify_app.db import get_engine
+from shopify_app.db import get_engine, sqlite_write_turn
 from shopify_app.models import Shop, WebhookDelivery
 from shopify_app.shopify.webhooks import COMPLIANCE_TOPICS, ORDER_TOPICS
 
@@ -84,7 +80,7 @@ def record_batch(url: str, items: Sequence[Delivery]) -> list[Outcome]:
     """Insert the batch in one transaction; one Outcome per item, in order."""
     engine = get_engine(url)
     sql = _Sql.of(engine.dialect)
-    with intake_write_lock(url), _transaction(url, engine) as run:
+    with sqlite_write_turn(url), _transaction(url, engine) as run:
         domains = sorted({d.shop_domain for d in items})
         shops = {domain: (shop_id, status) for shop_id, domain, status in run(sql.shops(len(domains)), tuple(domains))}
 
@@ -352,47 +348,9 @@ class Checkpointer:
                         # The frames appended meanwhile, with the intake's writers paused (two fsyncs, a few ms):
                         # once all are copied, the next write starts the WAL file over. Under a steady stream of
                         # writes it never would otherwise, and the WAL would grow without bound.
-                        with intake_write_lock(self.url):
+                        with sqlite_write_turn(self.url):
                             cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 finally:
                     raw.close()
             except Exception as exc:            # noqa: BLE001 - a missed checkpoint is retried at the next one
                 log.warning("intake WAL checkpoint failed (%s: %s)", type(exc).__name__, exc)
-
-
-# --------------------------------------------------------------------------------------------- SQLite write lock
-_locks: dict[tuple[int, str], tuple[threading.Lock, int]] = {}
-_locks_guard = threading.Lock()
-
-
-@functools.lru_cache(maxsize=16)
-def _lock_path(url: str) -> str | None:
-    u = make_url(url)
-    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
-        return None
-    return u.database + ".intake-lock"
-
-
-@contextlib.contextmanager
-def intake_write_lock(url: str) -> Iterator[None]:
-    """On a SQLite file: exclusive across processes (flock) while the intake writes; elsewhere a no-op. The file
-    is opened once per process (an flock belongs to the open file, so a descriptor inherited through fork would
-    be shared with the parent: the key includes the pid)."""
-    path = _lock_path(url)
-    if path is None:
-        yield
-        return
-    key = (os.getpid(), path)
-    entry = _locks.get(key)
-    if entry is None:
-        with _locks_guard:
-            entry = _locks.get(key)
-            if entry is None:
-                entry = _locks[key] = (threading.Lock(), os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    thread_lock, fd = entry
-    with thread_lock:                   # one flock holder per process (flock is per open file, not per thread)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)

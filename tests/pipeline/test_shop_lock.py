@@ -58,3 +58,43 @@ def test_the_intake_records_deliveries_while_an_order_batch_holds_the_shop_lock(
     assert recorded_while_locked and [o.status for o in outcome] == ["pending_analytics"]
     with session_factory(db_url)() as check:
         assert check.scalar(select(WebhookDelivery.webhook_id).where(WebhookDelivery.shop_id == shop_id)) == "wh-lock"
+
+
+def test_order_batches_take_the_sqlite_write_turn_the_intake_waits_on(db_url, session):
+    """SQLite: an order batch begins only once it holds the write turn (the flock the intake takes), so a process
+    waiting for the turn is woken between two batches instead of polling SQLite's busy handler for a gap."""
+    import fcntl
+    import os
+
+    from shopify_app.config import Config
+    from shopify_app.db import write_turn_path
+    from tests.pipeline.test_order_jobs import deliver, make_shop, payload
+    from workers import context
+    from workers.order_jobs import process_pending_orders
+
+    path = write_turn_path(db_url)
+    if path is None:
+        pytest.skip("the write turn exists on SQLite files only")
+    shop = make_shop(session, "turn.myshopify.com")
+    deliver(session, shop, "orders/create", payload(1))
+    session.commit()
+    shop_id = shop.id
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)     # another open file: flock treats it as another holder
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    result: list = []
+    context.set_config(Config(env="test", database_url=db_url, redis_url="redis://127.0.0.1:1/0"))
+    try:
+        t = threading.Thread(target=lambda: result.append(process_pending_orders(shop_id)), daemon=True)
+        t.start()
+        t.join(1.0)
+        assert t.is_alive() and not result                # waiting for the turn, nothing applied
+        with session_factory(db_url)() as check:
+            assert check.scalar(select(WebhookDelivery.status).where(WebhookDelivery.shop_id == shop_id)) == \
+                "pending_analytics"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        t.join(30)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        context.set_config(None)
+    assert result and result[0]["applied"] == 1

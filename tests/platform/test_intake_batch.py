@@ -14,10 +14,10 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from shopify_app.db import get_engine, session_scope
+from shopify_app.db import get_engine, session_scope, write_turn_path
 from shopify_app.models import WebhookDelivery, utcnow
 from shopify_app.web.intake import (
-    ALREADY_RECORDED, Checkpointer, Delivery, _Dedicated, _lock_path, record_batch,
+    ALREADY_RECORDED, Checkpointer, Delivery, _Dedicated, record_batch,
 )
 from shopify_app.web.intake_batch import Coalesced, GroupCommit
 from tests import helpers
@@ -194,11 +194,11 @@ def _sqlite_only(db_url):
         pytest.skip("SQLite write lock / checkpoints")
 
 
-def test_intake_write_lock_is_a_cross_process_flock(db_url):
+def test_the_sqlite_write_turn_is_a_cross_process_flock(db_url):
     _sqlite_only(db_url)
     helpers.add_shop(db_url, SHOP)
     record_batch(db_url, [_delivery(webhook_id="wh-lock")])          # creates the lock file
-    path = _lock_path(db_url)
+    path = write_turn_path(db_url)
     # Another process holds the intake lock -> this process cannot take it.
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
