@@ -358,20 +358,29 @@ def _convert(d: WebhookDelivery, now: dt.datetime) -> OrderVersion | None:
     return order_from_rest(payload)
 
 
-def _supersedes(v: OrderVersion, row: Order | None) -> bool:
+def _supersedes(v: OrderVersion, row: Order | None, tie_wins: bool = False) -> bool:
     if row is None:
         return True
     if row.deleted_at is not None:      # a tombstone is never replaced
         return False
     if v.deleted:                        # ... and replaces every version
         return True
-    return v.updated_at > row.shopify_updated_at
+    if v.updated_at > row.shopify_updated_at:
+        return True
+    # Shopify's updated_at has one-second resolution: two changes in the same second give two versions with the
+    # same updated_at, and the later one is skipped as "not newer" when its webhook arrives second. A caller that
+    # read the order's *current* state (reconciliation) wins such a tie when it holds something else.
+    return (tie_wins and v.updated_at == row.shopify_updated_at
+            and (contribution(v) != row.contribution or v.financial_status != row.financial_status))
 
 
-def apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.datetime) -> bool:
+def apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.datetime, tie_wins: bool = False) -> bool:
+    """Apply `v` if it supersedes the stored row (last writer wins by updated_at; a tombstone is final).
+    `tie_wins`: the version is the order's current state read from the Admin API, so it also wins an updated_at
+    tie when it differs from the stored row (see _supersedes)."""
     known = batch.__dict__.get("_orders")    # the batch's prefetched rows (see _prefetch)
     row = known[v.id] if known is not None and v.id in known else s.get(Order, (shop_id, v.id))
-    if not _supersedes(v, row):
+    if not _supersedes(v, row, tie_wins):
         return False
     # Sequential counts depend on the customer's other orders: snapshot them before the first change.
     _sequential(s, shop_id, batch).touch(s, {v.customer_id, row.customer_id if row is not None else None})

@@ -12,7 +12,8 @@
      seen), or every order when the shop has no watermark yet (an import that found no orders);
   5. convert each order with its refund line items (convert_graphql, same rules as the REST webhooks) and apply
      them batch by batch through the webhook path: under the shop row lock, order_jobs.apply_version
-     (last writer wins by updated_at, tombstones never replaced) + write_counts + update_customers +
+     (last writer wins by updated_at, tombstones never replaced; being the current state, a pulled version also
+     wins an updated_at tie when it differs from the stored row) + write_counts + update_customers +
      rescore_customers; the watermark moves to the newest updated_at applied-or-seen, never backwards;
   6. mark the Job done with the counts.
 
@@ -135,7 +136,7 @@ def _apply_batch(shop_id: int, job_id: int, versions: list, counts: dict) -> Non
         batch = Delta()
         watermark = shop.orders_watermark
         for v in versions:
-            if apply_version(s, shop_id, v, batch, now):
+            if apply_version(s, shop_id, v, batch, now, tie_wins=True):   # the current state: wins ties
                 counts["applied"] += 1
             else:
                 counts["skipped"] += 1

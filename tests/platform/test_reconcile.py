@@ -131,6 +131,30 @@ def test_lost_webhooks_are_repaired_to_a_clean_pass_and_a_rerun_changes_nothing(
     assert [j.status for j in jobs(session, shop_id)] == ["done", "done"]
 
 
+def test_a_change_in_the_same_second_as_the_stored_version_is_repaired(store, cfg, session, shop_id):
+    """Shopify's updated_at has one-second resolution: a second change in the same second carries the updated_at of
+    the version the app stored, so its webhook is skipped as "not newer". Reconciliation reads the current state
+    and wins that tie when it differs; when it does not, a rerun still changes nothing."""
+    store.generate_orders(SHOP, 30, customers=8, products=6, seed=11)
+    assert start_history_import(shop_id, **FAST)["status"] == "done"
+    sh = store.shops[SHOP]
+    oid = max(sh.orders, key=lambda i: sh.orders[i].updated_at)    # within the pull's overlap of the watermark
+    stored_at = sh.orders[oid].updated_at
+    store.refund_order(SHOP, oid)                       # refunded in full ...
+    sh.orders[oid].updated_at = stored_at               # ... within the second of the version the app stored
+    reference = reference_snapshot(store, SHOP)
+    assert analytics_snapshot(session, shop_id) != reference
+
+    result = reconcile_shop(shop_id, batch_size=10)
+    assert result["status"] == "done" and result["applied"] == 1
+    assert analytics_snapshot(session, shop_id) == reference
+    session.expire_all()
+    assert session.get(Order, (shop_id, oid)).total_refunded > 0
+    session.commit()
+    again = reconcile_shop(shop_id, batch_size=10)
+    assert again["applied"] == 0 and analytics_snapshot(session, shop_id) == reference
+
+
 def test_pull_starts_at_the_watermark_minus_the_overlap(store, cfg, session, shop_id):
     store.generate_orders(SHOP, 30, customers=5, products=5, seed=2)
     start_history_import(shop_id, **FAST)
