@@ -26,7 +26,7 @@ from typing import Iterator
 from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
-from shopify_app.analytics.sequential import counts_of_customers, customer_sequential_counts, subtract
+from shopify_app.analytics.sequential import counts_of_customers, customer_sequential_counts, sequential_delta
 from shopify_app.db import get_engine
 from shopify_app.models import Order, OrderLine, SequentialItemDelta, SequentialPairDelta, Shop, ShopModel, utcnow
 from shopify_app.settings import shop_settings
@@ -113,7 +113,7 @@ class BatchTracker:
 
     def __init__(self, s, shop_id: int):
         self.shop_id = shop_id
-        self.before: dict[int, tuple[Counter, Counter]] = {}
+        self.before: dict[int, list] = {}          # customer -> their counted orders [(time, items)] before
         shop = s.get(Shop, shop_id)
         self.days = days_in_use(s, shop)
 
@@ -125,7 +125,7 @@ class BatchTracker:
         s.flush()
         orders = customer_orders(s, self.shop_id, new)
         for cid in new:
-            self.before[cid] = customer_sequential_counts(orders.get(cid, []), self.days)
+            self.before[cid] = orders.get(cid, [])
 
     def write(self, s) -> dict:
         """After the batch: upsert after - before for every touched customer. Returns the summed deltas."""
@@ -135,10 +135,11 @@ class BatchTracker:
         orders = customer_orders(s, self.shop_id, self.before)
         items_d: Counter = Counter()
         pairs_d: Counter = Counter()
-        for cid, (bi, bp) in self.before.items():
-            ai, ap = customer_sequential_counts(orders.get(cid, []), self.days)
-            items_d.update(subtract(ai, bi))
-            pairs_d.update(subtract(ap, bp))
+        for cid, before in self.before.items():
+            # only the span the batch changed is recounted (analytics.sequential.sequential_delta)
+            di, dp = sequential_delta(before, orders.get(cid, []), self.days)
+            items_d.update(di)
+            pairs_d.update(dp)
         items = {k: v for k, v in items_d.items() if v}
         pairs = {k: v for k, v in pairs_d.items() if v}
         write_deltas(s, self.shop_id, items, pairs)
@@ -352,10 +353,9 @@ def rebuild_sequential_job(shop_id: int) -> dict:
                 items_d: Counter = Counter()
                 pairs_d: Counter = Counter()
                 for cid in changed:
-                    bi, bp = customer_sequential_counts(orders.get(cid, []), n_days)
-                    ai, ap = customer_sequential_counts(now_orders.get(cid, []), n_days)
-                    items_d.update(subtract(ai, bi))
-                    pairs_d.update(subtract(ap, bp))
+                    di, dp = sequential_delta(orders.get(cid, []), now_orders.get(cid, []), n_days)
+                    items_d.update(di)
+                    pairs_d.update(dp)
                 customers = len((orders.keys() - changed) | now_orders.keys())
                 rows = (_corrected(shop_id, rows[0], items_d), _corrected(shop_id, rows[1], pairs_d))
                 staged = False                       # the staged rows are the uncorrected ones

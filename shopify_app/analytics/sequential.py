@@ -76,6 +76,31 @@ def subtract(after: Counter, before: Counter) -> dict:
     return {k: v for k, v in out.items() if v}
 
 
+def sequential_delta(before, after, days: int) -> tuple[dict, dict]:
+    """`customer_sequential_counts(after) - customer_sequential_counts(before)` for ONE customer (signed, zeros
+    dropped), computed only over the orders that can contribute to it.
+
+    Let t_min be the earliest time of an order present in one list and not the other (a new, removed or changed
+    order). An antecedent order o is affected only if its window (t_o, t_o + N days] reaches t_min, i.e.
+    t_o >= t_min - N days; every earlier order, and every order after it, is the same in both lists, so it adds the
+    same counts to both sides. Counting from t_min - N days on costs O(orders in that span) instead of
+    O(the customer's whole history): a long-time customer's new order no longer recounts years of orders."""
+    def norm(orders):
+        out = [(t, frozenset(int(i) for i in items)) for t, items in orders]
+        return [(t, items) for t, items in out if items]
+
+    b, a = norm(before), norm(after)
+    changed = Counter(b)
+    changed.subtract(Counter(a))
+    times = [t for (t, _), n in changed.items() if n]
+    if not times:
+        return {}, {}
+    cut = min(times) - dt.timedelta(days=int(days))
+    bi, bp = customer_sequential_counts([o for o in b if o[0] >= cut], days)
+    ai, ap = customer_sequential_counts([o for o in a if o[0] >= cut], days)
+    return subtract(ai, bi), subtract(ap, bp)
+
+
 def confidences(items: dict, pairs: dict, min_count: int = 1) -> dict:
     """{(a, b): (count, confidence)} summed over all buckets given (pass only the window's buckets)."""
     ant: Counter = Counter()

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shopify_app.analytics.sequential import (
-    confidences, counts_of_customers, customer_sequential_counts, subtract,
+    confidences, counts_of_customers, customer_sequential_counts, sequential_delta, subtract,
 )
 
 A, B, C, D, E = 1, 2, 3, 4, 5
@@ -124,3 +124,35 @@ def test_any_permutation_with_duplicates_equals_final_orders(seed, days):
     assert items_t == dict(ref_i) and pairs_t == dict(ref_p)
     # and the same as the in-order replay
     assert replay(sorted(versions, key=lambda v: (v[0], v[1])), days)[0] == (items_t, pairs_t)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(order_st, max_size=14), st.lists(order_st, max_size=4), st.integers(0, 14), st.integers(1, 30),
+       st.randoms(use_true_random=False))
+def test_delta_over_the_changed_span_equals_the_full_recount(raw, added, removed, days, rnd):
+    """sequential_delta counts only from (earliest changed order - N days) on, yet equals after - before of the
+    whole history, for any batch of added, removed and changed orders."""
+    base = dt.datetime(2024, 1, 20)
+    before = [(base + dt.timedelta(days=d, hours=h * 6), items) for d, h, items in raw]
+    after = list(before)
+    rnd.shuffle(after)
+    after = after[min(removed, len(after)):]                                   # removed orders
+    if after and rnd.random() < 0.5:                                           # a changed basket
+        t0, items = after[0]
+        after[0] = (t0, items[:-1] + [rnd.randint(1, 6)])
+    after += [(base + dt.timedelta(days=d, hours=h * 6), items) for d, h, items in added]   # new orders
+    bi, bp = customer_sequential_counts(before, days)
+    ai, ap = customer_sequential_counts(after, days)
+    assert sequential_delta(before, after, days) == (subtract(ai, bi), subtract(ap, bp))
+
+
+def test_a_new_order_after_years_of_orders_adds_only_its_own_counts():
+    """A customer with years of orders: the delta of one new order only involves orders of the last N days."""
+    years = [(dt.datetime(2020, 1, 1) + dt.timedelta(days=30 * k), [A, B]) for k in range(60)]
+    new = (years[-1][0] + dt.timedelta(days=3), [C])
+    items, pairs = sequential_delta(years, years + [new], 14)
+    b_last = f"{years[-1][0]:%Y-%m}"
+    b_new = f"{new[0]:%Y-%m}"
+    assert items == {(b_new, C): 1}
+    assert pairs == {(b_last, A, C): 1, (b_last, B, C): 1}
+    assert sequential_delta(years, list(reversed(years)), 14) == ({}, {})     # same orders: nothing to count
