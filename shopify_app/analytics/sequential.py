@@ -13,8 +13,9 @@ distinct product ids with (quantity - refunded_quantity) > 0, as for the basket 
 
 Everything is a sum over customers of a function of that customer's orders only, so the database keeps the
 tables exact by replacing, for each customer touched by a batch, the counts of their orders before the batch by
-the counts after it (`customer_sequential_counts(after) - customer_sequential_counts(before)`). Cost:
-O(customer's orders x window orders x basket^2), independent of the shop's size.
+the counts after it (`customer_sequential_counts(after) - customer_sequential_counts(before)`), counted only
+from the earliest changed order minus N days on (`sequential_delta`). Cost: O(orders in that span x window orders
+x basket^2), independent of the shop's size and of the customer's older history.
 """
 from __future__ import annotations
 
