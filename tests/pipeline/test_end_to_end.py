@@ -38,6 +38,10 @@ SHOP = "pipeline-store.myshopify.com"
 
 def _state(db_url, shop_id):
     with session_scope(db_url) as s:
+        if db_url.startswith("postgresql"):
+            # One snapshot for the four reads: under READ COMMITTED each statement sees the commits made before it,
+            # so an order job committing between them showed the new order row next to the old customer stats.
+            s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         stats = s.scalars(select(CustomerStats).where(CustomerStats.shop_id == shop_id)).all()
         items = s.scalar(select(func.coalesce(func.sum(ItemCountDelta.count), 0))
                          .where(ItemCountDelta.shop_id == shop_id))
