@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import time
 from typing import Iterable, Iterator
 
@@ -51,6 +50,7 @@ from shopify_app.shopify.graphql import (AdminClient, ShopifyAuthError, ShopifyB
                                          bulk_orders_query)
 
 from . import context
+from .bulk_rows import LINE_COLUMNS, insert_rows, line_rows
 from .job_rows import current_job, update_job
 from .rebuild_jobs import rebuild_shop_state, rescore_all
 
@@ -290,8 +290,6 @@ def _supersedes(v, stored) -> bool:
 ORDER_COLUMNS = ("shop_id", "id", "name", "customer_id", "processed_at", "shopify_updated_at", "cancelled_at",
                  "deleted_at", "test", "financial_status", "currency", "subtotal", "total_discounts", "total_refunded",
                  "net_revenue", "counted", "contribution", "ingested_at")
-LINE_COLUMNS = ("shop_id", "order_id", "id", "product_id", "variant_id", "product_type", "quantity",
-                "refunded_quantity", "price", "discount")
 
 
 def _order_row(shop_id: int, v, now: dt.datetime) -> tuple:
@@ -299,78 +297,6 @@ def _order_row(shop_id: int, v, now: dt.datetime) -> tuple:
     return (shop_id, v.id, v.name, v.customer_id, v.processed_at, v.updated_at, v.updated_at if v.cancelled else None,
             now if v.deleted else None, v.test, v.financial_status, v.currency, v.subtotal, v.total_discounts,
             v.refunded, v.net_revenue, v.counted, contribution(v), now)
-
-
-def _insert_rows(s, table, columns: tuple, rows: list[tuple]) -> None:
-    """Rows (tuples in `columns` order) in bulk on the session's connection and transaction: COPY on PostgreSQL
-    (psycopg 3), one DB-API executemany elsewhere. Values go through each column type's bind processor (what
-    SQLAlchemy's own insert would do: DateTime -> text on SQLite, JSON -> text), without SQLAlchemy's per-row
-    parameter dicts, which cost more than the insert itself at a million lines."""
-    if not rows:
-        return
-    conn = s.connection()
-    dialect = conn.dialect
-    procs = [(i, p) for i, p in enumerate(table.c[c].type.dialect_impl(dialect).bind_processor(dialect)
-                                          for c in columns) if p is not None]
-    if procs:
-        rows = [_processed(r, procs) for r in rows]
-    raw = conn.connection.dbapi_connection
-    if dialect.name == "postgresql":
-        with raw.cursor() as cur:
-            with cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-                chunk: list[str] = []
-                for row in rows:
-                    text = _copy_text(row)
-                    if text is None:                 # a value psycopg must adapt (JSON, datetime, ...)
-                        if chunk:
-                            copy.write("".join(chunk))
-                            chunk = []
-                        copy.write_row(row)
-                    else:
-                        chunk.append(text)
-                if chunk:
-                    copy.write("".join(chunk))
-        return
-    if dialect.paramstyle != "qmark":               # another driver: SQLAlchemy binds (rows already processed)
-        raise NotImplementedError(f"bulk insert for paramstyle {dialect.paramstyle}")
-    cur = raw.cursor()
-    try:
-        cur.executemany(f"INSERT INTO {table.name} ({', '.join(columns)}) "
-                        f"VALUES ({', '.join('?' for _ in columns)})", rows)
-    finally:
-        cur.close()
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_text(row: tuple) -> str | None:
-    """One row in COPY's text format when every value is None / bool / int / finite float / str (a line row),
-    else None (the caller lets psycopg's write_row adapt it). Cheaper than write_row per row at a million lines."""
-    out = []
-    for v in row:
-        t = type(v)
-        if v is None:
-            out.append("\\N")
-        elif t is str:
-            out.append(v.translate(_COPY_ESCAPES))
-        elif t is int:
-            out.append(str(v))
-        elif t is float and math.isfinite(v):
-            out.append(repr(v))
-        elif t is bool:
-            out.append("t" if v else "f")
-        else:
-            return None
-    return "\t".join(out) + "\n"
-
-
-def _processed(row: tuple, procs: list) -> tuple:
-    out = list(row)
-    for i, p in procs:
-        if out[i] is not None:
-            out[i] = p(out[i])
-    return tuple(out)
 
 
 def _store_batch(shop_id: int, job_id: int, pending: list) -> tuple[int, int]:
@@ -391,10 +317,8 @@ def _store_batch(shop_id: int, job_id: int, pending: list) -> tuple[int, int]:
             s.execute(delete(OrderLine).where(OrderLine.shop_id == shop_id, OrderLine.order_id.in_(chunk)))
             s.execute(delete(Order).where(Order.shop_id == shop_id, Order.id.in_(chunk)))
         if winners:
-            _insert_rows(s, Order.__table__, ORDER_COLUMNS, [_order_row(shop_id, v, now) for v in winners])
-            _insert_rows(s, OrderLine.__table__, LINE_COLUMNS,
-                         [(shop_id, v.id, ln.id, ln.product_id, ln.variant_id, ln.product_type, ln.quantity,
-                           ln.refunded_quantity, ln.price, ln.discount) for v in winners for ln in v.lines])
+            insert_rows(s, Order.__table__, ORDER_COLUMNS, [_order_row(shop_id, v, now) for v in winners])
+            insert_rows(s, OrderLine.__table__, LINE_COLUMNS, [r for v in winners for r in line_rows(shop_id, v)])
         watermark = shop.orders_watermark
         newest = max(v.updated_at for _, v in pending)
         if watermark is None or newest > watermark:

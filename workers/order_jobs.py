@@ -41,7 +41,7 @@ debounced to one run per RULES_DEBOUNCE_S (schedule_mine_rules; workers.rules_jo
 
 Batches: the job (process_pending_orders) drains the shop's pending deliveries batch after batch, each batch its
 own transaction bounded by BATCH_SECONDS of applying and BATCH_PAIRS pair increments; the batch's item / basket
-deltas are aggregated in Python and written with one upsert statement per table (_upsert_rows), its pair deltas
+deltas are aggregated in Python and written with one upsert statement per table (bulk_rows.upsert_add), its pair deltas
 are expanded from the basket changes with numpy (analytics.counts.basket_change_pairs) and written as one
 PairCountBlob per bucket, its OrderLine rows with one executemany. When the shop's blobs pile up
 (COMPACT_BLOBS / COMPACT_PAIRS) a coalesced compaction job folds them (workers.rebuild_jobs.compact_shop).
@@ -59,7 +59,7 @@ from dataclasses import replace
 
 from sqlalchemy import delete, func, insert, or_, select
 
-from shopify_app.analytics.counts import aggregate_pairs, basket_change_pairs, encode_pairs, encode_pairs_indexed
+from shopify_app.analytics.counts import basket_change_pairs, encode_pairs_indexed
 from shopify_app.analytics.incremental import Delta, _add, contribution, diff
 from shopify_app.analytics.orders import OrderVersion
 from shopify_app.analytics.segments import SCHEMES
@@ -72,6 +72,7 @@ from shopify_app.settings import shop_settings
 from shopify_app.shopify.convert import NOOP_TOPICS, REFUND_TOPICS, order_deleted, order_from_rest
 
 from . import context
+from .bulk_rows import LINE_COLUMNS, insert_rows, line_rows, upsert_add
 from .rfm_jobs import RFM_KIND, refit_needed, refit_rfm_in_session, score_customer, stored_params
 from .sequential_jobs import BatchTracker, rebuild_needed
 
@@ -79,7 +80,6 @@ log = logging.getLogger(__name__)
 
 PENDING_ANALYTICS = "pending_analytics"
 UPSERT_CHUNK = 150               # ids per IN (...) list (SQLite's bound-parameter limit, with margin)
-PG_ARRAY_CHUNK = 50_000          # rows per unnest() upsert on PostgreSQL (bounds one statement's memory)
 
 
 # --------------------------------------------------------------------------------------------- entry points
@@ -277,7 +277,7 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
         pair_volume += sum(len(i) * (len(i) - 1) // 2 for _, _, i in changes[seen:])
         seen = len(changes)
         if ((budget_s is not None and time.monotonic() - started > budget_s) or
-                (max_pairs is not None and pair_volume + len(batch.pairs) >= max_pairs)):
+                (max_pairs is not None and pair_volume >= max_pairs)):
             more = True                  # left 'pending_analytics' for the follow-up job
             break
         handled += 1
@@ -412,14 +412,11 @@ def apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.dateti
         s.flush()                        # alone (reconcile, tests): the row is visible to the next s.get
     if stored:                           # a new order has no lines to replace: no DELETE per new order
         s.execute(delete(OrderLine).where(OrderLine.shop_id == shop_id, OrderLine.order_id == v.id))
-    lines = [{"shop_id": shop_id, "order_id": v.id, "id": ln.id, "product_id": ln.product_id,   # LINE_COLUMNS
-              "variant_id": ln.variant_id, "product_type": ln.product_type, "quantity": ln.quantity,
-              "refunded_quantity": ln.refunded_quantity, "price": ln.price, "discount": ln.discount}
-             for ln in v.lines]
-    if pending is not None:              # the order job's batch: one executemany for all orders (write_counts);
+    lines = line_rows(shop_id, v)
+    if pending is not None:              # the order job's batch: one bulk insert for all orders (write_counts);
         pending[v.id] = lines            # a later version of the order in the batch replaces them
-    elif lines:
-        s.execute(insert(OrderLine.__table__), lines)
+    else:
+        insert_rows(s, OrderLine.__table__, LINE_COLUMNS, lines)
     return True
 
 
@@ -458,84 +455,23 @@ def _merge(batch: Delta, d: Delta) -> None:
 
 
 # --------------------------------------------------------------------------------------------- writes
-def _insert(s):
-    if s.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
-
-
-def _upsert(s, model, keys: list[str], col: str, rows: list[dict]) -> None:
-    """_upsert_rows for rows given as dicts (all with the same keys)."""
-    if rows:
-        cols = list(rows[0])
-        _upsert_rows(s, model, keys, col, cols, [tuple(r[c] for c in cols) for r in rows])
-
-
-def _upsert_rows(s, model, keys: list[str], col: str, cols: list[str], rows: list[tuple]) -> None:
-    """count = count + excluded.count for every row, in ONE statement per call: SQLite gets one prepared
-    statement run by the driver's executemany; PostgreSQL gets INSERT ... SELECT FROM unnest(one array per
-    column). A live batch of Online Retail orders carries ~10^5 distinct pairs; SQLAlchemy's multi-VALUES
-    insert compiled a new 150-row statement per chunk, which cost ~0.3 ms per row (95 % of the batch).
-    Rows are tuples in the order of `cols`, with distinct keys (callers aggregate first)."""
-    if not rows:
-        return
-    table = model.__table__
-    conn = s.connection()
-    dialect = conn.dialect
-    q = dialect.identifier_preparer.quote
-    name = q(table.name)
-    head = f"INSERT INTO {name} ({', '.join(q(c) for c in cols)}) "
-    tail = (f" ON CONFLICT ({', '.join(q(k) for k in keys)}) DO UPDATE SET {q(col)} = {name}.{q(col)} + "
-            f"excluded.{q(col)}")
-    if dialect.name == "postgresql":
-        arrays = ", ".join(f"%s::{table.c[c].type.compile(dialect=dialect)}[]" for c in cols)
-        for i in range(0, len(rows), PG_ARRAY_CHUNK):
-            part = rows[i:i + PG_ARRAY_CHUNK]
-            conn.exec_driver_sql(head + f"SELECT * FROM unnest({arrays})" + tail, tuple(map(list, zip(*part))))
-    else:
-        conn.exec_driver_sql(head + f"VALUES ({', '.join('?' * len(cols))})" + tail, rows)
-
-
-LINE_COLUMNS = ["shop_id", "order_id", "id", "product_id", "variant_id", "product_type", "quantity",
-                "refunded_quantity", "price", "discount"]
-
-
-def _insert_rows(s, model, cols: list[str], rows: list[tuple]) -> None:
-    """Plain INSERT of many rows through the driver's executemany (no per-row parameter processing by
-    SQLAlchemy, which cost ~20 us a row). Rows are tuples in the order of `cols`."""
-    conn = s.connection()
-    dialect = conn.dialect
-    q = dialect.identifier_preparer.quote
-    head = f"INSERT INTO {q(model.__table__.name)} ({', '.join(q(c) for c in cols)}) "
-    if dialect.name == "postgresql":     # one array per column, as _upsert_rows (psycopg's executemany: ~2.5x slower)
-        table = model.__table__
-        arrays = ", ".join(f"%s::{table.c[c].type.compile(dialect=dialect)}[]" for c in cols)
-        for i in range(0, len(rows), PG_ARRAY_CHUNK):
-            part = rows[i:i + PG_ARRAY_CHUNK]
-            conn.exec_driver_sql(head + f"SELECT * FROM unnest({arrays})", tuple(map(list, zip(*part))))
-    else:
-        conn.exec_driver_sql(head + f"VALUES ({', '.join('?' * len(cols))})", rows)
-
-
 def write_counts(s, shop_id: int, batch: Delta, now: dt.datetime | None = None) -> int:
     """The batch's OrderLine rows (when apply_version deferred them), count deltas and sequential counts.
     Items / baskets: one upsert per table; pairs: one PairCountBlob per bucket. Returns the blobs written."""
     pending = batch.__dict__.get("_lines")
-    rows = [tuple(ln.values()) for lines in pending.values() for ln in lines] if pending else []
+    rows = [r for lines in pending.values() for r in lines] if pending else []
     if rows:
         s.flush()                        # Order rows before their lines
-        _insert_rows(s, OrderLine, LINE_COLUMNS, rows)
+        insert_rows(s, OrderLine.__table__, LINE_COLUMNS, rows)
     if pending:
         pending.clear()
     seg = ALL_SEGMENTS
     if batch.items:
-        _upsert_rows(s, ItemCountDelta, ["shop_id", "segment", "bucket", "item_id"], "count",
+        upsert_add(s, ItemCountDelta, ["shop_id", "segment", "bucket", "item_id"], "count",
                      ["shop_id", "segment", "bucket", "item_id", "count"],
                      [(shop_id, seg, b, i, n) for (b, i), n in sorted(batch.items.items())])
     if batch.baskets:
-        _upsert_rows(s, BasketCountDelta, ["shop_id", "segment", "bucket"], "baskets",
+        upsert_add(s, BasketCountDelta, ["shop_id", "segment", "bucket"], "baskets",
                      ["shop_id", "segment", "bucket", "baskets"],
                      [(shop_id, seg, b, n) for b, n in sorted(batch.baskets.items())])
     blobs = [{"shop_id": shop_id, "segment": seg, "bucket": b, "pairs": n, "data": data, "created_at": now or utcnow()}
@@ -549,31 +485,13 @@ def write_counts(s, shop_id: int, batch: Delta, now: dt.datetime | None = None) 
 
 
 def pair_payloads(batch: Delta) -> dict:
-    """{bucket: (pairs, compressed payload)} of the batch's pair deltas (analytics.counts payload)."""
-    if not batch.pairs:                  # the order job's case: straight from the expansion's indices
-        return {b: (len(c), encode_pairs_indexed(ids, i, j, c, compress=True))
-                for b, (ids, i, j, c) in basket_change_pairs(batch.basket_changes, indexed=True).items()}
-    return {b: (len(a), encode_pairs(a, c, n, compress=True)) for b, (a, c, n) in batch_pairs(batch).items()}
-
-
-def batch_pairs(batch: Delta) -> dict:
-    """{bucket: (a, b, counts)} of the batch: its basket changes expanded, plus `pairs` (a Delta from the default
-    diff), aggregated, zeros dropped."""
-    out = basket_change_pairs(batch.basket_changes)
+    """{bucket: (pairs, compressed payload)} of the batch's pair deltas, straight from the numpy expansion of its
+    basket changes (analytics.counts payload). Every applier builds its Delta through apply_version, i.e. with
+    diff(expand_pairs=False); a Delta carrying expanded `pairs` would be a caller's mistake, refused."""
     if batch.pairs:
-        by_bucket: dict = {}
-        for (b, x, y), n in batch.pairs.items():
-            by_bucket.setdefault(b, []).append((x, y, n))
-        for b, rows in by_bucket.items():
-            x, y, n = (list(col) for col in zip(*rows))
-            if b in out:
-                x, y, n = ([*old.tolist(), *new] for old, new in zip(out[b], (x, y, n)))
-            merged = aggregate_pairs(x, y, n)
-            if merged[0].size:
-                out[b] = merged
-            else:
-                out.pop(b, None)
-    return out
+        raise ValueError("write_counts takes basket changes (diff(..., expand_pairs=False)), not expanded pairs")
+    return {b: (len(c), encode_pairs_indexed(ids, i, j, c, compress=True))
+            for b, (ids, i, j, c) in basket_change_pairs(batch.basket_changes, indexed=True).items()}
 
 
 def update_customers(s, shop_id: int, batch: Delta, now: dt.datetime) -> list[int]:

@@ -43,6 +43,7 @@ from shopify_app.models import (
 )
 
 from . import context
+from .bulk_rows import upsert_add
 
 log = logging.getLogger(__name__)
 
@@ -422,8 +423,6 @@ def apply_compaction(s, shop_id: int, plan: CompactionPlan, now: dt.datetime | N
 
 
 def _fold_bucket(s, shop_id: int, bucket: str, fold: BucketFold, now: dt.datetime) -> None:
-    from .order_jobs import _upsert_rows
-
     built = s.scalars(select(CountSnapshot.built_at).where(*_key(CountSnapshot, shop_id, bucket),
                                                            CountSnapshot.kind.in_(KINDS))).all()
     if (max(built) if built else None) != fold.snapshot_built_at:
@@ -449,7 +448,7 @@ def _fold_bucket(s, shop_id: int, bucket: str, fold: BucketFold, now: dt.datetim
         present = s.scalar(select(func.count()).select_from(model).where(*_key(model, shop_id, bucket)))
         if present < len(rows):
             raise _Changed(f"{model.__tablename__} rows deleted")
-        _upsert_rows(s, model, keys, col, keys + [col], rows)
+        upsert_add(s, model, keys, col, keys + [col], rows)
         if s.scalar(select(func.count()).select_from(model).where(*_key(model, shop_id, bucket))) != present:
             raise _Changed(f"{model.__tablename__} rows deleted")      # a subtracted row was inserted
         s.execute(delete(model).where(*_key(model, shop_id, bucket), getattr(model, col) == 0))

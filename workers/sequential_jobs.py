@@ -32,6 +32,7 @@ from shopify_app.models import Order, OrderLine, SequentialItemDelta, Sequential
 from shopify_app.settings import shop_settings
 
 from . import context
+from .bulk_rows import insert_rows, upsert_add
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +150,12 @@ class BatchTracker:
 
 
 def write_deltas(s, shop_id: int, items: dict, pairs: dict) -> None:
-    from .order_jobs import _upsert_rows   # one upsert helper for every count table
-
     if items:
-        _upsert_rows(s, SequentialItemDelta, ["shop_id", "bucket", "item_id"], "count",
+        upsert_add(s, SequentialItemDelta, ["shop_id", "bucket", "item_id"], "count",
                      ["shop_id", "bucket", "item_id", "count"],
                      [(shop_id, b, i, n) for (b, i), n in sorted(items.items())])
     if pairs:
-        _upsert_rows(s, SequentialPairDelta, ["shop_id", "bucket", "item_a", "item_b"], "count",
+        upsert_add(s, SequentialPairDelta, ["shop_id", "bucket", "item_a", "item_b"], "count",
                      ["shop_id", "bucket", "item_a", "item_b", "count"],
                      [(shop_id, b, a, c, n) for (b, a, c), n in sorted(pairs.items())])
 
@@ -259,8 +258,6 @@ def _replace(s, shop_id: int, n_days: int, rows: tuple[list, list], customers: i
     """Replace the shop's rows: one executemany per table (COPY on PostgreSQL) of plain tuples; SQLAlchemy's
     per-row parameter dicts cost more than the insert itself at millions of rows. `staged`: the same rows are
     in this SQLite connection's TEMP tables (see `_writer`), copied with one INSERT ... SELECT each."""
-    from .import_jobs import _insert_rows
-
     s.flush()
     s.execute(delete(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop_id))
     s.execute(delete(SequentialItemDelta).where(SequentialItemDelta.shop_id == shop_id))
@@ -269,7 +266,7 @@ def _replace(s, shop_id: int, n_days: int, rows: tuple[list, list], customers: i
             cols = ", ".join(columns)
             s.execute(text(f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM temp.{stage} ORDER BY rowid"))
         else:
-            _insert_rows(s, table, columns, table_rows)
+            insert_rows(s, table, columns, table_rows)
     item_rows, pair_rows = rows
     _record_days(s, shop_id, n_days, now or utcnow())
     return {"shop_id": shop_id, "days": n_days, "customers": customers, "items": len(item_rows),
@@ -323,8 +320,6 @@ def _writer(rows: tuple[list, list]) -> Iterator[tuple]:
 
 
 def rebuild_sequential_job(shop_id: int) -> dict:
-    from .import_jobs import _insert_rows  # noqa: F401 - for _replace; imported (pandas...) before the lock
-
     t0 = time.perf_counter()
     with context.read_transaction() as s:
         shop = s.get(Shop, shop_id)

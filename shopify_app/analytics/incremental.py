@@ -90,10 +90,6 @@ class Delta:
         return not (self.customers or self.items or self.pairs or self.baskets or self.touched
                     or self.basket_changes)
 
-    def pair_volume(self) -> int:
-        """Pair increments this delta carries: distinct `pairs` + sum of k(k-1)/2 over the basket changes."""
-        return len(self.pairs) + sum(len(i) * (len(i) - 1) // 2 for _, _, i in self.basket_changes)
-
 
 def _add(d: dict, key, v) -> None:
     nv = d.get(key, 0) + v

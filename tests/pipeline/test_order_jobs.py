@@ -533,3 +533,18 @@ def test_a_delivery_committed_after_the_jobs_last_read_is_read_by_the_same_job(c
         context.set_config(None)
     assert calls == [1, 0, 1, 0] and res["applied"] == 2 and res["more"] is False
     assert not redis_connection(config.redis_url).exists(order_wake_key(config, shop.id))
+
+
+def test_write_counts_refuses_expanded_pairs_rather_than_dropping_them(session):
+    """Pair deltas are written from basket changes (diff(expand_pairs=False), as apply_version builds them); a
+    Delta with expanded `pairs` would otherwise lose its pair counts silently."""
+    import pytest
+
+    from shopify_app.analytics.incremental import contribution, diff
+    from workers.order_jobs import write_counts
+
+    shop = make_shop(session, "expanded.myshopify.com")
+    batch = diff(None, contribution(order_from_rest(payload(1))))
+    assert batch.pairs
+    with pytest.raises(ValueError, match="expand_pairs=False"):
+        write_counts(session, shop.id, batch)

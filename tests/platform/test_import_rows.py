@@ -1,11 +1,12 @@
-"""workers.import_jobs._insert_rows (DB-API executemany of tuples on SQLite, COPY on PostgreSQL) stores exactly
+"""workers.bulk_rows.insert_rows (DB-API executemany of tuples on SQLite, COPY on PostgreSQL) stores exactly
 what SQLAlchemy's own insert of the same values stores."""
 import datetime as dt
 
 from sqlalchemy import insert, select
 
 from shopify_app.models import Order, OrderLine, Shop
-from workers.import_jobs import LINE_COLUMNS, ORDER_COLUMNS, _insert_rows
+from workers.bulk_rows import LINE_COLUMNS, insert_rows
+from workers.import_jobs import ORDER_COLUMNS
 
 
 def _orders(shop_id):
@@ -33,8 +34,8 @@ def test_insert_rows_matches_sqlalchemy_insert(session):
     a, b = Shop(domain="rows-a.myshopify.com"), Shop(domain="rows-b.myshopify.com")
     session.add_all([a, b])
     session.flush()
-    _insert_rows(session, Order.__table__, ORDER_COLUMNS, _orders(a.id))
-    _insert_rows(session, OrderLine.__table__, LINE_COLUMNS, _lines(a.id))
+    insert_rows(session, Order.__table__, ORDER_COLUMNS, _orders(a.id))
+    insert_rows(session, OrderLine.__table__, LINE_COLUMNS, _lines(a.id))
     session.execute(insert(Order.__table__), [dict(zip(ORDER_COLUMNS, r)) for r in _orders(b.id)])
     session.execute(insert(OrderLine.__table__), [dict(zip(LINE_COLUMNS, r)) for r in _lines(b.id)])
     session.commit()
