@@ -314,16 +314,46 @@ def write_snapshot(s, shop_id: int, bucket: str, baskets: int, items, pairs, now
 
 # --------------------------------------------------------------------------------------------- compaction
 @dataclass
+class DeltaRows:
+    """The delta rows of some buckets, as read: what `_parts` adds to the snapshots, and what a compaction folds."""
+    baskets: list = field(default_factory=list)   # BasketCountDelta values (one per bucket with a row)
+    items: list = field(default_factory=list)     # [(item_id, count)] ItemCountDelta rows
+    pairs: list = field(default_factory=list)     # [(item_a, item_b, count)] legacy PairCountDelta rows
+    blobs: list = field(default_factory=list)     # [(id, payload)] PairCountBlob rows
+
+    def add_to(self, parts: C.CountParts) -> None:
+        parts.baskets += sum(int(b or 0) for b in self.baskets)
+        if self.items:
+            arr = np.array(self.items, dtype=np.int64)
+            parts.add_items(arr[:, 0], arr[:, 1])
+        if self.pairs:                             # legacy rows (before revision 0005), until compacted
+            arr = np.array(self.pairs, dtype=np.int64)
+            parts.add_pairs(arr[:, 0], arr[:, 1], arr[:, 2])
+        for _id, data in self.blobs:
+            parts.add_pairs(*C.decode_pairs(data))
+
+
+def read_delta_rows(s, shop_id: int, within) -> DeltaRows:
+    """The shop's overall (segment "*") delta rows of the buckets selected by `within(bucket column)` -> conditions."""
+    def rows(*cols):
+        model = cols[0].class_
+        return [tuple(r) for r in s.execute(select(*cols).where(model.shop_id == shop_id,
+                                                                model.segment == ALL_SEGMENTS,
+                                                                *within(model.bucket)))]
+
+    return DeltaRows(baskets=[b for (b,) in rows(BasketCountDelta.baskets)],
+                     items=rows(ItemCountDelta.item_id, ItemCountDelta.count),
+                     pairs=rows(PairCountDelta.item_a, PairCountDelta.item_b, PairCountDelta.count),
+                     blobs=rows(PairCountBlob.id, PairCountBlob.data))
+
+
+@dataclass
 class BucketFold:
     """What a compaction read of one bucket: the new snapshot (encoded while reading: the write phase only
     writes) and exactly the deltas it folds."""
     snapshot_built_at: dt.datetime | None      # the replaced snapshot (None: none); must be unchanged at write
-    total: PairCounts | None
+    deltas: DeltaRows
     encoded: tuple | None = None               # (baskets, items payload, pairs payload); None: bucket now empty
-    blob_ids: list = field(default_factory=list)
-    baskets: int | None = None                 # BasketCountDelta value read (None: no row)
-    items: list = field(default_factory=list)  # [(item_id, count)] ItemCountDelta rows read
-    pairs: list = field(default_factory=list)  # [(item_a, item_b, count)] legacy PairCountDelta rows read
 
 
 @dataclass
@@ -353,26 +383,10 @@ def read_compaction(s, shop_id: int) -> CompactionPlan:
     plan = CompactionPlan()
     for bucket in sorted(delta_buckets(s, shop_id)):
         parts = C.CountParts()
-        built_at = _read_snapshot(s, shop_id, bucket, parts)
-        fold = BucketFold(snapshot_built_at=built_at, total=None)
-        fold.baskets = s.scalar(select(BasketCountDelta.baskets).where(*_key(BasketCountDelta, shop_id, bucket)))
-        parts.baskets += int(fold.baskets or 0)
-        fold.items = [tuple(r) for r in s.execute(select(ItemCountDelta.item_id, ItemCountDelta.count)
-                                                  .where(*_key(ItemCountDelta, shop_id, bucket)))]
-        if fold.items:
-            arr = np.array(fold.items, dtype=np.int64)
-            parts.add_items(arr[:, 0], arr[:, 1])
-        fold.pairs = [tuple(r) for r in s.execute(
-            select(PairCountDelta.item_a, PairCountDelta.item_b, PairCountDelta.count)
-            .where(*_key(PairCountDelta, shop_id, bucket)))]
-        if fold.pairs:
-            arr = np.array(fold.pairs, dtype=np.int64)
-            parts.add_pairs(arr[:, 0], arr[:, 1], arr[:, 2])
-        for blob_id, data in s.execute(select(PairCountBlob.id, PairCountBlob.data)
-                                       .where(*_key(PairCountBlob, shop_id, bucket))):
-            fold.blob_ids.append(int(blob_id))
-            parts.add_pairs(*C.decode_pairs(data))
-        fold.total = total = parts.total()
+        fold = BucketFold(snapshot_built_at=_read_snapshot(s, shop_id, bucket, parts),
+                          deltas=read_delta_rows(s, shop_id, lambda col: [col == bucket]))
+        fold.deltas.add_to(parts)
+        total = parts.total()
         if total.n_baskets or len(total.items):
             # compressed (deflate level 1, off the write lock): ~4x fewer bytes for SQLite to write under it
             fold.encoded = (total.n_baskets, C.encode_items(total.items, total.item_counts),
@@ -392,12 +406,16 @@ def _read_snapshot(s, shop_id: int, bucket: str, parts: C.CountParts) -> dt.date
             select(CountSnapshot.kind, CountSnapshot.baskets, CountSnapshot.data, CountSnapshot.built_at)
             .where(*_key(CountSnapshot, shop_id, bucket), CountSnapshot.kind.in_(KINDS))):
         built_at = built
-        if kind == "items":
-            parts.baskets += int(baskets or 0)
-            parts.add_items(*C.decode_items(data))
-        else:
-            parts.add_pairs(*C.decode_pairs(data))
+        _add_snapshot(parts, kind, baskets, data)
     return built_at
+
+
+def _add_snapshot(parts: C.CountParts, kind: str, baskets, data: bytes) -> None:
+    if kind == "items":
+        parts.baskets += int(baskets or 0)
+        parts.add_items(*C.decode_items(data))
+    else:
+        parts.add_pairs(*C.decode_pairs(data))
 
 
 class _Changed(Exception):
@@ -427,8 +445,9 @@ def _fold_bucket(s, shop_id: int, bucket: str, fold: BucketFold, now: dt.datetim
                                                            CountSnapshot.kind.in_(KINDS))).all()
     if (max(built) if built else None) != fold.snapshot_built_at:
         raise _Changed("snapshot replaced")
-    for i in range(0, len(fold.blob_ids), WRITE_CHUNK):
-        ids = fold.blob_ids[i:i + WRITE_CHUNK]
+    blob_ids = [int(i) for i, _ in fold.deltas.blobs]
+    for i in range(0, len(blob_ids), WRITE_CHUNK):
+        ids = blob_ids[i:i + WRITE_CHUNK]
         if s.execute(delete(PairCountBlob).where(PairCountBlob.shop_id == shop_id, PairCountBlob.id.in_(ids))
                      .execution_options(synchronize_session=False)).rowcount != len(ids):
             raise _Changed("blobs already folded")
@@ -436,11 +455,11 @@ def _fold_bucket(s, shop_id: int, bucket: str, fold: BucketFold, now: dt.datetim
     # a row read and now missing means one of those ran in between), then drop the rows left at zero.
     subtract = (
         (BasketCountDelta, ["shop_id", "segment", "bucket"], "baskets",
-         [(shop_id, ALL_SEGMENTS, bucket, -int(fold.baskets))] if fold.baskets is not None else []),
+         [(shop_id, ALL_SEGMENTS, bucket, -int(b)) for b in fold.deltas.baskets]),
         (ItemCountDelta, ["shop_id", "segment", "bucket", "item_id"], "count",
-         [(shop_id, ALL_SEGMENTS, bucket, int(i), -int(n)) for i, n in fold.items]),
+         [(shop_id, ALL_SEGMENTS, bucket, int(i), -int(n)) for i, n in fold.deltas.items]),
         (PairCountDelta, ["shop_id", "segment", "bucket", "item_a", "item_b"], "count",
-         [(shop_id, ALL_SEGMENTS, bucket, int(a), int(b), -int(n)) for a, b, n in fold.pairs]),
+         [(shop_id, ALL_SEGMENTS, bucket, int(a), int(b), -int(n)) for a, b, n in fold.deltas.pairs]),
     )
     for model, keys, col, rows in subtract:
         if not rows:
@@ -479,30 +498,8 @@ def _parts(s, shop_id: int, first: str | None, last: str | None) -> C.CountParts
             select(CountSnapshot.kind, CountSnapshot.baskets, CountSnapshot.data)
             .where(CountSnapshot.shop_id == shop_id, CountSnapshot.segment == ALL_SEGMENTS,
                    CountSnapshot.kind.in_(KINDS), *within(CountSnapshot.bucket))):
-        if kind == "items":
-            parts.baskets += int(baskets or 0)
-            parts.add_items(*C.decode_items(data))
-        else:
-            parts.add_pairs(*C.decode_pairs(data))
-    parts.baskets += sum(int(b or 0) for b in s.scalars(
-        select(BasketCountDelta.baskets).where(BasketCountDelta.shop_id == shop_id,
-                                               BasketCountDelta.segment == ALL_SEGMENTS,
-                                               *within(BasketCountDelta.bucket))))
-    rows = s.execute(select(ItemCountDelta.item_id, ItemCountDelta.count).where(
-        ItemCountDelta.shop_id == shop_id, ItemCountDelta.segment == ALL_SEGMENTS,
-        *within(ItemCountDelta.bucket))).all()
-    if rows:
-        arr = np.array(rows, dtype=np.int64)
-        parts.add_items(arr[:, 0], arr[:, 1])
-    rows = s.execute(select(PairCountDelta.item_a, PairCountDelta.item_b, PairCountDelta.count).where(
-        PairCountDelta.shop_id == shop_id, PairCountDelta.segment == ALL_SEGMENTS,
-        *within(PairCountDelta.bucket))).all()
-    if rows:                                       # legacy rows (before revision 0005), until compacted
-        arr = np.array(rows, dtype=np.int64)
-        parts.add_pairs(arr[:, 0], arr[:, 1], arr[:, 2])
-    for (data,) in s.execute(select(PairCountBlob.data).where(
-            PairCountBlob.shop_id == shop_id, PairCountBlob.segment == ALL_SEGMENTS, *within(PairCountBlob.bucket))):
-        parts.add_pairs(*C.decode_pairs(data))
+        _add_snapshot(parts, kind, baskets, data)
+    read_delta_rows(s, shop_id, within).add_to(parts)
     return parts
 
 
