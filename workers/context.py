@@ -5,10 +5,12 @@ import contextlib
 import functools
 from typing import Iterator
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shopify_app.config import Config
 from shopify_app.db import reader_scope, session_scope
+from shopify_app.models import Shop
 
 _override: Config | None = None
 
@@ -65,3 +67,12 @@ def mark_shop_needs_reauth(shop_id: int) -> None:
         shop = s.get(Shop, shop_id)
         if shop is not None and shop.status not in ("needs_reauth", "uninstalled"):
             mark_needs_reauth(s, shop)
+
+
+def lock_shop(s: Session, shop_id: int) -> Shop | None:
+    """The shop's row, locked for the rest of `s`'s transaction: every job that writes a shop's analytics takes
+    it first, so they serialize per shop (None: no such shop). PostgreSQL: FOR NO KEY UPDATE, which conflicts
+    with itself but not with the FOR KEY SHARE that the foreign-key check of every row inserted for the shop takes
+    (FOR UPDATE held the webhook intake at the door for a whole order batch; tests/pipeline/test_shop_lock.py).
+    SQLite renders no lock: its BEGIN IMMEDIATE already serializes every writer."""
+    return s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))

@@ -302,7 +302,7 @@ def _order_row(shop_id: int, v, now: dt.datetime) -> tuple:
 def _store_batch(shop_id: int, job_id: int, pending: list) -> tuple[int, int]:
     now = utcnow()
     with context.transaction() as s:
-        shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))
+        shop = context.lock_shop(s, shop_id)
         versions = latest_versions(v for _, v in pending)          # the file holds each order once; be safe
         ids = sorted(versions)
         stored = {}

@@ -30,7 +30,7 @@ from shopify_app.models import (
     CUSTOMER_KEYED, ComplianceRequest, Order, Shop, WebhookDelivery, utcnow,
 )
 from shopify_app.shopify.webhooks import COMPLIANCE_TOPICS, ORDER_TOPICS
-from workers.context import config, transaction
+from workers.context import config, lock_shop, transaction
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ def _customer_redact(s, d, shop: Shop | None, payload) -> Outcome:
     result: dict = {"shop_known": shop is not None, "deleted": {}}
     if shop is not None:
         # Same per-shop lock as the order job: the customer's stats and counts must not be rewritten under us.
-        s.execute(select(Shop.id).where(Shop.id == shop.id).with_for_update(key_share=True))
+        lock_shop(s, shop.id)
         from workers.sequential_jobs import forget_customer   # before unlinking: their orders still name them
         result["sequential_removed"] = forget_customer(s, shop.id, cid)
         for model in CUSTOMER_KEYED:

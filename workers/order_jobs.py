@@ -246,9 +246,7 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
 
     started = time.monotonic()
     now = now or utcnow()
-    # FOR NO KEY UPDATE (PostgreSQL): serializes the shop's jobs without blocking the foreign-key checks of the
-    # intake's inserts (tests/pipeline/test_shop_lock.py); SQLite ignores it (BEGIN IMMEDIATE serializes writers).
-    shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))
+    shop = context.lock_shop(s, shop_id)
     if shop is None:
         return {"shop_id": shop_id, "status": "missing"}
     rows = list(s.scalars(

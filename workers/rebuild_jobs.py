@@ -39,7 +39,7 @@ from shopify_app.analytics import counts as C
 from shopify_app.analytics.rules import PairCounts
 from shopify_app.models import (
     ALL_SEGMENTS, BasketCountDelta, CountSnapshot, CustomerStats, ItemCountDelta, Job, Order, OrderLine,
-    PairCountBlob, PairCountDelta, SegmentChange, Shop, utcnow,
+    PairCountBlob, PairCountDelta, SegmentChange, utcnow,
 )
 
 from . import context
@@ -132,7 +132,7 @@ def _finish_job(job_id: int, status: str, message: str | None, error: str | None
 
 def rescore_all(s, shop_id: int, now: dt.datetime) -> int:
     """Rescore every customer; refit and store the RFM thresholds when workers.rfm_jobs provides it."""
-    shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))
+    shop = context.lock_shop(s, shop_id)
     try:
         from .rfm_jobs import refit_rfm_in_session
     except ImportError:
@@ -202,7 +202,7 @@ def buckets_of(times: pd.Series) -> pd.Series:
 
 # --------------------------------------------------------------------------------------------- rebuild
 def rebuild_shop_state(s, shop_id: int, now: dt.datetime) -> dict:
-    shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))
+    shop = context.lock_shop(s, shop_id)
     if shop is None:
         return {"shop_id": shop_id, "status": "missing"}
     orders = load_orders(s, shop_id)
@@ -425,7 +425,7 @@ class _Changed(Exception):
 def apply_compaction(s, shop_id: int, plan: CompactionPlan, now: dt.datetime | None = None) -> int:
     """Write what `read_compaction` summed, under the shop row lock; returns the buckets rewritten. Each bucket in
     a savepoint: one that changed in between is rolled back and left for the next compaction."""
-    shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))
+    shop = context.lock_shop(s, shop_id)
     if shop is None:
         return 0
     now = now or utcnow()
@@ -478,7 +478,7 @@ def _fold_bucket(s, shop_id: int, bucket: str, fold: BucketFold, now: dt.datetim
 
 def compact_counts(s, shop_id: int) -> int:
     """Fold the shop's deltas into its snapshots in the caller's transaction; returns the buckets rewritten."""
-    if s.scalar(select(Shop.id).where(Shop.id == shop_id).with_for_update(key_share=True)) is None:
+    if context.lock_shop(s, shop_id) is None:
         return 0
     return apply_compaction(s, shop_id, read_compaction(s, shop_id))
 

@@ -132,7 +132,7 @@ def _apply_batch(shop_id: int, job_id: int, versions: list, counts: dict) -> Non
     """One transaction: the same steps as the webhook order job, then the watermark and the Job's progress."""
     now = utcnow()
     with context.transaction() as s:
-        shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))
+        shop = context.lock_shop(s, shop_id)
         batch = Delta()
         watermark = shop.orders_watermark
         for v in versions:

@@ -147,15 +147,10 @@ def refit_needed(model: ShopModel | None, share: float) -> bool:
     return abs(now_n - at_fit) > share * max(at_fit, 1)
 
 
-def _locked_shop(s, shop_id: int) -> Shop | None:
-    """The shop row, locked like the order job does, so a refit and an order batch of one shop serialize."""
-    return s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))
-
-
 def refit_rfm(shop_id: int, now: str | None = None) -> dict:
     at = dt.datetime.fromisoformat(now) if now else utcnow()
     with context.transaction() as s:
-        shop = _locked_shop(s, shop_id)
+        shop = context.lock_shop(s, shop_id)
         if shop is None or shop.status == "uninstalled":
             return {"shop_id": shop_id, "status": "skipped"}
         res = refit_rfm_in_session(s, shop, at, reason="refit")
@@ -204,7 +199,7 @@ def snapshot_segments_in_session(s, shop_id: int, day: dt.date) -> dict:
 def snapshot_segments(shop_id: int, day: str | None = None) -> dict:
     d = dt.date.fromisoformat(day) if day else utcnow().date()
     with context.transaction() as s:
-        if _locked_shop(s, shop_id) is None:
+        if context.lock_shop(s, shop_id) is None:
             return {"shop_id": shop_id, "status": "skipped"}
         return snapshot_segments_in_session(s, shop_id, d)
 
@@ -214,7 +209,7 @@ def age_shop(shop_id: int, now: str | None = None) -> dict:
     segments). Two transactions: a failure of the snapshot keeps the aging; a retry redoes both harmlessly."""
     at = dt.datetime.fromisoformat(now) if now else utcnow()
     with context.transaction() as s:
-        shop = _locked_shop(s, shop_id)
+        shop = context.lock_shop(s, shop_id)
         if shop is None or shop.status == "uninstalled":
             return {"shop_id": shop_id, "status": "skipped"}
         res = age_shop_in_session(s, shop, at)

@@ -78,7 +78,7 @@ def mine_rules(shop_id: int, now: dt.datetime | str | None = None, triples: bool
         return {"shop_id": shop_id, "status": "missing"}
     rules = mine_window(data, triples=triples)
     with context.transaction() as s:
-        if s.scalar(select(Shop.id).where(Shop.id == shop_id).with_for_update(key_share=True)) is None:
+        if context.lock_shop(s, shop_id) is None:
             return {"shop_id": shop_id, "status": "missing"}
         written = replace_rules(s, shop_id, rules, now)
     return {"shop_id": shop_id, "status": "done", "window": data["window"], "baskets": data["counts"].n_baskets,

@@ -335,7 +335,7 @@ def rebuild_sequential_job(shop_id: int) -> dict:
     t1 = time.perf_counter()
     with _writer(rows) as (s, staged):
         t_lock = time.perf_counter()                 # SQLite: the staging into TEMP tables is done
-        shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))   # serialize with order jobs
+        shop = context.lock_shop(s, shop_id)   # serialize with order jobs
         if shop is None:
             return {"shop_id": shop_id, "status": "missing"}
         changed = _changed_customers(read_states, _order_states(s, shop_id))

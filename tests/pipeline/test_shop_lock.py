@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy import select
 
 from shopify_app.db import session_factory
-from shopify_app.models import Shop, WebhookDelivery, utcnow
+from shopify_app.models import WebhookDelivery, utcnow
 from shopify_app.web.intake import Delivery, record_batch
 from tests import helpers
+from workers.context import lock_shop
 from workers.order_jobs import process_shop_orders
 
 SHOP = "lock-store.myshopify.com"
@@ -46,7 +47,7 @@ def test_the_intake_records_deliveries_while_an_order_batch_holds_the_shop_lock(
         try:
             other.connection().exec_driver_sql("SET lock_timeout = '200ms'")
             with pytest.raises(Exception, match="lock"):
-                other.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))
+                lock_shop(other, shop_id)                  # the lock every job of the shop takes
         finally:
             other.rollback()
             other.close()
