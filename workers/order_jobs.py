@@ -25,10 +25,10 @@
      them with orders/updated, which carries the order's `refunds` / edited lines.
 
 Concurrency: all writes of a shop's analytics happen under a lock on its `shops` row, taken first
-(SELECT ... FOR UPDATE on PostgreSQL), so two jobs of the same shop serialize and the read-modify-write of
-Order.contribution / CustomerStats cannot interleave; different shops run in parallel. On SQLite, FOR UPDATE is
-not rendered, but every transaction starts with BEGIN IMMEDIATE (shopify_app.db), which already serializes all
-writers. Because the whole batch is one transaction, a failure rolls everything back and the deliveries stay
+(workers.context.lock_shop: SELECT ... FOR NO KEY UPDATE on PostgreSQL), so two jobs of the same shop serialize
+and the read-modify-write of Order.contribution / CustomerStats cannot interleave; different shops run in
+parallel. On SQLite no row lock is rendered, but every transaction starts with BEGIN IMMEDIATE (shopify_app.db),
+which already serializes all writers. Because the whole batch is one transaction, a failure rolls everything back and the deliveries stay
 pending for the retry: the job is idempotent.
 
 Contract for other writers of Order rows (bulk import, rebuild): `Order.contribution` must hold what the row

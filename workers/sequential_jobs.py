@@ -186,8 +186,8 @@ MAX_RECOUNTED_CUSTOMERS = 2_000
 
 def rebuild_sequential(s, shop_id: int, days: int | None = None, now: dt.datetime | None = None) -> dict:
     """Recompute both tables of the shop from its Order / OrderLine rows with N = the shop's `sequential_days`
-    setting (or `days`), all in the caller's transaction, which should hold the shop row lock (SELECT ... FOR
-    UPDATE, as the order job does) so no order batch interleaves. The job (`rebuild_sequential_job`) keeps the
+    setting (or `days`), all in the caller's transaction, which should hold the shop row lock (context.lock_shop,
+    as the order job does) so no order batch interleaves. The job (`rebuild_sequential_job`) keeps the
     lock only for the write. Memory: the counters only."""
     shop = s.get(Shop, shop_id)
     n_days = int(days or shop_settings(shop).sequential_days)
