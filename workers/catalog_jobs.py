@@ -33,8 +33,8 @@ from sqlalchemy import func, or_, select
 
 from shopify_app.models import Customer, Job, Product, Shop, utcnow
 from shopify_app.shopify.convert_products import products_from_jsonl
-from shopify_app.shopify.graphql import (AdminClient, ShopifyAuthError, ShopifyBulkOperationError, ShopifyHTTPError,
-                                         ShopifyUserError, load_document)
+from shopify_app.shopify.graphql import (BULK_BUSY_CODES, AdminClient, ShopifyAuthError, ShopifyBulkOperationError,
+                                         ShopifyHTTPError, ShopifyUserError, load_document)
 
 from . import context
 from .job_rows import current_job, update_job
@@ -47,7 +47,6 @@ ID_CHUNK = 900                 # ids per IN (...) (SQLite's bound-parameter limi
 POLL_INTERVAL = 1.0
 POLL_MAX_INTERVAL = 15.0
 RESUMABLE_BULK_STATUSES = {"CREATED", "RUNNING", "COMPLETED"}
-BUSY_CODES = {"OPERATION_IN_PROGRESS", "LIMIT_REACHED"}
 RETRY_DELAYS = (15, 30, 60, 120, 300)    # seconds before each new try while another bulk query runs (last repeats)
 MAX_WAITS = 60                           # ~4.5 hours of waiting, then the Job fails
 
@@ -262,24 +261,14 @@ def _completed_operation(client: AdminClient, job_id: int, poll_interval: float)
 
 
 def _start_or_adopt(client: AdminClient, query: str) -> str:
-    """Start the bulk query, unless this same export is already running (we crashed after starting it, before
-    storing its id: AdminClient.running_bulk_query finds it). Shopify refusing because other bulk queries run
-    (five at once since API 2026-01, one before) gets a second look for ours, else OtherBulkQueryRunning: the job
-    reschedules itself."""
-    adopted = client.running_bulk_query(query)
-    if adopted:
-        log.info("adopting bulk operation %s already in progress", adopted)
-        return adopted
+    """AdminClient.start_or_adopt_bulk_query; Shopify refusing because other bulk queries run raises
+    OtherBulkQueryRunning: the job reschedules itself."""
     try:
-        return client.run_bulk_query(query)
+        return client.start_or_adopt_bulk_query(query)
     except ShopifyUserError as exc:
-        code = next((c for c in exc.codes if c in BUSY_CODES), None)
+        code = next((c for c in exc.codes if c in BULK_BUSY_CODES), None)
         if code is None:
             raise
-        adopted = client.running_bulk_query(query)
-        if adopted:
-            log.info("adopting bulk operation %s already in progress", adopted)
-            return adopted
         raise OtherBulkQueryRunning(code, str(exc)) from exc
 
 

@@ -46,8 +46,7 @@ from sqlalchemy import delete, select
 from shopify_app.analytics.incremental import contribution, latest_versions
 from shopify_app.models import Job, Order, OrderLine, Shop, utcnow
 from shopify_app.shopify.convert_bulk import orders_from_jsonl
-from shopify_app.shopify.graphql import (AdminClient, ShopifyAuthError, ShopifyBulkOperationError, ShopifyUserError,
-                                         bulk_orders_query)
+from shopify_app.shopify.graphql import AdminClient, ShopifyAuthError, ShopifyBulkOperationError, bulk_orders_query
 
 from . import context
 from .bulk_rows import LINE_COLUMNS, insert_rows, line_rows
@@ -190,35 +189,13 @@ def _completed_operation(client: AdminClient, job_id: int, poll_interval: float)
             except ShopifyBulkOperationError as exc:
                 log.warning("resumed bulk operation %s ended: %s; starting a new one", op_id, exc)
         log.info("bulk operation %s of job %s cannot be resumed: starting a new one", op_id, job_id)
-    op_id = _start_or_adopt(client, bulk_orders_query())
+    # Grouped output: orders_from_jsonl assembles each order from the lines that follow it, so the import streams in
+    # batches and resumes from an order index; ungrouped (the default since 2026-01) it could only assemble orders
+    # after reading the whole file. Refused because other bulk queries run: the job fails, its retry starts over.
+    op_id = client.start_or_adopt_bulk_query(bulk_orders_query(), group_objects=True)
     update_job(job_id, bulk_operation_id=op_id, cursor=None, done=0, total=None,
                 message="Waiting for Shopify's export of your orders")
     return client.wait_for_bulk_operation(op_id, poll_interval=poll_interval, max_interval=POLL_MAX_INTERVAL)
-
-
-def _start_or_adopt(client: AdminClient, query: str) -> str:
-    """Start the bulk query, unless this same export is already running: we crashed after starting it but before
-    storing its id. Since API 2026-01 Shopify runs up to five bulk queries at once, so a second start would not be
-    refused, it would export everything twice; hence the look before starting. Shopify refusing (five running, or
-    one at a time before 2026-01) gets a second look, for an export started in between; any other refusal raises:
-    the job fails and its retry starts over once those are finished."""
-    adopted = client.running_bulk_query(query)
-    if adopted:
-        log.info("adopting bulk operation %s already in progress", adopted)
-        return adopted
-    try:
-        # Grouped output: orders_from_jsonl assembles each order from the lines that follow it, so the import
-        # streams in batches and resumes from an order index; ungrouped (the default since 2026-01) it could
-        # only assemble orders after reading the whole file.
-        return client.run_bulk_query(query, group_objects=True)
-    except ShopifyUserError as exc:
-        if not {"OPERATION_IN_PROGRESS", "LIMIT_REACHED"} & set(exc.codes):
-            raise
-        adopted = client.running_bulk_query(query)
-        if adopted:
-            log.info("adopting bulk operation %s already in progress", adopted)
-            return adopted
-        raise
 
 
 def _int(value) -> int | None:

@@ -57,6 +57,7 @@ DOCUMENTS_DIR = Path(__file__).resolve().parent / "documents"
 _DOCUMENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 TERMINAL_BULK_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
+BULK_BUSY_CODES = frozenset({"OPERATION_IN_PROGRESS", "LIMIT_REACHED"})   # another bulk query runs: not ours to fix
 DOWNLOAD_CHUNK = 1 << 20                  # bytes per read of a bulk result file (requests reads 512 by default)
 DEFAULT_TIMEOUT = (10.0, 60.0)            # (connect, read) seconds
 BACKOFF_BASE = 0.5                        # seconds; doubled per attempt, jittered
@@ -405,6 +406,23 @@ class AdminClient:
             return op.get("createdAt") or "", int(tail) if tail.isdigit() else 0
 
         return min(same, key=age)["id"]
+
+    def start_or_adopt_bulk_query(self, query_string: str, *, group_objects: bool = False) -> str:
+        """Start the bulk query, unless this same export is already running: the caller crashed after starting it
+        but before storing its id. Since API 2026-01 Shopify runs up to five bulk queries at once, so a second
+        start would not be refused, it would export everything twice; hence the look before starting. Shopify
+        refusing (BULK_BUSY_CODES: five running, or one at a time before 2026-01) gets a second look, for an
+        export started in between; otherwise the ShopifyUserError propagates (the caller decides: fail, or wait)."""
+        adopted = self.running_bulk_query(query_string)
+        if adopted is None:
+            try:
+                return self.run_bulk_query(query_string, group_objects=group_objects)
+            except ShopifyUserError as exc:
+                adopted = self.running_bulk_query(query_string) if BULK_BUSY_CODES & set(exc.codes) else None
+                if adopted is None:
+                    raise
+        log.info("adopting bulk operation %s already in progress", adopted)
+        return adopted
 
     def poll_bulk_operation(self, operation_id: str) -> dict:
         """Current state of a bulk operation: id type status errorCode objectCount rootObjectCount url
