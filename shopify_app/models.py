@@ -382,6 +382,26 @@ class SequentialPairDelta(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class SequentialPairBlob(Base):
+    """Signed SequentialPairDelta deltas of one order batch and one bucket (workers.sequential_jobs): `data` =
+    numpy npz of ``ids`` (sorted distinct items) and ``i``, ``j``, ``counts``: directed pair (ids[i] -> ids[j]),
+    zeros dropped; `pairs` = its number of pairs. Counts = SequentialPairDelta rows + these blobs, exact;
+    compaction folds blobs into the rows (deleting exactly the blobs it read, by id), a rebuild deletes them.
+    AUTOINCREMENT on SQLite: a deleted blob's id is never reused, so "the blobs a compaction read" stays exact."""
+    __tablename__ = "sequential_pair_blobs"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    shop_id: Mapped[int] = mapped_column(Integer, ForeignKey("shops.id", ondelete="CASCADE"))
+    bucket: Mapped[str] = mapped_column(String(7))
+    pairs: Mapped[int] = mapped_column(Integer, default=0)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_sequential_pair_blobs_shop_bucket", "shop_id", "bucket"),
+                      {"sqlite_autoincrement": True})
+
+
 class SequentialItemDelta(Base):
     """Denominators of the sequential rules: customer orders containing item_id, by month bucket."""
     __tablename__ = "sequential_item_deltas"
