@@ -18,7 +18,9 @@ transaction (`read_compaction`), then in a short write transaction under the sho
 replaces each bucket's snapshot, deletes exactly the blobs it read (by id) and subtracts the item / basket /
 legacy pair delta values it read: deltas written in between stay, and stay counted. A bucket whose snapshot or
 read deltas changed in between (a rebuild, another compaction) is left for the next run.
-`compact_counts(s, shop_id)` does both steps in the caller's transaction.
+`compact_counts(s, shop_id)` does both steps in the caller's transaction. The same job folds the shop's sequential
+pair blobs into SequentialPairDelta rows (workers.sequential_jobs.read_sequential_compaction /
+apply_sequential_compaction: read + sum in the read transaction, exact blobs deleted by id under the lock).
 
 `read_counts(s, shop_id, first, last)` = sum over the buckets in [first, last] of snapshot + deltas.
 
@@ -39,11 +41,12 @@ from shopify_app.analytics import counts as C
 from shopify_app.analytics.rules import PairCounts
 from shopify_app.models import (
     ALL_SEGMENTS, BasketCountDelta, CountSnapshot, CustomerStats, ItemCountDelta, Job, Order, OrderLine,
-    PairCountBlob, PairCountDelta, SegmentChange, utcnow,
+    PairCountBlob, PairCountDelta, SegmentChange, SequentialPairBlob, utcnow,
 )
 
 from . import context
 from .bulk_rows import upsert_add
+from .sequential_jobs import apply_sequential_compaction, read_sequential_compaction
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +68,24 @@ DELTA_MODELS = (BasketCountDelta, ItemCountDelta, PairCountDelta, PairCountBlob)
 def compact_all_shops() -> dict:
     with context.read_transaction() as s:
         shop_ids = set()
-        for model in DELTA_MODELS:
+        for model in DELTA_MODELS + (SequentialPairBlob,):
             shop_ids |= set(s.scalars(select(model.shop_id).distinct()))
-    done = {shop_id: compact_shop(shop_id)["buckets"] for shop_id in sorted(shop_ids)}
-    return {"shops": len(done), "buckets": sum(done.values())}
+    done = [compact_shop(shop_id) for shop_id in sorted(shop_ids)]
+    return {"shops": len(done), "buckets": sum(d["buckets"] for d in done),
+            "sequential_buckets": sum(d["sequential_buckets"] for d in done)}
 
 
 def compact_shop(shop_id: int) -> dict:
-    """Fold the shop's deltas into its snapshots: read + sum without the write lock, then a short write."""
+    """Fold the shop's deltas into its snapshots and its sequential pair blobs into their rows: read + sum without
+    the write lock, then a short write."""
     with context.read_transaction() as s:
         plan = read_compaction(s, shop_id)
+        sequential = read_sequential_compaction(s, shop_id)
     with context.transaction() as s:
         done = apply_compaction(s, shop_id, plan)
-    return {"shop_id": shop_id, "buckets": done, "skipped": len(plan.buckets) - done}
+        seq_done = apply_sequential_compaction(s, shop_id, sequential)
+    return {"shop_id": shop_id, "buckets": done, "skipped": len(plan.buckets) - done,
+            "sequential_buckets": seq_done, "sequential_skipped": len(sequential) - seq_done}
 
 
 def compact_job_id(shop_id: int, followup: bool = False) -> str:

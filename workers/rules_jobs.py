@@ -18,8 +18,9 @@ Kinds written (all with computed_at = now; one transaction deletes the shop's pr
 - 'triple', segment '*': 3-itemset rules ({A, B} -> C, A -> {B, C}) from mlxtend fpgrowth(max_len=3) on the
   window's baskets restricted to frequent items (at most ~150 of the most frequent, see
   analytics.rules.mine_triple_rules), the TRIPLE_LIMIT with the highest lift.
-- 'sequential', segment '*': "bought B within N days after A" from SequentialPairDelta / SequentialItemDelta
-  (shopify_app.analytics.sequential), when those tables hold data for the window; the SEQUENTIAL_LIMIT with
+- 'sequential', segment '*': "bought B within N days after A" from SequentialItemDelta and the pair counts
+  (SequentialPairDelta rows + SequentialPairBlob payloads, see `read_sequential`; definitions:
+  shopify_app.analytics.sequential), when those tables hold data for the window; the SEQUENTIAL_LIMIT with
   the highest count (then confidence).
 AssociationRule.customers (pairs): distinct customers who bought both items in the window (in any of their
 orders). conviction is NULL when infinite (confidence = 1).
@@ -34,7 +35,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, or_, select, tuple_
 
 from shopify_app.analytics import counts as C
 from shopify_app.analytics.incremental import bucket_of
@@ -49,6 +50,7 @@ from shopify_app.settings import shop_settings
 
 from . import context
 from .rebuild_jobs import load_lines, load_orders, read_counts
+from .sequential_jobs import decode_directed_pairs, read_blobs, sum_directed_pairs
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,9 @@ SEGMENT_LIMIT = 1000           # pair rules kept per named segment (highest coun
 # the offline `flask analyze` and from the counts.
 PAIR_LIMIT = 20000
 INSERT_CHUNK = 2000
+# Sequential pairs of the blobs (not yet compacted) whose row sums read_sequential looks up by key, at most.
+HOT_PAIRS = 2000
+LOOKUP_CHUNK = 400
 
 
 # --------------------------------------------------------------------------------------------- entry points
@@ -152,12 +157,50 @@ def read_sequential(s, shop_id: int, first: str | None, last: str, min_count: in
                       .group_by(SequentialItemDelta.item_id)).all()
     if not items:
         return None
-    pairs = s.execute(select(SequentialPairDelta.item_a, SequentialPairDelta.item_b, func.sum(SequentialPairDelta.count))
-                      .where(SequentialPairDelta.shop_id == shop_id, *within(SequentialPairDelta.bucket))
-                      .group_by(SequentialPairDelta.item_a, SequentialPairDelta.item_b)
-                      .having(func.sum(SequentialPairDelta.count) >= min_count)).all()
     return {"items": {int(i): int(n) for i, n in items if n},
-            "pairs": {(int(a), int(b)): int(n) for a, b, n in pairs if n}}
+            "pairs": _sequential_pairs(s, shop_id, first, last, min_count)}
+
+
+def _sequential_pairs(s, shop_id: int, first: str | None, last: str, min_count: int) -> dict:
+    """{(a, b): count} over the window with count >= min_count (zeros dropped), count = rows + blobs, exact.
+
+    The blobs (recent batches, not yet compacted) are summed in numpy: blob[k]. The rows (millions after a
+    rebuild) are summed in SQL, and only those that can reach min_count come back: a pair's total is row[k] +
+    blob[k], so with h = a bound on blob[k], HAVING row >= min_count - h misses no pair that passes (rows are
+    counts, >= 0; `OR sum < 0` keeps the argument exact even if one were not). One h for every pair would be the
+    largest blob sum, which in a busy shop lowers the bar for every row; so the HOT_PAIRS pairs with the largest
+    blob sums get their row sums looked up by key, and h bounds the others. A pair left out has row < min_count -
+    h (so total < min_count) or row = 0 (so total = blob[k], filtered here)."""
+    def within(col):
+        return [col <= last] + ([col >= first] if first else [])
+
+    ba, bb, bn = sum_directed_pairs(decode_directed_pairs(data) for _i, _b, data in
+                                    read_blobs(s, shop_id, first, last))
+    positive = np.sort(bn[bn > 0])[::-1]
+    h = int(positive[HOT_PAIRS]) if len(positive) > HOT_PAIRS else 0
+    floor = max(int(min_count) - h, 1)
+    total = func.sum(SequentialPairDelta.count)
+    row_sums = {(int(a), int(b)): int(n) for a, b, n in s.execute(
+        select(SequentialPairDelta.item_a, SequentialPairDelta.item_b, total)
+        .where(SequentialPairDelta.shop_id == shop_id, *within(SequentialPairDelta.bucket))
+        .group_by(SequentialPairDelta.item_a, SequentialPairDelta.item_b)
+        .having(or_(total >= floor, total < 0)))}
+    hot = [(int(a), int(b)) for a, b in zip(ba[bn > h], bb[bn > h])]
+    if hot:
+        # Buckets as an equality list (not a range) so each key is an index seek on (shop, bucket, a, b); every
+        # bucket with a pair row has an item row (the antecedent occurrence), and the item table is small.
+        buckets = sorted(s.scalars(select(SequentialItemDelta.bucket).distinct().where(
+            SequentialItemDelta.shop_id == shop_id, *within(SequentialItemDelta.bucket))))
+        for i in range(0, len(hot), LOOKUP_CHUNK):
+            row_sums.update({(int(a), int(b)): int(n) for a, b, n in s.execute(
+                select(SequentialPairDelta.item_a, SequentialPairDelta.item_b, total)
+                .where(SequentialPairDelta.shop_id == shop_id, SequentialPairDelta.bucket.in_(buckets),
+                       tuple_(SequentialPairDelta.item_a, SequentialPairDelta.item_b).in_(hot[i:i + LOOKUP_CHUNK]))
+                .group_by(SequentialPairDelta.item_a, SequentialPairDelta.item_b))})
+    out = dict(row_sums)
+    for a, b, n in zip(ba.tolist(), bb.tolist(), bn.tolist()):
+        out[(a, b)] = out.get((a, b), 0) + n
+    return {k: n for k, n in out.items() if n and n >= min_count}
 
 
 # --------------------------------------------------------------------------------------------- mining

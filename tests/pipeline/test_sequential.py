@@ -3,22 +3,20 @@ from __future__ import annotations
 
 import random
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from shopify_app.analytics.sequential import counts_of_customers
-from shopify_app.models import Order, SequentialItemDelta, SequentialPairDelta, Shop, ShopModel
+from shopify_app.models import Order, SequentialItemDelta, Shop, ShopModel
 from shopify_app.shopify.convert import order_deleted, order_from_rest
 from tests.pipeline.test_order_jobs import NOW, P1, P2, P3, _history, deliver, make_shop, payload, run
-from workers.sequential_jobs import rebuild_sequential
+from workers.sequential_jobs import read_pair_sums, rebuild_sequential
 
 
 def tables(session, shop_id):
     session.expire_all()
     items = {(r.bucket, r.item_id): r.count for r in session.scalars(
         select(SequentialItemDelta).where(SequentialItemDelta.shop_id == shop_id)) if r.count}
-    pairs = {(r.bucket, r.item_a, r.item_b): r.count for r in session.scalars(
-        select(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop_id)) if r.count}
-    return items, pairs
+    return items, read_pair_sums(session, shop_id)      # pairs: rows + blobs
 
 
 def test_hand_computed_through_the_job(session):
@@ -139,3 +137,108 @@ def test_forget_customer_before_redact_matches_a_rebuild(session):
     rebuild_sequential(session, shop.id)
     session.commit()
     assert tables(session, shop.id) == after
+
+
+# --------------------------------------------------------------------------------------------- pair blobs
+def retail_history(stretch: int = 20, seed: int = 3):
+    """retail_small.csv (real Online Retail invoices) as order versions, times stretched x`stretch` from the first
+    invoice so the 4 days cover three month buckets, then later versions of some orders: cancelled, moved to
+    another customer, first line refunded, moved in time (every kind of subtraction)."""
+    import dataclasses
+    import datetime as dt
+
+    from tests.workers.test_rules_job import retail_versions
+
+    versions, _ = retail_versions()
+    t0 = min(v.processed_at for v in versions)
+    versions = [dataclasses.replace(v, processed_at=t0 + (v.processed_at - t0) * stretch,
+                                    updated_at=t0 + (v.processed_at - t0) * stretch) for v in versions]
+    rng = random.Random(seed)
+    customers = sorted({v.customer_id for v in versions if v.customer_id})
+    edits = []
+    for v in rng.sample([v for v in versions if v.customer_id], 40):
+        later = v.updated_at + dt.timedelta(days=200)
+        kind = rng.choice(["cancel", "move", "refund", "time"])
+        if kind == "cancel":
+            edits.append(dataclasses.replace(v, updated_at=later, cancelled=True))
+        elif kind == "move":
+            edits.append(dataclasses.replace(v, updated_at=later, customer_id=rng.choice(customers)))
+        elif kind == "refund":
+            first = dataclasses.replace(v.lines[0], refunded_quantity=v.lines[0].quantity)
+            edits.append(dataclasses.replace(v, updated_at=later, lines=(first,) + v.lines[1:]))
+        else:
+            edits.append(dataclasses.replace(v, updated_at=later,
+                                             processed_at=v.processed_at + dt.timedelta(days=rng.randint(-9, 9))))
+    return versions, edits
+
+
+def definition(versions, days=14):
+    """Sequential counts of the final versions, by the pure definition (analytics.sequential)."""
+    latest = {}
+    for v in versions:
+        if v.id not in latest or v.updated_at > latest[v.id].updated_at:
+            latest[v.id] = v
+    by_customer = {}
+    for v in latest.values():
+        if v.counted and v.customer_id is not None:
+            items = {ln.product_id for ln in v.lines if ln.product_id and ln.quantity - ln.refunded_quantity > 0}
+            by_customer.setdefault(v.customer_id, []).append((v.processed_at, items))
+    i, p = counts_of_customers(by_customer, days)
+    return {k: n for k, n in i.items() if n}, {k: n for k, n in p.items() if n}
+
+
+def apply_batches(session, shop, versions, size=40):
+    """The order job's per-batch path (apply_version ... write_counts), one transaction per batch."""
+    from shopify_app.analytics.incremental import Delta
+    from workers.order_jobs import apply_version, write_counts
+
+    for k in range(0, len(versions), size):
+        batch = Delta()
+        for v in versions[k:k + size]:
+            apply_version(session, shop.id, v, batch, NOW)
+        session.flush()
+        write_counts(session, shop.id, batch)
+        session.commit()
+
+
+def stored(session, model, shop_id):
+    from sqlalchemy import func
+
+    n = session.scalar(select(func.count()).select_from(model).where(model.shop_id == shop_id))
+    session.commit()
+    return n
+
+
+def test_real_orders_blobs_equal_rebuild_and_definition(session):
+    """Real invoices through the batch path: pair deltas land as blobs only (one per batch and bucket, directed
+    pairs kept), and rows + blobs = the definition = a rebuild; compaction folds them into rows, still equal."""
+    from shopify_app.models import SequentialPairBlob, SequentialPairDelta
+    from workers.sequential_jobs import compact_sequential, decode_directed_pairs
+
+    versions, edits = retail_history()
+    ref = definition(versions + edits)
+    assert len({b for b, _a, _c in ref[1]}) >= 2 and len(ref[1]) > 1000
+    assert any((b, c, a) not in ref[1] for b, a, c in ref[1]), "direction matters in this data"
+    shop = make_shop(session, "seq-real.myshopify.com")
+    apply_batches(session, shop, versions)
+    assert tables(session, shop.id) == definition(versions)
+    apply_batches(session, shop, edits, size=7)
+    assert stored(session, SequentialPairDelta, shop.id) == 0
+    blobs = session.scalars(select(SequentialPairBlob).where(SequentialPairBlob.shop_id == shop.id)).all()
+    assert any((decode_directed_pairs(b.data)[2] < 0).any() for b in blobs), "edits subtract"
+    assert all(b.pairs == len(decode_directed_pairs(b.data)[0]) > 0 for b in blobs)
+    assert len({(b.bucket, b.created_at, b.id) for b in blobs}) == len(blobs)
+    session.commit()
+    assert tables(session, shop.id) == ref
+
+    assert compact_sequential(session, shop.id) >= 2
+    session.commit()
+    assert stored(session, SequentialPairBlob, shop.id) == 0
+    assert tables(session, shop.id) == ref
+    rows = session.scalar(select(func.min(SequentialPairDelta.count)).where(SequentialPairDelta.shop_id == shop.id))
+    session.commit()
+    assert rows > 0, "no zero or negative rows are left"
+
+    rebuild_sequential(session, shop.id)
+    session.commit()
+    assert tables(session, shop.id) == ref

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import delete, update
 
 from shopify_app.db import session_factory
-from shopify_app.models import SequentialItemDelta, SequentialPairDelta, Shop, ShopModel
+from shopify_app.models import SequentialItemDelta, SequentialPairBlob, SequentialPairDelta, Shop, ShopModel
 from tests.pipeline.test_order_jobs import P1, P3, deliver, make_shop, payload, run
 from tests.pipeline.test_sequential import _final_reference, _spread_history, tables
 from workers import context, sequential_jobs
@@ -27,6 +27,7 @@ def shop(session, config):
     run(session, shop)
     # as after a history import: the bulk path leaves the tables to the rebuild
     session.execute(delete(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop.id))
+    session.execute(delete(SequentialPairBlob).where(SequentialPairBlob.shop_id == shop.id))
     session.execute(delete(SequentialItemDelta).where(SequentialItemDelta.shop_id == shop.id))
     session.commit()
     yield shop
