@@ -146,6 +146,7 @@ def load(port: int, items: list, concurrency: int, reconnect_every: int = 0, rat
     sent late because every thread was busy is charged for the wait: no coordinated omission)."""
     latencies: list[float] = []
     statuses: list[tuple[int, dict | None]] = [None] * len(items)
+    by_item: list[float | None] = [None] * len(items)
     lock = threading.Lock()
     next_i = iter(range(len(items)))
     start = time.perf_counter() + 0.05
@@ -176,6 +177,7 @@ def load(port: int, items: list, concurrency: int, reconnect_every: int = 0, rat
                     resp = conn.getresponse()
                     data = resp.read()
                     mine.append(time.perf_counter() - t)
+                    by_item[i] = mine[-1]
                     try:
                         statuses[i] = (resp.status, json.loads(data))
                     except ValueError:
@@ -197,7 +199,8 @@ def load(port: int, items: list, concurrency: int, reconnect_every: int = 0, rat
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return {"wall": wall, "rps": len(items) / wall, "statuses": statuses, "latencies": sorted(latencies)}
+    return {"wall": wall, "rps": len(items) / wall, "statuses": statuses, "latencies": sorted(latencies),
+            "by_item": by_item}
 
 
 def server_cpu(proc: subprocess.Popen) -> float:

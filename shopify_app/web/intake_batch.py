@@ -1,4 +1,5 @@
-"""Group commit for request threads: many concurrent requests, one database transaction.
+"""Group commit for request threads (many concurrent requests, one database transaction), and the background
+`Waker` that wakes the order jobs after the answer (at the end).
 
 Each webhook request must see its row committed before it answers 200. Committing one row per request costs one
 transaction (and, on SQLite, one turn of the single write lock) per request; under load most of the time goes
@@ -9,17 +10,21 @@ and handed over:
   (up to `max_batch`) and calls `write(items)` once for all of them (one transaction);
 - threads arriving meanwhile queue up and wait; they are all written by the next batch;
 - as soon as its own item is written, the leader passes the lead to the oldest waiting thread, then runs
-  `hand_over(items, written)` for its batch (the Redis part: a network round trip that must follow the commit
-  but need not hold up the next batch's write) and releases the batch's threads with their results.
+  `hand_over(items, written)` for its batch (what must follow the commit but need not hold up the next batch's
+  write: handing the shops to the Waker, enqueueing the rare non-order delivery) and releases the batch's threads
+  with their results.
 
-No extra thread: the leader is a request thread, so an idle server writes a lone request at once (a batch of
+No extra thread for the writes: the leader is a request thread, so an idle server writes a lone request at once (a batch of
 one); batches grow only when requests really overlap. A failing write or hand-over fails every item of its batch
 (each of those requests answers 500; Shopify retries and the unique constraint dedupes).
 """
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable, Generic, Sequence, TypeVar
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 W = TypeVar("W")
@@ -112,52 +117,64 @@ class GroupCommit(Generic[T, W, R]):
         return w.result  # type: ignore[return-value]
 
 
-class Coalesced(Generic[R]):
-    """Calls of `fn(key)` that may be merged: a caller is answered by a call that *started after* it asked.
+class Waker:
+    """Calls `fn(key)` from one background thread, after the caller has moved on; keys asked for meanwhile are
+    merged (one call per key per round).
 
-    For the intake's wake of a shop's order job (one Redis SET NX after the rows are committed): while one call for
-    a shop is in flight, every batch committed meanwhile waits for the next call, which covers all of them. So a
-    process makes at most one call per shop at a time (and per round trip), however many batches it commits."""
+    For the intake's wake of a shop's order job (one Redis SET NX, then an enqueue when the key was free): the rows
+    are committed before `request(shop_id)`, and the call covering that request *starts after* it (a key asked for
+    while its call runs is asked again in the next round), so the job is woken after the rows are visible, as when
+    the request thread woke it itself. The request answers without waiting for Redis: the committed row is the
+    record and the wake only liveness; a wake that fails or is never made (Redis down, process killed) leaves the
+    rows 'pending_analytics', which the sweeper (workers.ingest.sweep_stuck_deliveries) finds and wakes.
 
-    class _State:
-        __slots__ = ("asked", "answered", "running", "result")
+    `fn` returns False (or raises) on failure: the rest of that round is dropped (each try may wait for Redis's
+    connect timeout; the sweeper covers them) and counted in `failures`. Not fork-safe: one per process."""
 
-        def __init__(self):
-            self.asked = 0          # tickets handed out
-            self.answered = 0       # every ticket <= this one has its result
-            self.running = False
-            self.result = None
-
-    def __init__(self, fn: Callable[[object], R]):
+    def __init__(self, fn: Callable[[object], bool], name: str = "intake-waker"):
         self._fn = fn
+        self._name = name
         self._cond = threading.Condition()
-        self._states: dict[object, Coalesced._State] = {}
+        self._pending: dict[object, None] = {}      # keys asked for since the current round started, in order
+        self._running = False                       # a round is being called
+        self._thread: threading.Thread | None = None
+        self.rounds = 0                              # counters for tests and benches
         self.calls = 0
+        self.failures = 0
+        self.dropped = 0
 
-    def __call__(self, key) -> R:
+    def request(self, key) -> None:
         with self._cond:
-            st = self._states.get(key)
-            if st is None:
-                st = self._states[key] = self._State()
-            st.asked += 1
-            ticket = st.asked
-            while st.answered < ticket and st.running:
-                self._cond.wait()
-            if st.answered >= ticket:
-                return st.result
-            st.running = True
-            covered = st.asked              # everyone who asked so far is covered by the call starting now
-        try:
-            result = self._fn(key)
-        except BaseException:
-            with self._cond:                # the waiters start their own call
-                st.running = False
+            self._pending[key] = None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every key asked for so far has had its call (tests; process exit). False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._running, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._running = False
                 self._cond.notify_all()
-            raise
-        with self._cond:
-            self.calls += 1
-            st.running = False
-            if covered > st.answered:
-                st.answered, st.result = covered, result
-            self._cond.notify_all()
-        return result
+                while not self._pending:
+                    self._cond.wait()
+                keys = list(self._pending)
+                self._pending.clear()
+                self._running = True
+            self.rounds += 1
+            for n, key in enumerate(keys):
+                try:
+                    ok = self._fn(key)
+                except Exception as exc:                 # noqa: BLE001 - fn should log; the thread must go on
+                    log.warning("wake of %r failed (%s: %s)", key, type(exc).__name__, exc)
+                    ok = False
+                self.calls += 1
+                if not ok:
+                    self.failures += 1
+                    self.dropped += len(keys) - n - 1
+                    break

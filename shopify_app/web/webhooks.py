@@ -18,19 +18,23 @@ Rules, in order:
      other from two processes can both be enqueued; that is harmless because processing is idempotent;
    - an order topic (orders/*, refunds/create) of an installed shop -> status 'pending_analytics' with its
      body: handed straight to the shop's coalescing order job, woken with one Redis SET NX
-     (shopify_app.queues.wake_order_job) instead of one RQ job per delivery — the hot path under load;
+     (shopify_app.queues.wake_order_job) instead of one RQ job per delivery — the hot path under load. The wake
+     is made by the process's waker thread (intake_batch.Waker) *after* the answer, which therefore says
+     `"wake": "background"` instead of `"queued"`: the committed row is the record, the wake only liveness;
    - otherwise status 'received', then `workers.ingest.process_delivery(id)` is enqueued on the webhooks
      queue with job_id `delivery-{id}`.
-4. Redis unavailable while enqueueing -> still 200 (the row is the record); `sweep_stuck_deliveries`
-   re-enqueues rows left 'received' and wakes the order job of shops with old 'pending_analytics' rows.
+4. Redis unavailable while enqueueing -> still 200 (the row is the record; `"queued": false` for a 'received'
+   row, a failed background wake is logged); `sweep_stuck_deliveries` re-enqueues rows left 'received' and wakes
+   the order job of shops with old 'pending_analytics' rows.
 
 Throughput: the request thread only verifies and parses; recording is a *group commit* (web/intake_batch.py):
 the deliveries of all concurrently waiting request threads of a process are written in one transaction
-(web/intake.py: a few statements per batch, whatever its size) and handed over with one wake per shop, and each
-request still answers only after its batch committed. Numbers: docs/platform.md, "Intake under load".
+(web/intake.py: a few statements per batch, whatever its size), and each request still answers only after its
+batch committed; the order job wakes are then made in the background, merged per shop. Numbers: docs/platform.md, "Intake under load".
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -45,7 +49,7 @@ from shopify_app.shopify.webhooks import parse_webhook_headers, verify_webhook_h
 from shopify_app.web.intake import (  # noqa: F401 - PENDING_ANALYTICS, MAX_INVALID_BODY_CHARS: part of this API
     ALREADY_RECORDED, MAX_INVALID_BODY_CHARS, PENDING_ANALYTICS, Delivery, Outcome, record_batch,
 )
-from shopify_app.web.intake_batch import Coalesced, GroupCommit
+from shopify_app.web.intake_batch import GroupCommit, Waker
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +122,8 @@ def handle_delivery(flask_app, raw: bytes, header_map) -> tuple[int, dict]:
     if result.status == ALREADY_RECORDED:
         log.debug("webhook %s from %s already recorded", headers.webhook_id, headers.shop_domain)
         return 200, {"status": ALREADY_RECORDED}
+    if queued is None:       # the shop's order job is woken in the background: not known yet, so not claimed
+        return 200, {"status": result.status, "delivery_id": result.delivery_id, "wake": "background"}
     return 200, {"status": result.status, "delivery_id": result.delivery_id, "queued": queued}
 
 
@@ -143,37 +149,48 @@ _writers_guard = threading.Lock()
 
 
 def _writer(flask_app) -> GroupCommit:
-    """The app's group-commit writer in this process (created after a fork, never shared across one)."""
+    return _intake(flask_app)[1]
+
+
+def intake_waker(flask_app) -> Waker:
+    """The process's background waker of order jobs (tests wait for it with `.wait_idle()`)."""
+    return _intake(flask_app)[2]
+
+
+def _intake(flask_app) -> tuple[int, GroupCommit, Waker]:
+    """(pid, group-commit writer, waker) of the app in this process (created after a fork, never shared across
+    one: a thread does not survive it)."""
     ext = flask_app.extensions
-    writer = ext.get("webhook_intake")
-    if writer is None or writer[0] != os.getpid():
+    intake = ext.get("webhook_intake")
+    if intake is None or intake[0] != os.getpid():
         with _writers_guard:
-            writer = ext.get("webhook_intake")
-            if writer is None or writer[0] != os.getpid():
+            intake = ext.get("webhook_intake")
+            if intake is None or intake[0] != os.getpid():
                 cfg = flask_app.config["APP_CONFIG"]
-                wake = Coalesced(lambda shop_id: _wake(cfg, shop_id))
-                writer = ext["webhook_intake"] = (os.getpid(), GroupCommit(
-                    lambda items: record_batch(cfg.sqlalchemy_url, items),
-                    lambda items, outcomes: _hand_over(cfg, wake, outcomes)))
-    return writer[1]
+                waker = Waker(lambda shop_id: _wake(cfg, shop_id))
+                # A clean exit (gunicorn's graceful stop) gives the wakes asked for last a moment to be made; a
+                # kill leaves them to the sweeper.
+                atexit.register(waker.wait_idle, 2.0)
+                writer = GroupCommit(lambda items: record_batch(cfg.sqlalchemy_url, items),
+                                     lambda items, outcomes: _hand_over(cfg, waker, outcomes))
+                intake = ext["webhook_intake"] = (os.getpid(), writer, waker)
+    return intake
 
 
-def _hand_over(cfg, wake, outcomes: Sequence[Outcome]) -> list[tuple[Outcome, bool]]:
-    """After the batch committed: one wake per shop with pending order rows (`wake`: _wake, coalesced across the
-    process's concurrent batches), one RQ job per 'received' row.
-    (Outcome, queued) per item. After the first Redis failure the rest of the batch is not tried (each try may
-    wait for the connect timeout); the sweeper catches up."""
-    woken: dict[int, bool] = {}
+def _hand_over(cfg, waker: Waker, outcomes: Sequence[Outcome]) -> list[tuple[Outcome, bool | None]]:
+    """After the batch committed: each shop with pending order rows is handed to the waker (None: woken in the
+    background, after the answer); one RQ job per 'received' row, enqueued here (True/False: known before the
+    answer). After the first Redis failure the rest of the batch is not tried (each try may wait for the connect
+    timeout); the sweeper catches up."""
     redis_ok = True
-    out = []
+    out: list[tuple[Outcome, bool | None]] = []
     for o in outcomes:
-        queued = False
-        if redis_ok and o.status == "received":
+        queued: bool | None = False
+        if o.status == PENDING_ANALYTICS:
+            waker.request(o.shop_id)
+            queued = None
+        elif redis_ok and o.status == "received":
             queued = redis_ok = enqueue_delivery(cfg, o.delivery_id)
-        elif redis_ok and o.status == PENDING_ANALYTICS:
-            if o.shop_id not in woken:
-                woken[o.shop_id] = redis_ok = wake(o.shop_id)
-            queued = woken[o.shop_id]
         out.append((o, queued))
     return out
 

@@ -19,7 +19,7 @@ from shopify_app.models import WebhookDelivery, utcnow
 from shopify_app.web.intake import (
     ALREADY_RECORDED, Checkpointer, Delivery, _Dedicated, record_batch,
 )
-from shopify_app.web.intake_batch import Coalesced, GroupCommit
+from shopify_app.web.intake_batch import GroupCommit, Waker
 from tests import helpers
 from tests.helpers import wait_for
 
@@ -229,52 +229,60 @@ def test_checkpoints_run_in_the_background_after_enough_rows(db_url):
     wait_for(lambda: cp.checkpoints > before, timeout=20, message="a WAL checkpoint")
 
 
-# --------------------------------------------------------------------------------------------- Coalesced
-def test_coalesced_callers_are_answered_by_a_call_started_after_they_asked():
-    started: list[int] = []          # the `asked` count at the start of each call
+# --------------------------------------------------------------------------------------------- Waker
+def test_waker_calls_after_the_request_and_merges_requests_made_meanwhile():
+    """A key asked for while its call runs gets a new call that starts after the ask; asks made meanwhile are
+    merged into that one call; the requesting thread never waits."""
+    asked: list[str] = []
+    started: list[tuple[str, int]] = []       # (key, how many asks had been made when the call started)
     gate, in_call = threading.Event(), threading.Event()
-    asked = {"n": 0}
-    lock = threading.Lock()
 
     def fn(key):
-        started.append(asked["n"])
+        started.append((key, len(asked)))
         in_call.set()
-        gate.wait(5)
-        return f"woke {key} #{len(started)}"
+        assert gate.wait(10)
+        return True
 
-    wake = Coalesced(fn)
-    results: dict[int, str] = {}
+    waker = Waker(fn)
 
-    def call(i):
-        with lock:
-            asked["n"] += 1
-        results[i] = wake("shop-1")
+    def ask(key):
+        asked.append(key)
+        waker.request(key)
 
-    first = threading.Thread(target=call, args=(0,))
-    first.start()
-    assert in_call.wait(10)                      # call #1 in flight; the next 9 ask meanwhile
-    others = [threading.Thread(target=call, args=(i,)) for i in range(1, 10)]
-    for t in others:
-        t.start()
-    wait_for(lambda: wake._states["shop-1"].asked == 10, timeout=10, message="10 tickets")
+    ask("shop-1")
+    assert in_call.wait(10)                   # call 1 in flight, held by the gate
+    for key in ("shop-1", "shop-2", "shop-1", "shop-2", "shop-1"):
+        ask(key)                              # returns at once
+    assert not waker.wait_idle(0.05)
     gate.set()
-    for t in [first, *others]:
-        t.join(10)
-    assert results[0] == "woke shop-1 #1"
-    assert {results[i] for i in range(1, 10)} == {"woke shop-1 #2"}   # one more call covers all nine
-    assert wake.calls == 2 and started == [1, 10]
+    assert waker.wait_idle(10)
+    assert started == [("shop-1", 1), ("shop-1", 6), ("shop-2", 6)]
+    assert (waker.rounds, waker.calls, waker.failures) == (2, 3, 0)
 
 
-def test_coalesced_failure_lets_the_waiters_call_again():
-    calls = {"n": 0}
+def test_waker_failure_drops_the_rest_of_the_round_and_goes_on():
+    calls: list[int] = []
+    fail = {"on": True}
+    gate = threading.Event()
 
     def fn(key):
-        calls["n"] += 1
-        if calls["n"] == 1:
+        calls.append(key)
+        if key == 0:
+            assert gate.wait(10)
+            return True
+        if fail["on"]:
             raise ConnectionError("redis down")
         return True
 
-    wake = Coalesced(fn)
-    with pytest.raises(ConnectionError):
-        wake(1)
-    assert wake(1) is True and calls["n"] == 2
+    waker = Waker(fn)
+    waker.request(0)                          # holds the thread so that 1, 2, 3 form one round
+    wait_for(lambda: calls == [0], timeout=10, message="the first call")
+    for key in (1, 2, 3):
+        waker.request(key)
+    gate.set()
+    assert waker.wait_idle(10)
+    assert calls == [0, 1] and (waker.failures, waker.dropped) == (1, 2)   # 2 and 3 left to the sweeper
+    fail["on"] = False
+    waker.request(2)
+    assert waker.wait_idle(10)
+    assert calls == [0, 1, 2] and waker.failures == 1                        # the thread is still there

@@ -5,6 +5,7 @@ Payloads are Shopify's own samples (shopify_app/devstore/fixtures/), signed like
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 from rq.job import Job as RQJob
@@ -14,12 +15,14 @@ from shopify_app.db import session_scope
 from shopify_app.models import (
     ALL_SEGMENTS, AssociationRule, BasketCountDelta, Base, ComplianceRequest, CountSnapshot, Customer,
     CustomerPrediction, CustomerStats, ItemCountDelta, Job, Order, OrderLine, PairCountBlob, PairCountDelta, Product,
-    SegmentChange, SegmentSnapshot, SequentialItemDelta, SequentialPairDelta, Shop, ShopModel, TagSyncState, WebhookDelivery,
+    SegmentChange, SegmentSnapshot, SequentialItemDelta, SequentialPairBlob, SequentialPairDelta, Shop, ShopModel,
+    TagSyncState, WebhookDelivery,
 )
 from shopify_app.queues import WEBHOOKS, get_queue, redis_connection
 from shopify_app.shopify.webhooks import (
     compute_webhook_hmac, parse_triggered_at, parse_webhook_headers, valid_shop_domain, verify_webhook_hmac,
 )
+from shopify_app.web.webhooks import intake_waker
 from tests import helpers
 from tests.helpers import TEST_API_SECRET, wait_for
 
@@ -33,7 +36,11 @@ def sample(topic: str, shop: str = SHOP, **changes) -> bytes:
 
 
 def post(client, topic: str, body: bytes, *, shop: str = SHOP, **kw):
-    return helpers.post_webhook(client, topic, body, shop=shop, **kw)
+    """Post, then wait for the app's background waker (an order delivery's job is woken after the answer), so
+    the test sees the queue as it is once the wake was made."""
+    resp = helpers.post_webhook(client, topic, body, shop=shop, **kw)
+    assert intake_waker(client.application).wait_idle(10)
+    return resp
 
 
 def deliveries(db_url, **where) -> list[WebhookDelivery]:
@@ -188,6 +195,34 @@ def test_a_burst_of_order_deliveries_wakes_one_job(client, shop, config, db_url)
     assert len(deliveries(db_url, status="pending_analytics")) == 6
 
 
+def test_the_order_job_is_woken_in_the_background_after_the_answer(client, shop, config, db_url, monkeypatch):
+    """The request answers once its row is committed; the shop's job is woken afterwards by the process's waker
+    thread, which covers every delivery committed before it asked (here: three, while the wake was held up)."""
+    import shopify_app.web.webhooks as webhooks
+    from shopify_app.queues import wake_order_job
+
+    gate, calls = threading.Event(), []
+
+    def held_wake(cfg, shop_id):
+        calls.append(shop_id)
+        assert gate.wait(10)
+        return wake_order_job(cfg, shop_id)
+
+    monkeypatch.setattr(webhooks, "wake_order_job", held_wake)
+    answers = [helpers.post_webhook(client, "orders/create", sample("orders/create", id=3000 + i), shop=SHOP,
+                                    webhook_id=f"bg-{i}") for i in range(3)]
+    assert [(r.status_code, r.get_json()["status"], r.get_json()["wake"]) for r in answers] == \
+        [(200, "pending_analytics", "background")] * 3                  # answered while the wake is held up
+    assert queued_job_ids(config) == []                                 # ... so no job yet
+    assert len(deliveries(db_url, status="pending_analytics")) == 3     # but every row is committed
+    gate.set()
+    waker = intake_waker(client.application)
+    assert waker.wait_idle(10)
+    assert queued_job_ids(config) == [f"process-orders-{shop}"]
+    assert set(calls) == {shop} and len(calls) <= 2     # the first call, then at most one covering the rest
+    assert waker.failures == 0
+
+
 def test_second_delivery_of_one_event_is_recorded_duplicate_not_enqueued(client, shop, config, db_url):
     body = sample("orders/create")
     assert post(client, "orders/create", body, webhook_id="wh-a", event_id="ev-9").status_code == 200
@@ -239,10 +274,13 @@ def test_redis_down_still_answers_200_and_the_sweeper_catches_up(config, shop, d
 
     dead = create_app(config, redis_url="redis://127.0.0.1:1/0")
     dead.testing = True
-    for topic, wid in (("orders/create", "wh-down"), ("app/uninstalled", "wh-down-app")):
-        resp = post(dead.test_client(), topic, sample(topic), webhook_id=wid)
-        assert resp.status_code == 200
-        assert resp.get_json()["queued"] is False
+    order_resp = post(dead.test_client(), "orders/create", sample("orders/create"), webhook_id="wh-down")
+    # The order's answer does not wait for Redis: its job is woken in the background, which fails here.
+    assert (order_resp.status_code, order_resp.get_json()["wake"]) == (200, "background")
+    waker = intake_waker(dead)
+    assert (waker.calls, waker.failures) == (1, 1)
+    app_resp = post(dead.test_client(), "app/uninstalled", sample("app/uninstalled"), webhook_id="wh-down-app")
+    assert (app_resp.status_code, app_resp.get_json()["queued"]) == (200, False)   # enqueued before the answer
     order, app_row = deliveries(db_url)
     assert (order.status, app_row.status) == ("pending_analytics", "received")
     assert queued_job_ids(config) == []
@@ -333,6 +371,7 @@ def _seed_shop_data(s, shop_id: int, domain: str = SHOP, customer_ids=(191167, 5
         PairCountDelta(shop_id=shop_id, segment=ALL_SEGMENTS, bucket="2026-11", item_a=1, item_b=2, count=1),
         PairCountBlob(shop_id=shop_id, segment=ALL_SEGMENTS, bucket="2026-11", pairs=1, data=b"x"),
         SequentialPairDelta(shop_id=shop_id, bucket="2026-11", item_a=1, item_b=2, count=1),
+        SequentialPairBlob(shop_id=shop_id, bucket="2026-11", pairs=1, data=b"x"),
         SequentialItemDelta(shop_id=shop_id, bucket="2026-11", item_id=1, count=1),
         AssociationRule(shop_id=shop_id, antecedent=[1], consequent=[2], count=1, support=0.1,
                         confidence=0.5, lift=2.0),
