@@ -13,9 +13,10 @@ distinct product ids with (quantity - refunded_quantity) > 0, as for the basket 
 
 Everything is a sum over customers of a function of that customer's orders only, so the database keeps the
 tables exact by replacing, for each customer touched by a batch, the counts of their orders before the batch by
-the counts after it (`customer_sequential_counts(after) - customer_sequential_counts(before)`), counted only
-from the earliest changed order minus N days on (`sequential_delta`). Cost: O(orders in that span x window orders
-x basket^2), independent of the shop's size and of the customer's older history.
+the counts after it (`customer_sequential_counts(after) - customer_sequential_counts(before)`), computed
+only where it can differ (`sequential_delta`): the changed orders' own counts, plus, for each item that appeared
+at or vanished from an instant, the earlier orders of the N days before it. A new order costs about the pairs it
+adds, independent of the shop's size, of the customer's older history and of the rest of the window.
 """
 from __future__ import annotations
 
@@ -77,29 +78,125 @@ def subtract(after: Counter, before: Counter) -> dict:
     return {k: v for k, v in out.items() if v}
 
 
+def _by_time(orders) -> dict:
+    """{time: Counter(item -> number of the orders at that instant holding it)}, empty orders left out. The
+    counts of an order depend only on its time, its items and the items of other instants, so orders at the same
+    instant can be merged: this is all the definition sees of a customer's orders."""
+    out: dict = {}
+    for t, items in orders:
+        distinct = {int(i) for i in items}
+        if distinct:
+            c = out.get(t)
+            if c is None:
+                out[t] = c = Counter()
+            c.update(distinct)
+    return out
+
+
+def _in_window(occ: list, t, window) -> bool:
+    """Some time of the sorted list `occ` lies in (t, t + window]."""
+    i = bisect.bisect_right(occ, t)
+    return i < len(occ) and occ[i] <= t + window
+
+
+def _occurrences(m: dict, times: list, lo, hi, wanted) -> dict:
+    """{item in wanted: sorted instants in [lo, hi] (of the sorted `times`) at which m holds it}."""
+    out: dict = {}
+    for t in times[bisect.bisect_left(times, lo):bisect.bisect_right(times, hi)]:
+        for c in m[t]:
+            if c in wanted:
+                out.setdefault(c, []).append(t)
+    return out
+
+
 def sequential_delta(before, after, days: int) -> tuple[dict, dict]:
     """`customer_sequential_counts(after) - customer_sequential_counts(before)` for ONE customer (signed, zeros
-    dropped), computed only over the orders that can contribute to it.
+    dropped), counting only what can differ.
 
-    Let t_min be the earliest time of an order present in one list and not the other (a new, removed or changed
-    order). An antecedent order o is affected only if its window (t_o, t_o + N days] reaches t_min, i.e.
-    t_o >= t_min - N days; every earlier order, and every order after it, is the same in both lists, so it adds the
-    same counts to both sides. Counting from t_min - N days on costs O(orders in that span) instead of
-    O(the customer's whole history): a long-time customer's new order no longer recounts years of orders."""
-    def norm(orders):
-        out = [(t, frozenset(int(i) for i in items)) for t, items in orders]
-        return [(t, items) for t, items in out if items]
-
-    b, a = norm(before), norm(after)
-    changed = Counter(b)
-    changed.subtract(Counter(a))
-    times = [t for (t, _), n in changed.items() if n]
-    if not times:
+    Merge each side's orders by instant: M(t) = Counter of items over the orders at t, L(t) = items of the
+    instants in (t, t + N days]. An instant contributes items M(t) and pairs m_a * [c in L(t), c != a]. With
+    dM(t) = M_after(t) - M_before(t), its pair delta is
+        sum_a M_before(t)[a] * ([c in L_after(t)] - [c in L_before(t)])  +  sum_a dM(t)[a] * [c in L_after(t)].
+    The second term (and the items delta) is non-zero only at CHANGED instants (an order new, removed, moved or
+    with other items). The first only for items c whose presence at some changed instant t_c flipped, and only at
+    instants t in [t_c - N days, t_c): those (t, c) are found by bisecting c's sorted instants on both sides.
+    So a new order costs about (its new items x the instants of the N days before it x their basket), the pairs
+    it really adds, instead of recounting every pair of the span twice; an order whose items changed costs one
+    order's count plus the flips. Exactly equal to the full recount (property test: tests/analytics/
+    test_sequential.py)."""
+    mb, ma = _by_time(before), _by_time(after)
+    changed = sorted(t for t in mb.keys() | ma.keys() if mb.get(t) != ma.get(t))
+    if not changed:
         return {}, {}
-    cut = min(times) - dt.timedelta(days=int(days))
-    bi, bp = customer_sequential_counts([o for o in b if o[0] >= cut], days)
-    ai, ap = customer_sequential_counts([o for o in a if o[0] >= cut], days)
-    return subtract(ai, bi), subtract(ap, bp)
+    window = dt.timedelta(days=int(days))
+    empty: Counter = Counter()
+    buckets: dict = {}
+
+    def bucket(t):
+        b = buckets.get(t)
+        if b is None:
+            buckets[t] = b = bucket_of(t)
+        return b
+
+    items_d: dict = {}
+    pairs_d: dict = {}
+    times_b = sorted(mb)
+    times_a = sorted(ma)
+
+    # which items' presence flipped at which changed instant
+    flips: dict = {}                                   # item -> [changed instants where it flipped]
+    for t in changed:
+        for c in ma.get(t, empty).keys() ^ mb.get(t, empty).keys():
+            flips.setdefault(c, []).append(t)
+
+    # first term: antecedent instants of `before` whose window gained or lost a flipped item
+    if flips:
+        # each flipped item's sorted instants on both sides, near the changes: a window check at t in
+        # [t_c - N, t_c) only looks at (t, t + N], inside [first change - N, last change + N]
+        lo_t, hi_t = changed[0] - window, changed[-1] + window
+        occ_b = _occurrences(mb, times_b, lo_t, hi_t, flips)
+        occ_a = _occurrences(ma, times_a, lo_t, hi_t, flips)
+        gained: dict = {}                              # before instant -> {item c: +1 / -1}
+        for c, at in flips.items():
+            ob, oa = occ_b.get(c, ()), occ_a.get(c, ())
+            seen = set()
+            for tc in at:                              # instants t with t < tc <= t + N
+                for k in range(bisect.bisect_left(times_b, tc - window), bisect.bisect_left(times_b, tc)):
+                    if k in seen:
+                        continue
+                    seen.add(k)
+                    t = times_b[k]
+                    s = _in_window(oa, t, window) - _in_window(ob, t, window)
+                    if s:
+                        gained.setdefault(t, {})[c] = s
+        for t, cs in gained.items():
+            b = bucket(t)
+            for a, m in mb[t].items():
+                for c, s in cs.items():
+                    if c != a:
+                        k = (b, a, c)
+                        pairs_d[k] = pairs_d.get(k, 0) + s * m
+
+    # second term and items: changed instants, their item difference against the whole later window of `after`
+    for t in changed:
+        dm = Counter(ma.get(t, empty))
+        dm.subtract(mb.get(t, empty))
+        b = bucket(t)
+        later: set = set()
+        lo = bisect.bisect_right(times_a, t)
+        hi = bisect.bisect_right(times_a, t + window, lo=lo)
+        for t2 in times_a[lo:hi]:
+            later.update(ma[t2])
+        for a, d in dm.items():
+            if not d:
+                continue
+            k = (b, a)
+            items_d[k] = items_d.get(k, 0) + d
+            for c in later:
+                if c != a:
+                    k = (b, a, c)
+                    pairs_d[k] = pairs_d.get(k, 0) + d
+    return ({k: v for k, v in items_d.items() if v}, {k: v for k, v in pairs_d.items() if v})
 
 
 def confidences(items: dict, pairs: dict, min_count: int = 1) -> dict:

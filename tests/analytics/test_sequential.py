@@ -156,3 +156,176 @@ def test_a_new_order_after_years_of_orders_adds_only_its_own_counts():
     assert items == {(b_new, C): 1}
     assert pairs == {(b_last, A, C): 1, (b_last, B, C): 1}
     assert sequential_delta(years, list(reversed(years)), 14) == ({}, {})     # same orders: nothing to count
+
+
+# ------------------------------------------------------------------ sequential_delta: hand-computed situations
+def full_delta(before, after, days=14):
+    bi, bp = customer_sequential_counts(before, days)
+    ai, ap = customer_sequential_counts(after, days)
+    return subtract(ai, bi), subtract(ap, bp)
+
+
+def check(before, after, expected, days=14):
+    """The hand-computed delta, which the full recount must agree with too."""
+    got = sequential_delta(before, after, days)
+    assert got == expected
+    assert got == full_delta(before, after, days)
+
+
+def test_delta_of_a_new_order():
+    before = [(t(1, 1), [A, B]), (t(1, 5), [B, C])]
+    # Jan 1's window gains D (B, C were already there); Jan 5's window was empty and now holds C, D
+    check(before, before + [(t(1, 10), [C, D])],
+          ({("2024-01", C): 1, ("2024-01", D): 1},
+           {("2024-01", A, D): 1, ("2024-01", B, D): 2, ("2024-01", B, C): 1, ("2024-01", C, D): 1}))
+    # a new order holding only items already in every earlier window adds only its own occurrences
+    check(before, before + [(t(1, 6), [C])], ({("2024-01", C): 1}, {("2024-01", B, C): 1}))
+
+
+def test_delta_of_duplicate_orders():
+    before = [(t(1, 1), [A]), (t(1, 2), [B])]
+    # the same (time, items) twice: two antecedent occurrences, each with its pairs
+    check(before, before + [(t(1, 1), [A])], ({("2024-01", A): 1}, {("2024-01", A, B): 1}))
+    check(before + [(t(1, 1), [A])], before, ({("2024-01", A): -1}, {("2024-01", A, B): -1}))
+    # a second copy of a consequent: B was already in A's window, only B's own occurrence counts
+    check(before, before + [(t(1, 2), [B])], ({("2024-01", B): 1}, {}))
+    # items listed twice in one order count once
+    check(before, before + [(t(1, 3), [C, C, C])], ({("2024-01", C): 1}, {("2024-01", A, C): 1,
+                                                                         ("2024-01", B, C): 1}))
+
+
+def test_delta_of_an_order_at_the_same_instant():
+    before = [(t(1, 1), [C]), (t(1, 5), [A])]
+    # B at Jan 5 is not "after" A at Jan 5, but is after C at Jan 1
+    check(before, before + [(t(1, 5), [B])], ({("2024-01", B): 1}, {("2024-01", C, B): 1}))
+    # A again at Jan 5: C's window already holds A
+    check(before, before + [(t(1, 5), [A, B])], ({("2024-01", A): 1, ("2024-01", B): 1}, {("2024-01", C, B): 1}))
+
+
+def test_delta_of_empty_orders():
+    before = [(t(1, 1), [A]), (t(1, 2), [B])]
+    check(before, before + [(t(1, 3), [])], ({}, {}))
+    check(before, [(t(1, 1), [A]), (t(1, 2), [])], ({("2024-01", B): -1}, {("2024-01", A, B): -1}))   # all refunded
+
+
+def test_delta_of_changed_items():
+    before = [(t(1, 1), [A, B]), (t(1, 2), [C, D])]
+    # D refunded from the later order: both antecedents lose their pair to D
+    check(before, [(t(1, 1), [A, B]), (t(1, 2), [C])],
+          ({("2024-01", D): -1}, {("2024-01", A, D): -1, ("2024-01", B, D): -1}))
+    # B refunded from the earlier order: its occurrence and its pairs go
+    check(before, [(t(1, 1), [A]), (t(1, 2), [C, D])],
+          ({("2024-01", B): -1}, {("2024-01", B, C): -1, ("2024-01", B, D): -1}))
+    # one item swapped for another
+    check(before, [(t(1, 1), [A, C]), (t(1, 2), [C, D])],
+          ({("2024-01", B): -1, ("2024-01", C): 1},
+           {("2024-01", B, C): -1, ("2024-01", B, D): -1, ("2024-01", C, D): 1}))
+
+
+def test_delta_of_a_moved_order():
+    before = [(t(1, 20), [A]), (t(1, 30), [B]), (t(2, 20), [C])]
+    # Jan 30 -> Feb 10: out of Jan 20's window (21 days), into a new month, and now 10 days before Feb 20's C
+    check(before, [(t(1, 20), [A]), (t(2, 10), [B]), (t(2, 20), [C])],
+          ({("2024-01", B): -1, ("2024-02", B): 1}, {("2024-01", A, B): -1, ("2024-02", B, C): 1}))
+    # moved to the same instant as its antecedent: no longer after it
+    check(before, [(t(1, 20), [A]), (t(1, 20), [B]), (t(2, 20), [C])], ({}, {("2024-01", A, B): -1}))
+
+
+def test_delta_of_a_removed_order():
+    before = [(t(1, 1), [A]), (t(1, 3), [B]), (t(1, 5), [B, C])]
+    # the middle order goes: Jan 1 still has B (Jan 5) in its window
+    check(before, [(t(1, 1), [A]), (t(1, 5), [B, C])], ({("2024-01", B): -1}, {("2024-01", B, C): -1}))
+    # the last goes: Jan 1 loses C, keeps B; Jan 3 loses its only later order (B -> B never counted)
+    check(before, before[:2], ({("2024-01", B): -1, ("2024-01", C): -1},
+                               {("2024-01", A, C): -1, ("2024-01", B, C): -1}))
+    check(before, [], full_delta(before, []))
+    assert sequential_delta(before, [], 14)[0] == {("2024-01", A): -1, ("2024-01", B): -2, ("2024-01", C): -1}
+
+
+def test_delta_at_the_window_edge():
+    before = [(t(1, 1), [A])]
+    edge = t(1, 1) + dt.timedelta(days=14)                          # t_o + N days: inside
+    check(before, before + [(edge, [B])], ({("2024-01", B): 1}, {("2024-01", A, B): 1}))
+    check(before, before + [(edge + dt.timedelta(seconds=1), [B])], ({("2024-01", B): 1}, {}))
+    # an order moved from just inside to just outside the edge
+    check(before + [(edge, [B])], before + [(edge + dt.timedelta(seconds=1), [B])], ({}, {("2024-01", A, B): -1}))
+    # B also bought after the edge: removing the inside copy still removes the pair
+    check(before + [(edge, [B]), (edge + dt.timedelta(hours=1), [B])],
+          before + [(edge + dt.timedelta(hours=1), [B])], ({("2024-01", B): -1}, {("2024-01", A, B): -1}))
+
+
+def test_delta_when_the_item_stays_in_the_window_through_another_order():
+    before = [(t(1, 1), [A]), (t(1, 3), [B]), (t(1, 5), [B])]
+    # one of two later B orders is removed: A's window still holds B
+    check(before, [(t(1, 1), [A]), (t(1, 5), [B])], ({("2024-01", B): -1}, {}))
+    # B moves within the window: nothing changes but nothing is lost either
+    check(before, [(t(1, 1), [A]), (t(1, 4), [B]), (t(1, 5), [B])], ({}, {}))
+
+
+# ------------------------------------------------------------------ sequential_delta: property vs full recount
+EDGE_DAYS = 7
+edge_time_st = st.tuples(st.integers(0, 5), st.sampled_from([0, 0, 0, 1, -1, 3600]))   # whole windows +- 1 s
+
+
+def edge_time(p):
+    k, sec = p
+    return dt.datetime(2024, 1, 25) + dt.timedelta(days=EDGE_DAYS * k, seconds=sec)
+
+
+op_st = st.one_of(
+    st.tuples(st.just("add"), edge_time_st, st.lists(st.integers(1, 5), max_size=4)),
+    st.tuples(st.just("remove"), st.integers(0, 30)),
+    st.tuples(st.just("change"), st.integers(0, 30), st.lists(st.integers(1, 5), max_size=4)),
+    st.tuples(st.just("move"), st.integers(0, 30), edge_time_st),
+    st.tuples(st.just("duplicate"), st.integers(0, 30)),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.tuples(edge_time_st, st.lists(st.integers(1, 5), max_size=4)), max_size=10),
+       st.lists(op_st, min_size=1, max_size=4))
+def test_delta_equals_the_full_recount_at_equal_times_and_window_edges(raw, ops):
+    """Times on a grid of whole windows (N = 7 days) plus or minus one second, so orders often share an instant
+    or sit exactly on a window's edge; random inserts, removals, item changes, moves and duplicates."""
+    before = [(edge_time(p), items) for p, items in raw]
+    after = list(before)
+    for op in ops:
+        if op[0] == "add":
+            after.append((edge_time(op[1]), op[2]))
+        elif not after:
+            continue
+        elif op[0] == "remove":
+            after.pop(op[1] % len(after))
+        elif op[0] == "change":
+            k = op[1] % len(after)
+            after[k] = (after[k][0], op[2])
+        elif op[0] == "move":
+            k = op[1] % len(after)
+            after[k] = (edge_time(op[2]), after[k][1])
+        else:
+            after.append(after[op[1] % len(after)])
+    assert sequential_delta(before, after, EDGE_DAYS) == full_delta(before, after, EDGE_DAYS)
+    assert sequential_delta(after, before, EDGE_DAYS) == full_delta(after, before, EDGE_DAYS)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(edge_time_st, st.lists(st.integers(1, 5), max_size=4)), max_size=16),
+       st.randoms(use_true_random=False))
+def test_deltas_of_successive_batches_sum_to_the_final_counts(raw, rnd):
+    """Orders arrive in random batches (as the order job applies them): the running sum of the deltas equals the
+    counts of everything received."""
+    orders = [(edge_time(p), items) for p, items in raw]
+    rnd.shuffle(orders)
+    items_t: Counter = Counter()
+    pairs_t: Counter = Counter()
+    have: list = []
+    while orders:
+        n = rnd.randint(1, 4)
+        batch, orders = orders[:n], orders[n:]
+        di, dp = sequential_delta(have, have + batch, EDGE_DAYS)
+        items_t.update(di)
+        pairs_t.update(dp)
+        have = have + batch
+    fi, fp = customer_sequential_counts(have, EDGE_DAYS)
+    assert +items_t == fi and +pairs_t == fp
+    assert all(v >= 0 for v in items_t.values()) and all(v >= 0 for v in pairs_t.values())
