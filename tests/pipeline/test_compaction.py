@@ -13,6 +13,7 @@ from workers.rebuild_jobs import (
 )
 
 from .test_order_jobs import P1, P2, deliver, payload
+from .test_sequential import apply_batches, definition, retail_history, tables
 from .test_rebuild import NOW, apply_incrementally, as_reference, make_shop, random_versions, state
 
 
@@ -190,3 +191,138 @@ def test_a_real_worker_compacts_when_blobs_pile_up(config, session, worker_proce
     counts = wait_for(folded, timeout=60, message="the compaction job to fold the blobs")
     ((baskets, items, pairs),) = counts.values()
     assert baskets == 3 and pairs == {(P1, P2): 3} and items == {P1: 3, P2: 3}
+
+
+# --------------------------------------------------------------------------------------------- sequential blobs
+def _seq_shop(session, domain, versions):
+    shop = make_shop(session, domain)
+    apply_batches(session, shop, versions)
+    return shop
+
+
+def test_sequential_compaction_keeps_blobs_written_after_its_read(session):
+    """Sequential pair blobs: compaction reads (plan), batches commit more blobs, compaction writes: exactly the
+    blobs it read are gone, the new ones stay and still count; a plan whose blobs a rebuild (or another
+    compaction) removed in between folds nothing."""
+    from shopify_app.models import SequentialPairBlob, SequentialPairDelta
+    from workers.sequential_jobs import (
+        apply_sequential_compaction, compact_sequential, read_sequential_compaction, rebuild_sequential,
+    )
+
+    versions, edits = retail_history()
+    cut = len(versions) // 2
+    shop = _seq_shop(session, "seq-compact.myshopify.com", versions[:cut])
+    seq_blobs = lambda: set(session.scalars(select(SequentialPairBlob.id).where(        # noqa: E731
+        SequentialPairBlob.shop_id == shop.id)))
+    read = seq_blobs()
+    plan = read_sequential_compaction(session, shop.id)
+    session.commit()
+    assert {i for f in plan.values() for i in f.blob_ids} == read
+    apply_batches(session, shop, versions[cut:] + edits)       # between the read and the write
+    landed = seq_blobs() - read
+    session.commit()
+    assert landed
+    expected = definition(versions + edits)
+    assert tables(session, shop.id) == expected
+
+    assert apply_sequential_compaction(session, shop.id, plan) == len(plan) > 0
+    session.commit()
+    assert seq_blobs() == landed
+    session.commit()
+    assert tables(session, shop.id) == expected
+    assert apply_sequential_compaction(session, shop.id, plan) == 0          # folded already: nothing twice
+    session.commit()
+    assert tables(session, shop.id) == expected
+
+    stale = read_sequential_compaction(session, shop.id)
+    session.commit()
+    rebuild_sequential(session, shop.id)                                      # deletes every blob
+    session.commit()
+    assert seq_blobs() == set()
+    session.commit()
+    assert apply_sequential_compaction(session, shop.id, stale) == 0
+    session.commit()
+    assert tables(session, shop.id) == expected
+    apply_batches(session, shop, edits[:5])                                    # replays write no blob
+    assert seq_blobs() == set()
+    session.commit()
+    assert compact_sequential(session, shop.id) == 0
+    session.commit()
+    assert rows(session, SequentialPairDelta, shop.id) > 0 and tables(session, shop.id) == expected
+
+
+def test_compaction_job_folds_sequential_blobs_and_rules_stay_identical(config, session, monkeypatch):
+    """compact_shop (the hourly / triggered job) folds the sequential blobs with the count blobs; the mined rules,
+    sequential ones included, are identical before and after; compaction_due follows COMPACT_BLOBS."""
+    from shopify_app.models import AssociationRule, SequentialPairBlob, SequentialPairDelta
+    from workers import context, order_jobs
+    from workers.rebuild_jobs import compact_all_shops, compact_shop
+    from workers.rules_jobs import mine_rules
+    from workers.sequential_jobs import compaction_due
+
+    versions, edits = retail_history()
+    shop = _seq_shop(session, "seq-job.myshopify.com", versions + edits)
+    session.get(type(shop), shop.id).settings = {"min_count": 2, "min_support": 0.0, "rules_window_months": 0}
+    session.commit()
+    n_blobs = rows(session, SequentialPairBlob, shop.id)
+    monkeypatch.setattr(order_jobs, "COMPACT_BLOBS", n_blobs)
+    assert compaction_due(session, shop.id)
+    monkeypatch.setattr(order_jobs, "COMPACT_BLOBS", n_blobs + 1)
+    assert not compaction_due(session, shop.id)
+    session.commit()
+
+    def rules():
+        t = AssociationRule.__table__
+        out = {(r.kind, tuple(r.antecedent), tuple(r.consequent)): (r.count, round(r.confidence, 12), round(r.lift, 9))
+               for r in session.execute(select(t).where(t.c.shop_id == shop.id))}
+        session.commit()
+        return out
+
+    context.set_config(config)
+    try:
+        mine_rules(shop.id, now=NOW)
+        before = rules()
+        assert sum(1 for k in before if k[0] == "sequential") > 100
+        res = compact_shop(shop.id)
+        assert res["sequential_buckets"] >= 2 and res["sequential_skipped"] == 0 and res["buckets"] >= 2
+        assert rows(session, SequentialPairBlob, shop.id) == 0 and rows(session, PairCountBlob, shop.id) == 0
+        assert rows(session, SequentialPairDelta, shop.id) > 0
+        assert not compaction_due(session, shop.id)
+        session.commit()
+        mine_rules(shop.id, now=NOW)
+        assert rules() == before
+        assert compact_all_shops()["sequential_buckets"] == 0                  # nothing left to fold
+    finally:
+        context.set_config(None)
+
+
+def test_shop_redact_leaves_no_sequential_rows_or_blobs(config, session):
+    """shop/redact (the real compliance handler): the shop's sequential rows and blobs are gone, another shop's
+    stay."""
+    import json
+
+    from shopify_app.models import SequentialItemDelta, SequentialPairBlob, SequentialPairDelta, WebhookDelivery
+    from workers import context
+    from workers.ingest import process_delivery
+    from workers.sequential_jobs import compact_sequential
+
+    versions, _ = retail_history()
+    shop = _seq_shop(session, "seq-redact.myshopify.com", versions[:150])
+    other = _seq_shop(session, "seq-keep.myshopify.com", versions[:150])
+    compact_sequential(session, shop.id)                                       # rows and ...
+    session.commit()
+    apply_batches(session, shop, versions[150:200])                           # ... blobs
+    models = (SequentialItemDelta, SequentialPairDelta, SequentialPairBlob)
+    assert all(rows(session, m, shop.id) > 0 for m in models)
+    kept = [rows(session, m, other.id) for m in models]
+    d = WebhookDelivery(shop_id=shop.id, shop_domain=shop.domain, topic="shop/redact", webhook_id="redact-1",
+                        status="received", body=json.dumps({"shop_id": 1, "shop_domain": shop.domain}))
+    session.add(d)
+    session.commit()
+    context.set_config(config)
+    try:
+        assert process_delivery(d.id)["status"] == "processed"
+    finally:
+        context.set_config(None)
+    assert [rows(session, m, shop.id) for m in models] == [0, 0, 0]
+    assert [rows(session, m, other.id) for m in models] == kept

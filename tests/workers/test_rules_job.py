@@ -301,3 +301,36 @@ def test_mining_reads_without_the_sqlite_write_lock(session, cfg, monkeypatch):
     result = mine_rules(shop.id, now=now)
     assert result["status"] == "done" and result["pair"] > 0
     assert outcome.get("ok"), outcome
+
+
+@pytest.mark.parametrize("hot", [0, 5, 1_000_000])
+def test_sequential_pairs_of_rows_plus_blobs_pass_min_count_exactly(session, hot, monkeypatch):
+    """read_sequential over rows (compacted) + blobs (later batches, with subtractions): the pairs returned are
+    exactly those whose SUM over both reaches min_count, whatever HOT_PAIRS (0: the row query's bar is lowered
+    by the largest blob sum; 5: the 5 largest are looked up by key; huge: all are)."""
+    from tests.pipeline.test_sequential import apply_batches, definition, retail_history
+    from workers import rules_jobs
+    from workers.sequential_jobs import compact_sequential
+
+    monkeypatch.setattr(rules_jobs, "HOT_PAIRS", hot)
+    versions, edits = retail_history()
+    shop = make_shop(session)
+    cut = len(versions) * 2 // 3
+    apply_batches(session, shop, versions[:cut])
+    assert compact_sequential(session, shop.id) > 0
+    session.commit()
+    apply_batches(session, shop, versions[cut:] + edits, size=30)
+    _, ref = definition(versions + edits)
+    buckets = sorted({b for b, _a, _c in ref})
+    checked = 0
+    for first in (None, buckets[1]):
+        window = {}
+        for (b, x, y), n in ref.items():
+            if first is None or b >= first:
+                window[(x, y)] = window.get((x, y), 0) + n
+        for min_count in (1, 2, 3, 5, 8):
+            got = rules_jobs.read_sequential(session, shop.id, first, buckets[-1], min_count)["pairs"]
+            assert got == {k: n for k, n in window.items() if n >= min_count}, (first, min_count)
+            checked += len(got)
+        session.commit()
+    assert checked > 1000
