@@ -188,6 +188,33 @@ def test_batches_reuse_the_dedicated_connection_and_a_failed_one_is_replaced(db_
     assert dedicated.conn is not kept and "wh-c5" in _rows(db_url)
 
 
+def test_postgresql_dedicated_session_autocommit_lz4_and_back_to_normal_in_the_pool(db_url, monkeypatch):
+    """PostgreSQL: the intake's kept connection runs its batch's single INSERT in autocommit (committed before the
+    batch answers) with lz4 TOAST compression; the body reads back byte for byte through an ordinary session; the
+    connection goes back to the pool with the settings it came with."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL session settings")
+    helpers.add_shop(db_url, SHOP)
+    body = '{"id": 1, "note": "%s"}' % ("order line " * 2000)          # ~20 KB: TOASTed, compressed
+    record_batch(db_url, [_delivery(webhook_id="wh-pg1", body=body)])
+    dedicated = _Dedicated.of(db_url, get_engine(db_url))
+    driver = dedicated.conn.driver_connection
+    assert driver.autocommit is True
+    assert driver.execute("SHOW default_toast_compression").fetchone()[0] == "lz4"
+    assert driver.info.transaction_status.name == "IDLE"             # nothing left open: the INSERT committed
+    with get_engine(db_url).connect() as other:                     # another session sees it at once
+        stored, method = other.exec_driver_sql(
+            "SELECT body, pg_column_compression(body) FROM webhook_deliveries WHERE webhook_id = 'wh-pg1'").one()
+    assert stored == body and method == "lz4"
+    kept = dedicated.conn
+    monkeypatch.setattr(_Dedicated, "IDLE_S", -1.0)
+    record_batch(db_url, [_delivery(webhook_id="wh-pg2")])           # the kept one goes back to the pool
+    assert dedicated.conn is not kept
+    assert driver.autocommit is False
+    assert driver.execute("SHOW default_toast_compression").fetchone()[0] == "pglz"
+    driver.rollback()
+
+
 # --------------------------------------------------------------------------------------------- SQLite only
 def _sqlite_only(db_url):
     if not db_url.startswith("sqlite"):
