@@ -3,10 +3,10 @@
 `record_batch(url, items)` classifies and inserts every item with a handful of statements, whatever the batch
 size, all inside one writer transaction (SQLite: BEGIN IMMEDIATE), so the decisions are made on the data they
 are written against:
-- shops: one SELECT of the batch's shop domains -> id and status (an uninstall committed before this transaction
-  is seen: no cache, the status is read where it decides 'pending_analytics' vs 'received');
-- events: one SELECT per (shop domain, topic) of the batch's event ids (index ix_webhook_deliveries_event), plus
-  the batch itself: the first copy of an event wins, later ones are 'duplicate';
+- shops and events: ONE SELECT: the batch's shop domains -> id and status (an uninstall committed before is seen:
+  no cache, the status is read where it decides 'pending_analytics' vs 'received'), and the recorded deliveries
+  of the batch's event ids per (shop domain, topic) (index ix_webhook_deliveries_event), plus the batch itself:
+  the first copy of an event wins, later ones are 'duplicate';
 - rows: one INSERT .. ON CONFLICT DO NOTHING RETURNING id per batch; a row the unique constraint (shop_domain,
   webhook_id) refuses is a delivery already recorded (a Shopify retry, or a concurrent copy in another process);
   two copies in the same batch: the first is inserted, the second answers 'already_recorded'.
@@ -82,16 +82,23 @@ def record_batch(url: str, items: Sequence[Delivery]) -> list[Outcome]:
     sql = _Sql.of(engine.dialect)
     with sqlite_write_turn(url), _transaction(url, engine) as run:
         domains = sorted({d.shop_domain for d in items})
-        shops = {domain: (shop_id, status) for shop_id, domain, status in run(sql.shops(len(domains)), tuple(domains))}
-
         wanted: dict[tuple[str, str], set[str]] = {}
         for d in items:
             if d.event_id and not d.error:
                 wanted.setdefault((d.shop_domain, d.topic), set()).add(d.event_id)
+        groups = sorted(wanted.items())
+        params: list = list(domains)
+        for (domain, topic), event_ids in groups:
+            params.extend((domain, topic, *sorted(event_ids)))
+        # One statement for both reads (one round trip on PostgreSQL): the shops, then the events already recorded.
+        shops: dict[str, tuple[int, str]] = {}
         seen_events: dict[tuple[str, str, str], list[str]] = {}
-        for (domain, topic), event_ids in wanted.items():
-            for event_id, webhook_id in run(sql.events(len(event_ids)), (domain, topic, *sorted(event_ids))):
-                seen_events.setdefault((domain, topic, event_id), []).append(webhook_id)
+        for kind, shop_id, domain, a, b, c in run(sql.lookups(len(domains), tuple(len(e) for _, e in groups)),
+                                                   tuple(params)):
+            if kind == 0:
+                shops[domain] = (shop_id, a)                                  # a: the shop's status
+            else:
+                seen_events.setdefault((domain, a, b), []).append(c)          # topic, event id, webhook id
 
         outcomes: list[Outcome | None] = [None] * len(items)
         rows: list = []
@@ -312,18 +319,20 @@ class _Sql:
     def _marks(self, n: int) -> str:
         return ", ".join([self.mark] * n)
 
-    def shops(self, n: int) -> str:
-        key = ("shops", n)
+    def lookups(self, n_domains: int, event_groups: tuple[int, ...]) -> str:
+        """Rows (0, shop id, domain, status, NULL, NULL) of the batch's shops, then (1, NULL, domain, topic, event
+        id, webhook id) of the recorded deliveries of its event ids, one (domain, topic, event ids) group each."""
+        key = ("lookups", n_domains, event_groups)
         if key not in self._cache:
-            self._cache[key] = f"SELECT id, domain, status FROM {Shop.__tablename__} WHERE domain IN ({self._marks(n)})"
-        return self._cache[key]
-
-    def events(self, n: int) -> str:
-        key = ("events", n)
-        if key not in self._cache:
-            self._cache[key] = (
-                f"SELECT event_id, webhook_id FROM {_table.name} WHERE shop_domain = {self.mark} AND topic = "
-                f"{self.mark} AND event_id IN ({self._marks(n)}) AND status <> 'invalid'")
+            if len(self._cache) > 512:           # many shops: group shapes vary; the statement is cheap to rebuild
+                self._cache.clear()
+            q = (f"SELECT 0, id, domain, status, NULL, NULL FROM {Shop.__tablename__} "
+                 f"WHERE domain IN ({self._marks(n_domains)})")
+            for n in event_groups:           # a branch per group: each an exact ix_webhook_deliveries_event lookup
+                q += (f" UNION ALL SELECT 1, NULL, shop_domain, topic, event_id, webhook_id FROM {_table.name} "
+                      f"WHERE shop_domain = {self.mark} AND topic = {self.mark} AND event_id IN ({self._marks(n)}) "
+                      f"AND status <> 'invalid'")
+            self._cache[key] = q
         return self._cache[key]
 
     def insert(self, n: int) -> str:
