@@ -159,13 +159,11 @@ def sequential_delta(before, after, days: int) -> tuple[dict, dict]:
         gained: dict = {}                              # before instant -> {item c: +1 / -1}
         for c, at in flips.items():
             ob, oa = occ_b.get(c, ()), occ_a.get(c, ())
-            seen = set()
+            done = 0                                   # `at` ascends: the ranges' union, each instant once
             for tc in at:                              # instants t with t < tc <= t + N
-                for k in range(bisect.bisect_left(times_b, tc - window), bisect.bisect_left(times_b, tc)):
-                    if k in seen:
-                        continue
-                    seen.add(k)
-                    t = times_b[k]
+                lo = max(done, bisect.bisect_left(times_b, tc - window))
+                done = max(done, bisect.bisect_left(times_b, tc))
+                for t in times_b[lo:done]:
                     s = _in_window(oa, t, window) - _in_window(ob, t, window)
                     if s:
                         gained.setdefault(t, {})[c] = s
