@@ -1,11 +1,20 @@
-"""Order job batch cost on real invoices: `process_shop_orders` over batches of real Online Retail invoices.
+"""Order job batch cost on real invoices, and how long it holds the write lock.
 
-Builds a fresh database (SQLite file, or --database-url), one shop, and --rounds batches of --orders REST order
-deliveries made from Online Retail invoices in time order (the freshness bench's basket loader; customers mapped
-to 5,000 ids, orders one second apart, so repeat customers' orders fall inside each other's sequential window as
-in bench (d)), then applies each batch with one `process_shop_orders` call + commit, as the order job does.
-Reports seconds and ms per order for every round, with the batch's pair increments. --profile prints a cProfile
-of the last round (where the time goes).
+Builds a fresh database (SQLite file, or --database-url) with two shops and --rounds batches of --orders REST
+order deliveries made from Online Retail invoices in time order (the freshness bench's basket loader; customers
+mapped to 5,000 ids, orders one second apart, so repeat customers' orders fall inside each other's sequential
+window as in bench (d)). Every round gives both shops the same batch and applies it two ways, in alternating order
+(same process, same data, same history):
+
+- locked: `process_shop_orders` in one write transaction + commit (the whole batch under the write lock, as the
+  job did before the split);
+- split: `prepare_batch` in a read transaction (no lock), then `write_batch` + commit in a write transaction
+  (what `run_batch` does); the lock is held only for the second part.
+
+Reports, per round and mode, the seconds in total and under the write lock (commit included), ms per order, and
+the per-phase seconds of the split batch (prepare: read_deliveries, convert, product_types, prefetch, apply_diff,
+pair_payloads, sequential_delta; write: validate, orders, counts, sequential_write, deliveries, update_customers,
+rescore; commit). --profile prints a cProfile of the last round's split write phase.
 
     .venv/bin/python bench/bench_order_batch.py [--orders 200] [--rounds 3] [--database-url URL] [--profile]
 
@@ -19,6 +28,7 @@ import datetime as dt
 import json
 import pstats
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -33,11 +43,59 @@ from bench_freshness import load_invoices  # noqa: E402
 from bench_order_update import rest_payload  # noqa: E402
 
 from shopify_app.cli import upgrade_database  # noqa: E402
-from shopify_app.db import session_factory  # noqa: E402
+from shopify_app.db import reader_session_factory, session_factory  # noqa: E402
 from shopify_app.models import Shop, WebhookDelivery  # noqa: E402
-from workers.order_jobs import process_shop_orders  # noqa: E402
+from workers.order_jobs import prepare_batch, process_shop_orders, write_batch  # noqa: E402
 
 NOW = dt.datetime(2026, 11, 1)
+
+
+def add_deliveries(factory, shop_id: int, domain: str, batch, first_oid: int, products: dict) -> None:
+    with factory() as s:
+        oid = first_oid
+        for cust, lines in batch:
+            oid += 1
+            rows = [(oid * 1000 + i, products.setdefault(code, len(products) + 1), q, float(price))
+                    for i, (code, _title, _type, price, q) in enumerate(lines)]
+            customer = zlib.crc32(str(cust).encode()) % 5000 + 1 if cust else None   # stable across runs
+            t = NOW + dt.timedelta(seconds=oid)
+            payload = rest_payload(oid, customer, t, t, rows)
+            if customer is None:
+                payload["customer"] = None
+            s.add(WebhookDelivery(shop_id=shop_id, shop_domain=domain, topic="orders/create",
+                                  webhook_id=f"w{shop_id}-{oid}", status="pending_analytics",
+                                  body=json.dumps(payload)))
+        s.commit()
+
+
+def run_locked(factory, shop_id: int, n: int, now) -> dict:
+    with factory() as s:
+        t0 = time.perf_counter()
+        res = process_shop_orders(s, shop_id, limit=n, now=now)
+        s.commit()
+        total = time.perf_counter() - t0
+    return {"applied": res["applied"], "total_s": total, "lock_s": total}
+
+
+def run_split(factory, reader, shop_id: int, n: int, now, profiler=None) -> dict:
+    t0 = time.perf_counter()
+    with reader() as r:
+        prep = prepare_batch(r, shop_id, limit=n, now=now)
+        r.commit()
+    t1 = time.perf_counter()
+    with factory() as s:
+        if profiler:
+            profiler.enable()
+        res = write_batch(s, shop_id, prep)
+        tc = time.perf_counter()
+        s.commit()
+        t2 = time.perf_counter()
+        if profiler:
+            profiler.disable()
+    phases = {**{f"prepare.{k}": v for k, v in prep.timings.items()},
+              **{f"write.{k}": v for k, v in res["write_timings"].items()}, "write.commit": t2 - tc}
+    return {"applied": res["applied"], "fallback": res["fallback"], "total_s": t2 - t0, "lock_s": t2 - t1,
+            "prepare_s": t1 - t0, "phases": phases}
 
 
 def main() -> None:
@@ -45,56 +103,52 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=200, help="orders per batch")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--database-url", default=None, help="an empty scratch database (default: a SQLite file)")
-    ap.add_argument("--profile", action="store_true", help="cProfile the last round")
+    ap.add_argument("--profile", action="store_true", help="cProfile the last round's split write phase")
     args = ap.parse_args()
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp(prefix='bench_batch_')}/b.sqlite3"
     upgrade_database(url)
-    factory = session_factory(url)
+    factory, reader = session_factory(url), reader_session_factory(url)
+    shops = {}
     with factory() as s:
-        shop = Shop(domain="batch.myshopify.com", status="active", settings={})
-        s.add(shop)
+        for mode in ("locked", "split"):
+            shop = Shop(domain=f"batch-{mode}.myshopify.com", status="active", settings={})
+            s.add(shop)
+            s.flush()
+            shops[mode] = (shop.id, shop.domain)
         s.commit()
-        shop_id = shop.id
     n = args.orders
     invoices = load_invoices(None, n * args.rounds, False, random.Random(1))
     products: dict[str, int] = {}
-    oid = 1000
     rounds = []
     profiler = None
     for r in range(args.rounds):
         batch = invoices[r * n:(r + 1) * n]
-        with factory() as s:
-            for cust, lines in batch:
-                oid += 1
-                rows = [(oid * 1000 + i, products.setdefault(code, len(products) + 1), q, float(price))
-                        for i, (code, _title, _type, price, q) in enumerate(lines)]
-                customer = zlib.crc32(str(cust).encode()) % 5000 + 1 if cust else None   # stable across runs
-                t = NOW + dt.timedelta(seconds=oid)
-                payload = rest_payload(oid, customer, t, t, rows)
-                if customer is None:
-                    payload["customer"] = None
-                s.add(WebhookDelivery(shop_id=shop_id, shop_domain="batch.myshopify.com", topic="orders/create",
-                                      webhook_id=f"w{oid}", status="pending_analytics", body=json.dumps(payload)))
-            s.commit()
+        for shop_id, domain in shops.values():
+            add_deliveries(factory, shop_id, domain, batch, 1000 + r * n, products)
         pairs = sum(len(ls) * (len(ls) - 1) // 2 for _, ls in batch)
         if args.profile and r == args.rounds - 1:
             profiler = cProfile.Profile()
-        with factory() as s:
-            t0 = time.perf_counter()
-            if profiler:
-                profiler.enable()
-            res = process_shop_orders(s, shop_id, limit=n, now=NOW + dt.timedelta(days=1))
-            s.commit()
-            if profiler:
-                profiler.disable()
-            elapsed = time.perf_counter() - t0
-        rounds.append({"orders": res["applied"], "pair_increments": pairs, "seconds": round(elapsed, 3),
-                       "ms_per_order": round(elapsed / n * 1000, 2)})
-        print(f"round {r}: {res['applied']} orders, {pairs} pair increments, {elapsed:.2f} s, "
-              f"{elapsed / n * 1000:.1f} ms/order", flush=True)
+        now = NOW + dt.timedelta(days=1)
+        order = ("locked", "split") if r % 2 == 0 else ("split", "locked")
+        out = {}
+        for mode in order:
+            shop_id = shops[mode][0]
+            out[mode] = (run_locked(factory, shop_id, n, now) if mode == "locked"
+                         else run_split(factory, reader, shop_id, n, now, profiler))
+        row = {"orders": out["split"]["applied"], "pair_increments": pairs,
+               **{f"{m}_{k}": round(out[m][k], 4) for m in ("locked", "split") for k in ("total_s", "lock_s")},
+               "split_fallback": out["split"]["fallback"],
+               "phases": {k: round(v, 4) for k, v in out["split"]["phases"].items()}}
+        rounds.append(row)
+        print(f"round {r}: {row['orders']} orders, {pairs} pair increments | locked {row['locked_total_s']:.3f} s "
+              f"| split {row['split_total_s']:.3f} s, lock held {row['split_lock_s']:.3f} s", flush=True)
+        print("   " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in row["phases"].items()) + " (ms)", flush=True)
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
-    print("RESULT " + json.dumps({"bench": "order_batch", "db": url.split(":", 1)[0], "rounds": rounds}))
+    med = {k: round(statistics.median(r[k] for r in rounds), 4)
+           for k in ("locked_total_s", "locked_lock_s", "split_total_s", "split_lock_s")}
+    print("RESULT " + json.dumps({"bench": "order_batch", "db": url.split(":", 1)[0], "orders_per_batch": n,
+                                  "median": med, "rounds": rounds}))
 
 
 if __name__ == "__main__":

@@ -55,14 +55,17 @@ import datetime as dt
 import json
 import logging
 import os
-from dataclasses import replace
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import delete, func, insert, or_, select, update
 
 from shopify_app.analytics.counts import basket_change_pairs, encode_pairs_indexed
 from shopify_app.analytics.incremental import Delta, _add, contribution, diff
 from shopify_app.analytics.orders import OrderVersion
 from shopify_app.analytics.segments import SCHEMES
+from shopify_app.analytics.sequential import sequential_delta
 from shopify_app.db import sqlite_write_turn
 from shopify_app.models import (
     ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountBlob, Product,
@@ -74,7 +77,9 @@ from shopify_app.shopify.convert import NOOP_TOPICS, REFUND_TOPICS, order_delete
 from . import context
 from .bulk_rows import LINE_COLUMNS, insert_rows, line_rows, upsert_add
 from .rfm_jobs import RFM_KIND, refit_needed, refit_rfm_in_session, score_customer, stored_params
-from .sequential_jobs import BatchTracker, rebuild_needed
+from .sequential_jobs import BatchTracker, days_in_use, rebuild_needed, write_deltas
+from .sequential_jobs import compaction_due as sequential_compaction_due
+from .sequential_jobs import _record_days as record_days
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +97,7 @@ UPSERT_CHUNK = 150               # ids per IN (...) list (SQLite's bound-paramet
 # while aggregating), no longer about the write (one upserted row per pair was most of a batch's cost).
 BATCH_SECONDS = 0.5
 BATCH_PAIRS = 1_000_000
+BATCH_DELIVERIES = 500
 
 # After a batch, a shop holding this many pair blobs (or blob pairs) gets a compaction job (coalesced): at 200
 # orders/s a shop writes ~2 blobs / ~250k pairs per second, too much for the hourly schedule alone.
@@ -106,26 +112,27 @@ DRAIN_SECONDS = 5.0
 
 
 def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
-    import time
-
     started = time.monotonic()
     total: dict = {}
     handed_over = False
     while True:
         _clear_wake(shop_id)              # before reading: a delivery committed after the read wakes a follow-up
-        # The SQLite write turn (a no-op elsewhere) is shared with the webhook intake: between two batches the
-        # intake's waiting process is woken at once (see shopify_app.db.sqlite_write_turn).
-        with sqlite_write_turn(context.config().sqlalchemy_url), context.transaction() as s:
-            result = process_shop_orders(s, shop_id, limit=limit, budget_s=BATCH_SECONDS, max_pairs=BATCH_PAIRS)
+        result = run_batch(shop_id, limit=min(limit, BATCH_DELIVERIES), budget_s=BATCH_SECONDS,
+                           max_pairs=BATCH_PAIRS)
+        if result.get("status") == "missing":
+            return result
         for k, v in result.items():
             if isinstance(v, bool):
                 total[k] = total.get(k, False) or v
             elif isinstance(v, int) and k != "shop_id":
                 total[k] = total.get(k, 0) + v
-            else:
+            elif k == "lock_s":           # write-lock hold per batch: the longest one and the sum
+                total["lock_s_max"] = max(total.get("lock_s_max", 0.0), v)
+                total["lock_s"] = round(total.get("lock_s", 0.0) + v, 4)
+            elif not isinstance(v, dict):  # per-batch phase timings stay out of the job's result
                 total[k] = v
         total["batches"] = total.get("batches", 0) + 1
-        left = bool(result.get("more") or result.get("deliveries", 0) >= limit)
+        left = bool(result.get("more") or result.get("deliveries", 0) >= min(limit, BATCH_DELIVERIES))
         if not left and not result.get("deliveries"):
             if _woken(shop_id):           # a delivery committed after our last read: its wake-up may have found
                 continue                  # this job (and a follow-up) running and enqueued nothing - read again
@@ -236,65 +243,365 @@ def enqueue_process_orders(config, shop_id: int, followup: bool = False):
 
 
 # --------------------------------------------------------------------------------------------- core
+# A batch runs in two phases so that the database's write lock (SQLite: the only one, which the webhook intake
+# needs too) is held only to write:
+#   prepare_batch - no lock, a read transaction: the pending deliveries, their conversion, the stored Order rows
+#                   they replace, the touched customers' counted orders; from that snapshot the whole batch is
+#                   computed (diffs, pair blobs, OrderLine rows, sequential deltas);
+#   write_batch   - under the shop lock (and SQLite's write turn): re-reads cheaply what the computation depended
+#                   on (the deliveries, the batch's Order rows, the touched customers' order states) and, when
+#                   all is as read, writes the prepared result; otherwise (another writer came in between) it
+#                   prepares again under the lock - today's path - and counts a fallback.
+@dataclass
+class _Stored:
+    """An Order row as the batch saw it: what _supersedes and the diff read, and what the write phase compares."""
+    customer_id: int | None
+    counted: bool
+    processed_at: dt.datetime
+    shopify_updated_at: dt.datetime
+    deleted_at: dt.datetime | None
+    ingested_at: dt.datetime | None
+    financial_status: str | None
+    contribution: dict | None
+
+    @classmethod
+    def of_row(cls, row: Order) -> "_Stored":
+        return cls(row.customer_id, row.counted, row.processed_at, row.shopify_updated_at, row.deleted_at,
+                   row.ingested_at, row.financial_status, row.contribution)
+
+    @classmethod
+    def of_version(cls, v: OrderVersion, new: dict, now: dt.datetime) -> "_Stored":
+        return cls(v.customer_id, v.counted, v.processed_at, v.updated_at, now if v.deleted else None, now,
+                   v.financial_status, new)
+
+
+@dataclass
+class PreparedBatch:
+    """A batch computed outside the write lock (prepare_batch), with what it was computed from."""
+    shop_id: int
+    now: dt.datetime
+    limit: int
+    budget_s: float | None
+    max_pairs: int | None
+    days: int                                   # sequential N the deltas were counted with
+    read: dict = field(default_factory=dict)    # delivery id -> (status, attempts, body) as read
+    outcome: dict = field(default_factory=dict)  # delivery id -> (status, error) of the handled ones
+    more: bool = False
+    applied: int = 0
+    skipped: int = 0
+    invalid: int = 0
+    stored: dict = field(default_factory=dict)  # order id of the batch -> _Stored as read (None: not stored)
+    customer_orders: dict = field(default_factory=dict)  # order id -> state of the touched customers' orders
+    customers: set = field(default_factory=set)  # customers whose sequential counts the batch may change
+    typed: set = field(default_factory=set)     # products whose type the batch looked up in the catalogue
+    types: dict = field(default_factory=dict)   # ... and the types it found
+    finals: dict = field(default_factory=dict)  # order id -> (last applied version, its contribution)
+    delta: Delta = field(default_factory=Delta)
+    lines: list = field(default_factory=list)   # OrderLine rows of the applied orders (LINE_COLUMNS)
+    payloads: dict = field(default_factory=dict)  # pair blobs: {bucket: (pairs, payload)}
+    seq_items: dict = field(default_factory=dict)
+    seq_pairs: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)  # phase -> seconds
+
+
+class _Laps:
+    """Seconds per phase, for the job result and bench/bench_order_batch.py."""
+
+    def __init__(self, into: dict):
+        self.into, self.t = into, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        t = time.perf_counter()
+        self.into[name] = round(self.into.get(name, 0.0) + t - self.t, 5)
+        self.t = t
+
+
 def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | None = None,
                         budget_s: float | None = None, max_pairs: int | None = None) -> dict:
-    """The job's work inside the caller's transaction (tests call it with their own session). With `budget_s`,
+    """One batch, both phases in the caller's transaction, under the shop lock taken first (tests and callers with
+    their own session; nothing can change in between, so the write phase does not re-validate). With `budget_s`,
     deliveries not started within that many seconds stay pending (result "more": True); with `max_pairs`, so do
-    the deliveries after the one that took the batch's pair increments past that many (at least one
-    delivery is always handled)."""
-    import time
-
-    started = time.monotonic()
-    now = now or utcnow()
-    shop = context.lock_shop(s, shop_id)
-    if shop is None:
+    the deliveries after the one that took the batch's pair increments past that many (at least one delivery is
+    always handled)."""
+    if context.lock_shop(s, shop_id) is None:
         return {"shop_id": shop_id, "status": "missing"}
-    rows = list(s.scalars(
-        select(WebhookDelivery).where(
+    prep = prepare_batch(s, shop_id, limit=limit, now=now, budget_s=budget_s, max_pairs=max_pairs)
+    return write_batch(s, shop_id, prep, validate=False)
+
+
+def run_batch(shop_id: int, limit: int = 500, budget_s: float | None = None,
+              max_pairs: int | None = None) -> dict:
+    """One batch of the job: prepared in a read transaction (no write lock), written in a short write transaction
+    under the SQLite write turn (a no-op elsewhere), which the webhook intake shares: between two batches the
+    intake's waiting process is woken at once (see shopify_app.db.sqlite_write_turn). Result "lock_s": the write
+    transaction's time, commit included (what the intake may wait)."""
+    with context.read_transaction() as r:
+        prep = prepare_batch(r, shop_id, limit=limit, budget_s=budget_s, max_pairs=max_pairs)
+    if prep is None:
+        return {"shop_id": shop_id, "status": "missing"}
+    if not prep.read:                    # nothing pending: no write transaction at all
+        return _result(prep, None, 0, 0, fallback=0)
+    with sqlite_write_turn(context.config().sqlalchemy_url):
+        t0 = time.perf_counter()
+        with context.transaction() as s:
+            result = write_batch(s, shop_id, prep)
+        result["lock_s"] = round(time.perf_counter() - t0, 4)
+    return result
+
+
+def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = None,
+                  budget_s: float | None = None, max_pairs: int | None = None) -> PreparedBatch | None:
+    """Read the shop's pending deliveries and everything their application depends on, and compute the batch
+    (pure Python / numpy from here on). Only reads: `s` may be a read transaction. None: no such shop."""
+    started = time.monotonic()
+    timings: dict = {}
+    laps = _Laps(timings)
+    shop = s.get(Shop, shop_id)
+    if shop is None:
+        return None
+    prep = PreparedBatch(shop_id=shop_id, now=now or utcnow(), limit=limit, budget_s=budget_s, max_pairs=max_pairs,
+                         days=days_in_use(s, shop), timings=timings)
+    now = prep.now
+    rows = s.execute(
+        select(WebhookDelivery.id, WebhookDelivery.topic, WebhookDelivery.status, WebhookDelivery.attempts,
+               WebhookDelivery.body).where(
             WebhookDelivery.shop_id == shop_id, WebhookDelivery.status == PENDING_ANALYTICS,
             or_(WebhookDelivery.topic.like("orders/%"), WebhookDelivery.topic.in_(REFUND_TOPICS)))
-        .order_by(WebhookDelivery.id).limit(limit)))
-    batch = Delta()
-    applied = skipped = invalid = 0
+        .order_by(WebhookDelivery.id).limit(limit)).all()
+    laps.lap("read_deliveries")
     converted = []
-    for d in rows:
-        d.attempts = (d.attempts or 0) + 1
+    for did, topic, status, attempts, body in rows:
+        prep.read[did] = (status, attempts, body)
         try:
-            converted.append((d, _convert(d, now)))
+            converted.append((did, _convert(topic, body, now)))
         except (ValueError, TypeError, KeyError) as exc:
-            d.status, d.error, d.processed_at, d.body = "invalid", f"{type(exc).__name__}: {exc}"[:2000], now, None
-            invalid += 1
-    converted = _with_product_types(s, shop_id, converted)
-    _prefetch(s, shop_id, [v for _, v in converted if v is not None], batch)
-    batch.__dict__["_lines"] = {}        # OrderLine rows written by write_counts in one statement (apply_version)
-    handled = invalid
-    more = False
+            prep.outcome[did] = ("invalid", f"{type(exc).__name__}: {exc}"[:2000])
+            prep.invalid += 1
+    laps.lap("convert")
+    converted = _with_product_types(s, shop_id, converted, prep)
+    laps.lap("product_types")
+    versions = [v for _, v in converted if v is not None]
+    prep.stored = _read_stored(s, shop_id, {v.id for v in versions})
+    prep.customers = {int(c) for c in ({v.customer_id for v in versions} |
+                                       {r.customer_id for r in prep.stored.values() if r is not None})
+                      if c is not None}
+    prep.customer_orders, before = _read_customer_orders(s, shop_id, prep.customers)
+    laps.lap("prefetch")
+    current = dict(prep.stored)          # the batch's view of each order as its versions are applied
     pair_volume = seen = 0               # pair increments of the batch's basket changes so far
-    for d, version in converted:
-        changes = batch.basket_changes
+    delta = prep.delta
+    for did, v in converted:
+        changes = delta.basket_changes
         pair_volume += sum(len(i) * (len(i) - 1) // 2 for _, _, i in changes[seen:])
         seen = len(changes)
         if ((budget_s is not None and time.monotonic() - started > budget_s) or
                 (max_pairs is not None and pair_volume >= max_pairs)):
-            more = True                  # left 'pending_analytics' for the follow-up job
+            prep.more = True             # left 'pending_analytics' for the follow-up batch
             break
-        handled += 1
-        if version is not None:
-            if apply_version(s, shop_id, version, batch, now):
-                applied += 1
+        if v is not None:
+            row = current.get(v.id)
+            if _supersedes(v, row):
+                new = contribution(v)
+                _merge(delta, diff(_old_contribution(row), new, expand_pairs=False))
+                current[v.id] = _Stored.of_version(v, new, now)
+                prep.finals[v.id] = (v, new)
+                prep.applied += 1
             else:
-                skipped += 1
-        d.status, d.error, d.processed_at, d.body = "processed", None, now, None
+                prep.skipped += 1
+        prep.outcome[did] = ("processed", None)
+    laps.lap("apply_diff")
+    by_order = {oid: line_rows(shop_id, v) for oid, (v, _) in prep.finals.items()}
+    prep.lines = [r for rows_ in by_order.values() for r in rows_]
+    prep.payloads = pair_payloads(delta)
+    laps.lap("pair_payloads")
+    prep.seq_items, prep.seq_pairs = _sequential_deltas(prep, before, by_order)
+    laps.lap("sequential_delta")
+    return prep
+
+
+def write_batch(s, shop_id: int, prep: PreparedBatch, validate: bool = True) -> dict:
+    """Write a prepared batch in `s` (a write transaction). Takes the shop lock; with `validate`, first checks
+    that nothing the batch was computed from changed since prepare_batch read it, and prepares the batch again
+    under the lock when something did (result "fallback": 1)."""
+    timings: dict = {}
+    laps = _Laps(timings)
+    shop = context.lock_shop(s, shop_id)
+    if shop is None:
+        return {"shop_id": shop_id, "status": "missing"}
+    rows = _order_rows(s, shop_id, prep.stored)
+    fallback = 0
+    if validate and not _unchanged(s, shop, prep, rows):
+        log.info("order batch of shop %s changed under it: prepared again under the lock", shop_id)
+        fallback = 1
+        prep = prepare_batch(s, shop_id, limit=prep.limit, now=prep.now, budget_s=prep.budget_s,
+                             max_pairs=prep.max_pairs)
+        rows = _order_rows(s, shop_id, prep.stored)
+    laps.lap("validate")
+    now = prep.now
+    for oid, (v, new) in prep.finals.items():
+        row = rows.get(oid)
+        if row is None:
+            row = Order(shop_id=shop_id, id=oid)
+            s.add(row)
+        _set_row(row, v, new, now)
     s.flush()
-    blobs = write_counts(s, shop_id, batch)
-    touched = update_customers(s, shop_id, batch, now)
+    replaced = sorted(oid for oid in prep.finals if prep.stored.get(oid) is not None)
+    for i in range(0, len(replaced), UPSERT_CHUNK * 3):
+        s.execute(delete(OrderLine).where(OrderLine.shop_id == shop_id,
+                                          OrderLine.order_id.in_(replaced[i:i + UPSERT_CHUNK * 3])))
+    insert_rows(s, OrderLine.__table__, LINE_COLUMNS, prep.lines)
+    laps.lap("orders")
+    blobs = _write_aggregates(s, shop_id, prep.delta, prep.payloads)
+    laps.lap("counts")
+    seq_blobs = write_deltas(s, shop_id, prep.seq_items, prep.seq_pairs)
+    if prep.customers:
+        record_days(s, shop_id, prep.days, now)
+    laps.lap("sequential_write")
+    _write_outcomes(s, prep)
+    laps.lap("deliveries")
+    touched = update_customers(s, shop_id, prep.delta, now)
+    laps.lap("update_customers")
     changes = rescore_customers(s, shop, touched, now)
-    settings = shop_settings(shop)
-    return {"shop_id": shop_id, "deliveries": handled, "more": more, "applied": applied, "skipped": skipped,
-            "invalid": invalid, "customers": len(touched), "segment_changes": changes,
-            "refit_rfm": refit_needed(s.get(ShopModel, (shop_id, RFM_KIND)), settings.rfm_refit_change_share),
-            "rebuild_sequential": rebuild_needed(s, shop),
-            "compact_counts": bool(blobs) and compaction_due(s, shop_id)}
+    laps.lap("rescore")
+    return _result(prep, s, len(touched), changes, fallback, shop=shop, blobs=blobs, seq_blobs=seq_blobs,
+                   write_timings=timings)
+
+
+def _result(prep: PreparedBatch, s, customers: int, changes: int, fallback: int, shop: Shop | None = None,
+            blobs: int = 0, seq_blobs: int = 0, write_timings: dict | None = None) -> dict:
+    out = {"shop_id": prep.shop_id, "deliveries": len(prep.outcome), "more": prep.more, "applied": prep.applied,
+           "skipped": prep.skipped, "invalid": prep.invalid, "customers": customers, "segment_changes": changes,
+           "fallback": fallback, "refit_rfm": False, "rebuild_sequential": False, "compact_counts": False,
+           "prepare_timings": prep.timings, "write_timings": write_timings or {}}
+    if s is not None and shop is not None:
+        settings = shop_settings(shop)
+        out.update(refit_rfm=refit_needed(s.get(ShopModel, (prep.shop_id, RFM_KIND)), settings.rfm_refit_change_share),
+                   rebuild_sequential=rebuild_needed(s, shop),
+                   compact_counts=((bool(blobs) and compaction_due(s, prep.shop_id)) or
+                                   (bool(seq_blobs) and sequential_compaction_due(s, prep.shop_id))))
+    return out
+
+
+# What the write phase compares with the prepare phase's read: every write of an Order row sets ingested_at (and
+# a new version a newer shopify_updated_at, a redaction customer_id = None), so an unchanged state means an
+# unchanged row - the same test as the sequential rebuild's (workers.sequential_jobs._order_states).
+STATE_COLUMNS = (Order.id, Order.customer_id, Order.counted, Order.processed_at, Order.shopify_updated_at,
+                 Order.deleted_at, Order.ingested_at)
+
+
+def _read_stored(s, shop_id: int, ids) -> dict:
+    """{order id: _Stored | None} of the batch's orders (one query per chunk)."""
+    ids = sorted(ids)
+    stored: dict = dict.fromkeys(ids)
+    for i in range(0, len(ids), UPSERT_CHUNK * 3):
+        for row in s.execute(select(Order.id, Order.customer_id, Order.counted, Order.processed_at,
+                                    Order.shopify_updated_at, Order.deleted_at, Order.ingested_at,
+                                    Order.financial_status, Order.contribution)
+                             .where(Order.shop_id == shop_id, Order.id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
+            stored[row[0]] = _Stored(*row[1:])
+    return stored
+
+
+def _order_rows(s, shop_id: int, stored: dict) -> dict:
+    """The batch's stored Order rows as ORM objects (to write them), one query per chunk."""
+    ids = sorted(stored)
+    rows: dict = {}
+    for i in range(0, len(ids), UPSERT_CHUNK * 3):
+        rows.update((r.id, r) for r in s.scalars(
+            select(Order).where(Order.shop_id == shop_id, Order.id.in_(ids[i:i + UPSERT_CHUNK * 3]))))
+    return rows
+
+
+def _customer_states(s, shop_id: int, customers) -> dict:
+    """{order id: (customer, counted, processed_at, updated_at, deleted_at, ingested_at)} of the customers' orders."""
+    ids = sorted(customers)
+    out: dict = {}
+    for i in range(0, len(ids), UPSERT_CHUNK * 3):
+        for row in s.execute(select(*STATE_COLUMNS).where(Order.shop_id == shop_id,
+                                                          Order.customer_id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
+            out[row[0]] = tuple(row[1:])
+    return out
+
+
+def _read_customer_orders(s, shop_id: int, customers) -> tuple[dict, dict]:
+    """(states of the customers' orders, {customer: {order id: (time, items)}} of their counted orders), the
+    sequential 'before' of the batch. States first: an order written between the two reads then differs from
+    its read state, which the write phase notices (PostgreSQL's READ COMMITTED has no snapshot across reads)."""
+    states = _customer_states(s, shop_id, customers)
+    before: dict = {c: {} for c in customers}
+    counted = sorted(oid for oid, st in states.items() if st[1])
+    heads = {oid: states[oid] for oid in counted}
+    for i in range(0, len(counted), UPSERT_CHUNK * 3):
+        for oid, pid, qty, refunded in s.execute(
+                select(OrderLine.order_id, OrderLine.product_id, OrderLine.quantity, OrderLine.refunded_quantity)
+                .where(OrderLine.shop_id == shop_id, OrderLine.order_id.in_(counted[i:i + UPSERT_CHUNK * 3]))):
+            cid, _, t = heads[oid][:3]
+            items = before[cid].setdefault(oid, (t, set()))[1]
+            if pid is not None and (qty or 0) - (refunded or 0) > 0:
+                items.add(int(pid))
+    for oid in counted:                  # a counted order without lines still is an order (of no items)
+        cid, _, t = heads[oid][:3]
+        before[cid].setdefault(oid, (t, set()))
+    return states, before
+
+
+def _sequential_deltas(prep: PreparedBatch, before: dict, lines: dict) -> tuple[dict, dict]:
+    """The batch's sequential deltas: for every touched customer, counts after - counts before
+    (analytics.sequential.sequential_delta), 'after' being 'before' with the batch's orders replaced by their
+    final versions (items = distinct products with quantity - refunded > 0, as the stored lines give)."""
+    after = {cid: dict(orders) for cid, orders in before.items()}
+    for oid, (v, _) in prep.finals.items():
+        row = prep.stored.get(oid)
+        if row is not None and row.customer_id is not None:
+            after.get(int(row.customer_id), {}).pop(oid, None)
+        if v.counted and v.customer_id is not None:
+            items = {int(r[3]) for r in lines[oid] if r[3] is not None and (r[6] or 0) - (r[7] or 0) > 0}
+            after.setdefault(int(v.customer_id), {})[oid] = (v.processed_at, items)
+    items_d: Counter = Counter()
+    pairs_d: Counter = Counter()
+    for cid, orders in after.items():
+        di, dp = sequential_delta(list(before.get(cid, {}).values()), list(orders.values()), prep.days)
+        items_d.update(di)
+        pairs_d.update(dp)
+    return {k: v for k, v in items_d.items() if v}, {k: v for k, v in pairs_d.items() if v}
+
+
+def _unchanged(s, shop: Shop, prep: PreparedBatch, rows: dict) -> bool:
+    """Under the lock: is everything the prepared batch depends on still as read? The deliveries (still pending,
+    same attempts and body), the catalogue's product types, the batch's Order rows, the touched customers'
+    orders, the sequential N."""
+    if days_in_use(s, shop) != prep.days or _product_types(s, shop.id, prep.typed) != prep.types:
+        return False
+    ids = sorted(prep.read)
+    now_read: dict = {}
+    for i in range(0, len(ids), UPSERT_CHUNK * 3):
+        for did, status, attempts, body in s.execute(
+                select(WebhookDelivery.id, WebhookDelivery.status, WebhookDelivery.attempts, WebhookDelivery.body)
+                .where(WebhookDelivery.id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
+            now_read[did] = (status, attempts, body)
+    if now_read != prep.read:
+        return False
+    for oid, was in prep.stored.items():
+        row = rows.get(oid)
+        if (row is None) != (was is None) or (row is not None and _Stored.of_row(row) != was):
+            return False
+    return _customer_states(s, shop.id, prep.customers) == prep.customer_orders
+
+
+def _write_outcomes(s, prep: PreparedBatch) -> None:
+    """Delivery statuses: handled ones 'processed' / 'invalid' (body erased), every delivery read gets its attempt
+    counted (as before: a delivery left for the next batch was read once more)."""
+    done, left = [], []
+    for did, (status, attempts, _body) in prep.read.items():
+        out = prep.outcome.get(did)
+        if out is None:
+            left.append({"id": did, "attempts": (attempts or 0) + 1})
+        else:
+            done.append({"id": did, "attempts": (attempts or 0) + 1, "status": out[0], "error": out[1],
+                         "processed_at": prep.now, "body": None})
+    for params in (done, left):
+        if params:
+            s.execute(update(WebhookDelivery), params)
 
 
 def compaction_due(s, shop_id: int) -> bool:
@@ -304,21 +611,16 @@ def compaction_due(s, shop_id: int) -> bool:
     return n >= COMPACT_BLOBS or int(pairs) >= COMPACT_PAIRS
 
 
-def _with_product_types(s, shop_id: int, converted: list) -> list:
+def _with_product_types(s, shop_id: int, converted: list, prep: PreparedBatch | None = None) -> list:
     """REST webhook line items carry no product type (the bulk import's do): take it from the shop's Product rows
     (catalogue sync, products/* webhooks), so an order's product-type affinity does not depend on whether its
-    last version came from a webhook or from the import. One query per batch."""
+    last version came from a webhook or from the import. One query per batch. With `prep`, the products looked
+    up and the types found are kept there (a catalogue sync committing in between is a change to the batch)."""
     missing = {ln.product_id for _, v in converted if v is not None for ln in v.lines
                if ln.product_id is not None and not ln.product_type}
-    if not missing:
-        return converted
-    types: dict[int, str] = {}
-    ids = sorted(missing)
-    for i in range(0, len(ids), UPSERT_CHUNK * 3):
-        for pid, ptype in s.execute(select(Product.id, Product.product_type).where(
-                Product.shop_id == shop_id, Product.id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
-            if ptype:
-                types[pid] = ptype
+    types = _product_types(s, shop_id, missing)
+    if prep is not None:
+        prep.typed, prep.types = missing, types
     if not types:
         return converted
     out = []
@@ -330,33 +632,30 @@ def _with_product_types(s, shop_id: int, converted: list) -> list:
     return out
 
 
-def _prefetch(s, shop_id: int, versions: list[OrderVersion], batch: Delta) -> None:
-    """Load the batch's stored Order rows in one query (apply_version then finds them in the session) and take
-    the sequential 'before' counts of every customer the batch may touch in one read, instead of one pair of
-    queries per order. Purely an optimization: apply_version does both itself when called alone."""
-    ids = sorted({v.id for v in versions})
-    customers = {v.customer_id for v in versions}
-    known: dict = dict.fromkeys(ids)          # id -> stored row, None = not stored (no s.get query per new order)
+def _product_types(s, shop_id: int, ids) -> dict[int, str]:
+    types: dict[int, str] = {}
+    ids = sorted(ids)
     for i in range(0, len(ids), UPSERT_CHUNK * 3):
-        for row in s.scalars(select(Order).where(Order.shop_id == shop_id, Order.id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
-            customers.add(row.customer_id)
-            known[row.id] = row
-    batch.__dict__["_orders"] = known
-    _sequential(s, shop_id, batch).touch(s, customers)
+        for pid, ptype in s.execute(select(Product.id, Product.product_type).where(
+                Product.shop_id == shop_id, Product.id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
+            if ptype:
+                types[pid] = ptype
+    return types
 
 
-def _convert(d: WebhookDelivery, now: dt.datetime) -> OrderVersion | None:
-    payload = json.loads(d.body) if d.body else None
+def _convert(topic: str, body: str | None, now: dt.datetime) -> OrderVersion | None:
+    payload = json.loads(body) if body else None
     if not isinstance(payload, dict):
         raise ValueError("body is not a JSON object")
-    if d.topic in NOOP_TOPICS:
+    if topic in NOOP_TOPICS:
         return None                      # applied through the orders/updated that follows a refund / an edit
-    if d.topic == "orders/delete":
+    if topic == "orders/delete":
         return order_deleted(payload, now)
     return order_from_rest(payload)
 
 
-def _supersedes(v: OrderVersion, row: Order | None, tie_wins: bool = False) -> bool:
+def _supersedes(v: OrderVersion, row, tie_wins: bool = False) -> bool:
+    """`row`: the stored Order (or its _Stored snapshot); None when the order is not stored."""
     if row is None:
         return True
     if row.deleted_at is not None:      # a tombstone is never replaced
@@ -372,27 +671,15 @@ def _supersedes(v: OrderVersion, row: Order | None, tie_wins: bool = False) -> b
             and (contribution(v) != row.contribution or v.financial_status != row.financial_status))
 
 
-def apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.datetime, tie_wins: bool = False) -> bool:
-    """Apply `v` if it supersedes the stored row (last writer wins by updated_at; a tombstone is final).
-    `tie_wins`: the version is the order's current state read from the Admin API, so it also wins an updated_at
-    tie when it differs from the stored row (see _supersedes)."""
-    known = batch.__dict__.get("_orders")    # the batch's prefetched rows (see _prefetch)
-    row = known[v.id] if known is not None and v.id in known else s.get(Order, (shop_id, v.id))
-    if not _supersedes(v, row, tie_wins):
-        return False
-    # Sequential counts depend on the customer's other orders: snapshot them before the first change.
-    _sequential(s, shop_id, batch).touch(s, {v.customer_id, row.customer_id if row is not None else None})
+def _old_contribution(row) -> dict | None:
+    """What the stored row added to the aggregates, as the diff's 'old' side."""
     old = row.contribution if row is not None else None
     if old is not None and row.customer_id != old.get("customer_id"):
         old = {**old, "customer_id": row.customer_id}   # unlinked by customers/redact: stats already erased
-    new = contribution(v)
-    _merge(batch, diff(old, new, expand_pairs=False))   # pairs: basket changes, expanded per batch (write_counts)
-    stored = row is not None
-    if row is None:
-        row = Order(shop_id=shop_id, id=v.id)
-        s.add(row)
-        if known is not None:
-            known[v.id] = row
+    return old
+
+
+def _set_row(row: Order, v: OrderVersion, new: dict, now: dt.datetime) -> None:
     # Every column comes from the version (a tombstone has zeros and its deletion time), so the row does not
     # depend on which earlier versions happened to be seen.
     row.processed_at, row.name, row.customer_id = v.processed_at, v.name, v.customer_id
@@ -405,16 +692,29 @@ def apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.dateti
     row.counted = v.counted
     row.contribution = new
     row.ingested_at = now
-    pending = batch.__dict__.get("_lines")
-    if pending is None:
-        s.flush()                        # alone (reconcile, tests): the row is visible to the next s.get
+
+
+def apply_version(s, shop_id: int, v: OrderVersion, batch: Delta, now: dt.datetime, tie_wins: bool = False) -> bool:
+    """Apply `v` if it supersedes the stored row (last writer wins by updated_at; a tombstone is final), in the
+    caller's transaction, one order at a time (reconciliation, tests; the order job computes its batch outside the
+    lock instead, see prepare_batch). `tie_wins`: the version is the order's current state read from the Admin
+    API, so it also wins an updated_at tie when it differs from the stored row (see _supersedes)."""
+    row = s.get(Order, (shop_id, v.id))
+    if not _supersedes(v, row, tie_wins):
+        return False
+    # Sequential counts depend on the customer's other orders: snapshot them before the first change.
+    _sequential(s, shop_id, batch).touch(s, {v.customer_id, row.customer_id if row is not None else None})
+    new = contribution(v)
+    _merge(batch, diff(_old_contribution(row), new, expand_pairs=False))   # pairs: basket changes (write_counts)
+    stored = row is not None
+    if row is None:
+        row = Order(shop_id=shop_id, id=v.id)
+        s.add(row)
+    _set_row(row, v, new, now)
+    s.flush()                            # the row is visible to the next s.get
     if stored:                           # a new order has no lines to replace: no DELETE per new order
         s.execute(delete(OrderLine).where(OrderLine.shop_id == shop_id, OrderLine.order_id == v.id))
-    lines = line_rows(shop_id, v)
-    if pending is not None:              # the order job's batch: one bulk insert for all orders (write_counts);
-        pending[v.id] = lines            # a later version of the order in the batch replaces them
-    else:
-        insert_rows(s, OrderLine.__table__, LINE_COLUMNS, lines)
+    insert_rows(s, OrderLine.__table__, LINE_COLUMNS, line_rows(shop_id, v))
     return True
 
 
@@ -454,31 +754,30 @@ def _merge(batch: Delta, d: Delta) -> None:
 
 # --------------------------------------------------------------------------------------------- writes
 def write_counts(s, shop_id: int, batch: Delta, now: dt.datetime | None = None) -> int:
-    """The batch's OrderLine rows (when apply_version deferred them), count deltas and sequential counts.
+    """The count deltas and sequential counts of a batch built with apply_version (reconciliation, tests).
     Items / baskets: one upsert per table; pairs: one PairCountBlob per bucket. Returns the blobs written."""
-    pending = batch.__dict__.get("_lines")
-    rows = [r for lines in pending.values() for r in lines] if pending else []
-    if rows:
-        s.flush()                        # Order rows before their lines
-        insert_rows(s, OrderLine.__table__, LINE_COLUMNS, rows)
-    if pending:
-        pending.clear()
-    seg = ALL_SEGMENTS
-    if batch.items:
-        upsert_add(s, ItemCountDelta, ["shop_id", "segment", "bucket", "item_id"], "count",
-                     ["shop_id", "segment", "bucket", "item_id", "count"],
-                     [(shop_id, seg, b, i, n) for (b, i), n in sorted(batch.items.items())])
-    if batch.baskets:
-        upsert_add(s, BasketCountDelta, ["shop_id", "segment", "bucket"], "baskets",
-                     ["shop_id", "segment", "bucket", "baskets"],
-                     [(shop_id, seg, b, n) for b, n in sorted(batch.baskets.items())])
-    blobs = [{"shop_id": shop_id, "segment": seg, "bucket": b, "pairs": n, "data": data, "created_at": now or utcnow()}
-             for b, (n, data) in sorted(pair_payloads(batch).items())]
-    if blobs:
-        s.execute(insert(PairCountBlob.__table__), blobs)
+    blobs = _write_aggregates(s, shop_id, batch, pair_payloads(batch), now)
     tracker = batch.__dict__.get("_sequential")
     if tracker is not None:
         tracker.write(s)
+    return blobs
+
+
+def _write_aggregates(s, shop_id: int, batch: Delta, payloads: dict, now: dt.datetime | None = None) -> int:
+    """Item / basket upserts and the pair blobs ({bucket: (pairs, payload)}, see pair_payloads)."""
+    seg = ALL_SEGMENTS
+    if batch.items:
+        upsert_add(s, ItemCountDelta, ["shop_id", "segment", "bucket", "item_id"], "count",
+                   ["shop_id", "segment", "bucket", "item_id", "count"],
+                   [(shop_id, seg, b, i, n) for (b, i), n in sorted(batch.items.items())])
+    if batch.baskets:
+        upsert_add(s, BasketCountDelta, ["shop_id", "segment", "bucket"], "baskets",
+                   ["shop_id", "segment", "bucket", "baskets"],
+                   [(shop_id, seg, b, n) for b, n in sorted(batch.baskets.items())])
+    blobs = [{"shop_id": shop_id, "segment": seg, "bucket": b, "pairs": n, "data": data, "created_at": now or utcnow()}
+             for b, (n, data) in sorted(payloads.items())]
+    if blobs:
+        s.execute(insert(PairCountBlob.__table__), blobs)
     return len(blobs)
 
 

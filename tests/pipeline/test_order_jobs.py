@@ -509,11 +509,11 @@ def test_a_delivery_committed_after_the_jobs_last_read_is_read_by_the_same_job(c
     shop = make_shop(session, "late.myshopify.com")
     deliver(session, shop, "orders/create", payload(1, cust=7201, day=1))
     session.commit()
-    real, real_woken = jobs.process_shop_orders, jobs._woken
+    real, real_woken = jobs.run_batch, jobs._woken
     calls = []
 
-    def counted(s, shop_id, **kw):
-        res = real(s, shop_id, **kw)
+    def counted(shop_id, **kw):
+        res = real(shop_id, **kw)
         calls.append(res["deliveries"])
         return res
 
@@ -524,7 +524,7 @@ def test_a_delivery_committed_after_the_jobs_last_read_is_read_by_the_same_job(c
             redis_connection(config.redis_url).set(order_wake_key(config, shop_id), 1, nx=True)
         return real_woken(shop_id)
 
-    monkeypatch.setattr(jobs, "process_shop_orders", counted)
+    monkeypatch.setattr(jobs, "run_batch", counted)
     monkeypatch.setattr(jobs, "_woken", with_a_late_delivery)
     context.set_config(config)
     try:
