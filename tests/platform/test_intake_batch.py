@@ -256,6 +256,66 @@ def test_checkpoints_run_in_the_background_after_enough_rows(db_url):
     wait_for(lambda: cp.checkpoints > before, timeout=20, message="a WAL checkpoint")
 
 
+def _wal_frames(db_url) -> int:
+    """Frames in the WAL now (what a checkpoint reports as the log's size; it copies them, harmless here)."""
+    raw = get_engine(db_url).raw_connection()
+    try:
+        return raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    finally:
+        raw.close()
+
+
+def _turn_is_held(db_url) -> str:
+    """'busy' when some process holds the SQLite write turn (probed from another process), else 'free'."""
+    path = write_turn_path(db_url)
+    return subprocess.run([sys.executable, "-c", (
+        "import fcntl, os\n"
+        f"fd = os.open({path!r}, os.O_RDWR)\n"
+        "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+        "except BlockingIOError:\n    print('busy')\n")], capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+def test_a_checkpoint_with_no_writer_meanwhile_lets_the_wal_start_over_without_holding_writers(db_url):
+    _sqlite_only(db_url)
+    helpers.add_shop(db_url, SHOP)
+    cp = Checkpointer(db_url, restart_frames=1)       # private instance: its thread never runs (nothing due)
+    for i in range(5):
+        record_batch(db_url, [_delivery(webhook_id=f"wh-r{i}-{j}") for j in range(5)])
+    raw = get_engine(db_url).raw_connection()
+    try:
+        cp._checkpoint(raw.cursor())
+    finally:
+        raw.close()
+    assert (cp.checkpoints, cp.caught_up, cp.catch_up_due) == (1, 1, False)   # second pass: nothing appended
+    grown = _wal_frames(db_url)
+    record_batch(db_url, [_delivery(webhook_id="wh-r-next")])
+    assert 0 < _wal_frames(db_url) < grown                                     # the WAL started over
+
+
+def test_a_due_catch_up_is_made_by_the_next_batch_under_its_write_turn(db_url, monkeypatch):
+    _sqlite_only(db_url)
+    helpers.add_shop(db_url, SHOP)
+    cp = Checkpointer.of(db_url)
+    for i in range(5):
+        record_batch(db_url, [_delivery(webhook_id=f"wh-c{i}-{j}") for j in range(5)])
+    grown = _wal_frames(db_url)
+    # What the background passes ask for when writers keep appending while they copy and the WAL is large.
+    cp.catch_up_due, before = True, cp.catch_ups
+    turns = []
+    real_catch_up = Checkpointer.catch_up
+
+    def watched(self, engine):
+        turns.append(_turn_is_held(db_url))
+        return real_catch_up(self, engine)
+
+    monkeypatch.setattr(Checkpointer, "catch_up", watched)
+    record_batch(db_url, [_delivery(webhook_id="wh-c-due")])
+    assert (cp.catch_ups, cp.catch_up_due, turns) == (before + 1, False, ["busy"])   # made under the turn
+    record_batch(db_url, [_delivery(webhook_id="wh-c-after")])
+    assert 0 < _wal_frames(db_url) < grown                                           # the WAL started over
+    assert len(_rows(db_url)) == 27
+
+
 # --------------------------------------------------------------------------------------------- Waker
 def test_waker_calls_after_the_request_and_merges_requests_made_meanwhile():
     """A key asked for while its call runs gets a new call that starts after the ask; asks made meanwhile are
