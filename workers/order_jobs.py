@@ -329,14 +329,14 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
     return write_batch(s, shop_id, prep, validate=False)
 
 
-def run_batch(shop_id: int, limit: int = 500, budget_s: float | None = None,
-              max_pairs: int | None = None) -> dict:
+def run_batch(shop_id: int, limit: int = 500, budget_s: float | None = None, max_pairs: int | None = None,
+              now: dt.datetime | None = None) -> dict:
     """One batch of the job: prepared in a read transaction (no write lock), written in a short write transaction
     under the SQLite write turn (a no-op elsewhere), which the webhook intake shares: between two batches the
     intake's waiting process is woken at once (see shopify_app.db.sqlite_write_turn). Result "lock_s": the write
     transaction's time, commit included (what the intake may wait)."""
     with context.read_transaction() as r:
-        prep = prepare_batch(r, shop_id, limit=limit, budget_s=budget_s, max_pairs=max_pairs)
+        prep = prepare_batch(r, shop_id, limit=limit, now=now, budget_s=budget_s, max_pairs=max_pairs)
     if prep is None:
         return {"shop_id": shop_id, "status": "missing"}
     if not prep.read:                    # nothing pending: no write transaction at all

@@ -548,3 +548,237 @@ def test_write_counts_refuses_expanded_pairs_rather_than_dropping_them(session):
     assert batch.pairs
     with pytest.raises(ValueError, match="expand_pairs=False"):
         write_counts(session, shop.id, batch)
+
+
+# --------------------------------------------------------------------------------------------- prepare / write
+# The job prepares a batch without the write lock (prepare_batch, a read transaction) and writes it under the lock
+# (write_batch). A change landing in between must be noticed and the batch prepared again under the lock.
+def prepare(db_url, shop_id, limit=500):
+    from shopify_app.db import reader_scope
+    from workers.order_jobs import prepare_batch
+
+    with reader_scope(db_url) as r:
+        return prepare_batch(r, shop_id, limit=limit, now=NOW)
+
+
+def write(db_url, shop_id, prep):
+    from shopify_app.db import session_scope
+    from workers.order_jobs import write_batch
+
+    with session_scope(db_url) as s:
+        return write_batch(s, shop_id, prep)
+
+
+def state(session, shop_id):
+    """dump() plus the sequential tables (item rows; pair rows + blobs summed). Ends the session's transaction."""
+    from shopify_app.models import SequentialItemDelta
+    from workers.sequential_jobs import read_pair_sums
+
+    session.expire_all()
+    out = dump(session, shop_id)
+    out["seq_items"] = sorted((r.bucket, r.item_id, r.count) for r in session.scalars(
+        select(SequentialItemDelta).where(SequentialItemDelta.shop_id == shop_id)) if r.count)
+    out["seq_pairs"] = sorted((k, n) for k, n in read_pair_sums(session, shop_id).items() if n)
+    session.commit()
+    return out
+
+
+def assert_sequential_is_a_rebuild(session, shop_id):
+    from workers.sequential_jobs import rebuild_sequential
+
+    live = state(session, shop_id)
+    rebuild_sequential(session, shop_id)
+    session.flush()
+    rebuilt = state(session, shop_id)
+    assert (live["seq_items"], live["seq_pairs"]) == (rebuilt["seq_items"], rebuilt["seq_pairs"])
+
+
+def reconcile_write(db_url, shop_id, body):
+    """What reconciliation writes for an order (workers.reconcile_jobs._apply_batch): its current state."""
+    from shopify_app.analytics.incremental import Delta
+    from shopify_app.db import session_scope
+    from workers.context import lock_shop
+    from workers.order_jobs import apply_version, rescore_customers, update_customers, write_counts
+
+    with session_scope(db_url) as s:
+        shop = lock_shop(s, shop_id)
+        batch = Delta()
+        assert apply_version(s, shop_id, order_from_rest(body), batch, NOW, tie_wins=True)
+        write_counts(s, shop_id, batch)
+        rescore_customers(s, shop, update_customers(s, shop_id, batch, NOW), NOW)
+
+
+def redact(db_url, shop_id, customer_id, orders):
+    """customers/redact as the webhook handler runs it (stats erased, orders unlinked, pending bodies scrubbed)."""
+    from shopify_app.db import session_scope
+    from workers.ingest import _customer_redact
+
+    with session_scope(db_url) as s:
+        shop = s.get(Shop, shop_id)
+        body = {"shop_domain": shop.domain, "customer": {"id": customer_id}, "orders_to_redact": orders}
+        d = deliver(s, shop, "customers/redact", body)
+        d.status = "received"
+        _customer_redact(s, d, shop, body)
+        d.body = None
+
+
+def test_split_batches_equal_locked_batches_without_fallbacks(db_url, session):
+    """Nothing written in between: every prepared batch is written as prepared, with the same result as batches
+    computed under the lock (process_shop_orders), sequential tables included."""
+    h = _history()
+    locked = make_shop(session, "locked.myshopify.com")
+    split = make_shop(session, "split.myshopify.com")
+    rng = random.Random(3)
+    messy = h + rng.sample(h, 6)
+    rng.shuffle(messy)
+    for shop in (locked, split):
+        _rfm(session, shop)
+        for topic, body in messy:
+            deliver(session, shop, topic, body)
+    session.commit()
+    while run(session, locked, limit=3)["deliveries"]:
+        pass
+    results = []
+    while True:
+        prep = prepare(db_url, split.id, limit=3)
+        if not prep.read:
+            break
+        results.append(write(db_url, split.id, prep))
+    assert len(results) == -(-len(messy) // 3) and all(r["fallback"] == 0 for r in results)
+    assert state(session, split.id) == state(session, locked.id)
+    assert_sequential_is_a_rebuild(session, split.id)
+
+
+def test_an_order_version_written_between_prepare_and_write_is_applied_exactly(db_url, session):
+    """A newer version of an order in the batch is written by reconciliation after the batch was prepared from
+    the older stored row: without the re-check the batch would put the stale version back and count its diff."""
+    shop = make_shop(session, "between.myshopify.com")
+    clean = make_shop(session, "between-clean.myshopify.com")
+    v0 = payload(1, day=1, items=((P1, 1), (P2, 1)))
+    v1 = payload(1, day=1, upd=1, items=((P1, 1), (P3, 1)))
+    v2 = payload(1, day=1, upd=2, items=((P2, 2), (P3, 1)), subtotal="70.00")
+    other = payload(2, day=5, items=((P1, 1),))        # the same customer's next order: sequential pairs
+    for sh in (shop, clean):
+        _rfm(session, sh)
+        deliver(session, sh, "orders/create", v0)
+        deliver(session, sh, "orders/create", other)
+        run(session, sh)
+        deliver(session, sh, "orders/updated", v1)
+    session.commit()
+    prep = prepare(db_url, shop.id)
+    assert prep.applied == 1
+    reconcile_write(db_url, shop.id, v2)
+    res = write(db_url, shop.id, prep)
+    assert res["fallback"] == 1 and (res["applied"], res["skipped"], res["deliveries"]) == (0, 1, 1)
+    reconcile_write(db_url, clean.id, v2)              # the same events, in the order they were applied
+    run(session, clean)
+    got = state(session, shop.id)
+    assert got == state(session, clean.id)
+    assert session.get(Order, (shop.id, 1)).subtotal == 70.0
+    assert_sequential_is_a_rebuild(session, shop.id)
+
+
+def test_a_redaction_between_prepare_and_write_is_applied_exactly(db_url, session):
+    """customers/redact unlinks the customer's stored orders and scrubs their pending deliveries after the batch
+    was prepared: the batch must not bring the customer back (stats, sequential counts)."""
+    gone, kept = 987654321002, 5002
+    shop = make_shop(session, "redact-between.myshopify.com")
+    clean = make_shop(session, "redact-clean.myshopify.com")
+    for sh in (shop, clean):
+        _rfm(session, sh)
+        deliver(session, sh, "orders/create", payload(1, cust=gone, day=1, items=((P1, 1), (P2, 1))))
+        run(session, sh)
+        deliver(session, sh, "orders/create", payload(2, cust=gone, day=4, items=((P3, 1),)))
+        deliver(session, sh, "orders/create", payload(3, cust=kept, day=2, items=((P1, 1), (P3, 1))))
+    session.commit()
+    prep = prepare(db_url, shop.id)
+    assert prep.applied == 2 and gone in prep.customers
+    redact(db_url, shop.id, gone, [1, 2])
+    res = write(db_url, shop.id, prep)
+    assert res["fallback"] == 1 and res["applied"] == 2
+    redact(db_url, clean.id, gone, [1, 2])
+    run(session, clean)
+    got = state(session, shop.id)
+    assert got == state(session, clean.id)
+    assert str(gone) not in json.dumps(got, default=str)
+    assert_sequential_is_a_rebuild(session, shop.id)
+
+
+def test_deliveries_written_by_another_job_in_between_are_not_applied_twice(db_url, session):
+    """Two jobs prepared the same deliveries; the second to write finds them processed and applies nothing."""
+    h = _history()
+    shop = make_shop(session, "twice.myshopify.com")
+    clean = make_shop(session, "twice-clean.myshopify.com")
+    for sh in (shop, clean):
+        _rfm(session, sh)
+        for topic, body in h:
+            deliver(session, sh, topic, body)
+    session.commit()
+    first, second = prepare(db_url, shop.id), prepare(db_url, shop.id)
+    assert write(db_url, shop.id, first)["fallback"] == 0
+    res = write(db_url, shop.id, second)
+    assert res["fallback"] == 1 and res["deliveries"] == 0 and res["applied"] == 0
+    run(session, clean)
+    assert state(session, shop.id) == state(session, clean.id)
+
+
+def test_a_catalogue_change_between_prepare_and_write_is_used(db_url, session):
+    """The batch looked up product types that were not there yet; the catalogue sync stores them before the
+    write: the order is applied with them (as under the lock)."""
+    from shopify_app.models import Product
+
+    shop = make_shop(session, "catalogue-between.myshopify.com")
+    deliver(session, shop, "orders/create", payload(1, items=((P1, 2), (P2, 1))))
+    session.commit()
+    prep = prepare(db_url, shop.id)
+    session.add(Product(shop_id=shop.id, id=P1, title="Mug", product_type="Kitchen"))
+    session.commit()
+    res = write(db_url, shop.id, prep)
+    assert res["fallback"] == 1 and res["applied"] == 1
+    assert stats(session, shop, 5001).product_type_counts == {"Kitchen": 2}
+
+
+def test_jobs_running_batches_concurrently_end_exact(db_url, session):
+    """Four threads run the job's batches (run_batch: prepare without the lock, write under it) on one shop whose
+    every delivery came twice: whatever interleaving and fallbacks, the result is one clean pass."""
+    import threading
+
+    from shopify_app.config import Config
+    from workers import context
+    from workers.order_jobs import run_batch
+
+    h = _history()
+    clean = make_shop(session, "race-clean.myshopify.com")
+    busy = make_shop(session, "race.myshopify.com")
+    for sh in (clean, busy):
+        _rfm(session, sh)
+    for topic, body in h:
+        deliver(session, clean, topic, body)
+        deliver(session, busy, topic, body)
+        deliver(session, busy, topic, body)
+    session.commit()
+    run(session, clean)
+    errors, results = [], []
+    barrier = threading.Barrier(4)
+
+    def worker():
+        try:
+            barrier.wait(10)
+            for _ in range(10):
+                results.append(run_batch(busy.id, limit=2, now=NOW))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    context.set_config(Config(env="test", database_url=db_url, redis_url="redis://127.0.0.1:1/0"))
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        context.set_config(None)
+    assert not errors
+    assert sum(r["deliveries"] for r in results) == 2 * len(h)
+    assert state(session, busy.id) == state(session, clean.id)
+    assert_sequential_is_a_rebuild(session, busy.id)
