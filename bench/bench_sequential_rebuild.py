@@ -40,7 +40,7 @@ from shopify_app.cli import upgrade_database  # noqa: E402
 from shopify_app.config import Config  # noqa: E402
 from shopify_app.db import dispose_all, session_scope  # noqa: E402
 from shopify_app.models import (  # noqa: E402
-    Job, Order, OrderLine, SequentialItemDelta, SequentialPairDelta, Shop,
+    Job, Order, OrderLine, SequentialItemDelta, SequentialPairBlob, SequentialPairDelta, Shop,
 )
 from workers import context  # noqa: E402
 from workers import sequential_jobs  # noqa: E402
@@ -142,7 +142,8 @@ class Probe:
 
 def written(url: str, shop_id: int) -> tuple:
     """Item rows in full; pair rows as per-bucket checksums (millions of rows): count, sum of counts, and sums of
-    count-weighted item_a, item_b and (item_a * item_b mod a prime)."""
+    count-weighted item_a, item_b and (item_a * item_b mod a prime); and the number of pair blobs left (a rebuild
+    leaves none)."""
     p = SequentialPairDelta
     with session_scope(url) as s:
         items = s.execute(select(SequentialItemDelta.bucket, SequentialItemDelta.item_id, SequentialItemDelta.count)
@@ -150,7 +151,9 @@ def written(url: str, shop_id: int) -> tuple:
         pairs = s.execute(select(p.bucket, func.count(), func.sum(p.count), func.sum(p.item_a * p.count),
                                  func.sum(p.item_b * p.count), func.sum((p.item_a * p.item_b) % 1000003 * p.count))
                           .where(p.shop_id == shop_id).group_by(p.bucket)).all()
-    return sorted(items), sorted(tuple(r) for r in pairs)
+        blobs = s.scalar(select(func.count()).select_from(SequentialPairBlob)
+                         .where(SequentialPairBlob.shop_id == shop_id))
+    return sorted(items), sorted(tuple(r) for r in pairs), blobs
 
 
 def reference_job(shop_id: int) -> dict:
@@ -199,6 +202,7 @@ def clear(url: str, shop_id: int) -> None:
     """Both runs start as after a history import: the bulk path leaves the sequential tables to the rebuild."""
     with session_scope(url) as s:
         s.execute(delete(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop_id))
+        s.execute(delete(SequentialPairBlob).where(SequentialPairBlob.shop_id == shop_id))
         s.execute(delete(SequentialItemDelta).where(SequentialItemDelta.shop_id == shop_id))
 
 

@@ -18,9 +18,10 @@ transaction (`read_compaction`), then in a short write transaction under the sho
 replaces each bucket's snapshot, deletes exactly the blobs it read (by id) and subtracts the item / basket /
 legacy pair delta values it read: deltas written in between stay, and stay counted. A bucket whose snapshot or
 read deltas changed in between (a rebuild, another compaction) is left for the next run.
-`compact_counts(s, shop_id)` does both steps in the caller's transaction. The same job folds the shop's sequential
-pair blobs into SequentialPairDelta rows (workers.sequential_jobs.read_sequential_compaction /
-apply_sequential_compaction: read + sum in the read transaction, exact blobs deleted by id under the lock).
+`compact_counts(s, shop_id)` does both steps in the caller's transaction. The same job then folds the shop's
+sequential pair blobs into SequentialPairDelta rows (workers.sequential_jobs.compact_sequential_job: read + sum in
+a read transaction, then short write transactions deleting exactly the blobs read, by id; not under the shop row
+lock, which order batches need: see that module).
 
 `read_counts(s, shop_id, first, last)` = sum over the buckets in [first, last] of snapshot + deltas.
 
@@ -46,7 +47,7 @@ from shopify_app.models import (
 
 from . import context
 from .bulk_rows import upsert_add
-from .sequential_jobs import apply_sequential_compaction, read_sequential_compaction
+from .sequential_jobs import compact_sequential_job
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def compact_all_shops() -> dict:
             shop_ids |= set(s.scalars(select(model.shop_id).distinct()))
     done = [compact_shop(shop_id) for shop_id in sorted(shop_ids)]
     return {"shops": len(done), "buckets": sum(d["buckets"] for d in done),
-            "sequential_buckets": sum(d["sequential_buckets"] for d in done)}
+            "sequential_folds": sum(d["sequential_folds"] for d in done)}
 
 
 def compact_shop(shop_id: int) -> dict:
@@ -80,12 +81,11 @@ def compact_shop(shop_id: int) -> dict:
     the write lock, then a short write."""
     with context.read_transaction() as s:
         plan = read_compaction(s, shop_id)
-        sequential = read_sequential_compaction(s, shop_id)
     with context.transaction() as s:
         done = apply_compaction(s, shop_id, plan)
-        seq_done = apply_sequential_compaction(s, shop_id, sequential)
+    sequential = compact_sequential_job(shop_id)       # its own transactions, without the shop row lock
     return {"shop_id": shop_id, "buckets": done, "skipped": len(plan.buckets) - done,
-            "sequential_buckets": seq_done, "sequential_skipped": len(sequential) - seq_done}
+            "sequential_folds": sequential["folds"], "sequential_skipped": sequential["skipped"]}
 
 
 def compact_job_id(shop_id: int, followup: bool = False) -> str:

@@ -44,7 +44,7 @@ from shopify_app.analytics.rules import (
 )
 from shopify_app.models import (
     ALL_SEGMENTS, AssociationRule, BasketCountDelta, CountSnapshot, CustomerStats, SequentialItemDelta,
-    SequentialPairDelta, Shop, utcnow,
+    SequentialPairBlob, SequentialPairDelta, Shop, utcnow,
 )
 from shopify_app.settings import shop_settings
 
@@ -174,8 +174,26 @@ def _sequential_pairs(s, shop_id: int, first: str | None, last: str, min_count: 
     def within(col):
         return [col <= last] + ([col >= first] if first else [])
 
-    ba, bb, bn = sum_directed_pairs(decode_directed_pairs(data) for _i, _b, data in
-                                    read_blobs(s, shop_id, first, last))
+    for attempt in range(3):
+        blobs = read_blobs(s, shop_id, first, last)
+        out = _rows_plus_blobs(s, shop_id, blobs, within, min_count)
+        # PostgreSQL reads in READ COMMITTED: a compaction committed between the blob read and the row read would
+        # count its blobs twice. All blobs read still there afterwards = none was folded before the rows were read.
+        if attempt == 2 or _present(s, shop_id, [i for i, _b, _d in blobs]):
+            return out
+        log.info("sequential pairs of shop %s re-read: a compaction committed meanwhile", shop_id)
+
+
+def _present(s, shop_id: int, ids: list) -> bool:
+    n = 0
+    for i in range(0, len(ids), LOOKUP_CHUNK):
+        n += s.scalar(select(func.count()).select_from(SequentialPairBlob).where(
+            SequentialPairBlob.shop_id == shop_id, SequentialPairBlob.id.in_(ids[i:i + LOOKUP_CHUNK])))
+    return n == len(ids)
+
+
+def _rows_plus_blobs(s, shop_id: int, blobs: list, within, min_count: int) -> dict:
+    ba, bb, bn = sum_directed_pairs(decode_directed_pairs(data) for _i, _b, data in blobs)
     positive = np.sort(bn[bn > 0])[::-1]
     h = int(positive[HOT_PAIRS]) if len(positive) > HOT_PAIRS else 0
     floor = max(int(min_count) - h, 1)

@@ -16,9 +16,9 @@ job, reconciliation, import - keeps the tables exact): the first time a batch to
 are computed from their stored orders ("before"); after the batch, again ("after"); after - before is written:
 item deltas upserted as rows (a few per order), pair deltas as ONE SequentialPairBlob per bucket (a batch of 200
 time-compressed Online Retail orders changes ~10^5 directed pairs; upserting them row by row was most of the
-batch on PostgreSQL). Compaction (`compact_sequential`, run by workers.rebuild_jobs.compact_shop) folds the blobs
-into the rows: sums them in a read transaction, then under the shop lock deletes exactly the blobs it read (by
-id) and adds their sums to the rows.
+batch on PostgreSQL). Compaction (`compact_sequential_job`, run by workers.rebuild_jobs.compact_shop) folds the
+blobs into the rows: sums them in a read transaction, then in short write transactions deletes exactly the blobs
+it read (by id) and adds their sums to the rows (see the compaction section for its lock).
 """
 from __future__ import annotations
 
@@ -259,46 +259,75 @@ def compaction_due(s, shop_id: int) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- compaction
+# Folding writes one upserted row per distinct pair: on PostgreSQL ~10-25 us a row on the shared bench machine
+# (12 time-compressed bench (d) batches = 690k distinct pairs: 14 s), far from "brief". Order batches only INSERT
+# blobs and never touch pair rows or read blobs, so the fold does not need the shop row lock (which would stop
+# the shop's order batches for that long): it serializes only with the other writers of pair rows - compaction
+# and the rebuild's replace - through `lock_sequential`. On SQLite every write transaction excludes all others,
+# so the fold is cut into transactions of at most FOLD_PAIRS blob pairs (SQLite upserts ~3 us a row: ~0.3 s).
+FOLD_PAIRS = 100_000
+SEQ_LOCK_SPACE = 0x53455121      # pg_advisory_xact_lock(space, shop id): the shop's sequential pair rows
+
+
+def lock_sequential(s, shop_id: int) -> None:
+    """Until the transaction ends, be the only writer of the shop's sequential pair rows and blobs' deletion
+    (PostgreSQL advisory lock; SQLite: the write transaction already is)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:space, :shop)"), {"space": SEQ_LOCK_SPACE, "shop": shop_id})
+
+
 @dataclass
 class SequentialFold:
-    """What a compaction read of one bucket: the blobs (by id) and their summed pairs."""
+    """One fold a compaction read: some blobs of one bucket (by id) and their summed pairs."""
+    bucket: str
     blob_ids: list = field(default_factory=list)
     sums: tuple = ()                               # (a, b, counts), zero sums dropped
 
 
-def read_sequential_compaction(s, shop_id: int) -> dict[str, SequentialFold]:
-    """{bucket: SequentialFold} of every bucket with blobs: reads and sums only (fit for a read transaction)."""
-    by_bucket: dict[str, list] = defaultdict(list)
-    for blob_id, bucket, data in read_blobs(s, shop_id):
-        by_bucket[bucket].append((blob_id, data))
-    return {bucket: SequentialFold([i for i, _ in blobs], sum_directed_pairs(decode_directed_pairs(d)
+def read_sequential_compaction(s, shop_id: int, fold_pairs: int | None = None) -> list[SequentialFold]:
+    """The shop's blobs, by bucket, in groups of at most `fold_pairs` (FOLD_PAIRS) blob pairs (one blob at
+    least), each summed: reads only (fit for a read transaction)."""
+    limit = fold_pairs or FOLD_PAIRS
+    groups: list[tuple[str, list]] = []
+    size = 0
+    for blob_id, bucket, pairs, data in s.execute(
+            select(SequentialPairBlob.id, SequentialPairBlob.bucket, SequentialPairBlob.pairs, SequentialPairBlob.data)
+            .where(SequentialPairBlob.shop_id == shop_id).order_by(SequentialPairBlob.bucket, SequentialPairBlob.id)):
+        if not groups or groups[-1][0] != bucket or size + pairs > limit:
+            groups.append((bucket, []))
+            size = 0
+        groups[-1][1].append((blob_id, data))
+        size += pairs
+    return [SequentialFold(bucket, [i for i, _ in blobs], sum_directed_pairs(decode_directed_pairs(d)
                                                                              for _, d in blobs))
-            for bucket, blobs in sorted(by_bucket.items())}
+            for bucket, blobs in groups]
 
 
 class _Folded(Exception):
     """Some blob the compaction read is gone: another compaction or a rebuild folded it in between."""
 
 
-def apply_sequential_compaction(s, shop_id: int, plan: dict[str, SequentialFold]) -> int:
-    """Under the shop row lock: per bucket (a savepoint each), delete exactly the blobs read and add their sums to
-    the rows (rows at zero deleted). Blobs written after the read stay. Pair rows are only written here and by
-    the rebuild (which deletes every blob), so a bucket whose blobs are all still there has rows that do not
-    contain them yet. Returns the buckets folded."""
-    if not plan or context.lock_shop(s, shop_id) is None:
+def apply_sequential_compaction(s, shop_id: int, folds: list[SequentialFold]) -> int:
+    """In the caller's transaction, under `lock_sequential`: per fold (a savepoint each), delete exactly the blobs
+    read and add their sums to the rows (rows at zero deleted). Blobs written after the read stay. Pair rows are
+    only written here and by the rebuild (which deletes every blob), so a fold whose blobs are all still there
+    adds to rows that do not contain them yet; one whose blobs are gone is skipped. Returns the folds applied."""
+    if not folds:
         return 0
+    lock_sequential(s, shop_id)
     done = 0
-    for bucket, fold in sorted(plan.items()):
+    for fold in folds:
         try:
             with s.begin_nested():
-                _fold_bucket(s, shop_id, bucket, fold)
+                _fold(s, shop_id, fold)
             done += 1
         except _Folded:
-            log.info("sequential compaction of shop %s bucket %s skipped: blobs already folded", shop_id, bucket)
+            log.info("sequential compaction of shop %s bucket %s skipped: blobs already folded", shop_id,
+                     fold.bucket)
     return done
 
 
-def _fold_bucket(s, shop_id: int, bucket: str, fold: SequentialFold) -> None:
+def _fold(s, shop_id: int, fold: SequentialFold) -> None:
     for i in range(0, len(fold.blob_ids), CHUNK):
         ids = fold.blob_ids[i:i + CHUNK]
         if s.execute(delete(SequentialPairBlob).where(SequentialPairBlob.shop_id == shop_id,
@@ -309,16 +338,33 @@ def _fold_bucket(s, shop_id: int, bucket: str, fold: SequentialFold) -> None:
     if not len(n):
         return
     upsert_add(s, SequentialPairDelta, ["shop_id", "bucket", "item_a", "item_b"], "count", list(PAIR_COLUMNS),
-               list(zip([shop_id] * len(n), [bucket] * len(n), a.tolist(), b.tolist(), n.tolist())))
+               list(zip([shop_id] * len(n), [fold.bucket] * len(n), a.tolist(), b.tolist(), n.tolist())))
     if (n < 0).any():                             # only a subtraction can bring a row to zero
         s.execute(delete(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop_id,
-                                                    SequentialPairDelta.bucket == bucket,
+                                                    SequentialPairDelta.bucket == fold.bucket,
                                                     SequentialPairDelta.count == 0))
 
 
 def compact_sequential(s, shop_id: int) -> int:
-    """Fold the shop's sequential blobs into the rows in the caller's transaction; returns the buckets folded."""
+    """Fold all the shop's sequential blobs into the rows in the caller's transaction; returns the folds applied."""
     return apply_sequential_compaction(s, shop_id, read_sequential_compaction(s, shop_id))
+
+
+def compact_sequential_job(shop_id: int) -> dict:
+    """Read + sum in a read transaction, then one short write transaction per fold (see FOLD_PAIRS)."""
+    t0 = time.perf_counter()
+    with context.read_transaction() as s:
+        folds = read_sequential_compaction(s, shop_id)
+    t1 = time.perf_counter()
+    done, longest = 0, 0.0
+    for fold in folds:
+        tw = time.perf_counter()
+        with context.transaction() as s:
+            done += apply_sequential_compaction(s, shop_id, [fold])
+        longest = max(longest, time.perf_counter() - tw)
+    return {"folds": done, "skipped": len(folds) - done, "blobs": sum(len(f.blob_ids) for f in folds),
+            "read_s": round(t1 - t0, 2), "write_s": round(time.perf_counter() - t1, 2),
+            "longest_write_s": round(longest, 2)}
 
 
 def forget_customer(s, shop_id: int, customer_id: int) -> dict:
@@ -420,6 +466,7 @@ def _replace(s, shop_id: int, n_days: int, rows: tuple[list, list], customers: i
     per-row parameter dicts cost more than the insert itself at millions of rows. `staged`: the same rows are
     in this SQLite connection's TEMP tables (see `_writer`), copied with one INSERT ... SELECT each."""
     s.flush()
+    lock_sequential(s, shop_id)                    # a compaction folding blobs finishes first
     s.execute(delete(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop_id))
     s.execute(delete(SequentialPairBlob).where(SequentialPairBlob.shop_id == shop_id))
     s.execute(delete(SequentialItemDelta).where(SequentialItemDelta.shop_id == shop_id))

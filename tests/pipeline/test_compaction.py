@@ -217,7 +217,7 @@ def test_sequential_compaction_keeps_blobs_written_after_its_read(session):
     read = seq_blobs()
     plan = read_sequential_compaction(session, shop.id)
     session.commit()
-    assert {i for f in plan.values() for i in f.blob_ids} == read
+    assert {i for f in plan for i in f.blob_ids} == read
     apply_batches(session, shop, versions[cut:] + edits)       # between the read and the write
     landed = seq_blobs() - read
     session.commit()
@@ -284,14 +284,14 @@ def test_compaction_job_folds_sequential_blobs_and_rules_stay_identical(config, 
         before = rules()
         assert sum(1 for k in before if k[0] == "sequential") > 100
         res = compact_shop(shop.id)
-        assert res["sequential_buckets"] >= 2 and res["sequential_skipped"] == 0 and res["buckets"] >= 2
+        assert res["sequential_folds"] >= 2 and res["sequential_skipped"] == 0 and res["buckets"] >= 2
         assert rows(session, SequentialPairBlob, shop.id) == 0 and rows(session, PairCountBlob, shop.id) == 0
         assert rows(session, SequentialPairDelta, shop.id) > 0
         assert not compaction_due(session, shop.id)
         session.commit()
         mine_rules(shop.id, now=NOW)
         assert rules() == before
-        assert compact_all_shops()["sequential_buckets"] == 0                  # nothing left to fold
+        assert compact_all_shops()["sequential_folds"] == 0                    # nothing left to fold
     finally:
         context.set_config(None)
 
@@ -326,3 +326,91 @@ def test_shop_redact_leaves_no_sequential_rows_or_blobs(config, session):
         context.set_config(None)
     assert [rows(session, m, shop.id) for m in models] == [0, 0, 0]
     assert [rows(session, m, other.id) for m in models] == kept
+
+
+def test_sequential_fold_in_bounded_transactions_without_the_shop_lock(config, session, db_url, monkeypatch):
+    """compact_sequential_job cuts the fold into transactions of at most FOLD_PAIRS blob pairs (one blob at
+    least) and, on PostgreSQL, does not wait for the shop row lock an order batch holds: it only excludes the
+    other writers of pair rows (lock_sequential)."""
+    import threading
+
+    import pytest
+
+    from shopify_app.db import session_factory
+    from shopify_app.models import SequentialPairBlob
+    from workers import context, sequential_jobs
+    from workers.sequential_jobs import compact_sequential_job, read_sequential_compaction
+
+    versions, edits = retail_history()
+    shop = _seq_shop(session, "seq-folds.myshopify.com", versions + edits)
+    expected = definition(versions + edits)
+    sizes = sorted(session.scalars(select(SequentialPairBlob.pairs).where(SequentialPairBlob.shop_id == shop.id)))
+    session.commit()
+    limit = sizes[len(sizes) // 2]
+    folds = read_sequential_compaction(session, shop.id, fold_pairs=limit)
+    session.commit()
+    assert len(folds) > len({f.bucket for f in folds})
+    for f in folds:
+        blob_pairs = session.scalars(select(SequentialPairBlob.pairs).where(SequentialPairBlob.id.in_(f.blob_ids)))
+        assert len(f.blob_ids) == 1 or sum(blob_pairs) <= limit
+    session.commit()
+
+    monkeypatch.setattr(sequential_jobs, "FOLD_PAIRS", limit)
+    holder = session_factory(db_url)()
+    context.set_config(config)
+    try:
+        if holder.get_bind().dialect.name == "postgresql":
+            context.lock_shop(holder, shop.id)            # an order batch of the shop, in progress
+        elif holder.get_bind().dialect.name != "sqlite":
+            pytest.skip("lock semantics of PostgreSQL and SQLite only")
+        else:
+            holder.close()                                # SQLite: one writer at a time anyway
+        result = []
+        worker = threading.Thread(target=lambda: result.append(compact_sequential_job(shop.id)), daemon=True)
+        worker.start()
+        worker.join(60)
+        assert result, "the fold waited for the shop row lock"
+        res = result[0]
+    finally:
+        holder.rollback()
+        holder.close()
+        context.set_config(None)
+    assert res["folds"] == len(folds) and res["skipped"] == 0 and res["blobs"] == len(sizes)
+    assert rows(session, SequentialPairBlob, shop.id) == 0
+    assert tables(session, shop.id) == expected
+
+
+def test_sequential_read_is_exact_when_a_compaction_commits_during_it(config, session, db_url, monkeypatch):
+    """rules_jobs.read_sequential reads blobs, then rows. A compaction committing in between (PostgreSQL's READ
+    COMMITTED sees it; SQLite's read snapshot does not) would count the folded blobs twice: the reader sees its
+    blobs gone and reads again."""
+    from shopify_app.db import reader_session_factory
+    from workers import context, rules_jobs
+    from workers.sequential_jobs import compact_sequential_job
+
+    versions, edits = retail_history()
+    shop = _seq_shop(session, "seq-race.myshopify.com", versions + edits)
+    _, ref = definition(versions + edits)
+    window = {}
+    for (_b, x, y), n in ref.items():
+        window[(x, y)] = window.get((x, y), 0) + n
+    original = rules_jobs._rows_plus_blobs
+    calls = []
+
+    def compaction_commits_first(s, *args):
+        if not calls:
+            compact_sequential_job(shop.id)                # another worker, its own transactions
+        calls.append(1)
+        return original(s, *args)
+
+    monkeypatch.setattr(rules_jobs, "_rows_plus_blobs", compaction_commits_first)
+    context.set_config(config)
+    reader = reader_session_factory(db_url)()
+    try:
+        got = rules_jobs.read_sequential(reader, shop.id, None, "2011-12", 2)["pairs"]
+    finally:
+        reader.rollback()
+        reader.close()
+        context.set_config(None)
+    assert got == {k: n for k, n in window.items() if n >= 2}
+    assert len(calls) == (2 if session.get_bind().dialect.name == "postgresql" else 1)
