@@ -24,7 +24,9 @@ writes (SQLite: holds the write lock) while deliveries come in; 'enqueued once' 
 'handed over' waits for the worker to process every row.
 
 Database: a SQLite file in a temporary folder (WAL, as in production config), or --database-url (PostgreSQL; a
-fresh scratch shop is used, nothing else is touched). Redis: an embedded redis-server.
+fresh scratch shop is used, nothing else is touched; when the server runs on this machine its processes' CPU per
+app request is reported too, app_db_cpu_us_per_req). Redis: an embedded redis-server. The order job's wake is
+made by each app process's background waker after the answer: 'enqueued once' holds whenever it is looked at.
 
     .venv/bin/python bench/bench_webhook_intake.py [--requests 3000] [--concurrency 16] [--rounds 3]
         [--reconnect-every 50] [--worker] [--no-drain] [--database-url URL]
@@ -39,7 +41,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -216,13 +217,48 @@ def server_cpu(proc: subprocess.Popen) -> float:
     return total
 
 
+def postgres_server_pid(db_url: str) -> int | None:
+    """The postmaster's pid when the database is a PostgreSQL server on this machine (the parent of our backend),
+    else None: its processes' CPU is then the database's share of each request."""
+    if not db_url.startswith("postgresql"):
+        return None
+    from shopify_app.db import get_engine
+
+    with get_engine(db_url).connect() as c:
+        backend = c.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    try:
+        ppid = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None                              # a remote server
+    return ppid
+
+
+def tree_cpu(root: int | None) -> float:
+    """CPU seconds (user + system) used so far by `root` and its child processes."""
+    if root is None:
+        return 0.0
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == root or int(fields[1]) == root:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def measured(proc: subprocess.Popen, port: int, items: list, concurrency: int, reconnect_every: int,
-             rate: float = 0.0) -> dict:
+             rate: float = 0.0, db_server: int | None = None) -> dict:
     """load() plus the server's CPU per request (its worker processes' CPU time over the load / requests): what
-    a request costs the server, much less sensitive to other work on a shared machine than requests/s."""
-    before = server_cpu(proc)
+    a request costs the server, much less sensitive to other work on a shared machine than requests/s.
+    db_server: a local PostgreSQL's postmaster pid; its processes' CPU over the load is reported apart."""
+    before, db_before = server_cpu(proc), tree_cpu(db_server)
     run = load(port, items, concurrency, reconnect_every, rate)
     run["cpu_s"] = server_cpu(proc) - before
+    run["db_cpu_s"] = tree_cpu(db_server) - db_before
     return run
 
 
@@ -232,7 +268,8 @@ def merge(runs: list[dict]) -> dict:
     statuses = [s for r in runs for s in r["statuses"]]
     return {"wall": wall, "rps": len(statuses) / wall, "statuses": statuses,
             "latencies": sorted(x for r in runs for x in r["latencies"]),
-            "cpu_us_per_req": sum(r.get("cpu_s", 0.0) for r in runs) / len(statuses) * 1e6}
+            "cpu_us_per_req": sum(r.get("cpu_s", 0.0) for r in runs) / len(statuses) * 1e6,
+            "db_cpu_us_per_req": sum(r.get("db_cpu_s", 0.0) for r in runs) / len(statuses) * 1e6}
 
 
 def wait_processed(db_url: str, shop_id: int, order_ids: set[int], timeout: float = 120) -> dict:
@@ -380,6 +417,7 @@ def main() -> None:
             procs.append(subprocess.Popen([sys.executable, "-m", "flask", "--app", "shopify_app", "worker"], env=env,
                                           cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
+        db_server = postgres_server_pid(db_url)
         load(bare_port, bare_warm, args.concurrency, args.reconnect_every)                   # warm-up
         warm_run = load(app_port, warm, args.concurrency, args.reconnect_every)             # warm-up, counted below
         bare_runs, app_runs = [], []
@@ -389,7 +427,8 @@ def main() -> None:
             order = [("bare", bare_port, bare_items[chunk], bare_runs), ("app", app_port, items[chunk], app_runs)]
             for _, port, part, runs in (order if r % 2 == 0 else order[::-1]):   # alternate who goes first
                 proc = bare_proc if port == bare_port else app_proc
-                runs.append(measured(proc, port, part, args.concurrency, args.reconnect_every))
+                runs.append(measured(proc, port, part, args.concurrency, args.reconnect_every,
+                                     db_server=db_server if port == app_port else None))
         bare, app = merge(bare_runs), merge(app_runs)
         fixed = {}
         if n_rate:
@@ -425,6 +464,7 @@ def main() -> None:
         "bare_p99_ms": round(pct(bare["latencies"], 99) * 1000, 2),
         "app_cpu_us_per_req": round(app["cpu_us_per_req"]), "bare_cpu_us_per_req": round(bare["cpu_us_per_req"]),
         "cpu_ratio": round(bare["cpu_us_per_req"] / app["cpu_us_per_req"], 3),
+        **({"app_db_cpu_us_per_req": round(app["db_cpu_us_per_req"])} if db_server else {}),
         **({"fixed_rate": args.rate,
             **{f"{k}_at_rate_{m}_ms": round(pct(v["latencies"], p) * 1000, 2)
                for k, v in fixed.items() for m, p in (("p50", 50), ("p99", 99))},
@@ -436,7 +476,8 @@ def main() -> None:
     print(f"app intake: {res['app_rps']} req/s (p50 {res['app_p50_ms']} ms, p99 {res['app_p99_ms']} ms); "
           f"ratio {res['ratio']}")
     print(f"server CPU per request: app {res['app_cpu_us_per_req']} us, bare {res['bare_cpu_us_per_req']} us "
-          f"(bare/app {res['cpu_ratio']})")
+          f"(bare/app {res['cpu_ratio']})"
+          + (f"; PostgreSQL server {res['app_db_cpu_us_per_req']} us" if db_server else ""))
     if fixed:
         print(f"at a fixed {args.rate:g} req/s: app p50/p99 {res['app_at_rate_p50_ms']}/{res['app_at_rate_p99_ms']} ms, "
               f"bare {res['bare_at_rate_p50_ms']}/{res['bare_at_rate_p99_ms']} ms")
