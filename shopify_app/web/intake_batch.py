@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable, Generic, Sequence, TypeVar
 
 log = logging.getLogger(__name__)
@@ -128,12 +129,16 @@ class Waker:
     record and the wake only liveness; a wake that fails or is never made (Redis down, process killed) leaves the
     rows 'pending_analytics', which the sweeper (workers.ingest.sweep_stuck_deliveries) finds and wakes.
 
+    `min_interval`: the rounds start at least this far apart (the first at once); requests made meanwhile join the
+    next round, so under load one call serves many batches.
+
     `fn` returns False (or raises) on failure: the rest of that round is dropped (each try may wait for Redis's
     connect timeout; the sweeper covers them) and counted in `failures`. Not fork-safe: one per process."""
 
-    def __init__(self, fn: Callable[[object], bool], name: str = "intake-waker"):
+    def __init__(self, fn: Callable[[object], bool], name: str = "intake-waker", min_interval: float = 0.0):
         self._fn = fn
         self._name = name
+        self.min_interval = min_interval             # seconds between the starts of two rounds
         self._cond = threading.Condition()
         self._pending: dict[object, None] = {}      # keys asked for since the current round started, in order
         self._running = False                       # a round is being called
@@ -157,12 +162,19 @@ class Waker:
             return self._cond.wait_for(lambda: not self._pending and not self._running, timeout)
 
     def _run(self) -> None:
+        last = float("-inf")
         while True:
             with self._cond:
                 self._running = False
                 self._cond.notify_all()
                 while not self._pending:
                     self._cond.wait()
+                # Under load, more batches join the round while it waits out min_interval: fewer calls.
+                self._running = True
+                due = last + self.min_interval
+                while (pause := due - time.monotonic()) > 0:
+                    self._cond.wait(pause)           # request() notifies: wait out the rest
+                last = time.monotonic()
                 keys = list(self._pending)
                 self._pending.clear()
                 self._running = True

@@ -10,6 +10,7 @@ import datetime as dt
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from sqlalchemy import select
@@ -345,6 +346,24 @@ def test_waker_calls_after_the_request_and_merges_requests_made_meanwhile():
     assert waker.wait_idle(10)
     assert started == [("shop-1", 1), ("shop-1", 6), ("shop-2", 6)]
     assert (waker.rounds, waker.calls, waker.failures) == (2, 3, 0)
+
+
+def test_waker_rounds_are_min_interval_apart_and_merge_what_came_meanwhile():
+    starts: list[float] = []
+
+    def fn(key):
+        starts.append(time.monotonic())
+        return True
+
+    waker = Waker(fn, min_interval=0.2)
+    waker.request("shop-1")
+    assert waker.wait_idle(10) and len(starts) == 1           # the first round at once
+    for _ in range(5):
+        waker.request("shop-1")                             # all within the interval: one more round
+        time.sleep(0.01)
+    assert waker.wait_idle(10)
+    assert len(starts) == 2 and starts[1] - starts[0] >= 0.2
+    assert waker.rounds == 2
 
 
 def test_waker_failure_drops_the_rest_of_the_round_and_goes_on():
