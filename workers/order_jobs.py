@@ -59,7 +59,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from sqlalchemy import delete, func, insert, or_, select, update
+import numpy as np
+from sqlalchemy import delete, func, insert, inspect, or_, select, update
 
 from shopify_app.analytics.counts import basket_change_pairs, encode_pairs_indexed
 from shopify_app.analytics.incremental import Delta, _add, contribution, diff
@@ -69,7 +70,7 @@ from shopify_app.analytics.sequential import sequential_delta
 from shopify_app.db import sqlite_write_turn
 from shopify_app.models import (
     ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountBlob, Product,
-    SegmentChange, Shop, ShopModel, WebhookDelivery, utcnow,
+    SegmentChange, SequentialItemDelta, SequentialPairBlob, Shop, ShopModel, WebhookDelivery, utcnow,
 )
 from shopify_app.settings import shop_settings
 from shopify_app.shopify.convert import NOOP_TOPICS, REFUND_TOPICS, order_deleted, order_from_rest
@@ -77,7 +78,7 @@ from shopify_app.shopify.convert import NOOP_TOPICS, REFUND_TOPICS, order_delete
 from . import context
 from .bulk_rows import LINE_COLUMNS, insert_rows, line_rows, upsert_add
 from .rfm_jobs import RFM_KIND, refit_needed, refit_rfm_in_session, score_customer, stored_params
-from .sequential_jobs import BatchTracker, days_in_use, rebuild_needed, write_deltas
+from .sequential_jobs import BatchTracker, days_in_use, encode_directed_pairs, rebuild_needed
 from .sequential_jobs import compaction_due as sequential_compaction_due
 from .sequential_jobs import _record_days as record_days
 
@@ -88,16 +89,24 @@ UPSERT_CHUNK = 150               # ids per IN (...) list (SQLite's bound-paramet
 
 
 # --------------------------------------------------------------------------------------------- entry points
-# A batch stops taking new deliveries after this many seconds: the transaction holds the shop's row lock (and
-# on SQLite the database's only write lock, which the webhook intake needs too), so short batches keep both the
-# intake and the freshness of the other orders in check. The rest stays pending for the follow-up job.
-# The batch's size is bounded too: it stops taking deliveries once its basket changes carry BATCH_PAIRS pair
-# increments (sum of k(k-1)/2; Online Retail orders average ~1,200). They are expanded with numpy and written as
-# one blob per bucket (PairCountBlob), a few ms per 10^5 pairs, so the bound is about memory (~50 bytes per pair
-# while aggregating), no longer about the write (one upserted row per pair was most of a batch's cost).
-BATCH_SECONDS = 0.5
-BATCH_PAIRS = 1_000_000
-BATCH_DELIVERIES = 500
+# Batch size. A batch is prepared without the write lock and written under it (prepare_batch / write_batch), so
+# the lock is held for the write only, and that write grows with the batch: ~0.5-1 ms per Online Retail order on
+# SQLite (the orders' rows and ~27 lines each, count upserts, customer stats, commit; bench/bench_order_batch.py:
+# 25 / 50 / 100 orders -> 29 / 49 / 100 ms of CPU under the lock on a busy 2-core machine). The webhook intake
+# waits for that lock (SQLite) at every group commit, and at 400 deliveries/s its wait must stay in the tens of
+# ms, so a batch takes at most:
+#   BATCH_DELIVERIES deliveries (64: ~32 orders at 2 webhooks per order, ~20-30 ms under the lock); under a
+#     steady stream the job drains what arrived during its previous batch, so batches are usually smaller;
+#   BATCH_LINES order lines applied (a few huge orders - Online Retail's largest has 673 lines - end it early);
+#   BATCH_PAIRS pair increments of its basket changes (sum of k(k-1)/2; ~1,200 per order on average): the pair
+#     deltas are expanded with numpy into one blob per bucket before the lock, so this bounds memory (~50 bytes
+#     per pair while aggregating), not the lock;
+#   BATCH_SECONDS of preparing (no lock held; bounds the freshness of the batch's first delivery).
+# The rest stays pending for the next batch. Knobs for deployments and bench what-ifs (environment).
+BATCH_DELIVERIES = int(os.environ.get("ORDER_BATCH_DELIVERIES", "64"))
+BATCH_LINES = int(os.environ.get("ORDER_BATCH_LINES", "1500"))
+BATCH_PAIRS = int(os.environ.get("ORDER_BATCH_PAIRS", "1000000"))
+BATCH_SECONDS = float(os.environ.get("ORDER_BATCH_SECONDS", "0.25"))
 
 # After a batch, a shop holding this many pair blobs (or blob pairs) gets a compaction job (coalesced): at 200
 # orders/s a shop writes ~2 blobs / ~250k pairs per second, too much for the hourly schedule alone.
@@ -118,7 +127,7 @@ def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
     while True:
         _clear_wake(shop_id)              # before reading: a delivery committed after the read wakes a follow-up
         result = run_batch(shop_id, limit=min(limit, BATCH_DELIVERIES), budget_s=BATCH_SECONDS,
-                           max_pairs=BATCH_PAIRS)
+                           max_pairs=BATCH_PAIRS, max_lines=BATCH_LINES)
         if result.get("status") == "missing":
             return result
         for k, v in result.items():
@@ -265,11 +274,6 @@ class _Stored:
     contribution: dict | None
 
     @classmethod
-    def of_row(cls, row: Order) -> "_Stored":
-        return cls(row.customer_id, row.counted, row.processed_at, row.shopify_updated_at, row.deleted_at,
-                   row.ingested_at, row.financial_status, row.contribution)
-
-    @classmethod
     def of_version(cls, v: OrderVersion, new: dict, now: dt.datetime) -> "_Stored":
         return cls(v.customer_id, v.counted, v.processed_at, v.updated_at, now if v.deleted else None, now,
                    v.financial_status, new)
@@ -283,6 +287,7 @@ class PreparedBatch:
     limit: int
     budget_s: float | None
     max_pairs: int | None
+    max_lines: int | None
     days: int                                   # sequential N the deltas were counted with
     read: dict = field(default_factory=dict)    # delivery id -> (status, attempts, body) as read
     outcome: dict = field(default_factory=dict)  # delivery id -> (status, error) of the handled ones
@@ -299,8 +304,8 @@ class PreparedBatch:
     delta: Delta = field(default_factory=Delta)
     lines: list = field(default_factory=list)   # OrderLine rows of the applied orders (LINE_COLUMNS)
     payloads: dict = field(default_factory=dict)  # pair blobs: {bucket: (pairs, payload)}
-    seq_items: dict = field(default_factory=dict)
-    seq_pairs: dict = field(default_factory=dict)
+    seq_rows: list = field(default_factory=list)   # sequential item delta rows (upserted)
+    seq_blobs: list = field(default_factory=list)  # sequential pair blobs: (bucket, pairs, payload)
     timings: dict = field(default_factory=dict)  # phase -> seconds
 
 
@@ -317,26 +322,29 @@ class _Laps:
 
 
 def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | None = None,
-                        budget_s: float | None = None, max_pairs: int | None = None) -> dict:
+                        budget_s: float | None = None, max_pairs: int | None = None,
+                        max_lines: int | None = None) -> dict:
     """One batch, both phases in the caller's transaction, under the shop lock taken first (tests and callers with
     their own session; nothing can change in between, so the write phase does not re-validate). With `budget_s`,
-    deliveries not started within that many seconds stay pending (result "more": True); with `max_pairs`, so do
-    the deliveries after the one that took the batch's pair increments past that many (at least one delivery is
-    always handled)."""
+    deliveries not started within that many seconds stay pending (result "more": True); with `max_pairs` /
+    `max_lines`, so do the deliveries after the one that took the batch's pair increments / applied order lines
+    to that many (at least one delivery is always handled)."""
     if context.lock_shop(s, shop_id) is None:
         return {"shop_id": shop_id, "status": "missing"}
-    prep = prepare_batch(s, shop_id, limit=limit, now=now, budget_s=budget_s, max_pairs=max_pairs)
+    prep = prepare_batch(s, shop_id, limit=limit, now=now, budget_s=budget_s, max_pairs=max_pairs,
+                         max_lines=max_lines)
     return write_batch(s, shop_id, prep, validate=False)
 
 
 def run_batch(shop_id: int, limit: int = 500, budget_s: float | None = None, max_pairs: int | None = None,
-              now: dt.datetime | None = None) -> dict:
+              max_lines: int | None = None, now: dt.datetime | None = None) -> dict:
     """One batch of the job: prepared in a read transaction (no write lock), written in a short write transaction
     under the SQLite write turn (a no-op elsewhere), which the webhook intake shares: between two batches the
     intake's waiting process is woken at once (see shopify_app.db.sqlite_write_turn). Result "lock_s": the write
     transaction's time, commit included (what the intake may wait)."""
     with context.read_transaction() as r:
-        prep = prepare_batch(r, shop_id, limit=limit, now=now, budget_s=budget_s, max_pairs=max_pairs)
+        prep = prepare_batch(r, shop_id, limit=limit, now=now, budget_s=budget_s, max_pairs=max_pairs,
+                             max_lines=max_lines)
     if prep is None:
         return {"shop_id": shop_id, "status": "missing"}
     if not prep.read:                    # nothing pending: no write transaction at all
@@ -349,8 +357,8 @@ def run_batch(shop_id: int, limit: int = 500, budget_s: float | None = None, max
     return result
 
 
-def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = None,
-                  budget_s: float | None = None, max_pairs: int | None = None) -> PreparedBatch | None:
+def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = None, budget_s: float | None = None,
+                  max_pairs: int | None = None, max_lines: int | None = None) -> PreparedBatch | None:
     """Read the shop's pending deliveries and everything their application depends on, and compute the batch
     (pure Python / numpy from here on). Only reads: `s` may be a read transaction. None: no such shop."""
     started = time.monotonic()
@@ -360,7 +368,7 @@ def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = N
     if shop is None:
         return None
     prep = PreparedBatch(shop_id=shop_id, now=now or utcnow(), limit=limit, budget_s=budget_s, max_pairs=max_pairs,
-                         days=days_in_use(s, shop), timings=timings)
+                         max_lines=max_lines, days=days_in_use(s, shop), timings=timings)
     now = prep.now
     rows = s.execute(
         select(WebhookDelivery.id, WebhookDelivery.topic, WebhookDelivery.status, WebhookDelivery.attempts,
@@ -389,13 +397,15 @@ def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = N
     laps.lap("prefetch")
     current = dict(prep.stored)          # the batch's view of each order as its versions are applied
     pair_volume = seen = 0               # pair increments of the batch's basket changes so far
+    line_volume = 0                      # lines of the versions applied so far (what the write phase inserts)
     delta = prep.delta
     for did, v in converted:
         changes = delta.basket_changes
         pair_volume += sum(len(i) * (len(i) - 1) // 2 for _, _, i in changes[seen:])
         seen = len(changes)
         if ((budget_s is not None and time.monotonic() - started > budget_s) or
-                (max_pairs is not None and pair_volume >= max_pairs)):
+                (max_pairs is not None and pair_volume >= max_pairs) or
+                (max_lines is not None and line_volume >= max_lines)):
             prep.more = True             # left 'pending_analytics' for the follow-up batch
             break
         if v is not None:
@@ -406,6 +416,7 @@ def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = N
                 current[v.id] = _Stored.of_version(v, new, now)
                 prep.finals[v.id] = (v, new)
                 prep.applied += 1
+                line_volume += len(v.lines)
             else:
                 prep.skipped += 1
         prep.outcome[did] = ("processed", None)
@@ -414,7 +425,7 @@ def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = N
     prep.lines = [r for rows_ in by_order.values() for r in rows_]
     prep.payloads = pair_payloads(delta)
     laps.lap("pair_payloads")
-    prep.seq_items, prep.seq_pairs = _sequential_deltas(prep, before, by_order)
+    prep.seq_rows, prep.seq_blobs = _sequential_payloads(shop_id, *_sequential_deltas(prep, before, by_order))
     laps.lap("sequential_delta")
     return prep
 
@@ -428,32 +439,19 @@ def write_batch(s, shop_id: int, prep: PreparedBatch, validate: bool = True) -> 
     shop = context.lock_shop(s, shop_id)
     if shop is None:
         return {"shop_id": shop_id, "status": "missing"}
-    rows = _order_rows(s, shop_id, prep.stored)
     fallback = 0
-    if validate and not _unchanged(s, shop, prep, rows):
+    if validate and not _unchanged(s, shop, prep):
         log.info("order batch of shop %s changed under it: prepared again under the lock", shop_id)
         fallback = 1
         prep = prepare_batch(s, shop_id, limit=prep.limit, now=prep.now, budget_s=prep.budget_s,
-                             max_pairs=prep.max_pairs)
-        rows = _order_rows(s, shop_id, prep.stored)
+                             max_pairs=prep.max_pairs, max_lines=prep.max_lines)
     laps.lap("validate")
     now = prep.now
-    for oid, (v, new) in prep.finals.items():
-        row = rows.get(oid)
-        if row is None:
-            row = Order(shop_id=shop_id, id=oid)
-            s.add(row)
-        _set_row(row, v, new, now)
-    s.flush()
-    replaced = sorted(oid for oid in prep.finals if prep.stored.get(oid) is not None)
-    for i in range(0, len(replaced), UPSERT_CHUNK * 3):
-        s.execute(delete(OrderLine).where(OrderLine.shop_id == shop_id,
-                                          OrderLine.order_id.in_(replaced[i:i + UPSERT_CHUNK * 3])))
-    insert_rows(s, OrderLine.__table__, LINE_COLUMNS, prep.lines)
+    _write_orders(s, shop_id, prep)
     laps.lap("orders")
     blobs = _write_aggregates(s, shop_id, prep.delta, prep.payloads)
     laps.lap("counts")
-    seq_blobs = write_deltas(s, shop_id, prep.seq_items, prep.seq_pairs)
+    seq_blobs = _write_sequential(s, shop_id, prep.seq_rows, prep.seq_blobs)
     if prep.customers:
         record_days(s, shop_id, prep.days, now)
     laps.lap("sequential_write")
@@ -502,14 +500,30 @@ def _read_stored(s, shop_id: int, ids) -> dict:
     return stored
 
 
-def _order_rows(s, shop_id: int, stored: dict) -> dict:
-    """The batch's stored Order rows as ORM objects (to write them), one query per chunk."""
-    ids = sorted(stored)
-    rows: dict = {}
-    for i in range(0, len(ids), UPSERT_CHUNK * 3):
-        rows.update((r.id, r) for r in s.scalars(
-            select(Order).where(Order.shop_id == shop_id, Order.id.in_(ids[i:i + UPSERT_CHUNK * 3]))))
-    return rows
+ORDER_COLUMNS = ("shop_id", "id", "name", "customer_id", "processed_at", "shopify_updated_at", "cancelled_at",
+                 "deleted_at", "test", "financial_status", "currency", "subtotal", "total_discounts", "total_refunded",
+                 "net_revenue", "counted", "contribution", "ingested_at")
+
+
+def _write_orders(s, shop_id: int, prep: PreparedBatch) -> None:
+    """The applied orders' rows and lines in bulk: the replaced ones deleted (lines too), then one insert per
+    table (bulk_rows.insert_rows; the history import writes its batches the same way). Every column comes from the
+    version, as _set_row does for apply_version."""
+    replaced = sorted(oid for oid in prep.finals if prep.stored.get(oid) is not None)
+    for i in range(0, len(replaced), UPSERT_CHUNK * 3):
+        chunk = replaced[i:i + UPSERT_CHUNK * 3]
+        s.execute(delete(OrderLine).where(OrderLine.shop_id == shop_id, OrderLine.order_id.in_(chunk)))
+        s.execute(delete(Order).where(Order.shop_id == shop_id, Order.id.in_(chunk)))
+    now = prep.now
+    insert_rows(s, Order.__table__, ORDER_COLUMNS, [
+        (shop_id, v.id, v.name, v.customer_id, v.processed_at, v.updated_at, v.updated_at if v.cancelled else None,
+         now if v.deleted else None, v.test, v.financial_status, v.currency, v.subtotal, v.total_discounts,
+         v.refunded, v.net_revenue, v.counted, new, now) for v, new in prep.finals.values()])
+    insert_rows(s, OrderLine.__table__, LINE_COLUMNS, prep.lines)
+    # A caller's session (process_shop_orders) may hold some of these rows: they are stale now.
+    for obj in list(s.identity_map.values()):
+        if isinstance(obj, Order) and inspect(obj).identity[0] == shop_id and inspect(obj).identity[1] in prep.finals:
+            s.expire(obj)
 
 
 def _customer_states(s, shop_id: int, customers) -> dict:
@@ -566,7 +580,36 @@ def _sequential_deltas(prep: PreparedBatch, before: dict, lines: dict) -> tuple[
     return {k: v for k, v in items_d.items() if v}, {k: v for k, v in pairs_d.items() if v}
 
 
-def _unchanged(s, shop: Shop, prep: PreparedBatch, rows: dict) -> bool:
+def _sequential_payloads(shop_id: int, items: dict, pairs: dict) -> tuple[list, list]:
+    """What sequential_jobs.write_deltas writes for these deltas, built before the lock: the item rows (upserted)
+    and one directed-pair blob per bucket (encode_directed_pairs; the grouping and encoding were ~15 % of a batch's
+    time under the lock). Kept in step with write_deltas: the readers decode these blobs, and the sequential
+    tests compare the tables with a rebuild."""
+    rows = [(shop_id, b, i, n) for (b, i), n in sorted(items.items()) if n]
+    by_bucket: dict[str, list] = {}
+    for (bucket, a, b), n in pairs.items():
+        if n:
+            by_bucket.setdefault(bucket, []).append((a, b, n))
+    blobs = []
+    for bucket, triples in sorted(by_bucket.items()):
+        a, b, n = np.array(triples, dtype=np.int64).T
+        blobs.append((bucket, len(triples), encode_directed_pairs(a, b, n)))
+    return rows, blobs
+
+
+def _write_sequential(s, shop_id: int, rows: list, blobs: list) -> int:
+    if rows:
+        upsert_add(s, SequentialItemDelta, ["shop_id", "bucket", "item_id"], "count",
+                   ["shop_id", "bucket", "item_id", "count"], rows)
+    if blobs:
+        created = utcnow()
+        s.execute(insert(SequentialPairBlob.__table__), [
+            {"shop_id": shop_id, "bucket": b, "pairs": n, "data": data, "created_at": created}
+            for b, n, data in blobs])
+    return len(blobs)
+
+
+def _unchanged(s, shop: Shop, prep: PreparedBatch) -> bool:
     """Under the lock: is everything the prepared batch depends on still as read? The deliveries (still pending,
     same attempts and body), the catalogue's product types, the batch's Order rows, the touched customers'
     orders, the sequential N."""
@@ -581,10 +624,8 @@ def _unchanged(s, shop: Shop, prep: PreparedBatch, rows: dict) -> bool:
             now_read[did] = (status, attempts, body)
     if now_read != prep.read:
         return False
-    for oid, was in prep.stored.items():
-        row = rows.get(oid)
-        if (row is None) != (was is None) or (row is not None and _Stored.of_row(row) != was):
-            return False
+    if _read_stored(s, shop.id, prep.stored) != prep.stored:
+        return False
     return _customer_states(s, shop.id, prep.customers) == prep.customer_orders
 
 

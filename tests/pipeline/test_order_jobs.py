@@ -466,6 +466,21 @@ def test_pair_budget_ends_the_batch_after_the_order_that_reaches_it(session):
     assert pair_total(session, shop.id) == 40
 
 
+def test_line_budget_ends_the_batch_after_the_order_that_reaches_it(session):
+    """max_lines bounds what the write phase inserts under the lock: deliveries after the one whose applied lines
+    took the batch to max_lines stay pending (a replay applies no lines and does not count)."""
+    shop = make_shop(session, "lines.myshopify.com")
+    for oid in range(1, 5):           # 2 product lines + 1 custom line = 3 lines per order
+        deliver(session, shop, "orders/create", payload(oid, cust=8200 + oid, day=oid))
+    res = process_shop_orders(session, shop.id, now=NOW, max_lines=5)
+    session.commit()
+    assert res["more"] is True and res["applied"] == 2 and res["deliveries"] == 2
+    res = process_shop_orders(session, shop.id, now=NOW, max_lines=6)
+    session.commit()
+    assert res["more"] is False and res["applied"] == 2
+    assert session.scalar(select(func.count()).select_from(OrderLine).where(OrderLine.shop_id == shop.id)) == 12
+
+
 def pair_total(session, shop_id):
     return sum(n for _, _, ps in read_bucket_counts(session, shop_id).values() for n in ps.values())
 
