@@ -154,7 +154,7 @@ class Waker:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            self._cond.notify_all()       # not notify(): a wait_idle() caller waits on the same condition
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every key asked for so far has had its call (tests; process exit). False on timeout."""
@@ -177,7 +177,6 @@ class Waker:
                 last = time.monotonic()
                 keys = list(self._pending)
                 self._pending.clear()
-                self._running = True
             self.rounds += 1
             for n, key in enumerate(keys):
                 try:

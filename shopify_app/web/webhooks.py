@@ -187,11 +187,14 @@ def _hand_over(cfg, waker: Waker, outcomes: Sequence[Outcome]) -> list[tuple[Out
     answer). After the first Redis failure the rest of the batch is not tried (each try may wait for the connect
     timeout); the sweeper catches up."""
     redis_ok = True
+    asked: set[int] = set()
     out: list[tuple[Outcome, bool | None]] = []
     for o in outcomes:
         queued: bool | None = False
         if o.status == PENDING_ANALYTICS:
-            waker.request(o.shop_id)
+            if o.shop_id not in asked:
+                asked.add(o.shop_id)
+                waker.request(o.shop_id)
             queued = None
         elif redis_ok and o.status == "received":
             queued = redis_ok = enqueue_delivery(cfg, o.delivery_id)
