@@ -2,7 +2,8 @@
 algorithm (recount every pair of the span from the earliest change minus N days, before and after), same process,
 same data, outputs compared.
 
-    .venv/bin/python bench/bench_sequential_delta.py [--max-orders 40] [--days 14] [--repeat 3] [--sample]
+    .venv/bin/python bench/bench_sequential_delta.py [--max-orders 40] [--replay-max 40] [--days 14] [--repeat 2]
+        [--sample]
 
 Data: UCI Online Retail (/work/shared/data/online_retail.csv.gz; the bundled 15 % sample with --sample or when
 the shared folder is absent): purchases (not 'C' invoices, Quantity > 0, with a CustomerID), an order's items =
