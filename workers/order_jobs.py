@@ -1,8 +1,11 @@
 """Order analytics job (queue `webhooks`): consume a shop's 'pending_analytics' order/refund deliveries.
 
-`process_pending_orders(shop_id, limit=500)` runs in ONE transaction:
+`process_pending_orders(shop_id, limit=500)` drains them in batches. A batch is computed from a read transaction
+without the write lock (prepare_batch) and written in ONE short write transaction (write_batch), which re-checks
+under the shop lock that what the computation read is unchanged and otherwise computes the batch again there
+(see "core" below). What a batch does:
 
-  1. lock the shop row (per-shop serialization, see below);
+  1. (write phase) lock the shop row (per-shop serialization, see below);
   2. take up to `limit` of the shop's deliveries with status 'pending_analytics' and topic orders/* or
      refunds/create, in id order;
   3. convert each (shopify_app.shopify.convert) and apply it with last-writer-wins: the stored Order row
@@ -14,7 +17,7 @@
      customer's counted Order rows (O(customer's orders)); a customer left with no counted order loses their
      CustomerStats row. The new Order / OrderLine rows and the contribution are stored. Sequential ("buy next")
      counts are maintained per touched customer: their counts before the batch are replaced by their counts
-     after it (workers.sequential_jobs.BatchTracker; O(customer's orders));
+     after it (analytics.sequential.sequential_delta over the customer's orders before / after the batch);
   5. rescore the touched customers with the stored RFM thresholds (ShopModel kind 'rfm') and record a
      SegmentChange (reason 'order') when the named segment changes. A shop without stored thresholds is fitted
      once and stored (workers.rfm_jobs.refit_rfm_in_session), never refitted per batch: a per-batch fit would
@@ -28,8 +31,8 @@ Concurrency: all writes of a shop's analytics happen under a lock on its `shops`
 (workers.context.lock_shop: SELECT ... FOR NO KEY UPDATE on PostgreSQL), so two jobs of the same shop serialize
 and the read-modify-write of Order.contribution / CustomerStats cannot interleave; different shops run in
 parallel. On SQLite no row lock is rendered, but every transaction starts with BEGIN IMMEDIATE (shopify_app.db),
-which already serializes all writers. Because the whole batch is one transaction, a failure rolls everything back and the deliveries stay
-pending for the retry: the job is idempotent.
+which already serializes all writers. Because a batch's writes are one transaction, a failure rolls everything
+back and the deliveries stay pending for the retry: the job is idempotent.
 
 Contract for other writers of Order rows (bulk import, rebuild): `Order.contribution` must hold what the row
 added to the aggregates (None = nothing added).
@@ -40,7 +43,7 @@ fixed ids) an RFM refit when due, a sequential rebuild when `sequential_days` ch
 debounced to one run per RULES_DEBOUNCE_S (schedule_mine_rules; workers.rules_jobs, when that module exists).
 
 Batches: the job (process_pending_orders) drains the shop's pending deliveries batch after batch, each batch its
-own transaction bounded by BATCH_SECONDS of applying and BATCH_PAIRS pair increments; the batch's item / basket
+own transaction bounded by BATCH_DELIVERIES / BATCH_LINES / BATCH_PAIRS / BATCH_SECONDS; the batch's item / basket
 deltas are aggregated in Python and written with one upsert statement per table (bulk_rows.upsert_add), its pair deltas
 are expanded from the basket changes with numpy (analytics.counts.basket_change_pairs) and written as one
 PairCountBlob per bucket, its OrderLine rows with one executemany. When the shop's blobs pile up
