@@ -99,3 +99,41 @@ def test_order_batches_take_the_sqlite_write_turn_the_intake_waits_on(db_url, se
         os.close(fd)
         context.set_config(None)
     assert result and result[0]["applied"] == 1
+
+
+def test_an_order_batch_is_prepared_without_the_write_lock(db_url, session, monkeypatch):
+    """The batch is computed (prepare_batch) before its write transaction: meanwhile the intake records deliveries
+    at once. On SQLite the write turn and the database's write lock are taken only for the write phase (before,
+    the whole batch held them and every intake commit waited for it)."""
+    from shopify_app.config import Config
+    from tests.pipeline.test_order_jobs import deliver, make_shop, payload
+    from workers import context
+    import workers.order_jobs as jobs
+
+    shop = make_shop(session, "prepare.myshopify.com")
+    deliver(session, shop, "orders/create", payload(1))
+    session.commit()
+    shop_id, domain = shop.id, shop.domain
+    real = jobs._sequential_deltas           # runs in the prepare phase, after every read
+    recorded: list = []
+
+    def intake_meanwhile(*args, **kw):
+        def record():
+            recorded.extend(record_batch(db_url, [Delivery(
+                shop_domain=domain, topic="orders/create", webhook_id="wh-during-prepare", event_id=None,
+                api_version="2026-10", triggered_at=None, received_at=utcnow(), body='{"id": 2}')]))
+
+        t = threading.Thread(target=record, daemon=True)
+        t.start()
+        t.join(10)                           # a held write lock / turn would keep it waiting until the batch ends
+        recorded.append("done" if not t.is_alive() else "waiting")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(jobs, "_sequential_deltas", intake_meanwhile)
+    context.set_config(Config(env="test", database_url=db_url, redis_url="redis://127.0.0.1:1/0"))
+    try:
+        result = jobs.run_batch(shop_id)
+    finally:
+        context.set_config(None)
+    assert recorded[-1] == "done" and [o.status for o in recorded[:-1]] == ["pending_analytics"]
+    assert result["applied"] == 1 and result["fallback"] == 0     # the new delivery is not part of this batch
