@@ -101,7 +101,8 @@ UPSERT_CHUNK = 150               # ids per IN (...) list (SQLite's bound-paramet
 # ms, so a batch takes at most:
 #   BATCH_DELIVERIES deliveries (64: ~32 orders at 2 webhooks per order, ~20-30 ms under the lock); under a
 #     steady stream the job drains what arrived during its previous batch, so batches are usually smaller;
-#   BATCH_LINES order lines applied (a few huge orders - Online Retail's largest has 673 lines - end it early);
+#   BATCH_LINES order lines in its versions (a few huge orders - Online Retail's largest has 673 lines - end it
+#     early; the deliveries after the cut are not even converted);
 #   BATCH_PAIRS pair increments of its basket changes (sum of k(k-1)/2; ~1,200 per order on average): the pair
 #     deltas are expanded with numpy into one blob per bucket before the lock, so this bounds memory (~50 bytes
 #     per pair while aggregating), not the lock;
@@ -331,8 +332,8 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
     """One batch, both phases in the caller's transaction, under the shop lock taken first (tests and callers with
     their own session; nothing can change in between, so the write phase does not re-validate). With `budget_s`,
     deliveries not started within that many seconds stay pending (result "more": True); with `max_pairs` /
-    `max_lines`, so do the deliveries after the one that took the batch's pair increments / applied order lines
-    to that many (at least one delivery is always handled)."""
+    `max_lines`, so do the deliveries after the one that took the batch's pair increments / its versions' order
+    lines to that many (at least one delivery is always handled)."""
     if context.lock_shop(s, shop_id) is None:
         return {"shop_id": shop_id, "status": "missing"}
     prep = prepare_batch(s, shop_id, limit=limit, now=now, budget_s=budget_s, max_pairs=max_pairs,
@@ -385,13 +386,20 @@ def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = N
         .order_by(WebhookDelivery.id).limit(limit)).all()
     laps.lap("read_deliveries")
     converted = []
+    line_volume = 0                      # lines of the versions taken so far (at most what the write inserts)
     for did, topic, status, attempts, body in rows:
+        if max_lines is not None and line_volume >= max_lines:
+            prep.more = True             # not converted, not read: left 'pending_analytics' for the next batch
+            break
         prep.read[did] = (status, attempts, body)
         try:
-            converted.append((did, _convert(topic, body, now)))
+            v = _convert(topic, body, now)
         except (ValueError, TypeError, KeyError) as exc:
             prep.outcome[did] = ("invalid", f"{type(exc).__name__}: {exc}"[:2000])
             prep.invalid += 1
+            continue
+        converted.append((did, v))
+        line_volume += len(v.lines) if v is not None else 0
     laps.lap("convert")
     converted = _with_product_types(s, shop_id, converted, prep)
     laps.lap("product_types")
@@ -404,15 +412,13 @@ def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = N
     laps.lap("prefetch")
     current = dict(prep.stored)          # the batch's view of each order as its versions are applied
     pair_volume = seen = 0               # pair increments of the batch's basket changes so far
-    line_volume = 0                      # lines of the versions applied so far (what the write phase inserts)
     delta = prep.delta
     for did, v in converted:
         changes = delta.basket_changes
         pair_volume += sum(len(i) * (len(i) - 1) // 2 for _, _, i in changes[seen:])
         seen = len(changes)
         if ((budget_s is not None and time.monotonic() - started > budget_s) or
-                (max_pairs is not None and pair_volume >= max_pairs) or
-                (max_lines is not None and line_volume >= max_lines)):
+                (max_pairs is not None and pair_volume >= max_pairs)):
             prep.more = True             # left 'pending_analytics' for the follow-up batch
             break
         if v is not None:
@@ -423,7 +429,6 @@ def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = N
                 current[v.id] = _Stored.of_version(v, new, now)
                 prep.finals[v.id] = (v, new)
                 prep.applied += 1
-                line_volume += len(v.lines)
             else:
                 prep.skipped += 1
         prep.outcome[did] = ("processed", None)

@@ -467,14 +467,16 @@ def test_pair_budget_ends_the_batch_after_the_order_that_reaches_it(session):
 
 
 def test_line_budget_ends_the_batch_after_the_order_that_reaches_it(session):
-    """max_lines bounds what the write phase inserts under the lock: deliveries after the one whose applied lines
-    took the batch to max_lines stay pending (a replay applies no lines and does not count)."""
+    """max_lines bounds what the write phase inserts under the lock: deliveries after the one whose version's lines
+    took the batch to max_lines stay pending, unread (their attempts are not counted)."""
     shop = make_shop(session, "lines.myshopify.com")
     for oid in range(1, 5):           # 2 product lines + 1 custom line = 3 lines per order
         deliver(session, shop, "orders/create", payload(oid, cust=8200 + oid, day=oid))
     res = process_shop_orders(session, shop.id, now=NOW, max_lines=5)
     session.commit()
     assert res["more"] is True and res["applied"] == 2 and res["deliveries"] == 2
+    assert sorted(session.scalars(select(WebhookDelivery.attempts).where(WebhookDelivery.shop_id == shop.id))) == \
+        [0, 0, 1, 1]
     res = process_shop_orders(session, shop.id, now=NOW, max_lines=6)
     session.commit()
     assert res["more"] is False and res["applied"] == 2
