@@ -1,8 +1,9 @@
 """Recording a batch of webhook deliveries in ONE transaction (the write half of the intake; see webhooks.py).
 
-`record_batch(url, items)` classifies and inserts every item with a handful of statements, whatever the batch
-size, all inside one writer transaction (SQLite: BEGIN IMMEDIATE), so the decisions are made on the data they
-are written against:
+`record_batch(url, items)` classifies and inserts every item with two statements, whatever the batch size: on
+SQLite inside one writer transaction (BEGIN IMMEDIATE, under the write turn), so the decisions are made on the
+data they are written against; on PostgreSQL the read, then the INSERT as its own (autocommit) transaction - the
+same isolation the READ COMMITTED transaction gave them (see _pg_session):
 - shops and events: ONE SELECT: the batch's shop domains -> id and status (an uninstall committed before is seen:
   no cache, the status is read where it decides 'pending_analytics' vs 'received'), and the recorded deliveries
   of the batch's event ids per (shop domain, topic) (index ix_webhook_deliveries_event), plus the batch itself:
