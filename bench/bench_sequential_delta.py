@@ -3,7 +3,7 @@ algorithm (recount every pair of the span from the earliest change minus N days,
 same data, outputs compared.
 
     .venv/bin/python bench/bench_sequential_delta.py [--max-orders 40] [--replay-max 40] [--days 14] [--repeat 2]
-        [--sample]
+        [--sample] [--scenarios append,change,replay,payload]
 
 Data: UCI Online Retail (/work/shared/data/online_retail.csv.gz; the bundled 15 % sample with --sample or when
 the shared folder is absent): purchases (not 'C' invoices, Quantity > 0, with a CustomerID), an order's items =
@@ -16,7 +16,11 @@ Scenarios, each over every customer:
 - append: before = the customer's orders but the last, after = all of them (a new order arrives);
 - change: the middle order loses one item (a refund) - before = all, after = all with that order changed;
 - replay: every prefix -> prefix + 1 order (the live order job over the customer's whole replayed history,
-  customers with at most --replay-max orders).
+  customers with at most --replay-max orders);
+- payload: the replay in batches of 200 deltas turned into what the order job writes, one (a, b, n) array set
+  per bucket: sequential_delta + summing the dicts + building the arrays (what workers/order_jobs.py does now) vs
+  sequential_delta_arrays + sum_pair_arrays (new numpy variant). Both new; the reference's
+  ratio is the replay's.
 Times are CPU seconds (time.process_time: the machine is shared), summed over chunks of 100 deltas, each chunk
 the best of --repeat runs, reference and new alternated.
 Every output must equal the reference's, or the script fails. Ends with exactly one line `RESULT {json}`.
@@ -37,7 +41,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shopify_app.analytics.sequential import bucket_of, sequential_delta  # noqa: E402
+import numpy as np  # noqa: E402
+
+from shopify_app.analytics.sequential import (  # noqa: E402
+    bucket_of, sequential_delta, sequential_delta_arrays, sum_pair_arrays,
+)
 
 FULL = Path("/work/shared/data/online_retail.csv.gz")
 SAMPLE = ROOT / "shopify_app" / "devstore" / "data" / "online_retail_sample.csv.gz"
@@ -158,6 +166,54 @@ def compare(name, cases, days, repeat, chunk=100):
     return ref_total, new_total, keys
 
 
+def payload_dicts(cases, days):
+    """Per batch: {bucket: (a, b, n)} from sequential_delta's dicts, as workers/order_jobs.py builds them."""
+    pairs: Counter = Counter()
+    for b, a in cases:
+        pairs.update(sequential_delta(b, a, days)[1])
+    by_bucket: dict = {}
+    for (bucket, x, y), n in pairs.items():
+        if n:
+            by_bucket.setdefault(bucket, []).append((x, y, n))
+    return {k: tuple(np.array(v, dtype=np.int64).T) for k, v in by_bucket.items()}
+
+
+def payload_arrays(cases, days):
+    """Per batch: {bucket: (a, b, n)} from sequential_delta_arrays, summed with numpy."""
+    parts: dict = {}
+    for b, a in cases:
+        for bucket, arrays in sequential_delta_arrays(b, a, days)[1].items():
+            parts.setdefault(bucket, []).append(arrays)
+    out = {bucket: sum_pair_arrays(ps) for bucket, ps in parts.items()}
+    return {bucket: arrays for bucket, arrays in out.items() if arrays[0].size}
+
+
+def same_payload(p, q) -> bool:
+    def as_dict(payload):
+        return {(k, int(x), int(y)): int(v) for k, (a, b, n) in payload.items() for x, y, v in zip(a, b, n)}
+    return as_dict(p) == as_dict(q)
+
+
+def compare_payloads(cases, days, repeat, batch=200):
+    dict_total = arrays_total = 0.0
+    for k in range(0, len(cases), batch):
+        part = cases[k:k + batch]
+        d_s, a_s = [], []
+        for _ in range(repeat):
+            t0 = time.process_time()
+            d = payload_dicts(part, days)
+            t1 = time.process_time()
+            a = payload_arrays(part, days)
+            t2 = time.process_time()
+            if not same_payload(d, a):
+                raise SystemExit(f"payload: batch at {k} differs")
+            d_s.append(t1 - t0)
+            a_s.append(t2 - t1)
+        dict_total += min(d_s)
+        arrays_total += min(a_s)
+    return dict_total, arrays_total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-orders", type=int, default=40)
@@ -165,6 +221,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=14)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--sample", action="store_true")
+    ap.add_argument("--scenarios", default="append,change,replay,payload", help="comma-separated subset")
     args = ap.parse_args()
     path = SAMPLE if args.sample or not FULL.exists() else FULL
     hist = histories(path, args.max_orders)
@@ -173,13 +230,22 @@ def main() -> None:
           f"mean {sum(len(i) for o in hist.values() for _, i in o) / n_orders:.1f} items per order", flush=True)
     result = {"data": path.name, "customers": len(hist), "orders": n_orders, "days": args.days,
               "max_orders": args.max_orders}
+    wanted = set(args.scenarios.split(","))
     for name, cases in scenarios(hist, args.replay_max).items():
+        if name not in wanted:
+            continue
         r, n, keys = compare(name, cases, args.days, args.repeat)
         print(f"{name}: {len(cases)} deltas ({keys} pair keys changed), reference {r:.3f} s, new {n:.3f} s, "
               f"speed-up {r / n:.1f}x, per delta {1e3 * r / len(cases):.2f} -> {1e3 * n / len(cases):.3f} ms",
               flush=True)
         result[name] = {"deltas": len(cases), "pair_keys_changed": keys, "reference_cpu_s": round(r, 4),
                         "new_cpu_s": round(n, 4), "speedup": round(r / n, 1), "equal": True}
+    if "payload" in wanted:
+        d, a = compare_payloads(scenarios(hist, args.replay_max)["replay"], args.days, args.repeat)
+        print(f"payload: replay in batches of 200, dicts {d:.3f} s, arrays {a:.3f} s, speed-up {d / a:.1f}x",
+              flush=True)
+        result["payload"] = {"dicts_cpu_s": round(d, 4), "arrays_cpu_s": round(a, 4), "speedup": round(d / a, 1),
+                             "equal": True}
     print("RESULT " + json.dumps(result))
 
 

@@ -25,6 +25,8 @@ import datetime as dt
 from collections import Counter
 from typing import Iterable, Sequence
 
+import numpy as np
+
 
 def bucket_of(t: dt.datetime) -> str:
     return f"{t.year:04d}-{t.month:02d}"
@@ -124,10 +126,56 @@ def sequential_delta(before, after, days: int) -> tuple[dict, dict]:
     it really adds, instead of recounting every pair of the span twice; an order whose items changed costs one
     order's count plus the flips. Exactly equal to the full recount (property test: tests/analytics/
     test_sequential.py)."""
+    items_d, products = _delta_terms(before, after, days)
+    pairs_d: dict = {}
+    for b, ants, cons in products:
+        for a, m in ants.items():
+            for c, s in cons.items():
+                if c != a:
+                    k = (b, a, c)
+                    pairs_d[k] = pairs_d.get(k, 0) + s * m
+    return items_d, {k: v for k, v in pairs_d.items() if v}
+
+
+def sequential_delta_arrays(before, after, days: int) -> tuple[dict, dict]:
+    """`sequential_delta` with the pairs as numpy arrays per bucket: (items {(bucket, a): n},
+    {bucket: (a, b, n)}), int64 arrays sorted by (a, b), zeros (and empty buckets) dropped. For callers that
+    encode the pairs as arrays anyway: the pair products are built by numpy instead of one dict update per pair,
+    and a batch's customers are summed with `sum_pair_arrays` (bench/bench_sequential_delta.py "payload")."""
+    items_d, products = _delta_terms(before, after, days)
+    parts: dict = {}
+    for b, ants, cons in products:
+        a = np.fromiter(ants.keys(), np.int64, len(ants))
+        m = np.fromiter(ants.values(), np.int64, len(ants))
+        c = np.fromiter(cons.keys(), np.int64, len(cons))
+        s = np.fromiter(cons.values(), np.int64, len(cons))
+        aa, cc = np.repeat(a, len(c)), np.tile(c, len(a))
+        keep = aa != cc
+        parts.setdefault(b, []).append((aa[keep], cc[keep], (np.repeat(m, len(c)) * np.tile(s, len(a)))[keep]))
+    out = {b: sum_pair_arrays(ps) for b, ps in sorted(parts.items())}
+    return items_d, {b: arrays for b, arrays in out.items() if arrays[0].size}
+
+
+def sum_pair_arrays(parts: list) -> tuple:
+    """A list of (a, b, n) int64 arrays summed by (a, b): sorted by (a, b), zero sums dropped (e.g. the
+    sequential_delta_arrays of a batch's customers, one bucket)."""
+    a, b, n = (np.concatenate([p[k] for p in parts]) for k in range(3))
+    order = np.lexsort((b, a))
+    a, b, n = a[order], b[order], n[order]
+    if a.size:
+        start = np.flatnonzero(np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
+        a, b, n = a[start], b[start], np.add.reduceat(n, start)
+    keep = n != 0
+    return a[keep], b[keep], n[keep]
+
+
+def _delta_terms(before, after, days: int) -> tuple[dict, list]:
+    """The items delta and the pair delta as products [(bucket, {a: m}, {c: s})], each meaning
+    pairs[(bucket, a, c)] += m * s for a != c (see sequential_delta)."""
     mb, ma = _by_time(before), _by_time(after)
     changed = sorted(t for t in mb.keys() | ma.keys() if mb.get(t) != ma.get(t))
     if not changed:
-        return {}, {}
+        return {}, []
     window = dt.timedelta(days=int(days))
     empty: Counter = Counter()
     buckets: dict = {}
@@ -139,7 +187,7 @@ def sequential_delta(before, after, days: int) -> tuple[dict, dict]:
         return b
 
     items_d: dict = {}
-    pairs_d: dict = {}
+    products: list = []
     times_b = sorted(mb)
     times_a = sorted(ma)
 
@@ -167,34 +215,27 @@ def sequential_delta(before, after, days: int) -> tuple[dict, dict]:
                     s = _in_window(oa, t, window) - _in_window(ob, t, window)
                     if s:
                         gained.setdefault(t, {})[c] = s
-        for t, cs in gained.items():
-            b = bucket(t)
-            for a, m in mb[t].items():
-                for c, s in cs.items():
-                    if c != a:
-                        k = (b, a, c)
-                        pairs_d[k] = pairs_d.get(k, 0) + s * m
+        products.extend((bucket(t), mb[t], cs) for t, cs in gained.items())
 
     # second term and items: changed instants, their item difference against the whole later window of `after`
     for t in changed:
         dm = Counter(ma.get(t, empty))
         dm.subtract(mb.get(t, empty))
+        dm = {a: d for a, d in dm.items() if d}
+        if not dm:
+            continue
         b = bucket(t)
+        for a, d in dm.items():
+            k = (b, a)
+            items_d[k] = items_d.get(k, 0) + d
         later: set = set()
         lo = bisect.bisect_right(times_a, t)
         hi = bisect.bisect_right(times_a, t + window, lo=lo)
         for t2 in times_a[lo:hi]:
             later.update(ma[t2])
-        for a, d in dm.items():
-            if not d:
-                continue
-            k = (b, a)
-            items_d[k] = items_d.get(k, 0) + d
-            for c in later:
-                if c != a:
-                    k = (b, a, c)
-                    pairs_d[k] = pairs_d.get(k, 0) + d
-    return ({k: v for k, v in items_d.items() if v}, {k: v for k, v in pairs_d.items() if v})
+        if later:
+            products.append((b, dm, dict.fromkeys(later, 1)))
+    return {k: v for k, v in items_d.items() if v}, products
 
 
 def confidences(items: dict, pairs: dict, min_count: int = 1) -> dict:

@@ -5,11 +5,14 @@ import datetime as dt
 import random
 from collections import Counter
 
+import numpy as np
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shopify_app.analytics.sequential import (
-    confidences, counts_of_customers, customer_sequential_counts, sequential_delta, subtract,
+    confidences, counts_of_customers, customer_sequential_counts, sequential_delta, sequential_delta_arrays,
+    subtract, sum_pair_arrays,
 )
 
 A, B, C, D, E = 1, 2, 3, 4, 5
@@ -165,11 +168,23 @@ def full_delta(before, after, days=14):
     return subtract(ai, bi), subtract(ap, bp)
 
 
+def as_dicts(items, arrays):
+    """sequential_delta_arrays' output as sequential_delta's, checking the arrays' promised shape on the way."""
+    pairs = {}
+    for b, (a, c, n) in arrays.items():
+        assert a.dtype == c.dtype == n.dtype == np.int64 and a.size and (n != 0).all()
+        assert (np.lexsort((c, a)) == np.arange(a.size)).all()                  # sorted by (a, b)
+        assert len(set(zip(a.tolist(), c.tolist()))) == a.size                  # summed: each pair once
+        pairs.update({(b, int(x), int(y)): int(v) for x, y, v in zip(a, c, n)})
+    return items, pairs
+
+
 def check(before, after, expected, days=14):
-    """The hand-computed delta, which the full recount must agree with too."""
+    """The hand-computed delta, which the full recount and the arrays variant must agree with too."""
     got = sequential_delta(before, after, days)
     assert got == expected
     assert got == full_delta(before, after, days)
+    assert as_dicts(*sequential_delta_arrays(before, after, days)) == expected
 
 
 def test_delta_of_a_new_order():
@@ -281,7 +296,7 @@ op_st = st.one_of(
 )
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.lists(st.tuples(edge_time_st, st.lists(st.integers(1, 5), max_size=4)), max_size=10),
        st.lists(op_st, min_size=1, max_size=4))
 def test_delta_equals_the_full_recount_at_equal_times_and_window_edges(raw, ops):
@@ -306,6 +321,7 @@ def test_delta_equals_the_full_recount_at_equal_times_and_window_edges(raw, ops)
             after.append(after[op[1] % len(after)])
     assert sequential_delta(before, after, EDGE_DAYS) == full_delta(before, after, EDGE_DAYS)
     assert sequential_delta(after, before, EDGE_DAYS) == full_delta(after, before, EDGE_DAYS)
+    assert as_dicts(*sequential_delta_arrays(before, after, EDGE_DAYS)) == full_delta(before, after, EDGE_DAYS)
 
 
 @settings(max_examples=100, deadline=None)
@@ -329,3 +345,22 @@ def test_deltas_of_successive_batches_sum_to_the_final_counts(raw, rnd):
     fi, fp = customer_sequential_counts(have, EDGE_DAYS)
     assert +items_t == fi and +pairs_t == fp
     assert all(v >= 0 for v in items_t.values()) and all(v >= 0 for v in pairs_t.values())
+
+
+def test_arrays_variant_drops_self_pairs_and_sums_across_instants():
+    # A bought again 2 days later: A -> A is never a pair, so the bucket has no pairs at all
+    items, arrays = sequential_delta_arrays([(t(1, 1), [A])], [(t(1, 1), [A]), (t(1, 3), [A])], 14)
+    assert items == {("2024-01", A): 1} and arrays == {}
+    # two earlier instants each gain C: one (A, C) entry of 2 in January, B -> C in February
+    before = [(t(1, 30), [A]), (t(1, 31), [A, B]), (t(2, 1), [B])]
+    items, arrays = sequential_delta_arrays(before, before + [(t(2, 2), [C])], 14)
+    assert as_dicts(items, arrays) == full_delta(before, before + [(t(2, 2), [C])])
+    assert [x.tolist() for x in arrays["2024-01"]] == [[A, B], [C, C], [2, 1]]
+    assert [x.tolist() for x in arrays["2024-02"]] == [[B], [C], [1]]
+
+
+def test_sum_pair_arrays():
+    i64 = lambda *v: np.array(v, dtype=np.int64)      # noqa: E731
+    a, b, n = sum_pair_arrays([(i64(3, 1, 1), i64(1, 2, 5), i64(1, 2, -1)),
+                               (i64(1, 3, 9), i64(2, 1, 9), i64(-2, 4, 0))])
+    assert (a.tolist(), b.tolist(), n.tolist()) == ([1, 3], [5, 1], [-1, 5])     # (1, 2) sums to 0; (9, 9) is 0
