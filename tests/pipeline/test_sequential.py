@@ -202,8 +202,6 @@ def apply_batches(session, shop, versions, size=40):
 
 
 def stored(session, model, shop_id):
-    from sqlalchemy import func
-
     n = session.scalar(select(func.count()).select_from(model).where(model.shop_id == shop_id))
     session.commit()
     return n
