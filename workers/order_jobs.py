@@ -535,17 +535,27 @@ def _write_orders(s, shop_id: int, prep: PreparedBatch) -> None:
     for i in range(0, len(replaced), UPSERT_CHUNK * 3):
         chunk = replaced[i:i + UPSERT_CHUNK * 3]
         s.execute(delete(OrderLine).where(OrderLine.shop_id == shop_id, OrderLine.order_id.in_(chunk)))
-        s.execute(delete(Order).where(Order.shop_id == shop_id, Order.id.in_(chunk)))
+        # Not synchronized: a session holding one of these rows keeps the object (it is re-inserted below and
+        # expired by _expire), as an ORM update would.
+        s.execute(delete(Order).where(Order.shop_id == shop_id, Order.id.in_(chunk))
+                  .execution_options(synchronize_session=False))
     now = prep.now
     insert_rows(s, Order.__table__, ORDER_COLUMNS, [
         (shop_id, v.id, v.name, v.customer_id, v.processed_at, v.updated_at, v.updated_at if v.cancelled else None,
          now if v.deleted else None, v.test, v.financial_status, v.currency, v.subtotal, v.total_discounts,
          v.refunded, v.net_revenue, v.counted, new, now) for v, new in prep.finals.values()])
     insert_rows(s, OrderLine.__table__, LINE_COLUMNS, prep.lines)
-    # A caller's session (process_shop_orders) may hold some of these rows: they are stale now.
+    _expire(s, Order, {(shop_id, oid) for oid in prep.finals})
+
+
+def _expire(s, model, keys: set) -> None:
+    """Rows written with bulk statements are stale in a session that holds them (a caller's own session, see
+    process_shop_orders): expire them so the next access reads the database."""
     for obj in list(s.identity_map.values()):
-        if isinstance(obj, Order) and inspect(obj).identity[0] == shop_id and inspect(obj).identity[1] in prep.finals:
-            s.expire(obj)
+        if isinstance(obj, model):
+            ident = inspect(obj).identity
+            if (ident[0] if len(ident) == 1 else ident) in keys:
+                s.expire(obj)
 
 
 def _customer_states(s, shop_id: int, customers) -> dict:
@@ -665,6 +675,7 @@ def _write_outcomes(s, prep: PreparedBatch) -> None:
     for params in (done, left):
         if params:
             s.execute(update(WebhookDelivery), params)
+    _expire(s, WebhookDelivery, set(prep.read))
 
 
 def compaction_due(s, shop_id: int) -> bool:

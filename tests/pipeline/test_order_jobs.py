@@ -799,3 +799,17 @@ def test_jobs_running_batches_concurrently_end_exact(db_url, session):
     assert sum(r["deliveries"] for r in results) == 2 * len(h)
     assert state(session, busy.id) == state(session, clean.id)
     assert_sequential_is_a_rebuild(session, busy.id)
+
+
+def test_a_callers_session_sees_what_the_batch_wrote(session):
+    """The batch writes Order rows and delivery statuses with bulk statements; a caller's own session that holds
+    those rows (process_shop_orders(s, ...)) must not keep the stale objects (sessions here do not expire on
+    commit)."""
+    shop = make_shop(session, "stale.myshopify.com")
+    first = deliver(session, shop, "orders/create", payload(1, subtotal="50.00"))
+    run(session, shop)
+    order = session.get(Order, (shop.id, 1))
+    assert first.status == "processed" and first.body is None and order.subtotal == 50.0
+    second = deliver(session, shop, "orders/updated", payload(1, upd=1, subtotal="30.00"))
+    run(session, shop)
+    assert second.status == "processed" and order.subtotal == 30.0
