@@ -62,7 +62,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 from sqlalchemy import delete, func, insert, inspect, or_, select, update
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -70,7 +69,7 @@ from shopify_app.analytics.counts import basket_change_pairs, encode_pairs_index
 from shopify_app.analytics.incremental import COUNT_FIELDS, MONEY_FIELDS, Delta, _add, contribution, diff
 from shopify_app.analytics.orders import OrderVersion
 from shopify_app.analytics.segments import SCHEMES
-from shopify_app.analytics.sequential import sequential_delta
+from shopify_app.analytics.sequential import sequential_delta_arrays, sum_pair_arrays
 from shopify_app.db import sqlite_write_turn
 from shopify_app.models import (
     ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountBlob, Product,
@@ -592,9 +591,10 @@ def _read_customer_orders(s, shop_id: int, customers) -> tuple[dict, dict]:
 
 
 def _sequential_deltas(prep: PreparedBatch, before: dict, lines: dict) -> tuple[dict, dict]:
-    """The batch's sequential deltas: for every touched customer, counts after - counts before
-    (analytics.sequential.sequential_delta), 'after' being 'before' with the batch's orders replaced by their
-    final versions (items = distinct products with quantity - refunded > 0, as the stored lines give)."""
+    """The batch's sequential deltas: for every touched customer, counts after - counts before, 'after' being
+    'before' with the batch's orders replaced by their final versions (items = distinct products with quantity -
+    refunded > 0, as the stored lines give). Returns ({(bucket, item): n}, {bucket: (a, b, n) arrays}), the pairs
+    as numpy arrays (analytics.sequential.sequential_delta_arrays, summed over customers by sum_pair_arrays)."""
     after = {cid: dict(orders) for cid, orders in before.items()}
     for oid, (v, _) in prep.finals.items():
         row = prep.stored.get(oid)
@@ -604,28 +604,23 @@ def _sequential_deltas(prep: PreparedBatch, before: dict, lines: dict) -> tuple[
             items = {int(r[3]) for r in lines[oid] if r[3] is not None and (r[6] or 0) - (r[7] or 0) > 0}
             after.setdefault(int(v.customer_id), {})[oid] = (v.processed_at, items)
     items_d: Counter = Counter()
-    pairs_d: Counter = Counter()
+    parts: dict = {}
     for cid, orders in after.items():
-        di, dp = sequential_delta(list(before.get(cid, {}).values()), list(orders.values()), prep.days)
+        di, dp = sequential_delta_arrays(list(before.get(cid, {}).values()), list(orders.values()), prep.days)
         items_d.update(di)
-        pairs_d.update(dp)
-    return {k: v for k, v in items_d.items() if v}, {k: v for k, v in pairs_d.items() if v}
+        for bucket, arrays in dp.items():
+            parts.setdefault(bucket, []).append(arrays)
+    pairs = {b: sum_pair_arrays(ps) for b, ps in sorted(parts.items())}
+    return {k: v for k, v in items_d.items() if v}, {b: arr for b, arr in pairs.items() if arr[0].size}
 
 
 def _sequential_payloads(shop_id: int, items: dict, pairs: dict) -> tuple[list, list]:
     """What sequential_jobs.write_deltas writes for these deltas, built before the lock: the item rows (upserted)
-    and one directed-pair blob per bucket (encode_directed_pairs; the grouping and encoding were ~15 % of a batch's
-    time under the lock). Kept in step with write_deltas: the readers decode these blobs, and the sequential
-    tests compare the tables with a rebuild."""
+    and one directed-pair blob per bucket (encode_directed_pairs of the bucket's (a, b, n) arrays; the grouping
+    and encoding were ~15 % of a batch's time under the lock). Kept in step with write_deltas: the readers decode
+    these blobs, and the sequential tests compare the tables with a rebuild."""
     rows = [(shop_id, b, i, n) for (b, i), n in sorted(items.items()) if n]
-    by_bucket: dict[str, list] = {}
-    for (bucket, a, b), n in pairs.items():
-        if n:
-            by_bucket.setdefault(bucket, []).append((a, b, n))
-    blobs = []
-    for bucket, triples in sorted(by_bucket.items()):
-        a, b, n = np.array(triples, dtype=np.int64).T
-        blobs.append((bucket, len(triples), encode_directed_pairs(a, b, n)))
+    blobs = [(bucket, int(a.size), encode_directed_pairs(a, b, n)) for bucket, (a, b, n) in sorted(pairs.items())]
     return rows, blobs
 
 
