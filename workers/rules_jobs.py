@@ -19,7 +19,8 @@ Kinds written (all with computed_at = now; one transaction deletes the shop's pr
   window's baskets restricted to frequent items (at most ~150 of the most frequent, see
   analytics.rules.mine_triple_rules), the TRIPLE_LIMIT with the highest lift.
 - 'sequential', segment '*': "bought B within N days after A" from SequentialItemDelta and the pair counts
-  (SequentialPairDelta rows + SequentialPairBlob payloads, see `read_sequential`; definitions:
+  (SequentialPairDelta rows + folded snapshot payloads + SequentialPairBlob payloads, see `read_sequential`;
+  definitions:
   shopify_app.analytics.sequential), when those tables hold data for the window; the SEQUENTIAL_LIMIT with
   the highest count (then confidence).
 AssociationRule.customers (pairs): distinct customers who bought both items in the window (in any of their
@@ -50,7 +51,7 @@ from shopify_app.settings import shop_settings
 
 from . import context
 from .rebuild_jobs import load_lines, load_orders, read_counts
-from .sequential_jobs import decode_directed_pairs, read_blobs, sum_directed_pairs
+from .sequential_jobs import decode_directed_pairs, read_blobs, read_snapshots, sum_directed_pairs
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ SEGMENT_LIMIT = 1000           # pair rules kept per named segment (highest coun
 # the offline `flask analyze` and from the counts.
 PAIR_LIMIT = 20000
 INSERT_CHUNK = 2000
-# Sequential pairs of the blobs (not yet compacted) whose row sums read_sequential looks up by key, at most.
+# Sequential pairs of the payloads (blobs, folded snapshots) whose row sums read_sequential looks up by key, at most.
 HOT_PAIRS = 2000
 LOOKUP_CHUNK = 400
 
@@ -162,26 +163,34 @@ def read_sequential(s, shop_id: int, first: str | None, last: str, min_count: in
 
 
 def _sequential_pairs(s, shop_id: int, first: str | None, last: str, min_count: int) -> dict:
-    """{(a, b): count} over the window with count >= min_count (zeros dropped), count = rows + blobs, exact.
+    """{(a, b): count} over the window with count >= min_count (zeros dropped), count = rows + payloads, exact.
 
-    The blobs (recent batches, not yet compacted) are summed in numpy: blob[k]. The rows (millions after a
-    rebuild) are summed in SQL, and only those that can reach min_count come back: a pair's total is row[k] +
-    blob[k], so with h = a bound on blob[k], HAVING row >= min_count - h misses no pair that passes (rows are
-    counts, >= 0; `OR sum < 0` keeps the argument exact even if one were not). One h for every pair would be the
-    largest blob sum, which in a busy shop lowers the bar for every row; so the HOT_PAIRS pairs with the largest
-    blob sums get their row sums looked up by key, and h bounds the others. A pair left out has row < min_count -
-    h (so total < min_count) or row = 0 (so total = blob[k], filtered here)."""
+    The payloads (blobs of recent batches and the folded snapshot payloads, one per bucket) are summed in numpy:
+    blob[k]. The rows (a rebuild's output: millions) are summed in SQL, and only those that can reach min_count
+    come back: a pair's total is row[k] + blob[k], so with h = a bound on blob[k], HAVING row >= min_count - h
+    misses no pair that passes (rows are counts, >= 0; `OR sum < 0` keeps the argument exact even if one were
+    not). One h for every pair would be the largest payload sum, which lowers the bar for every row; so the
+    HOT_PAIRS pairs with the largest payload sums get their row sums looked up by key, and h bounds the others. A
+    pair left out has row < min_count - h (so total < min_count) or row = 0 (so total = blob[k], filtered here)."""
     def within(col):
         return [col <= last] + ([col >= first] if first else [])
 
     for attempt in range(3):
         blobs = read_blobs(s, shop_id, first, last)
-        out = _rows_plus_blobs(s, shop_id, blobs, within, min_count)
-        # PostgreSQL reads in READ COMMITTED: a compaction committed between the blob read and the row read would
-        # count its blobs twice. All blobs read still there afterwards = none was folded before the rows were read.
-        if attempt == 2 or _present(s, shop_id, [i for i, _b, _d in blobs]):
+        snapshots = read_snapshots(s, shop_id, first, last)
+        payloads = [d for _i, _b, d in blobs] + [d for _b, _at, d in snapshots]
+        out = _rows_plus_blobs(s, shop_id, payloads, within, min_count)
+        # PostgreSQL reads in READ COMMITTED: a compaction committed between the blob read and the snapshot / row
+        # reads would count its blobs twice, a rebuild committed between the snapshot and row reads would count the
+        # payloads twice. All blobs read still there and the payloads unchanged afterwards = neither happened.
+        if attempt == 2 or (_present(s, shop_id, [i for i, _b, _d in blobs])
+                            and _versions(read_snapshots(s, shop_id, first, last, data=False)) == _versions(snapshots)):
             return out
-        log.info("sequential pairs of shop %s re-read: a compaction committed meanwhile", shop_id)
+        log.info("sequential pairs of shop %s re-read: a compaction or rebuild committed meanwhile", shop_id)
+
+
+def _versions(snapshots: list) -> set:
+    return {(bucket, at) for bucket, at, _d in snapshots}
 
 
 def _present(s, shop_id: int, ids: list) -> bool:
@@ -192,8 +201,8 @@ def _present(s, shop_id: int, ids: list) -> bool:
     return n == len(ids)
 
 
-def _rows_plus_blobs(s, shop_id: int, blobs: list, within, min_count: int) -> dict:
-    ba, bb, bn = sum_directed_pairs(decode_directed_pairs(data) for _i, _b, data in blobs)
+def _rows_plus_blobs(s, shop_id: int, payloads: list, within, min_count: int) -> dict:
+    ba, bb, bn = sum_directed_pairs(decode_directed_pairs(data) for data in payloads)
     positive = np.sort(bn[bn > 0])[::-1]
     h = int(positive[HOT_PAIRS]) if len(positive) > HOT_PAIRS else 0
     floor = max(int(min_count) - h, 1)

@@ -2,8 +2,10 @@
 
 Definition: shopify_app.analytics.sequential. Tables: SequentialItemDelta (antecedent occurrences) and
 SequentialPairDelta (antecedent occurrence followed by item_b within N days), keyed by the antecedent order's
-month bucket, ALL customers (no segment split). Pair counts = SequentialPairDelta rows + SequentialPairBlob
-payloads (one per batch and bucket, signed); every reader sums both (`read_pair_sums`, rules_jobs.read_sequential). Source of truth: the shop's counted Order rows with a customer
+month bucket, ALL customers (no segment split). Pair counts = SequentialPairDelta rows (a rebuild's output) +
+one folded payload per bucket (CountSnapshot kind SNAPSHOT_KIND, segment '*') + SequentialPairBlob payloads (one
+per batch and bucket, signed); every reader sums all three (`read_pair_sums`, rules_jobs.read_sequential). Source
+of truth: the shop's counted Order rows with a customer
 and their OrderLine rows (items = distinct product ids with quantity - refunded_quantity > 0) - the same items
 as `Order.contribution["items"]`.
 
@@ -17,8 +19,9 @@ are computed from their stored orders ("before"); after the batch, again ("after
 item deltas upserted as rows (a few per order), pair deltas as ONE SequentialPairBlob per bucket (a batch of 200
 time-compressed Online Retail orders changes ~10^5 directed pairs; upserting them row by row was most of the
 batch on PostgreSQL). Compaction (`compact_sequential_job`, run by workers.rebuild_jobs.compact_shop) folds the
-blobs into the rows: sums them in a read transaction, then in short write transactions deletes exactly the blobs
-it read (by id) and adds their sums to the rows (see the compaction section for its lock).
+blobs into their bucket's snapshot payload: sums them in a read transaction, then in short write transactions
+deletes exactly the blobs it read (by id) and rewrites the payload with their sums added (see the compaction
+section for why a payload and not rows, and for its lock).
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, func, insert, null, select, text
 from sqlalchemy.orm import Session
 
 from shopify_app.analytics.counts import aggregate_keyed
@@ -41,7 +44,8 @@ from shopify_app.analytics.rules import sorted_unique
 from shopify_app.analytics.sequential import counts_of_customers, customer_sequential_counts, sequential_delta
 from shopify_app.db import get_engine
 from shopify_app.models import (
-    Order, OrderLine, SequentialItemDelta, SequentialPairBlob, SequentialPairDelta, Shop, ShopModel, utcnow,
+    ALL_SEGMENTS, CountSnapshot, Order, OrderLine, SequentialItemDelta, SequentialPairBlob, SequentialPairDelta, Shop,
+    ShopModel, utcnow,
 )
 from shopify_app.settings import shop_settings
 
@@ -235,14 +239,39 @@ def read_blobs(s, shop_id: int, first: str | None = None, last: str | None = Non
     return [tuple(r) for r in s.execute(q.order_by(SequentialPairBlob.id))]
 
 
+SNAPSHOT_KIND = "seq_pairs"      # CountSnapshot.kind of the folded sequential pair payloads (segment '*')
+
+
+def _snapshot_where(shop_id: int) -> list:
+    return [CountSnapshot.shop_id == shop_id, CountSnapshot.kind == SNAPSHOT_KIND,
+            CountSnapshot.segment == ALL_SEGMENTS]
+
+
+def read_snapshots(s, shop_id: int, first: str | None = None, last: str | None = None,
+                   data: bool = True) -> list[tuple]:
+    """[(bucket, built_at, payload)] of the shop's folded sequential pair payloads with first <= bucket <= last
+    (None: open end). built_at changes with every fold, so (bucket, built_at) identifies a payload's version
+    (data=False: payload None, to compare versions without reading the bytes)."""
+    q = select(CountSnapshot.bucket, CountSnapshot.built_at,
+               CountSnapshot.data if data else null()).where(*_snapshot_where(shop_id))
+    if first is not None:
+        q = q.where(CountSnapshot.bucket >= first)
+    if last is not None:
+        q = q.where(CountSnapshot.bucket <= last)
+    return [tuple(r) for r in s.execute(q.order_by(CountSnapshot.bucket))]
+
+
 def read_pair_sums(s, shop_id: int) -> dict:
-    """{(bucket, a, b): count} = rows + blobs, zeros dropped (tests, diagnostics: the whole shop at once)."""
+    """{(bucket, a, b): count} = rows + snapshot payloads + blobs, zeros dropped (tests, diagnostics: the whole
+    shop at once)."""
     out: Counter = Counter()
     for bucket, a, b, n in s.execute(select(SequentialPairDelta.bucket, SequentialPairDelta.item_a,
                                             SequentialPairDelta.item_b, SequentialPairDelta.count)
                                      .where(SequentialPairDelta.shop_id == shop_id)):
         out[(bucket, int(a), int(b))] += int(n)
-    for _id, bucket, data in read_blobs(s, shop_id):
+    payloads = [(bucket, data) for _id, bucket, data in read_blobs(s, shop_id)]
+    payloads += [(bucket, data) for bucket, _at, data in read_snapshots(s, shop_id)]
+    for bucket, data in payloads:
         for a, b, n in zip(*(x.tolist() for x in decode_directed_pairs(data))):
             out[(bucket, a, b)] += n
     return {k: n for k, n in out.items() if n}
@@ -259,19 +288,20 @@ def compaction_due(s, shop_id: int) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- compaction
-# Folding writes one upserted row per distinct pair: on PostgreSQL ~10-25 us a row on the shared bench machine
-# (12 time-compressed bench (d) batches = 690k distinct pairs: 14 s), far from "brief". Order batches only INSERT
-# blobs and never touch pair rows or read blobs, so the fold does not need the shop row lock (which would stop
-# the shop's order batches for that long): it serializes only with the other writers of pair rows - compaction
-# and the rebuild's replace - through `lock_sequential`. On SQLite every write transaction excludes all others,
-# so the fold is cut into transactions of at most FOLD_PAIRS blob pairs (SQLite upserts ~3 us a row: ~0.3 s).
-FOLD_PAIRS = 100_000
+# A fold adds the summed blobs of a bucket to that bucket's ONE snapshot payload (CountSnapshot, kind
+# SNAPSHOT_KIND): read the payload, add in numpy, write it back. Folding into rows cost one upserted row per
+# distinct pair, ~10-25 us a row on PostgreSQL (12 time-compressed bench (d) batches = 690k distinct pairs: 14-19 s
+# of database time), more than the live pipeline could spare; a payload costs its size in decode/encode (numbers:
+# docs/live-updates.md). Order batches only INSERT blobs and never read payloads or delete blobs, so the fold does
+# not need the shop row lock: it serializes only with the other writers of payloads / pair rows - compaction and
+# the rebuild's replace - through `lock_sequential`. FOLD_PAIRS bounds the blob pairs one fold sums in memory.
+FOLD_PAIRS = 2_000_000
 SEQ_LOCK_SPACE = 0x53455121      # pg_advisory_xact_lock(space, shop id): the shop's sequential pair rows
 
 
 def lock_sequential(s, shop_id: int) -> None:
-    """Until the transaction ends, be the only writer of the shop's sequential pair rows and blobs' deletion
-    (PostgreSQL advisory lock; SQLite: the write transaction already is)."""
+    """Until the transaction ends, be the only writer of the shop's sequential pair rows, snapshot payloads and
+    blobs' deletion (PostgreSQL advisory lock; SQLite: the write transaction already is)."""
     if s.get_bind().dialect.name == "postgresql":
         s.execute(text("SELECT pg_advisory_xact_lock(:space, :shop)"), {"space": SEQ_LOCK_SPACE, "shop": shop_id})
 
@@ -309,9 +339,10 @@ class _Folded(Exception):
 
 def apply_sequential_compaction(s, shop_id: int, folds: list[SequentialFold]) -> int:
     """In the caller's transaction, under `lock_sequential`: per fold (a savepoint each), delete exactly the blobs
-    read and add their sums to the rows (rows at zero deleted). Blobs written after the read stay. Pair rows are
-    only written here and by the rebuild (which deletes every blob), so a fold whose blobs are all still there
-    adds to rows that do not contain them yet; one whose blobs are gone is skipped. Returns the folds applied."""
+    read and add their sums to the bucket's snapshot payload (read under the lock, so the latest; an all-zero sum
+    deletes it). Blobs written after the read stay. Payloads are only written here and by the rebuild (which
+    deletes every blob and payload), so a fold whose blobs are all still there adds to a payload that does not
+    contain them yet; one whose blobs are gone is skipped. Returns the folds applied."""
     if not folds:
         return 0
     lock_sequential(s, shop_id)
@@ -334,19 +365,25 @@ def _fold(s, shop_id: int, fold: SequentialFold) -> None:
                                                       SequentialPairBlob.id.in_(ids))
                      .execution_options(synchronize_session=False)).rowcount != len(ids):
             raise _Folded()
-    a, b, n = fold.sums
-    if not len(n):
+    if not len(fold.sums[2]):
         return
-    upsert_add(s, SequentialPairDelta, ["shop_id", "bucket", "item_a", "item_b"], "count", list(PAIR_COLUMNS),
-               list(zip([shop_id] * len(n), [fold.bucket] * len(n), a.tolist(), b.tolist(), n.tolist())))
-    if (n < 0).any():                             # only a subtraction can bring a row to zero
-        s.execute(delete(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop_id,
-                                                    SequentialPairDelta.bucket == fold.bucket,
-                                                    SequentialPairDelta.count == 0))
+    where = [*_snapshot_where(shop_id), CountSnapshot.bucket == fold.bucket]
+    old = s.scalar(select(CountSnapshot.data).where(*where))
+    a, b, n = sum_directed_pairs([fold.sums] + ([decode_directed_pairs(old)] if old is not None else []))
+    if old is None:
+        s.execute(insert(CountSnapshot.__table__), [{"shop_id": shop_id, "kind": SNAPSHOT_KIND,
+                                                      "segment": ALL_SEGMENTS, "bucket": fold.bucket, "baskets": 0,
+                                                      "data": encode_directed_pairs(a, b, n), "built_at": utcnow()}])
+    elif len(n):
+        s.execute(CountSnapshot.__table__.update().where(*where)
+                  .values(data=encode_directed_pairs(a, b, n), built_at=utcnow()))
+    else:                                          # the blobs cancelled the payload out
+        s.execute(delete(CountSnapshot).where(*where).execution_options(synchronize_session=False))
 
 
 def compact_sequential(s, shop_id: int) -> int:
-    """Fold all the shop's sequential blobs into the rows in the caller's transaction; returns the folds applied."""
+    """Fold all the shop's sequential blobs into their payloads in the caller's transaction; returns the folds
+    applied."""
     return apply_sequential_compaction(s, shop_id, read_sequential_compaction(s, shop_id))
 
 
@@ -469,6 +506,7 @@ def _replace(s, shop_id: int, n_days: int, rows: tuple[list, list], customers: i
     lock_sequential(s, shop_id)                    # a compaction folding blobs finishes first
     s.execute(delete(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop_id))
     s.execute(delete(SequentialPairBlob).where(SequentialPairBlob.shop_id == shop_id))
+    s.execute(delete(CountSnapshot).where(*_snapshot_where(shop_id)).execution_options(synchronize_session=False))
     s.execute(delete(SequentialItemDelta).where(SequentialItemDelta.shop_id == shop_id))
     for (stage, table, columns), table_rows in zip(STAGE, rows):
         if staged:

@@ -29,6 +29,17 @@ def rows(session, model, shop_id):
     return n
 
 
+def seq_payloads(session, shop_id):
+    """Folded sequential pair payloads of the shop (CountSnapshot rows of the sequential kind)."""
+    from shopify_app.models import CountSnapshot
+    from workers.sequential_jobs import SNAPSHOT_KIND
+
+    n = session.scalar(select(func.count()).select_from(CountSnapshot).where(
+        CountSnapshot.shop_id == shop_id, CountSnapshot.kind == SNAPSHOT_KIND))
+    session.commit()
+    return n
+
+
 def test_compaction_folds_exactly_and_keeps_what_landed_after_its_read(session):
     """Compaction reads (plan), then more batches commit (new blobs, item / basket deltas moved, orders folded
     earlier updated or deleted), then it writes: the counts stay exact, the new blobs survive and are folded by
@@ -229,6 +240,8 @@ def test_sequential_compaction_keeps_blobs_written_after_its_read(session):
     session.commit()
     assert seq_blobs() == landed
     session.commit()
+    assert seq_payloads(session, shop.id) == len({f.bucket for f in plan})
+    assert rows(session, SequentialPairDelta, shop.id) == 0
     assert tables(session, shop.id) == expected
     assert apply_sequential_compaction(session, shop.id, plan) == 0          # folded already: nothing twice
     session.commit()
@@ -236,10 +249,11 @@ def test_sequential_compaction_keeps_blobs_written_after_its_read(session):
 
     stale = read_sequential_compaction(session, shop.id)
     session.commit()
-    rebuild_sequential(session, shop.id)                                      # deletes every blob
+    rebuild_sequential(session, shop.id)                                      # deletes every blob and payload
     session.commit()
     assert seq_blobs() == set()
     session.commit()
+    assert seq_payloads(session, shop.id) == 0
     assert apply_sequential_compaction(session, shop.id, stale) == 0
     session.commit()
     assert tables(session, shop.id) == expected
@@ -258,7 +272,7 @@ def test_compaction_job_folds_sequential_blobs_and_rules_stay_identical(config, 
     from workers import context, order_jobs
     from workers.rebuild_jobs import compact_all_shops, compact_shop
     from workers.rules_jobs import mine_rules
-    from workers.sequential_jobs import compaction_due
+    from workers.sequential_jobs import compaction_due, rebuild_sequential_job
 
     versions, edits = retail_history()
     shop = _seq_shop(session, "seq-job.myshopify.com", versions + edits)
@@ -286,35 +300,48 @@ def test_compaction_job_folds_sequential_blobs_and_rules_stay_identical(config, 
         res = compact_shop(shop.id)
         assert res["sequential_folds"] >= 2 and res["sequential_skipped"] == 0 and res["buckets"] >= 2
         assert rows(session, SequentialPairBlob, shop.id) == 0 and rows(session, PairCountBlob, shop.id) == 0
-        assert rows(session, SequentialPairDelta, shop.id) > 0
+        assert rows(session, SequentialPairDelta, shop.id) == 0                  # folded into payloads, not rows
+        assert seq_payloads(session, shop.id) == len({b for b, _a, _c in definition(versions + edits)[1]}) >= 2
         assert not compaction_due(session, shop.id)
         session.commit()
         mine_rules(shop.id, now=NOW)
         assert rules() == before
         assert compact_all_shops()["sequential_folds"] == 0                    # nothing left to fold
+        rebuild_sequential_job(shop.id)                                        # payloads -> rows, exact
+        assert seq_payloads(session, shop.id) == 0 and rows(session, SequentialPairDelta, shop.id) > 0
+        shop_id = shop.id
+        assert tables(session, shop_id) == definition(versions + edits)      # (expires `shop`)
+        session.commit()
+        mine_rules(shop_id, now=NOW)
+        assert rules() == before
     finally:
         context.set_config(None)
 
 
 def test_shop_redact_leaves_no_sequential_rows_or_blobs(config, session):
-    """shop/redact (the real compliance handler): the shop's sequential rows and blobs are gone, another shop's
-    stay."""
+    """shop/redact (the real compliance handler): the shop's sequential rows, folded payloads and blobs are gone,
+    another shop's stay."""
     import json
 
     from shopify_app.models import SequentialItemDelta, SequentialPairBlob, SequentialPairDelta, WebhookDelivery
     from workers import context
     from workers.ingest import process_delivery
-    from workers.sequential_jobs import compact_sequential
+    from workers.sequential_jobs import compact_sequential, rebuild_sequential
 
     versions, _ = retail_history()
     shop = _seq_shop(session, "seq-redact.myshopify.com", versions[:150])
     other = _seq_shop(session, "seq-keep.myshopify.com", versions[:150])
-    compact_sequential(session, shop.id)                                       # rows and ...
+    rebuild_sequential(session, shop.id)                                       # rows, ...
     session.commit()
-    apply_batches(session, shop, versions[150:200])                           # ... blobs
+    apply_batches(session, shop, versions[150:175])
+    compact_sequential(session, shop.id)                                       # ... payloads and ...
+    compact_sequential(session, other.id)
+    session.commit()
+    apply_batches(session, shop, versions[175:200])                           # ... blobs
     models = (SequentialItemDelta, SequentialPairDelta, SequentialPairBlob)
-    assert all(rows(session, m, shop.id) > 0 for m in models)
+    assert all(rows(session, m, shop.id) > 0 for m in models) and seq_payloads(session, shop.id) > 0
     kept = [rows(session, m, other.id) for m in models]
+    kept_payloads = seq_payloads(session, other.id)
     d = WebhookDelivery(shop_id=shop.id, shop_domain=shop.domain, topic="shop/redact", webhook_id="redact-1",
                         status="received", body=json.dumps({"shop_id": 1, "shop_domain": shop.domain}))
     session.add(d)
@@ -326,6 +353,7 @@ def test_shop_redact_leaves_no_sequential_rows_or_blobs(config, session):
         context.set_config(None)
     assert [rows(session, m, shop.id) for m in models] == [0, 0, 0]
     assert [rows(session, m, other.id) for m in models] == kept
+    assert seq_payloads(session, shop.id) == 0 and seq_payloads(session, other.id) == kept_payloads > 0
 
 
 def test_sequential_fold_in_bounded_transactions_without_the_shop_lock(config, session, db_url, monkeypatch):
@@ -376,6 +404,7 @@ def test_sequential_fold_in_bounded_transactions_without_the_shop_lock(config, s
         context.set_config(None)
     assert res["folds"] == len(folds) and res["skipped"] == 0 and res["blobs"] == len(sizes)
     assert rows(session, SequentialPairBlob, shop.id) == 0
+    assert seq_payloads(session, shop.id) == len({f.bucket for f in folds})    # several folds, one payload each
     assert tables(session, shop.id) == expected
 
 
@@ -411,5 +440,44 @@ def test_sequential_read_is_exact_when_a_compaction_commits_during_it(config, se
         reader.rollback()
         reader.close()
         context.set_config(None)
+    assert got == {k: n for k, n in window.items() if n >= 2}
+    assert len(calls) == (2 if session.get_bind().dialect.name == "postgresql" else 1)
+
+
+def test_sequential_read_is_exact_when_a_rebuild_commits_during_it(config, session, db_url, monkeypatch):
+    """rules_jobs.read_sequential reads payloads (blobs, folded snapshots), then rows. A rebuild committing in
+    between (PostgreSQL's READ COMMITTED sees it) replaces the payloads by rows: with no blob read, only the
+    payloads' versions show it; the reader reads again instead of counting the folded payloads twice."""
+    from shopify_app.db import reader_session_factory
+    from workers import context, rules_jobs
+    from workers.sequential_jobs import compact_sequential, rebuild_sequential_job
+
+    versions, edits = retail_history()
+    shop = _seq_shop(session, "seq-race-rebuild.myshopify.com", versions + edits)
+    assert compact_sequential(session, shop.id) > 0                       # payloads only: no blob, no pair row
+    session.commit()
+    _, ref = definition(versions + edits)
+    window = {}
+    for (_b, x, y), n in ref.items():
+        window[(x, y)] = window.get((x, y), 0) + n
+    original = rules_jobs._rows_plus_blobs
+    calls = []
+
+    def rebuild_commits_first(s, *args):
+        if not calls:
+            rebuild_sequential_job(shop.id)                # another worker, its own transactions
+        calls.append(1)
+        return original(s, *args)
+
+    monkeypatch.setattr(rules_jobs, "_rows_plus_blobs", rebuild_commits_first)
+    context.set_config(config)
+    reader = reader_session_factory(db_url)()
+    try:
+        got = rules_jobs.read_sequential(reader, shop.id, None, "2011-12", 2)["pairs"]
+    finally:
+        reader.rollback()
+        reader.close()
+        context.set_config(None)
+    assert seq_payloads(session, shop.id) == 0
     assert got == {k: n for k, n in window.items() if n >= 2}
     assert len(calls) == (2 if session.get_bind().dialect.name == "postgresql" else 1)

@@ -211,7 +211,7 @@ def test_real_orders_blobs_equal_rebuild_and_definition(session):
     """Real invoices through the batch path: pair deltas land as blobs only (one per batch and bucket, directed
     pairs kept), and rows + blobs = the definition = a rebuild; compaction folds them into rows, still equal."""
     from shopify_app.models import SequentialPairBlob, SequentialPairDelta
-    from workers.sequential_jobs import compact_sequential, decode_directed_pairs
+    from workers.sequential_jobs import compact_sequential, decode_directed_pairs, read_snapshots
 
     versions, edits = retail_history()
     ref = definition(versions + edits)
@@ -232,11 +232,60 @@ def test_real_orders_blobs_equal_rebuild_and_definition(session):
     assert compact_sequential(session, shop.id) >= 2
     session.commit()
     assert stored(session, SequentialPairBlob, shop.id) == 0
-    assert tables(session, shop.id) == ref
-    rows = session.scalar(select(func.min(SequentialPairDelta.count)).where(SequentialPairDelta.shop_id == shop.id))
+    assert stored(session, SequentialPairDelta, shop.id) == 0, "the fold writes no pair rows"
+    payloads = {}                                  # one folded payload per bucket, holding exactly its counts
+    for bucket, _at, data in read_snapshots(session, shop.id):
+        a, b, n = decode_directed_pairs(data)
+        assert (n > 0).all(), "no zero or negative counts are left"
+        payloads.update({(bucket, x, y): c for x, y, c in zip(a.tolist(), b.tolist(), n.tolist())})
     session.commit()
-    assert rows > 0, "no zero or negative rows are left"
+    assert payloads == ref[1]
+    assert tables(session, shop.id) == ref
 
     rebuild_sequential(session, shop.id)
     session.commit()
+    assert read_snapshots(session, shop.id) == []
+    assert stored(session, SequentialPairDelta, shop.id) == len(ref[1])
+    session.commit()
     assert tables(session, shop.id) == ref
+
+
+def test_fold_adds_to_rows_and_payload_and_drops_a_cancelled_payload(session):
+    """A fold adds blob sums to the bucket's payload (created by the first fold, rewritten by the next) and leaves
+    pair rows (a rebuild's or older) alone: rows + payload + blobs stay the sum of every delta written. Blobs that
+    cancel the payload out delete it; a bucket with only a zero sum writes none."""
+    from shopify_app.models import SequentialPairDelta
+    from workers.sequential_jobs import compact_sequential, read_snapshots, write_deltas
+
+    shop = make_shop(session, "seq-fold-unit.myshopify.com")
+    session.add(SequentialPairDelta(shop_id=shop.id, bucket="2026-10", item_a=1, item_b=2, count=4))
+    write_deltas(session, shop.id, {}, {("2026-10", 1, 2): 3, ("2026-10", 2, 1): 1, ("2026-11", 5, 6): 2})
+    write_deltas(session, shop.id, {}, {("2026-10", 1, 2): 2, ("2026-12", 7, 8): 1})
+    write_deltas(session, shop.id, {}, {("2026-12", 7, 8): -1})
+    session.commit()
+    assert compact_sequential(session, shop.id) == 3
+    session.commit()
+    assert [b for b, _at, _d in read_snapshots(session, shop.id)] == ["2026-10", "2026-11"]   # 2026-12 summed to 0
+    assert read_pair_sums(session, shop.id) == {("2026-10", 1, 2): 9, ("2026-10", 2, 1): 1, ("2026-11", 5, 6): 2}
+    session.commit()
+
+    write_deltas(session, shop.id, {}, {("2026-10", 1, 2): 1, ("2026-11", 5, 6): -2, ("2026-11", 9, 5): 3})
+    session.commit()
+    before = {b: at for b, at, _d in read_snapshots(session, shop.id)}
+    session.commit()
+    assert compact_sequential(session, shop.id) == 2
+    session.commit()
+    after = {b: at for b, at, _d in read_snapshots(session, shop.id)}
+    assert after.keys() == {"2026-10", "2026-11"} and all(after[b] != before[b] for b in after)
+    assert read_pair_sums(session, shop.id) == {("2026-10", 1, 2): 10, ("2026-10", 2, 1): 1, ("2026-11", 9, 5): 3}
+    assert session.scalar(select(SequentialPairDelta.count).where(SequentialPairDelta.shop_id == shop.id)) == 4
+    session.commit()
+
+    write_deltas(session, shop.id, {}, {("2026-11", 9, 5): -3})
+    session.commit()
+    assert compact_sequential(session, shop.id) == 1
+    session.commit()
+    assert [b for b, _at, _d in read_snapshots(session, shop.id)] == ["2026-10"]
+    assert read_pair_sums(session, shop.id) == {("2026-10", 1, 2): 10, ("2026-10", 2, 1): 1}
+    assert compact_sequential(session, shop.id) == 0                         # nothing left: nothing twice
+    session.commit()

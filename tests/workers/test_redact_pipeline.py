@@ -11,11 +11,11 @@ import json
 
 from sqlalchemy import select
 
-from shopify_app.models import Base, CustomerStats, SequentialItemDelta, SequentialPairDelta, WebhookDelivery
+from shopify_app.models import Base, CustomerStats, SequentialItemDelta, WebhookDelivery
 from workers.rebuild_jobs import read_bucket_counts
 from tests.pipeline.test_order_jobs import P1, P2, P3, deliver, make_shop, payload, run
 from workers.ingest import _customer_redact
-from workers.sequential_jobs import rebuild_sequential
+from workers.sequential_jobs import read_pair_sums, rebuild_sequential
 
 GONE = 987654321001          # an id no count or amount in this test can collide with
 KEPT = 5002
@@ -39,8 +39,7 @@ def _rows_mentioning(session, shop_id: int, needle: int) -> list[tuple[str, dict
 def _seq(session, shop_id):
     return (sorted((r.bucket, r.item_id, r.count) for r in session.scalars(
                 select(SequentialItemDelta).where(SequentialItemDelta.shop_id == shop_id)) if r.count),
-            sorted((r.bucket, r.item_a, r.item_b, r.count) for r in session.scalars(
-                select(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop_id)) if r.count))
+            sorted((b, a, c, n) for (b, a, c), n in read_pair_sums(session, shop_id).items()))   # rows + payloads
 
 
 def test_redact_leaves_nothing_of_the_customer_and_keeps_aggregates(session):
@@ -54,8 +53,9 @@ def test_redact_leaves_nothing_of_the_customer_and_keeps_aggregates(session):
     pairs_before = {b: pairs for b, (_, _, pairs) in read_bucket_counts(session, shop.id).items()}
     kept_before = session.get(CustomerStats, (shop.id, KEPT))
     kept_before = (kept_before.orders_count, kept_before.net_revenue, kept_before.segment)
-    seq_items_before, _ = _seq(session, shop.id)
+    seq_items_before, seq_pairs_before = _seq(session, shop.id)
     assert seq_items_before, "GONE's first order is an antecedent"
+    assert seq_pairs_before, "GONE bought P3 five days after P1 + P2: pairs (in blobs) to subtract"
 
     d = deliver(session, shop, "customers/redact", {"shop_domain": shop.domain, "customer": {"id": GONE},
                                                     "orders_to_redact": [1, 2]})

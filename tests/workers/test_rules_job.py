@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from shopify_app.analytics.incremental import Delta
 from shopify_app.analytics.orders import OrderLine, OrderVersion
@@ -305,21 +305,29 @@ def test_mining_reads_without_the_sqlite_write_lock(session, cfg, monkeypatch):
 
 @pytest.mark.parametrize("hot", [0, 5, 1_000_000])
 def test_sequential_pairs_of_rows_plus_blobs_pass_min_count_exactly(session, hot, monkeypatch):
-    """read_sequential over rows (compacted) + blobs (later batches, with subtractions): the pairs returned are
-    exactly those whose SUM over both reaches min_count, whatever HOT_PAIRS (0: the row query's bar is lowered
-    by the largest blob sum; 5: the 5 largest are looked up by key; huge: all are)."""
+    """read_sequential over rows (a rebuild) + folded snapshot payloads (compacted batches) + blobs (later
+    batches, with subtractions): the pairs returned are exactly those whose SUM over all three reaches min_count,
+    whatever HOT_PAIRS (0: the row query's bar is lowered by the largest payload sum; 5: the 5 largest are looked
+    up by key; huge: all are)."""
+    from shopify_app.models import CountSnapshot, SequentialPairBlob, SequentialPairDelta
     from tests.pipeline.test_sequential import apply_batches, definition, retail_history
     from workers import rules_jobs
-    from workers.sequential_jobs import compact_sequential
+    from workers.sequential_jobs import compact_sequential, rebuild_sequential
 
     monkeypatch.setattr(rules_jobs, "HOT_PAIRS", hot)
     versions, edits = retail_history()
     shop = make_shop(session)
-    cut = len(versions) * 2 // 3
-    apply_batches(session, shop, versions[:cut])
+    cut1, cut2 = len(versions) // 3, len(versions) * 2 // 3
+    apply_batches(session, shop, versions[:cut1])
+    rebuild_sequential(session, shop.id)
+    session.commit()
+    apply_batches(session, shop, versions[cut1:cut2])
     assert compact_sequential(session, shop.id) > 0
     session.commit()
-    apply_batches(session, shop, versions[cut:] + edits, size=30)
+    apply_batches(session, shop, versions[cut2:] + edits, size=30)
+    for model in (SequentialPairDelta, SequentialPairBlob, CountSnapshot):      # all three parts hold pairs
+        assert session.scalar(select(func.count()).select_from(model).where(model.shop_id == shop.id)) > 0
+    session.commit()
     _, ref = definition(versions + edits)
     buckets = sorted({b for b, _a, _c in ref})
     checked = 0
