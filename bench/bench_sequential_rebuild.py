@@ -40,7 +40,7 @@ from shopify_app.cli import upgrade_database  # noqa: E402
 from shopify_app.config import Config  # noqa: E402
 from shopify_app.db import dispose_all, session_scope  # noqa: E402
 from shopify_app.models import (  # noqa: E402
-    Job, Order, OrderLine, SequentialItemDelta, SequentialPairBlob, SequentialPairDelta, Shop,
+    CountSnapshot, Job, Order, OrderLine, SequentialItemDelta, SequentialPairBlob, SequentialPairDelta, Shop,
 )
 from workers import context  # noqa: E402
 from workers import sequential_jobs  # noqa: E402
@@ -142,8 +142,8 @@ class Probe:
 
 def written(url: str, shop_id: int) -> tuple:
     """Item rows in full; pair rows as per-bucket checksums (millions of rows): count, sum of counts, and sums of
-    count-weighted item_a, item_b and (item_a * item_b mod a prime); and the number of pair blobs left (a rebuild
-    leaves none)."""
+    count-weighted item_a, item_b and (item_a * item_b mod a prime); and the number of pair blobs and folded
+    payloads left (a rebuild leaves none)."""
     p = SequentialPairDelta
     with session_scope(url) as s:
         items = s.execute(select(SequentialItemDelta.bucket, SequentialItemDelta.item_id, SequentialItemDelta.count)
@@ -153,6 +153,7 @@ def written(url: str, shop_id: int) -> tuple:
                           .where(p.shop_id == shop_id).group_by(p.bucket)).all()
         blobs = s.scalar(select(func.count()).select_from(SequentialPairBlob)
                          .where(SequentialPairBlob.shop_id == shop_id))
+        blobs += len(sequential_jobs.read_snapshots(s, shop_id))
     return sorted(items), sorted(tuple(r) for r in pairs), blobs
 
 
@@ -203,6 +204,8 @@ def clear(url: str, shop_id: int) -> None:
     with session_scope(url) as s:
         s.execute(delete(SequentialPairDelta).where(SequentialPairDelta.shop_id == shop_id))
         s.execute(delete(SequentialPairBlob).where(SequentialPairBlob.shop_id == shop_id))
+        s.execute(delete(CountSnapshot).where(CountSnapshot.shop_id == shop_id,
+                                              CountSnapshot.kind == sequential_jobs.SNAPSHOT_KIND))
         s.execute(delete(SequentialItemDelta).where(SequentialItemDelta.shop_id == shop_id))
 
 
