@@ -30,7 +30,7 @@ from shopify_app.devstore.webhooks import DeliveryMode
 from shopify_app.models import CustomerStats, ItemCountDelta, Job, Order, OrderLine, Shop, WebhookDelivery
 from shopify_app.queues import DEFAULT, WEBHOOKS, get_queue
 from tests.helpers import (TEST_API_KEY, TEST_API_SECRET, add_shop, analytics_snapshot, post_webhook,
-                           reference_snapshot, wait_for)
+                           reference_snapshot, store_versions, wait_for)
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shopify_app" / "devstore" / "fixtures" / "orders__create.json"
 SHOP = "pipeline-store.myshopify.com"
@@ -255,7 +255,13 @@ def test_install_import_and_live_webhooks_end_equal_to_the_stand_in(client, conf
             c.pop("product_type_counts")
         assert snap == ref, domain
 
-    # The API agrees with what the webhooks built: reconciliation finds nothing to change.
+    # The API agrees with what the webhooks built, with one known, repaired difference: REST webhook line items
+    # carry no product type, so the order job takes it from the synced catalogue - which the install's catalogue
+    # sync may not have stored yet when the first live orders arrive (the two race here, as in production). Such an
+    # order is stored without product types. Reconciliation reads the typed current state from the Admin API, wins
+    # the same-second updated_at tie because the content differs, and must re-apply exactly those orders; after it
+    # the aggregates equal a clean pass, product types included.
+    from shopify_app.analytics.incremental import contribution
     from workers import context
     from workers.reconcile_jobs import reconcile_shop
 
@@ -263,8 +269,19 @@ def test_install_import_and_live_webhooks_end_equal_to_the_stand_in(client, conf
     try:
         for domain, shop_id in shops.items():
             before = app_orders(db_url, shop_id)
+            typed = {v.id: contribution(v) for v in store_versions(store, domain)}
+            with session_scope(db_url) as s:
+                stored = dict(s.execute(select(Order.id, Order.contribution).where(
+                    Order.shop_id == shop_id, Order.id.in_(list(typed)))).all())
+            untyped = {oid for oid, c in stored.items() if c != typed[oid]}
+            for oid in untyped:          # nothing but the product types differs
+                assert {k: v for k, v in stored[oid].items() if k != "product_types"} == \
+                    {k: v for k, v in typed[oid].items() if k != "product_types"}, (domain, oid)
             result = reconcile_shop(shop_id)
-            assert result["status"] == "done" and result["pulled"] > 0 and result["applied"] == 0, result
+            assert result["status"] == "done" and result["pulled"] > 0, result
+            assert result["applied"] == len(untyped), (result, sorted(untyped))
             assert app_orders(db_url, shop_id) == before
+            with session_scope(db_url) as s:
+                assert analytics_snapshot(s, shop_id) == reference_snapshot(store, domain), domain
     finally:
         context.set_config(None)
