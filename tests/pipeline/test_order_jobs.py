@@ -813,3 +813,24 @@ def test_a_callers_session_sees_what_the_batch_wrote(session):
     second = deliver(session, shop, "orders/updated", payload(1, upd=1, subtotal="30.00"))
     run(session, shop)
     assert second.status == "processed" and order.subtotal == 30.0
+
+
+def test_identical_bodies_in_a_batch_are_converted_once_and_applied_once(session, monkeypatch):
+    """orders/create + orders/paid of an order paid at checkout (and a re-delivery) carry the same JSON: the batch
+    converts it once; the copy is skipped as not newer, exactly as when it was converted again."""
+    import workers.order_jobs as oj
+
+    calls = []
+    real = oj.order_from_rest
+    monkeypatch.setattr(oj, "order_from_rest", lambda p: calls.append(p["id"]) or real(p))
+    shop = make_shop(session, "same-body.myshopify.com")
+    body = payload(7)
+    for topic in ("orders/create", "orders/paid", "orders/create"):
+        deliver(session, shop, topic, body)
+    deliver(session, shop, "orders/updated", payload(7, upd=1, items=((P1, 2),)))   # a different body: converted
+    res = run(session, shop)
+    assert calls == [7, 7]
+    assert (res["applied"], res["skipped"], res["deliveries"]) == (2, 2, 4)
+    assert dump(session, shop.id)["items"] == [("*", "2024-07", P1, 1)]
+    assert set(session.scalars(select(WebhookDelivery.status).where(WebhookDelivery.shop_id == shop.id))) == \
+        {"processed"}
