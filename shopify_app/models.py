@@ -310,7 +310,7 @@ class CountSnapshot(Base):
     __tablename__ = "count_snapshots"
 
     shop_id: Mapped[int] = shop_fk()
-    kind: Mapped[str] = mapped_column(String(16), primary_key=True)    # items | pairs | sequential
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)    # items | pairs | seq_pairs (sequential pairs, folded)
     segment: Mapped[str] = mapped_column(String(40), primary_key=True)
     bucket: Mapped[str] = mapped_column(String(7), primary_key=True)   # YYYY-MM (order month, UTC)
     baskets: Mapped[int] = mapped_column(Integer, default=0)
@@ -385,8 +385,9 @@ class SequentialPairDelta(Base):
 class SequentialPairBlob(Base):
     """Signed SequentialPairDelta deltas of one order batch and one bucket (workers.sequential_jobs): `data` =
     numpy npz of ``ids`` (sorted distinct items) and ``i``, ``j``, ``counts``: directed pair (ids[i] -> ids[j]),
-    zeros dropped; `pairs` = its number of pairs. Counts = SequentialPairDelta rows + these blobs, exact;
-    compaction folds blobs into the rows (deleting exactly the blobs it read, by id), a rebuild deletes them.
+    zeros dropped; `pairs` = its number of pairs. Counts = SequentialPairDelta rows (the rebuild's output) + the
+    bucket's CountSnapshot of kind 'seq_pairs' + these blobs, exact; compaction folds blobs into that snapshot
+    (deleting exactly the blobs it read, by id), a rebuild deletes blobs and snapshots.
     AUTOINCREMENT on SQLite: a deleted blob's id is never reused, so "the blobs a compaction read" stays exact."""
     __tablename__ = "sequential_pair_blobs"
 

@@ -19,9 +19,9 @@ replaces each bucket's snapshot, deletes exactly the blobs it read (by id) and s
 legacy pair delta values it read: deltas written in between stay, and stay counted. A bucket whose snapshot or
 read deltas changed in between (a rebuild, another compaction) is left for the next run.
 `compact_counts(s, shop_id)` does both steps in the caller's transaction. The same job then folds the shop's
-sequential pair blobs into SequentialPairDelta rows (workers.sequential_jobs.compact_sequential_job: read + sum in
-a read transaction, then short write transactions deleting exactly the blobs read, by id; not under the shop row
-lock, which order batches need: see that module).
+sequential pair blobs into one 'seq_pairs' CountSnapshot payload per bucket (workers.sequential_jobs.
+compact_sequential_job: read + sum in a read transaction, then a short write per bucket deleting exactly the blobs
+read, by id; not under the shop row lock, which order batches need: see that module).
 
 `read_counts(s, shop_id, first, last)` = sum over the buckets in [first, last] of snapshot + deltas.
 
@@ -77,7 +77,8 @@ def compact_all_shops() -> dict:
 
 
 def compact_shop(shop_id: int) -> dict:
-    """Fold the shop's deltas into its snapshots and its sequential pair blobs into their rows: read + sum without
+    """Fold the shop's deltas into its snapshots and its sequential pair blobs into their
+    'seq_pairs' snapshots: read + sum without
     the write lock, then a short write."""
     with context.read_transaction() as s:
         plan = read_compaction(s, shop_id)
