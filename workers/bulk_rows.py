@@ -14,6 +14,20 @@ LINE_COLUMNS = ("shop_id", "order_id", "id", "product_id", "variant_id", "produc
 PG_ARRAY_CHUNK = 50_000          # rows per unnest() upsert on PostgreSQL (bounds one statement's memory)
 
 
+ORDER_COLUMNS = ("shop_id", "id", "name", "customer_id", "processed_at", "shopify_updated_at", "cancelled_at",
+                 "deleted_at", "test", "financial_status", "currency", "subtotal", "total_discounts", "total_refunded",
+                 "net_revenue", "counted", "contribution", "ingested_at")
+
+
+def order_row(shop_id: int, v, contribution: dict | None, now) -> tuple:
+    """The Order row (ORDER_COLUMNS order) of an OrderVersion and its contribution: every column comes from the
+    version (a tombstone has zeros and its deletion time `now`), as order_jobs.apply_version sets them, so a row
+    does not depend on which earlier versions were seen. Shared by the order job's and the import's bulk writes."""
+    return (shop_id, v.id, v.name, v.customer_id, v.processed_at, v.updated_at, v.updated_at if v.cancelled else None,
+            now if v.deleted else None, v.test, v.financial_status, v.currency, v.subtotal, v.total_discounts,
+            v.refunded, v.net_revenue, v.counted, contribution, now)
+
+
 def line_rows(shop_id: int, v) -> list[tuple]:
     """The OrderLine rows (LINE_COLUMNS order) of an OrderVersion."""
     return [(shop_id, v.id, ln.id, ln.product_id, ln.variant_id, ln.product_type, ln.quantity, ln.refunded_quantity,

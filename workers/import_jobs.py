@@ -36,7 +36,6 @@ needs_reauth and the Job failed.
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from typing import Iterable, Iterator
@@ -49,7 +48,7 @@ from shopify_app.shopify.convert_bulk import orders_from_jsonl
 from shopify_app.shopify.graphql import AdminClient, ShopifyAuthError, ShopifyBulkOperationError, bulk_orders_query
 
 from . import context
-from .bulk_rows import LINE_COLUMNS, insert_rows, line_rows
+from .bulk_rows import LINE_COLUMNS, ORDER_COLUMNS, insert_rows, line_rows, order_row
 from .job_rows import current_job, update_job
 from .rebuild_jobs import rebuild_shop_state, rescore_all
 
@@ -264,18 +263,6 @@ def _supersedes(v, stored) -> bool:
     return bool(v.deleted) or v.updated_at > updated_at
 
 
-ORDER_COLUMNS = ("shop_id", "id", "name", "customer_id", "processed_at", "shopify_updated_at", "cancelled_at",
-                 "deleted_at", "test", "financial_status", "currency", "subtotal", "total_discounts", "total_refunded",
-                 "net_revenue", "counted", "contribution", "ingested_at")
-
-
-def _order_row(shop_id: int, v, now: dt.datetime) -> tuple:
-    """The Order row of a version (ORDER_COLUMNS): every column from the version, as workers.order_jobs.apply_version."""
-    return (shop_id, v.id, v.name, v.customer_id, v.processed_at, v.updated_at, v.updated_at if v.cancelled else None,
-            now if v.deleted else None, v.test, v.financial_status, v.currency, v.subtotal, v.total_discounts,
-            v.refunded, v.net_revenue, v.counted, contribution(v), now)
-
-
 def _store_batch(shop_id: int, job_id: int, pending: list) -> tuple[int, int]:
     now = utcnow()
     with context.transaction() as s:
@@ -294,7 +281,8 @@ def _store_batch(shop_id: int, job_id: int, pending: list) -> tuple[int, int]:
             s.execute(delete(OrderLine).where(OrderLine.shop_id == shop_id, OrderLine.order_id.in_(chunk)))
             s.execute(delete(Order).where(Order.shop_id == shop_id, Order.id.in_(chunk)))
         if winners:
-            insert_rows(s, Order.__table__, ORDER_COLUMNS, [_order_row(shop_id, v, now) for v in winners])
+            insert_rows(s, Order.__table__, ORDER_COLUMNS,
+                        [order_row(shop_id, v, contribution(v), now) for v in winners])
             insert_rows(s, OrderLine.__table__, LINE_COLUMNS, [r for v in winners for r in line_rows(shop_id, v)])
         watermark = shop.orders_watermark
         newest = max(v.updated_at for _, v in pending)

@@ -79,7 +79,7 @@ from shopify_app.settings import shop_settings
 from shopify_app.shopify.convert import NOOP_TOPICS, REFUND_TOPICS, order_deleted, order_from_rest
 
 from . import context
-from .bulk_rows import LINE_COLUMNS, insert_rows, line_rows, upsert_add
+from .bulk_rows import LINE_COLUMNS, ORDER_COLUMNS, insert_rows, line_rows, order_row, upsert_add
 from .rfm_jobs import RFM_KIND, refit_needed, refit_rfm_in_session, score_customer, stored_params
 from .sequential_jobs import BatchTracker, days_in_use, encode_directed_pairs, rebuild_needed
 from .sequential_jobs import compaction_due as sequential_compaction_due
@@ -532,15 +532,10 @@ def _read_stored(s, shop_id: int, ids) -> dict:
     return stored
 
 
-ORDER_COLUMNS = ("shop_id", "id", "name", "customer_id", "processed_at", "shopify_updated_at", "cancelled_at",
-                 "deleted_at", "test", "financial_status", "currency", "subtotal", "total_discounts", "total_refunded",
-                 "net_revenue", "counted", "contribution", "ingested_at")
-
-
 def _write_orders(s, shop_id: int, prep: PreparedBatch) -> None:
     """The applied orders' rows and lines in bulk: the replaced ones deleted (lines too), then one insert per
     table (bulk_rows.insert_rows; the history import writes its batches the same way). Every column comes from the
-    version, as _set_row does for apply_version."""
+    version, as apply_version sets them (bulk_rows.order_row)."""
     replaced = sorted(oid for oid in prep.finals if prep.stored.get(oid) is not None)
     for i in range(0, len(replaced), UPSERT_CHUNK * 3):
         chunk = replaced[i:i + UPSERT_CHUNK * 3]
@@ -550,10 +545,7 @@ def _write_orders(s, shop_id: int, prep: PreparedBatch) -> None:
         s.execute(delete(Order).where(Order.shop_id == shop_id, Order.id.in_(chunk))
                   .execution_options(synchronize_session=False))
     now = prep.now
-    insert_rows(s, Order.__table__, ORDER_COLUMNS, [
-        (shop_id, v.id, v.name, v.customer_id, v.processed_at, v.updated_at, v.updated_at if v.cancelled else None,
-         now if v.deleted else None, v.test, v.financial_status, v.currency, v.subtotal, v.total_discounts,
-         v.refunded, v.net_revenue, v.counted, new, now) for v, new in prep.finals.values()])
+    insert_rows(s, Order.__table__, ORDER_COLUMNS, [order_row(shop_id, v, new, now) for v, new in prep.finals.values()])
     insert_rows(s, OrderLine.__table__, LINE_COLUMNS, prep.lines)
     _expire(s, Order, {(shop_id, oid) for oid in prep.finals})
 

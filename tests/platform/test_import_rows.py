@@ -5,8 +5,7 @@ import datetime as dt
 from sqlalchemy import insert, select
 
 from shopify_app.models import Order, OrderLine, Shop
-from workers.bulk_rows import LINE_COLUMNS, insert_rows
-from workers.import_jobs import ORDER_COLUMNS
+from workers.bulk_rows import LINE_COLUMNS, ORDER_COLUMNS, insert_rows
 
 
 def _orders(shop_id):
