@@ -73,7 +73,7 @@ from shopify_app.analytics.sequential import sequential_delta_arrays, sum_pair_a
 from shopify_app.db import sqlite_write_turn
 from shopify_app.models import (
     ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountBlob, Product,
-    SegmentChange, SequentialItemDelta, SequentialPairBlob, Shop, ShopModel, WebhookDelivery, utcnow,
+    SegmentChange, Shop, ShopModel, WebhookDelivery, utcnow,
 )
 from shopify_app.settings import shop_settings
 from shopify_app.shopify.convert import NOOP_TOPICS, REFUND_TOPICS, order_deleted, order_from_rest
@@ -81,7 +81,8 @@ from shopify_app.shopify.convert import NOOP_TOPICS, REFUND_TOPICS, order_delete
 from . import context
 from .bulk_rows import LINE_COLUMNS, ORDER_COLUMNS, insert_rows, line_rows, order_row, upsert_add
 from .rfm_jobs import RFM_KIND, refit_needed, refit_rfm_in_session, score_customer, stored_params
-from .sequential_jobs import BatchTracker, days_in_use, encode_directed_pairs, rebuild_needed
+from .sequential_jobs import (ORDER_STATE_COLUMNS, BatchTracker, days_in_use, delta_payloads, rebuild_needed,
+                              write_payloads)
 from .sequential_jobs import compaction_due as sequential_compaction_due
 from .sequential_jobs import _record_days as record_days
 
@@ -447,7 +448,7 @@ def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = N
     prep.lines = [r for rows_ in by_order.values() for r in rows_]
     prep.payloads = pair_payloads(delta)
     laps.lap("pair_payloads")
-    prep.seq_rows, prep.seq_blobs = _sequential_payloads(shop_id, *_sequential_deltas(prep, before, by_order))
+    prep.seq_rows, prep.seq_blobs = delta_payloads(shop_id, *_sequential_deltas(prep, before, by_order))
     laps.lap("sequential_delta")
     return prep
 
@@ -474,7 +475,7 @@ def write_batch(s, shop_id: int, prep: PreparedBatch, validate: bool = True, com
     laps.lap("orders")
     blobs = _write_aggregates(s, shop_id, prep.delta, prep.payloads)
     laps.lap("counts")
-    seq_blobs = _write_sequential(s, shop_id, prep.seq_rows, prep.seq_blobs)
+    seq_blobs = write_payloads(s, shop_id, prep.seq_rows, prep.seq_blobs)
     if prep.customers:
         record_days(s, shop_id, prep.days, now)
     laps.lap("sequential_write")
@@ -512,21 +513,13 @@ def _compaction_check(s, result: dict) -> dict:
     return result
 
 
-# What the write phase compares with the prepare phase's read: every write of an Order row sets ingested_at (and
-# a new version a newer shopify_updated_at, a redaction customer_id = None), so an unchanged state means an
-# unchanged row - the same test as the sequential rebuild's (workers.sequential_jobs._order_states).
-STATE_COLUMNS = (Order.id, Order.customer_id, Order.counted, Order.processed_at, Order.shopify_updated_at,
-                 Order.deleted_at, Order.ingested_at)
-
-
 def _read_stored(s, shop_id: int, ids) -> dict:
-    """{order id: _Stored | None} of the batch's orders (one query per chunk)."""
+    """{order id: _Stored | None} of the batch's orders (one query per chunk): their states (ORDER_STATE_COLUMNS,
+    what the write phase compares) and what _supersedes and the diff read."""
     ids = sorted(ids)
     stored: dict = dict.fromkeys(ids)
     for i in range(0, len(ids), UPSERT_CHUNK * 3):
-        for row in s.execute(select(Order.id, Order.customer_id, Order.counted, Order.processed_at,
-                                    Order.shopify_updated_at, Order.deleted_at, Order.ingested_at,
-                                    Order.financial_status, Order.contribution)
+        for row in s.execute(select(*ORDER_STATE_COLUMNS, Order.financial_status, Order.contribution)
                              .where(Order.shop_id == shop_id, Order.id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
             stored[row[0]] = _Stored(*row[1:])
     return stored
@@ -565,8 +558,8 @@ def _customer_states(s, shop_id: int, customers) -> dict:
     ids = sorted(customers)
     out: dict = {}
     for i in range(0, len(ids), UPSERT_CHUNK * 3):
-        for row in s.execute(select(*STATE_COLUMNS).where(Order.shop_id == shop_id,
-                                                          Order.customer_id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
+        for row in s.execute(select(*ORDER_STATE_COLUMNS).where(
+                Order.shop_id == shop_id, Order.customer_id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
             out[row[0]] = tuple(row[1:])
     return out
 
@@ -617,28 +610,6 @@ def _sequential_deltas(prep: PreparedBatch, before: dict, lines: dict) -> tuple[
     return {k: v for k, v in items_d.items() if v}, {b: arr for b, arr in pairs.items() if arr[0].size}
 
 
-def _sequential_payloads(shop_id: int, items: dict, pairs: dict) -> tuple[list, list]:
-    """What sequential_jobs.write_deltas writes for these deltas, built before the lock: the item rows (upserted)
-    and one directed-pair blob per bucket (encode_directed_pairs of the bucket's (a, b, n) arrays; the grouping
-    and encoding were ~15 % of a batch's time under the lock). Kept in step with write_deltas: the readers decode
-    these blobs, and the sequential tests compare the tables with a rebuild."""
-    rows = [(shop_id, b, i, n) for (b, i), n in sorted(items.items()) if n]
-    blobs = [(bucket, int(a.size), encode_directed_pairs(a, b, n)) for bucket, (a, b, n) in sorted(pairs.items())]
-    return rows, blobs
-
-
-def _write_sequential(s, shop_id: int, rows: list, blobs: list) -> int:
-    if rows:
-        upsert_add(s, SequentialItemDelta, ["shop_id", "bucket", "item_id"], "count",
-                   ["shop_id", "bucket", "item_id", "count"], rows)
-    if blobs:
-        created = utcnow()
-        s.execute(insert(SequentialPairBlob.__table__), [
-            {"shop_id": shop_id, "bucket": b, "pairs": n, "data": data, "created_at": created}
-            for b, n, data in blobs])
-    return len(blobs)
-
-
 def _unchanged(s, shop: Shop, prep: PreparedBatch) -> bool:
     """Under the lock: is everything the prepared batch depends on still as read? The deliveries (still pending,
     same attempts and body), the catalogue's product types, the batch's Order rows, the touched customers'
@@ -678,8 +649,14 @@ def _write_outcomes(s, prep: PreparedBatch) -> None:
 
 def compaction_due(s, shop_id: int) -> bool:
     """The shop's pair blobs passed COMPACT_BLOBS / COMPACT_PAIRS (one index range count)."""
-    n, pairs = s.execute(select(func.count(), func.coalesce(func.sum(PairCountBlob.pairs), 0))
-                         .where(PairCountBlob.shop_id == shop_id)).one()
+    return blobs_past_thresholds(s, PairCountBlob, shop_id)
+
+
+def blobs_past_thresholds(s, model, shop_id: int) -> bool:
+    """The shop's rows of a blob table (PairCountBlob, SequentialPairBlob: `shop_id`, `pairs`) number at least
+    COMPACT_BLOBS or hold at least COMPACT_PAIRS pairs."""
+    n, pairs = s.execute(select(func.count(), func.coalesce(func.sum(model.pairs), 0))
+                         .where(model.shop_id == shop_id)).one()
     return n >= COMPACT_BLOBS or int(pairs) >= COMPACT_PAIRS
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
-from sqlalchemy import delete, func, insert, null, select, text
+from sqlalchemy import delete, insert, null, select, text
 from sqlalchemy.orm import Session
 
 from shopify_app.analytics.counts import aggregate_keyed
@@ -170,21 +170,34 @@ class BatchTracker:
 def write_deltas(s, shop_id: int, items: dict, pairs: dict, now: dt.datetime | None = None) -> int:
     """Signed deltas {(bucket, item): n} / {(bucket, a, b): n}: items upserted as rows, pairs as one blob per
     bucket (zeros dropped). Returns the blobs written."""
-    if items:
-        upsert_add(s, SequentialItemDelta, ["shop_id", "bucket", "item_id"], "count",
-                     ["shop_id", "bucket", "item_id", "count"],
-                     [(shop_id, b, i, n) for (b, i), n in sorted(items.items())])
     by_bucket: dict[str, list] = defaultdict(list)
     for (bucket, a, b), n in pairs.items():
         if n:
             by_bucket[bucket].append((a, b, n))
-    blobs = []
-    for bucket, rows in sorted(by_bucket.items()):
-        a, b, n = np.array(rows, dtype=np.int64).T
-        blobs.append({"shop_id": shop_id, "bucket": bucket, "pairs": len(rows),
-                      "data": encode_directed_pairs(a, b, n), "created_at": now or utcnow()})
+    arrays = {bucket: tuple(np.array(rows, dtype=np.int64).T) for bucket, rows in by_bucket.items()}
+    return write_payloads(s, shop_id, *delta_payloads(shop_id, items, arrays), now=now)
+
+
+def delta_payloads(shop_id: int, items: dict, pairs: dict) -> tuple[list, list]:
+    """What write_payloads writes for signed deltas {(bucket, item): n} and {bucket: (a, b, n) arrays}: the item
+    rows (shop_id, bucket, item, n) and one (bucket, pairs, encode_directed_pairs payload) blob per bucket, zeros
+    dropped. Pure: the order job builds them before it takes the write lock."""
+    rows = [(shop_id, b, i, n) for (b, i), n in sorted(items.items()) if n]
+    blobs = [(bucket, int(a.size), encode_directed_pairs(a, b, n))
+             for bucket, (a, b, n) in sorted(pairs.items()) if a.size]
+    return rows, blobs
+
+
+def write_payloads(s, shop_id: int, rows: list, blobs: list, now: dt.datetime | None = None) -> int:
+    """Upsert delta_payloads' item rows and insert its pair blobs. Returns the blobs written."""
+    if rows:
+        upsert_add(s, SequentialItemDelta, ["shop_id", "bucket", "item_id"], "count",
+                   ["shop_id", "bucket", "item_id", "count"], rows)
     if blobs:
-        s.execute(insert(SequentialPairBlob.__table__), blobs)
+        created = now or utcnow()
+        s.execute(insert(SequentialPairBlob.__table__), [
+            {"shop_id": shop_id, "bucket": b, "pairs": n, "data": data, "created_at": created}
+            for b, n, data in blobs])
     return len(blobs)
 
 
@@ -280,11 +293,9 @@ def read_pair_sums(s, shop_id: int) -> dict:
 def compaction_due(s, shop_id: int) -> bool:
     """The shop's sequential pair blobs passed COMPACT_BLOBS / COMPACT_PAIRS (order_jobs' knobs; one index range
     count), so the order job should enqueue workers.rebuild_jobs.compact_shop."""
-    from . import order_jobs                      # lazily: order_jobs imports this module
+    from .order_jobs import blobs_past_thresholds      # lazily: order_jobs imports this module
 
-    n, pairs = s.execute(select(func.count(), func.coalesce(func.sum(SequentialPairBlob.pairs), 0))
-                         .where(SequentialPairBlob.shop_id == shop_id)).one()
-    return n >= order_jobs.COMPACT_BLOBS or int(pairs) >= order_jobs.COMPACT_PAIRS
+    return blobs_past_thresholds(s, SequentialPairBlob, shop_id)
 
 
 # --------------------------------------------------------------------------------------------- compaction
@@ -520,12 +531,18 @@ def _replace(s, shop_id: int, n_days: int, rows: tuple[list, list], customers: i
             "pairs": len(pair_rows)}
 
 
+# An Order row's state: every write of a row sets ingested_at (a new version also a newer shopify_updated_at, a
+# redaction customer_id = None), so an unchanged state means an unchanged row. Compared by the sequential rebuild
+# (below) and by the order job's write phase with what its prepare phase read.
+ORDER_STATE_COLUMNS = (Order.id, Order.customer_id, Order.counted, Order.processed_at, Order.shopify_updated_at,
+                       Order.deleted_at, Order.ingested_at)
+
+
 def _order_states(s, shop_id: int) -> dict[int, tuple]:
     """{order id: (customer, counted, processed_at, updated_at, deleted_at, ingested_at)} of every order of the
     shop: what changes whenever an order's contribution to the sequential tables can change."""
     return {row[0]: tuple(row[1:]) for row in s.execute(
-        select(Order.id, Order.customer_id, Order.counted, Order.processed_at, Order.shopify_updated_at,
-               Order.deleted_at, Order.ingested_at).where(Order.shop_id == shop_id))}
+        select(*ORDER_STATE_COLUMNS).where(Order.shop_id == shop_id))}
 
 
 def _changed_customers(before: dict, after: dict) -> set[int]:
