@@ -408,76 +408,70 @@ def test_sequential_fold_in_bounded_transactions_without_the_shop_lock(config, s
     assert tables(session, shop.id) == expected
 
 
-def test_sequential_read_is_exact_when_a_compaction_commits_during_it(config, session, db_url, monkeypatch):
-    """rules_jobs.read_sequential reads blobs, then rows. A compaction committing in between (PostgreSQL's READ
-    COMMITTED sees it; SQLite's read snapshot does not) would count the folded blobs twice: the reader sees its
-    blobs gone and reads again."""
-    from shopify_app.db import reader_session_factory
-    from workers import context, rules_jobs
-    from workers.sequential_jobs import compact_sequential_job
-
-    versions, edits = retail_history()
-    shop = _seq_shop(session, "seq-race.myshopify.com", versions + edits)
-    _, ref = definition(versions + edits)
-    window = {}
+def _window_pairs(history) -> dict:
+    """{(a, b): count} of the definition summed over every bucket."""
+    _, ref = definition(history)
+    window: dict = {}
     for (_b, x, y), n in ref.items():
         window[(x, y)] = window.get((x, y), 0) + n
+    return window
+
+
+def _read_with_a_commit_in_between(config, db_url, monkeypatch, shop_id: int, other_worker) -> tuple[dict, int]:
+    """rules_jobs.read_sequential on its own reader session, with `other_worker()` (its own transactions)
+    committing after the reader's first payload read and before its row read. (pairs read, reads made)."""
+    from shopify_app.db import reader_session_factory
+    from workers import context, rules_jobs
+
     original = rules_jobs._rows_plus_blobs
     calls = []
 
-    def compaction_commits_first(s, *args):
+    def commit_first(s, *args):
         if not calls:
-            compact_sequential_job(shop.id)                # another worker, its own transactions
+            other_worker()
         calls.append(1)
         return original(s, *args)
 
-    monkeypatch.setattr(rules_jobs, "_rows_plus_blobs", compaction_commits_first)
+    monkeypatch.setattr(rules_jobs, "_rows_plus_blobs", commit_first)
     context.set_config(config)
     reader = reader_session_factory(db_url)()
     try:
-        got = rules_jobs.read_sequential(reader, shop.id, None, "2011-12", 2)["pairs"]
+        got = rules_jobs.read_sequential(reader, shop_id, None, "2011-12", 2)["pairs"]
     finally:
         reader.rollback()
         reader.close()
         context.set_config(None)
+    return got, len(calls)
+
+
+def test_sequential_read_is_exact_when_a_compaction_commits_during_it(config, session, db_url, monkeypatch):
+    """rules_jobs.read_sequential reads blobs, then rows. A compaction committing in between (PostgreSQL's READ
+    COMMITTED sees it; SQLite's read snapshot does not) would count the folded blobs twice: the reader sees its
+    blobs gone and reads again."""
+    from workers.sequential_jobs import compact_sequential_job
+
+    versions, edits = retail_history()
+    shop = _seq_shop(session, "seq-race.myshopify.com", versions + edits)
+    window = _window_pairs(versions + edits)
+    got, reads = _read_with_a_commit_in_between(config, db_url, monkeypatch, shop.id,
+                                                lambda: compact_sequential_job(shop.id))
     assert got == {k: n for k, n in window.items() if n >= 2}
-    assert len(calls) == (2 if session.get_bind().dialect.name == "postgresql" else 1)
+    assert reads == (2 if session.get_bind().dialect.name == "postgresql" else 1)
 
 
 def test_sequential_read_is_exact_when_a_rebuild_commits_during_it(config, session, db_url, monkeypatch):
     """rules_jobs.read_sequential reads payloads (blobs, folded snapshots), then rows. A rebuild committing in
     between (PostgreSQL's READ COMMITTED sees it) replaces the payloads by rows: with no blob read, only the
     payloads' versions show it; the reader reads again instead of counting the folded payloads twice."""
-    from shopify_app.db import reader_session_factory
-    from workers import context, rules_jobs
     from workers.sequential_jobs import compact_sequential, rebuild_sequential_job
 
     versions, edits = retail_history()
     shop = _seq_shop(session, "seq-race-rebuild.myshopify.com", versions + edits)
     assert compact_sequential(session, shop.id) > 0                       # payloads only: no blob, no pair row
     session.commit()
-    _, ref = definition(versions + edits)
-    window = {}
-    for (_b, x, y), n in ref.items():
-        window[(x, y)] = window.get((x, y), 0) + n
-    original = rules_jobs._rows_plus_blobs
-    calls = []
-
-    def rebuild_commits_first(s, *args):
-        if not calls:
-            rebuild_sequential_job(shop.id)                # another worker, its own transactions
-        calls.append(1)
-        return original(s, *args)
-
-    monkeypatch.setattr(rules_jobs, "_rows_plus_blobs", rebuild_commits_first)
-    context.set_config(config)
-    reader = reader_session_factory(db_url)()
-    try:
-        got = rules_jobs.read_sequential(reader, shop.id, None, "2011-12", 2)["pairs"]
-    finally:
-        reader.rollback()
-        reader.close()
-        context.set_config(None)
+    window = _window_pairs(versions + edits)
+    got, reads = _read_with_a_commit_in_between(config, db_url, monkeypatch, shop.id,
+                                                lambda: rebuild_sequential_job(shop.id))
     assert seq_payloads(session, shop.id) == 0
     assert got == {k: n for k, n in window.items() if n >= 2}
-    assert len(calls) == (2 if session.get_bind().dialect.name == "postgresql" else 1)
+    assert reads == (2 if session.get_bind().dialect.name == "postgresql" else 1)
