@@ -20,8 +20,7 @@ Kinds written (all with computed_at = now; one transaction deletes the shop's pr
   analytics.rules.mine_triple_rules), the TRIPLE_LIMIT with the highest lift.
 - 'sequential', segment '*': "bought B within N days after A" from SequentialItemDelta and the pair counts
   (SequentialPairDelta rows + folded snapshot payloads + SequentialPairBlob payloads, see `read_sequential`;
-  definitions:
-  shopify_app.analytics.sequential), when those tables hold data for the window; the SEQUENTIAL_LIMIT with
+  definitions: shopify_app.analytics.sequential), when those tables hold data for the window; the SEQUENTIAL_LIMIT with
   the highest count (then confidence).
 AssociationRule.customers (pairs): distinct customers who bought both items in the window (in any of their
 orders). conviction is NULL when infinite (confidence = 1).
@@ -149,12 +148,15 @@ def read_window(s, shop_id: int, now: dt.datetime) -> dict | None:
             "lines": lines, "segments": segments, "sequential": sequential}
 
 
-def read_sequential(s, shop_id: int, first: str | None, last: str, min_count: int = 1) -> dict | None:
-    def within(col):
-        return [col <= last] + ([col >= first] if first else [])
+def _in_window(col, first: str | None, last: str) -> list:
+    """Conditions on a bucket column: first <= col <= last (no lower bound when first is None)."""
+    return [col <= last] + ([col >= first] if first else [])
 
+
+def read_sequential(s, shop_id: int, first: str | None, last: str, min_count: int = 1) -> dict | None:
     items = s.execute(select(SequentialItemDelta.item_id, func.sum(SequentialItemDelta.count))
-                      .where(SequentialItemDelta.shop_id == shop_id, *within(SequentialItemDelta.bucket))
+                      .where(SequentialItemDelta.shop_id == shop_id,
+                             *_in_window(SequentialItemDelta.bucket, first, last))
                       .group_by(SequentialItemDelta.item_id)).all()
     if not items:
         return None
@@ -172,14 +174,11 @@ def _sequential_pairs(s, shop_id: int, first: str | None, last: str, min_count: 
     not). One h for every pair would be the largest payload sum, which lowers the bar for every row; so the
     HOT_PAIRS pairs with the largest payload sums get their row sums looked up by key, and h bounds the others. A
     pair left out has row < min_count - h (so total < min_count) or row = 0 (so total = blob[k], filtered here)."""
-    def within(col):
-        return [col <= last] + ([col >= first] if first else [])
-
     for attempt in range(3):
         blobs = read_blobs(s, shop_id, first, last)
         snapshots = read_snapshots(s, shop_id, first, last)
         payloads = [d for _i, _b, d in blobs] + [d for _b, _at, d in snapshots]
-        out = _rows_plus_blobs(s, shop_id, payloads, within, min_count)
+        out = _rows_plus_blobs(s, shop_id, payloads, first, last, min_count)
         # PostgreSQL reads in READ COMMITTED: a compaction committed between the blob read and the snapshot / row
         # reads would count its blobs twice, a rebuild committed between the snapshot and row reads would count the
         # payloads twice. All blobs read still there and the payloads unchanged afterwards = neither happened.
@@ -201,7 +200,7 @@ def _present(s, shop_id: int, ids: list) -> bool:
     return n == len(ids)
 
 
-def _rows_plus_blobs(s, shop_id: int, payloads: list, within, min_count: int) -> dict:
+def _rows_plus_blobs(s, shop_id: int, payloads: list, first: str | None, last: str, min_count: int) -> dict:
     ba, bb, bn = sum_directed_pairs(decode_directed_pairs(data) for data in payloads)
     positive = np.sort(bn[bn > 0])[::-1]
     h = int(positive[HOT_PAIRS]) if len(positive) > HOT_PAIRS else 0
@@ -209,7 +208,7 @@ def _rows_plus_blobs(s, shop_id: int, payloads: list, within, min_count: int) ->
     total = func.sum(SequentialPairDelta.count)
     row_sums = {(int(a), int(b)): int(n) for a, b, n in s.execute(
         select(SequentialPairDelta.item_a, SequentialPairDelta.item_b, total)
-        .where(SequentialPairDelta.shop_id == shop_id, *within(SequentialPairDelta.bucket))
+        .where(SequentialPairDelta.shop_id == shop_id, *_in_window(SequentialPairDelta.bucket, first, last))
         .group_by(SequentialPairDelta.item_a, SequentialPairDelta.item_b)
         .having(or_(total >= floor, total < 0)))}
     hot = [(int(a), int(b)) for a, b in zip(ba[bn > h], bb[bn > h])]
@@ -217,7 +216,7 @@ def _rows_plus_blobs(s, shop_id: int, payloads: list, within, min_count: int) ->
         # Buckets as an equality list (not a range) so each key is an index seek on (shop, bucket, a, b); every
         # bucket with a pair row has an item row (the antecedent occurrence), and the item table is small.
         buckets = sorted(s.scalars(select(SequentialItemDelta.bucket).distinct().where(
-            SequentialItemDelta.shop_id == shop_id, *within(SequentialItemDelta.bucket))))
+            SequentialItemDelta.shop_id == shop_id, *_in_window(SequentialItemDelta.bucket, first, last))))
         for i in range(0, len(hot), LOOKUP_CHUNK):
             row_sums.update({(int(a), int(b)): int(n) for a, b, n in s.execute(
                 select(SequentialPairDelta.item_a, SequentialPairDelta.item_b, total)
