@@ -13,9 +13,10 @@ window as in bench (d)). Every round gives both shops the same batch and applies
 
 Reports, per round and mode, the seconds in total and under the write lock (commit included), wall clock and this
 thread's CPU time (on a busy machine the CPU time is the steadier number; on SQLite the database work runs in this
-thread, on PostgreSQL it does not), and the per-phase seconds of the split batch (prepare: read_deliveries, convert, product_types, prefetch, apply_diff,
-pair_payloads, sequential_delta; write: validate, orders, counts, sequential_write, deliveries, update_customers,
-rescore; commit). --profile prints a cProfile of the last round's split write phase.
+thread, on PostgreSQL it does not), and the per-phase seconds of the split batch (prepare: read_deliveries, convert,
+product_types, prefetch, apply_diff, pair_payloads, sequential_delta; write: validate, orders, counts,
+sequential_write, deliveries, update_customers, rescore; commit). --profile prints a cProfile of the last round's
+split write phase.
 
     .venv/bin/python bench/bench_order_batch.py [--orders 200] [--rounds 3] [--database-url URL] [--profile]
 

@@ -310,7 +310,7 @@ class CountSnapshot(Base):
     __tablename__ = "count_snapshots"
 
     shop_id: Mapped[int] = shop_fk()
-    kind: Mapped[str] = mapped_column(String(16), primary_key=True)    # items | pairs | seq_pairs (sequential pairs, folded)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)    # items | pairs | seq_pairs (sequential)
     segment: Mapped[str] = mapped_column(String(40), primary_key=True)
     bucket: Mapped[str] = mapped_column(String(7), primary_key=True)   # YYYY-MM (order month, UTC)
     baskets: Mapped[int] = mapped_column(Integer, default=0)

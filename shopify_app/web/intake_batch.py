@@ -14,9 +14,9 @@ and handed over:
   write: handing the shops to the Waker, enqueueing the rare non-order delivery) and releases the batch's threads
   with their results.
 
-No extra thread for the writes: the leader is a request thread, so an idle server writes a lone request at once (a batch of
-one); batches grow only when requests really overlap. A failing write or hand-over fails every item of its batch
-(each of those requests answers 500; Shopify retries and the unique constraint dedupes).
+No extra thread for the writes: the leader is a request thread, so an idle server writes a lone request at once (a
+batch of one); batches grow only when requests really overlap. A failing write or hand-over fails every item of its
+batch (each of those requests answers 500; Shopify retries and the unique constraint dedupes).
 """
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ Rules, in order:
 Throughput: the request thread only verifies and parses; recording is a *group commit* (web/intake_batch.py):
 the deliveries of all concurrently waiting request threads of a process are written in one transaction
 (web/intake.py: a few statements per batch, whatever its size), and each request still answers only after its
-batch committed; the order job wakes are then made in the background, merged per shop. Numbers: docs/platform.md, "Intake under load".
+batch committed; the order job wakes are then made in the background, merged per shop. Numbers:
+docs/platform.md, "Intake under load".
 """
 from __future__ import annotations
 
