@@ -59,7 +59,6 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import delete, func, insert, inspect, or_, select, update
@@ -69,7 +68,6 @@ from shopify_app.analytics.counts import basket_change_pairs, encode_pairs_index
 from shopify_app.analytics.incremental import COUNT_FIELDS, MONEY_FIELDS, Delta, _add, contribution, diff
 from shopify_app.analytics.orders import OrderVersion
 from shopify_app.analytics.segments import SCHEMES
-from shopify_app.analytics.sequential import sequential_delta_arrays, sum_pair_arrays
 from shopify_app.db import sqlite_write_turn
 from shopify_app.models import (
     ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountBlob, Product,
@@ -82,7 +80,7 @@ from . import context
 from .bulk_rows import LINE_COLUMNS, ORDER_COLUMNS, insert_rows, line_rows, order_row, upsert_add
 from .rfm_jobs import RFM_KIND, refit_needed, refit_rfm_in_session, score_customer, stored_params
 from .sequential_jobs import (ORDER_STATE_COLUMNS, BatchTracker, days_in_use, delta_payloads, rebuild_needed,
-                              write_payloads)
+                              summed_deltas, write_payloads)
 from .sequential_jobs import compaction_due as sequential_compaction_due
 from .sequential_jobs import _record_days as record_days
 
@@ -590,7 +588,7 @@ def _sequential_deltas(prep: PreparedBatch, before: dict, lines: dict) -> tuple[
     """The batch's sequential deltas: for every touched customer, counts after - counts before, 'after' being
     'before' with the batch's orders replaced by their final versions (items = distinct products with quantity -
     refunded > 0, as the stored lines give). Returns ({(bucket, item): n}, {bucket: (a, b, n) arrays}), the pairs
-    as numpy arrays (analytics.sequential.sequential_delta_arrays, summed over customers by sum_pair_arrays)."""
+    as numpy arrays (sequential_jobs.summed_deltas)."""
     after = {cid: dict(orders) for cid, orders in before.items()}
     for oid, (v, _) in prep.finals.items():
         row = prep.stored.get(oid)
@@ -599,15 +597,8 @@ def _sequential_deltas(prep: PreparedBatch, before: dict, lines: dict) -> tuple[
         if v.counted and v.customer_id is not None:
             items = {int(r[3]) for r in lines[oid] if r[3] is not None and (r[6] or 0) - (r[7] or 0) > 0}
             after.setdefault(int(v.customer_id), {})[oid] = (v.processed_at, items)
-    items_d: Counter = Counter()
-    parts: dict = {}
-    for cid, orders in after.items():
-        di, dp = sequential_delta_arrays(list(before.get(cid, {}).values()), list(orders.values()), prep.days)
-        items_d.update(di)
-        for bucket, arrays in dp.items():
-            parts.setdefault(bucket, []).append(arrays)
-    pairs = {b: sum_pair_arrays(ps) for b, ps in sorted(parts.items())}
-    return {k: v for k, v in items_d.items() if v}, {b: arr for b, arr in pairs.items() if arr[0].size}
+    return summed_deltas(((list(before.get(cid, {}).values()), list(orders.values())) for cid, orders in after.items()),
+                         prep.days)
 
 
 def _unchanged(s, shop: Shop, prep: PreparedBatch) -> bool:

@@ -41,7 +41,9 @@ from sqlalchemy.orm import Session
 
 from shopify_app.analytics.counts import aggregate_keyed
 from shopify_app.analytics.rules import sorted_unique
-from shopify_app.analytics.sequential import counts_of_customers, customer_sequential_counts, sequential_delta
+from shopify_app.analytics.sequential import (
+    counts_of_customers, customer_sequential_counts, sequential_delta, sequential_delta_arrays, sum_pair_arrays,
+)
 from shopify_app.db import get_engine
 from shopify_app.models import (
     ALL_SEGMENTS, CountSnapshot, Order, OrderLine, SequentialItemDelta, SequentialPairBlob, SequentialPairDelta, Shop,
@@ -147,24 +149,32 @@ class BatchTracker:
             self.before[cid] = orders.get(cid, [])
 
     def write(self, s) -> dict:
-        """After the batch: upsert after - before for every touched customer. Returns the summed deltas."""
+        """After the batch: write after - before of every touched customer (summed_deltas). Returns the summed
+        deltas: {"items": {(bucket, item): n}, "pairs": {bucket: (a, b, n) arrays}}."""
         if not self.before:
             return {"items": {}, "pairs": {}}
         s.flush()
         orders = customer_orders(s, self.shop_id, self.before)
-        items_d: Counter = Counter()
-        pairs_d: Counter = Counter()
-        for cid, before in self.before.items():
-            # only the span the batch changed is recounted (analytics.sequential.sequential_delta)
-            di, dp = sequential_delta(before, orders.get(cid, []), self.days)
-            items_d.update(di)
-            pairs_d.update(dp)
-        items = {k: v for k, v in items_d.items() if v}
-        pairs = {k: v for k, v in pairs_d.items() if v}
-        write_deltas(s, self.shop_id, items, pairs)
+        items, pairs = summed_deltas(((before, orders.get(cid, [])) for cid, before in self.before.items()), self.days)
+        write_payloads(s, self.shop_id, *delta_payloads(self.shop_id, items, pairs))
         self.before.clear()            # the next write starts from the new state
         _record_days(s, self.shop_id, self.days, utcnow())
         return {"items": items, "pairs": pairs}
+
+
+def summed_deltas(changes, days: int) -> tuple[dict, dict]:
+    """Sum over customers of analytics.sequential.sequential_delta_arrays(before, after, days) (only the span a
+    change touches is recounted), `changes` = (before, after) lists of a customer's (time, items) orders. Returns
+    ({(bucket, item): n}, {bucket: (a, b, n) arrays}), zero counts and empty buckets dropped."""
+    items_d: Counter = Counter()
+    parts: dict = {}
+    for before, after in changes:
+        di, dp = sequential_delta_arrays(before, after, days)
+        items_d.update(di)
+        for bucket, arrays in dp.items():
+            parts.setdefault(bucket, []).append(arrays)
+    pairs = {b: sum_pair_arrays(ps) for b, ps in sorted(parts.items())}
+    return {k: v for k, v in items_d.items() if v}, {b: arr for b, arr in pairs.items() if arr[0].size}
 
 
 def write_deltas(s, shop_id: int, items: dict, pairs: dict, now: dt.datetime | None = None) -> int:
