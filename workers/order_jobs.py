@@ -80,7 +80,7 @@ from . import context
 from .bulk_rows import LINE_COLUMNS, ORDER_COLUMNS, insert_rows, line_rows, order_row, upsert_add
 from .rfm_jobs import RFM_KIND, refit_needed, refit_rfm_in_session, score_customer, stored_params
 from .sequential_jobs import (ORDER_STATE_COLUMNS, BatchTracker, days_in_use, delta_payloads, rebuild_needed,
-                              summed_deltas, write_payloads)
+                              orders_items, summed_deltas, write_payloads)
 from .sequential_jobs import compaction_due as sequential_compaction_due
 from .sequential_jobs import _record_days as record_days
 
@@ -568,19 +568,8 @@ def _read_customer_orders(s, shop_id: int, customers) -> tuple[dict, dict]:
     its read state, which the write phase notices (PostgreSQL's READ COMMITTED has no snapshot across reads)."""
     states = _customer_states(s, shop_id, customers)
     before: dict = {c: {} for c in customers}
-    counted = sorted(oid for oid, st in states.items() if st[1])
-    heads = {oid: states[oid] for oid in counted}
-    for i in range(0, len(counted), UPSERT_CHUNK * 3):
-        for oid, pid, qty, refunded in s.execute(
-                select(OrderLine.order_id, OrderLine.product_id, OrderLine.quantity, OrderLine.refunded_quantity)
-                .where(OrderLine.shop_id == shop_id, OrderLine.order_id.in_(counted[i:i + UPSERT_CHUNK * 3]))):
-            cid, _, t = heads[oid][:3]
-            items = before[cid].setdefault(oid, (t, set()))[1]
-            if pid is not None and (qty or 0) - (refunded or 0) > 0:
-                items.add(int(pid))
-    for oid in counted:                  # a counted order without lines still is an order (of no items)
-        cid, _, t = heads[oid][:3]
-        before[cid].setdefault(oid, (t, set()))
+    heads = {oid: (st[0], st[2]) for oid, st in states.items() if st[1]}     # counted: (customer, processed_at)
+    before.update(orders_items(s, shop_id, heads))
     return states, before
 
 

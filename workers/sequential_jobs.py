@@ -84,15 +84,24 @@ def customer_orders(s, shop_id: int, customer_ids) -> dict[int, list]:
         for oid, cid, t in s.execute(select(Order.id, Order.customer_id, Order.processed_at).where(
                 Order.shop_id == shop_id, Order.customer_id.in_(ids[i:i + CHUNK]), Order.counted.is_(True))):
             heads[oid] = (cid, t)
-    rows = []
+    return {cid: list(by_order.values()) for cid, by_order in orders_items(s, shop_id, heads).items()}
+
+
+def orders_items(s, shop_id: int, heads: dict) -> dict[int, dict]:
+    """{customer: {order id: (time, items)}} of the orders `heads` = {order id: (customer, time)}, items = the
+    distinct product ids with quantity - refunded_quantity > 0 (an order without such lines has none). The lines
+    are read by primary key, CHUNK orders per query."""
+    out: dict[int, dict] = defaultdict(dict)
+    for oid, (cid, t) in heads.items():
+        out[int(cid)][oid] = (t, set())
     order_ids = sorted(heads)
     for i in range(0, len(order_ids), CHUNK):
         for oid, pid, qty, refunded in s.execute(
                 select(OrderLine.order_id, OrderLine.product_id, OrderLine.quantity, OrderLine.refunded_quantity)
                 .where(OrderLine.shop_id == shop_id, OrderLine.order_id.in_(order_ids[i:i + CHUNK]))):
-            cid, t = heads[oid]
-            rows.append((cid, oid, t, pid, qty, refunded))
-    return _group(rows)
+            if pid is not None and (qty or 0) - (refunded or 0) > 0:
+                out[int(heads[oid][0])][oid][1].add(int(pid))
+    return out
 
 
 def _all_orders_query(shop_id: int):
