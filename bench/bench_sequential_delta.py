@@ -28,7 +28,6 @@ Every output must equal the reference's, or the script fails. Ends with exactly 
 from __future__ import annotations
 
 import argparse
-import bisect
 import datetime as dt
 import json
 import sys
@@ -44,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from shopify_app.analytics.sequential import (  # noqa: E402
-    bucket_of, sequential_delta, sequential_delta_arrays, sum_pair_arrays,
+    customer_sequential_counts, sequential_delta, sequential_delta_arrays, subtract, sum_pair_arrays,
 )
 
 FULL = Path("/work/shared/data/online_retail.csv.gz")
@@ -52,39 +51,9 @@ SAMPLE = ROOT / "shopify_app" / "devstore" / "data" / "online_retail_sample.csv.
 RATE = 200            # orders per second, as bench (d)
 
 
-# ----------------------------------------------------------------- the previous algorithm (private reference copy)
-def _old_counts(orders, days):
-    seq = sorted((t, frozenset(int(i) for i in items)) for t, items in orders)
-    seq = [(t, items) for t, items in seq if items]
-    times = [t for t, _ in seq]
-    window = dt.timedelta(days=int(days))
-    items_c: Counter = Counter()
-    pairs_c: Counter = Counter()
-    for k, (t, items) in enumerate(seq):
-        b = bucket_of(t)
-        for a in items:
-            items_c[(b, a)] += 1
-        lo = bisect.bisect_right(times, t, lo=k)
-        hi = bisect.bisect_right(times, t + window, lo=lo)
-        if lo >= hi:
-            continue
-        later: set[int] = set()
-        for _, nxt in seq[lo:hi]:
-            later |= nxt
-        for a in items:
-            for c in later:
-                if c != a:
-                    pairs_c[(b, a, c)] += 1
-    return items_c, pairs_c
-
-
-def _subtract(after, before):
-    out = dict(after)
-    for k, v in before.items():
-        out[k] = out.get(k, 0) - v
-    return {k: v for k, v in out.items() if v}
-
-
+# ----------------------------------------------------------------- the previous algorithm (reference)
+# The span recount of stop 11: the definition's full count (customer_sequential_counts, unchanged) of the span
+# from the earliest changed order minus N days, before and after, subtracted.
 def old_sequential_delta(before, after, days):
     def norm(orders):
         out = [(t, frozenset(int(i) for i in items)) for t, items in orders]
@@ -97,9 +66,9 @@ def old_sequential_delta(before, after, days):
     if not times:
         return {}, {}
     cut = min(times) - dt.timedelta(days=int(days))
-    bi, bp = _old_counts([o for o in b if o[0] >= cut], days)
-    ai, ap = _old_counts([o for o in a if o[0] >= cut], days)
-    return _subtract(ai, bi), _subtract(ap, bp)
+    bi, bp = customer_sequential_counts([o for o in b if o[0] >= cut], days)
+    ai, ap = customer_sequential_counts([o for o in a if o[0] >= cut], days)
+    return subtract(ai, bi), subtract(ap, bp)
 
 
 # ----------------------------------------------------------------- data
