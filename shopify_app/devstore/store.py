@@ -302,9 +302,9 @@ class DevStore:
             if cust is not None:
                 cust.order_ids.append(o.id)
         if emit:
-            from .webhooks import order_payload
-            # orders/create and orders/paid carry the same order JSON: built, serialized and signed once.
-            payload = self.webhooks.payload(lambda: order_payload(sh, o))
+            from .webhooks import order_event
+            # orders/create and orders/paid carry the same order JSON: written and signed once.
+            payload = order_event(sh, o)
             self.webhooks.emit(shop, "orders/create", payload)
             if paid:
                 self.webhooks.emit(shop, "orders/paid", payload)
@@ -357,8 +357,8 @@ class DevStore:
             if note is not None:
                 o.note = note
             self._touch(o)
-        from .webhooks import order_payload
-        self.webhooks.emit(shop, "orders/updated", lambda: order_payload(sh, o))
+        from .webhooks import order_event
+        self.webhooks.emit(shop, "orders/updated", order_event(sh, o))
         return o
 
     def mark_paid(self, shop: str, order_id: int) -> Order:
@@ -367,8 +367,8 @@ class DevStore:
             o = sh.orders[order_id]
             o.paid = True
             self._touch(o)
-        from .webhooks import order_payload
-        payload = self.webhooks.payload(lambda: order_payload(sh, o))
+        from .webhooks import order_event
+        payload = order_event(sh, o)
         self.webhooks.emit(shop, "orders/paid", payload)
         self.webhooks.emit(shop, "orders/updated", payload)
         return o
@@ -384,8 +384,8 @@ class DevStore:
             # Historical replays (seed) pass `at`: updated_at is then that time, not the wall clock.
             o.updated_at = max(o.updated_at, at) if at is not None else _later(o.updated_at)
         if emit:
-            from .webhooks import order_payload
-            payload = self.webhooks.payload(lambda: order_payload(sh, o))
+            from .webhooks import order_event
+            payload = order_event(sh, o)
             self.webhooks.emit(shop, "orders/cancelled", payload)
             self.webhooks.emit(shop, "orders/updated", payload)
         return o
@@ -416,9 +416,9 @@ class DevStore:
             sh.refunds[r.id] = r
             o.updated_at = max(o.updated_at, at) if at is not None else _later(o.updated_at)
         if emit:
-            from .webhooks import order_payload, refund_payload
+            from .webhooks import order_event, refund_payload
             self.webhooks.emit(shop, "refunds/create", lambda: refund_payload(sh, r))
-            self.webhooks.emit(shop, "orders/updated", lambda: order_payload(sh, o))
+            self.webhooks.emit(shop, "orders/updated", order_event(sh, o))
         return r
 
     def delete_order(self, shop: str, order_id: int) -> None:

@@ -323,9 +323,10 @@ def test_one_build_body_and_signature_per_order_state_shared_by_topics_and_apps(
     from shopify_app.devstore import App
     from shopify_app.devstore import webhooks as wh
 
-    builds = []
-    real = wh.order_payload
+    builds, writes = [], []
+    real, real_body = wh.order_payload, wh.order_body
     monkeypatch.setattr(wh, "order_payload", lambda sh, o: builds.append(o.id) or real(sh, o))
+    monkeypatch.setattr(wh, "order_body", lambda sh, o: writes.append(o.id) or real_body(sh, o))
     other = store.register_app(App("other-key", "other-secret-0123456789", "http://other.test"))
     sent = []
     store.webhooks.configure(transport=lambda url, h, body, t: sent.append((url, h, body)) or 200)
@@ -333,7 +334,8 @@ def test_one_build_body_and_signature_per_order_state_shared_by_topics_and_apps(
     store.subscribe_webhook(SHOP, "orders/paid", "http://app.test/wh", api_key=API_KEY)
     store.subscribe_webhook(SHOP, "orders/paid", "/wh", api_key=other.api_key, include_fields=["id", "tags"])
     o = store.create_order(SHOP, lines=[{"title": "x", "price": "1.00"}], tags=["a"])
-    assert builds == [o.id]                                    # one payload build for three deliveries
+    assert writes == [o.id]                                    # one full body for create + paid
+    assert builds == [o.id]                                    # one dict, for the include_fields selection
     assert [h["X-Shopify-Topic"] for _, h, _ in sent] == ["orders/create", "orders/paid", "orders/paid"]
     (_, h1, b1), (_, h2, b2), (url3, h3, b3) = sent
     assert b1 == b2 and json.loads(b1)["id"] == o.id and len(json.loads(b1)) > 50
@@ -346,7 +348,7 @@ def test_one_build_body_and_signature_per_order_state_shared_by_topics_and_apps(
     assert h1["X-Shopify-Event-Id"] != h2["X-Shopify-Event-Id"] == h3["X-Shopify-Event-Id"]   # paid: one event
     assert [a.resource_id for a in store.webhooks.attempts] == [o.id] * 3   # no body parse needed by listeners
     store.mark_paid(SHOP, o.id)
-    assert builds == [o.id, o.id]                              # a new state, a new build
+    assert writes == [o.id, o.id] and builds == [o.id, o.id]   # a new state, a new build
 
 
 def test_order_payloads_share_no_mutable_part_with_the_sample_or_each_other(store):
@@ -407,3 +409,62 @@ def test_wait_idle_and_new_work_do_not_steal_each_others_wakeups(store):
         assert sorted(sent) == sorted([first.id] + [o.id for o in more])
     finally:
         store.webhooks.stop()
+
+
+def test_order_body_is_exactly_the_json_of_order_payload_on_real_orders(store):
+    """order_body (the fast path every order webhook's body takes) writes byte for byte what json.dumps of the
+    reference dict builder, order_payload, writes: real Online Retail baskets, plus what real baskets lack
+    (non-ASCII, quotes, backslashes and % in titles, missing SKUs, custom lines, discount codes with their
+    allocations, line discounts, an exchange rate, unpaid, notes, tags, customers, refunds, cancellations)."""
+    import datetime as dt
+    import itertools
+    import random
+
+    from shopify_app.devstore import webhooks as wh
+    from shopify_app.devstore.seed import BUNDLED_SAMPLE, read_rows
+
+    rng = random.Random(7)
+    t0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+    customers = [store.create_customer(SHOP, email=f"c{i}@example.com", first_name=rng.choice([None, "Zoë", 'A "q"']),
+                                       last_name=rng.choice([None, "Ünal"]), tags=rng.choice([[], ["vip", "x"]]),
+                                       created_at=t0, emit=False) for i in range(20)]
+    invoices: dict = {}
+    for inv, code, desc, qty, _t, price, _c, _country in itertools.islice(read_rows(BUNDLED_SAMPLE), 8000):
+        if qty > 0 and price > 0:
+            invoices.setdefault(inv, []).append((code, desc, qty, price))
+    variants: dict = {}
+    orders = []
+    for k, lines in enumerate(itertools.islice(invoices.values(), 150)):
+        specs = []
+        for code, desc, qty, price in lines:
+            if code not in variants:
+                variants[code] = store.create_product(
+                    SHOP, title=(desc or code) + rng.choice(["", " ü ✓", ' "x" \\ %s 100%']), price=f"{price:.2f}",
+                    sku=rng.choice([code, None]), vendor=rng.choice(["", "V"])).variants[0]
+            specs.append({"variant_id": variants[code].id, "quantity": qty,
+                          **({"discount": "0.50"} if rng.random() < 0.05 else {})})
+        if rng.random() < 0.2:
+            specs.append({"title": "POSTAGE ✓", "price": "5.00", "quantity": 1})
+        kw: dict = {}
+        if rng.random() < 0.3:
+            kw["discount_code"] = {"code": "TEN", "amount": "2.00"}
+        if rng.random() < 0.15:
+            kw.update(presentment_currency="EUR", fx_rate="1.1713")
+        if rng.random() < 0.1:
+            kw.update(paid=False, note='note é "x"', tags=["a", "b c"])
+        o = store.create_order(SHOP, lines=specs, customer_id=rng.choice([None] + [c.id for c in customers]),
+                               created_at=t0 + dt.timedelta(minutes=k), emit=False, **kw)
+        r = rng.random()
+        if r < 0.15:
+            store.refund_order(SHOP, o.id, [(o.line_items[0].id, 1)], note="r", at=t0 + dt.timedelta(days=1),
+                               emit=False)
+        elif r < 0.25:
+            store.cancel_order(SHOP, o.id, at=t0 + dt.timedelta(days=2), emit=False)
+        orders.append(o)
+    sh = store.shop(SHOP)
+    assert len(orders) == 150 and sum(len(o.line_items) for o in orders) > 1500, len(orders)
+    assert any(o.refunds for o in orders) and any(o.cancelled_at for o in orders)
+    assert any(o.discount_codes for o in orders) and any(o.presentment_currency == "EUR" for o in orders)
+    for o in orders:
+        assert wh.order_body(sh, o) == json.dumps(wh.order_payload(sh, o), separators=(",", ":")).encode(), o.id
+    assert json.loads(wh.order_body(sh, orders[0])) == wh.order_payload(sh, orders[0])
