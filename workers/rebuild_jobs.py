@@ -339,7 +339,7 @@ class DeltaRows:
             arr = np.array(self.pairs, dtype=np.int64)
             parts.add_pairs(arr[:, 0], arr[:, 1], arr[:, 2])
         for _id, data in self.blobs:
-            parts.add_pairs(*C.decode_pairs(data))
+            parts.add_pairs_indexed(*C.decode_pairs_indexed(data))
 
 
 def read_delta_rows(s, shop_id: int, within) -> DeltaRows:
@@ -397,10 +397,11 @@ def read_compaction(s, shop_id: int) -> CompactionPlan:
         fold.deltas.add_to(parts)
         total = parts.total()
         if total.n_baskets or len(total.items):
-            # compressed (deflate level 1, off the write lock): ~4x fewer bytes for SQLite to write under it
+            # compressed (deflate level 1, off the write lock): ~4x fewer bytes for SQLite to write under it.
+            # Indexed on every counted item (the sum's (i, j) are sorted already: no re-sort of the pairs).
             fold.encoded = (total.n_baskets, C.encode_items(total.items, total.item_counts),
-                            C.encode_pairs(total.items[total.pair_i], total.items[total.pair_j], total.pair_counts,
-                                           compress=True))
+                            C.encode_pairs_indexed(total.items, total.pair_i, total.pair_j, total.pair_counts,
+                                                   compress=True))
         plan.buckets[bucket] = fold
     return plan
 
@@ -424,7 +425,7 @@ def _add_snapshot(parts: C.CountParts, kind: str, baskets, data: bytes) -> None:
         parts.baskets += int(baskets or 0)
         parts.add_items(*C.decode_items(data))
     else:
-        parts.add_pairs(*C.decode_pairs(data))
+        parts.add_pairs_indexed(*C.decode_pairs_indexed(data))
 
 
 class _Changed(Exception):

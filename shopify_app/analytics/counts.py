@@ -6,7 +6,8 @@ Counts of a window = sum over its buckets of (snapshot + deltas), exact.
 
 Payloads (CountSnapshot.data, PairCountBlob.data) are numpy ``.npz`` bytes:
 - kind 'items': ``ids`` (int64 product ids, sorted, unique) and ``counts`` (int64, baskets containing the item);
-- kind 'pairs': ``ids`` (int64, the items the pairs use, sorted) and ``i``, ``j``, ``counts`` (int32 / int64):
+- kind 'pairs': ``ids`` (int64, sorted: the items the pairs use, possibly more) and ``i``, ``j``, ``counts``
+  (int32 / int64):
   pair (ids[i], ids[j]) with ids[i] < ids[j] was in ``counts`` baskets. Indices instead of raw ids keep a
   month of the two-year Online Retail data at ~12 bytes per pair.
 Zero counts are never stored.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -66,22 +67,32 @@ def encode_pairs(a, b, counts, compress: bool = False) -> bytes:
     i = np.searchsorted(ids, a).astype(np.int32)
     j = np.searchsorted(ids, b).astype(np.int32)
     order = np.lexsort((j, i))
-    dtype = np.int32 if counts.size == 0 or (counts.min() >= -2**31 and counts.max() < 2**31) else np.int64
-    return _npz(compress, ids=ids, i=i[order], j=j[order], counts=counts[order].astype(dtype))
+    return _npz(compress, ids=ids, i=i[order], j=j[order], counts=counts[order].astype(_count_dtype(counts)))
 
 
 def encode_pairs_indexed(ids, i, j, counts, compress: bool = False) -> bytes:
     """Pairs already given as indices into sorted unique `ids` (i < j), e.g. from `count_baskets` (ids may hold
     items no pair uses)."""
+    counts = np.asarray(counts)
     return _npz(compress, ids=np.asarray(ids, dtype=np.int64), i=np.asarray(i, dtype=np.int32),
-                j=np.asarray(j, dtype=np.int32), counts=np.asarray(counts, dtype=np.int32))
+                j=np.asarray(j, dtype=np.int32), counts=counts.astype(_count_dtype(counts)))
+
+
+def _count_dtype(counts: np.ndarray):
+    return np.int32 if counts.size == 0 or (counts.min() >= -2**31 and counts.max() < 2**31) else np.int64
 
 
 def decode_pairs(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, counts) as int64 arrays, a < b."""
+    ids, i, j, counts = decode_pairs_indexed(data)
+    return ids[i], ids[j], counts
+
+
+def decode_pairs_indexed(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, i, j, counts) as stored: pair (ids[i], ids[j]); ids int64 sorted, i / j int32 (as stored), counts
+    int64. What `CountParts.add_pairs_indexed` takes: summing never expands the pairs to product ids."""
     with np.load(io.BytesIO(data)) as z:
-        ids = z["ids"].astype(np.int64)
-        return ids[z["i"]], ids[z["j"]], z["counts"].astype(np.int64)
+        return z["ids"].astype(np.int64), z["i"], z["j"], z["counts"].astype(np.int64)
 
 
 def _clean_items(ids: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -216,27 +227,29 @@ def aggregate_pairs(a, b, counts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------- window sums
 @dataclass
 class CountParts:
-    """Parts to be summed: any number of item / pair arrays (snapshots and delta rows) and basket counts."""
-    baskets: int = 0
-    item_ids: list = None
-    item_counts: list = None
-    pair_a: list = None
-    pair_b: list = None
-    pair_counts: list = None
+    """Parts to be summed: any number of item arrays, pair arrays (snapshots and delta rows) and basket counts.
 
-    def __post_init__(self):
-        for name in ("item_ids", "item_counts", "pair_a", "pair_b", "pair_counts"):
-            if getattr(self, name) is None:
-                setattr(self, name, [])
+    Pairs are kept as stored, (ids, i, j, counts) with pair = (ids[i], ids[j]): a payload's ids are its few
+    thousand distinct items, its pairs millions, so the sum works on indices (see `sum_counts`)."""
+    baskets: int = 0
+    item_ids: list = field(default_factory=list)
+    item_counts: list = field(default_factory=list)
+    pairs: list = field(default_factory=list)          # [(ids, i, j, counts)]
 
     def add_items(self, ids, counts) -> None:
         self.item_ids.append(np.asarray(ids, dtype=np.int64))
         self.item_counts.append(np.asarray(counts, dtype=np.int64))
 
     def add_pairs(self, a, b, counts) -> None:
-        self.pair_a.append(np.asarray(a, dtype=np.int64))
-        self.pair_b.append(np.asarray(b, dtype=np.int64))
-        self.pair_counts.append(np.asarray(counts, dtype=np.int64))
+        """Pairs as product ids (a < b), e.g. legacy delta rows."""
+        a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+        ids = sorted_unique(np.concatenate([a, b]))
+        self.add_pairs_indexed(ids, np.searchsorted(ids, a), np.searchsorted(ids, b), counts)
+
+    def add_pairs_indexed(self, ids, i, j, counts) -> None:
+        """Pairs (ids[i], ids[j]), ids sorted and distinct (a payload as `decode_pairs_indexed` returns it)."""
+        self.pairs.append((np.asarray(ids, dtype=np.int64), np.asarray(i), np.asarray(j),
+                           np.asarray(counts, dtype=np.int64)))
 
     def total(self, min_item_count: int = 0, min_support: float = 0.0) -> PairCounts:
         return sum_counts(self, min_item_count, min_support)
@@ -251,33 +264,42 @@ def sum_counts(parts: CountParts, min_item_count: int = 0, min_support: float = 
 
     min_item_count > 0: pairs of an item whose total count is below it are left out before summing (a pair is
     never in more baskets than either item); likewise items with count / baskets < min_support. Used by rule
-    mining, whose thresholds make those pairs irrelevant."""
+    mining, whose thresholds make those pairs irrelevant.
+
+    How: one index of every id the parts use (the union of their small id arrays), each part's (i, j) mapped onto
+    it with a lookup table, key = i * n + j, summed by one stable sort (timsort: parts stored sorted by (i, j)
+    stay sorted runs under the increasing mapping, so the sort mostly merges). No pass sorts or searches the
+    millions of expanded product ids."""
     ids, counts = _clean_items(_cat(parts.item_ids), _cat(parts.item_counts))
-    a, b, pc = _cat(parts.pair_a), _cat(parts.pair_b), _cat(parts.pair_counts)
-    if (min_item_count > 0 or min_support > 0) and a.size:
-        n = max(int(parts.baskets), 1)
-        frequent = ids[(counts >= min_item_count) & (counts / n >= min_support)]
-        keep = np.isin(a, frequent) & np.isin(b, frequent)
-        a, b, pc = a[keep], b[keep], pc[keep]
-    if a.size == 0:
-        empty = np.array([], dtype=np.int64)
+    pairs = [p for p in parts.pairs if p[3].size]
+    empty = np.array([], dtype=np.int64)
+    if not pairs:
         return PairCounts(int(parts.baskets), ids, counts, empty, empty, empty)
-    index = sorted_unique(np.concatenate([ids, a, b]))
-    n = len(index)
-    m = sparse.coo_matrix((pc, (np.searchsorted(index, a), np.searchsorted(index, b))), shape=(n, n)).tocsr()
-    m.sum_duplicates()
-    m.eliminate_zeros()
-    m = m.tocoo()
-    pa, pb, pcount = index[m.row], index[m.col], m.data.astype(np.int64)
+    index = sorted_unique(np.concatenate([ids] + [p[0] for p in pairs]))
+    n = np.int64(len(index))
+    wanted = None
+    if min_item_count > 0 or min_support > 0:
+        baskets = max(int(parts.baskets), 1)
+        wanted = np.isin(index, ids[(counts >= min_item_count) & (counts / baskets >= min_support)])
+    keys, weights = [], []
+    for pids, i, j, c in pairs:
+        m = np.searchsorted(index, pids)               # this part's index -> the common index (increasing)
+        gi, gj = m[i], m[j]
+        if wanted is not None:
+            keep = wanted[gi] & wanted[gj]
+            gi, gj, c = gi[keep], gj[keep], c[keep]
+        keys.append(gi * n + gj)
+        weights.append(c)
+    gi, gj, pcount = aggregate_keyed(int(n), np.concatenate(keys), np.concatenate(weights))
     # Re-index the pairs on the items with a count; a non-zero pair of an item without count is inconsistent.
-    i, j = np.searchsorted(ids, pa), np.searchsorted(ids, pb)
-    found = (i < len(ids)) & (j < len(ids))
-    found[found] &= (ids[i[found]] == pa[found]) & (ids[j[found]] == pb[found])
+    pos = np.minimum(np.searchsorted(ids, index), max(len(ids) - 1, 0))
+    counted = (ids[pos] == index) if len(ids) else np.zeros(len(index), dtype=bool)
+    found = counted[gi] & counted[gj]
     if not found.all():
         raise ValueError(f"{int((~found).sum())} pair counts reference items without a count")
-    order = np.lexsort((j, i))
-    return PairCounts(n_baskets=int(parts.baskets), items=ids, item_counts=counts, pair_i=i[order].astype(np.int64),
-                      pair_j=j[order].astype(np.int64), pair_counts=pcount[order])
+    # pos is increasing on the counted ids, so (i, j) keep the (gi, gj) order: sorted by (i, j).
+    return PairCounts(n_baskets=int(parts.baskets), items=ids, item_counts=counts, pair_i=pos[gi].astype(np.int64),
+                      pair_j=pos[gj].astype(np.int64), pair_counts=pcount)
 
 
 # --------------------------------------------------------------------------------------------- buckets

@@ -180,3 +180,58 @@ def test_indexed_expansion_and_compressed_payloads_round_trip():
     assert [x.tolist() for x in plain] == [ids[i].tolist(), ids[j].tolist(), c.tolist()]
     for data in (C.encode_pairs_indexed(ids, i, j, c, compress=True), C.encode_pairs(*plain, compress=True)):
         assert [x.tolist() for x in C.decode_pairs(data)] == [x.tolist() for x in plain]
+
+
+# --------------------------------------------------------------------------------------------- indexed sums
+_signed_baskets = st.lists(st.tuples(st.sampled_from([-1, 1, 2]), _basket), max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_signed_baskets, min_size=1, max_size=5), st.integers(0, 3), st.booleans())
+def test_indexed_parts_sum_like_a_dict(batches, min_item_count, through_payload):
+    """Parts added as stored payloads (ids, i, j, counts: each its own id array, extra ids included, any order of
+    pairs) sum exactly like expanding every pair into a dict; pruning drops exactly the pairs of rare items."""
+    parts = C.CountParts()
+    items: Counter = Counter()
+    pairs: Counter = Counter()
+    for k, batch in enumerate(batches):
+        baskets = [(s, b) for s, b in batch if b]
+        for s, b in baskets:
+            parts.baskets += s
+            items.update({i: s for i in b})
+            pairs.update({p: s for p in itertools.combinations(sorted(b), 2)})
+        if baskets:
+            its = Counter()
+            for s, b in baskets:
+                its.update({i: s for i in b})
+            parts.add_items(list(its), list(its.values()))
+        got = C.basket_change_pairs([("2024-01", s, b) for s, b in baskets], indexed=True).get("2024-01")
+        if got is None:
+            continue
+        ids, i, j, c = got
+        if k % 2:                                   # extra, unused ids and a reversed pair order
+            extra = np.array([5, 3 * BIG + 1], dtype=np.int64)
+            new_ids = np.union1d(ids, extra)
+            i, j = np.searchsorted(new_ids, ids[i])[::-1], np.searchsorted(new_ids, ids[j])[::-1]
+            ids, c = new_ids, c[::-1]
+        if through_payload:
+            ids, i, j, c = C.decode_pairs_indexed(C.encode_pairs_indexed(ids, i, j, c, compress=bool(k % 2)))
+        parts.add_pairs_indexed(ids, i, j, c)
+    items = {i: n for i, n in items.items() if n}
+    pairs = {p: n for p, n in pairs.items() if n}
+    if any(a not in items or b not in items for a, b in pairs):     # signed input whose sums are inconsistent
+        with pytest.raises(ValueError):
+            parts.total()
+        return
+    total = parts.total(min_item_count=min_item_count)
+    got_items, got_pairs = total.as_dicts()
+    assert got_items == dict(items)
+    frequent = {i for i, n in items.items() if n >= min_item_count or not min_item_count}   # 0: no pruning
+    assert got_pairs == {p: n for p, n in pairs.items() if p[0] in frequent and p[1] in frequent}
+    keys = list(zip(total.pair_i.tolist(), total.pair_j.tolist()))
+    assert keys == sorted(keys) and all(a < b for a, b in keys)
+
+
+def test_indexed_payload_keeps_wide_counts():
+    ids, i, j, c = C.decode_pairs_indexed(C.encode_pairs_indexed([1, 2], [0], [1], [2**40]))
+    assert (ids.tolist(), i.tolist(), j.tolist(), c.tolist()) == ([1, 2], [0], [1], [2**40])
