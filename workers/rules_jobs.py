@@ -50,7 +50,7 @@ from shopify_app.settings import shop_settings
 
 from . import context
 from .rebuild_jobs import load_lines, load_orders, read_counts
-from .sequential_jobs import decode_directed_pairs, read_blobs, read_snapshots, sum_directed_pairs
+from .sequential_jobs import read_blobs, read_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,8 @@ def _present(s, shop_id: int, ids: list) -> bool:
 
 
 def _rows_plus_blobs(s, shop_id: int, payloads: list, first: str | None, last: str, min_count: int) -> dict:
-    ba, bb, bn = sum_directed_pairs(decode_directed_pairs(data) for data in payloads)
+    # Directed payloads share the pair payloads' layout (ids, i, j, counts): summed on their indices.
+    ba, bb, bn = C.sum_indexed_pairs(C.decode_pairs_indexed(data) for data in payloads)
     positive = np.sort(bn[bn > 0])[::-1]
     h = int(positive[HOT_PAIRS]) if len(positive) > HOT_PAIRS else 0
     floor = max(int(min_count) - h, 1)

@@ -276,21 +276,11 @@ def sum_counts(parts: CountParts, min_item_count: int = 0, min_support: float = 
     if not pairs:
         return PairCounts(int(parts.baskets), ids, counts, empty, empty, empty)
     index = sorted_unique(np.concatenate([ids] + [p[0] for p in pairs]))
-    n = np.int64(len(index))
     wanted = None
     if min_item_count > 0 or min_support > 0:
         baskets = max(int(parts.baskets), 1)
         wanted = np.isin(index, ids[(counts >= min_item_count) & (counts / baskets >= min_support)])
-    keys, weights = [], []
-    for pids, i, j, c in pairs:
-        m = np.searchsorted(index, pids)               # this part's index -> the common index (increasing)
-        gi, gj = m[i], m[j]
-        if wanted is not None:
-            keep = wanted[gi] & wanted[gj]
-            gi, gj, c = gi[keep], gj[keep], c[keep]
-        keys.append(gi * n + gj)
-        weights.append(c)
-    gi, gj, pcount = aggregate_keyed(int(n), np.concatenate(keys), np.concatenate(weights))
+    gi, gj, pcount = _sum_on_index(pairs, index, wanted)
     # Re-index the pairs on the items with a count; a non-zero pair of an item without count is inconsistent.
     pos = np.minimum(np.searchsorted(ids, index), max(len(ids) - 1, 0))
     counted = (ids[pos] == index) if len(ids) else np.zeros(len(index), dtype=bool)
@@ -300,6 +290,39 @@ def sum_counts(parts: CountParts, min_item_count: int = 0, min_support: float = 
     # pos is increasing on the counted ids, so (i, j) keep the (gi, gj) order: sorted by (i, j).
     return PairCounts(n_baskets=int(parts.baskets), items=ids, item_counts=counts, pair_i=pos[gi].astype(np.int64),
                       pair_j=pos[gj].astype(np.int64), pair_counts=pcount)
+
+
+def _sum_on_index(parts: list, index: np.ndarray, wanted: np.ndarray | None = None):
+    """Sum of indexed parts [(ids, i, j, counts)] by pair, on `index` (sorted, holding every part's ids):
+    (i, j, sums) as positions in `index`, sorted by (i, j), zero sums dropped; wanted: a mask over `index`, pairs
+    of an unwanted item are left out."""
+    n = np.int64(len(index))
+    keys, weights = [], []
+    for pids, i, j, c in parts:
+        m = np.searchsorted(index, pids)               # this part's index -> the common index (increasing)
+        gi, gj = m[i], m[j]
+        if wanted is not None:
+            keep = wanted[gi] & wanted[gj]
+            gi, gj, c = gi[keep], gj[keep], c[keep]
+        keys.append(gi * n + gj)
+        weights.append(np.asarray(c, dtype=np.int64))
+    if not keys:
+        empty = np.array([], dtype=np.int64)
+        return empty, empty, empty
+    return aggregate_keyed(int(n), np.concatenate(keys), np.concatenate(weights))
+
+
+def sum_indexed_pairs(parts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum of indexed pair parts [(ids, i, j, counts)] (payloads as `decode_pairs_indexed` returns them; also
+    the directed pairs of workers.sequential_jobs, same layout, i > j allowed): (a, b, counts) product ids,
+    sorted by (a, b), zero sums dropped. Works on indices like `sum_counts`."""
+    parts = [p for p in parts if len(p[3])]
+    if not parts:
+        empty = np.array([], dtype=np.int64)
+        return empty, empty, empty
+    index = sorted_unique(np.concatenate([p[0] for p in parts]))
+    i, j, c = _sum_on_index(parts, index)
+    return index[i], index[j], c
 
 
 # --------------------------------------------------------------------------------------------- buckets

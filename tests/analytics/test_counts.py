@@ -235,3 +235,23 @@ def test_indexed_parts_sum_like_a_dict(batches, min_item_count, through_payload)
 def test_indexed_payload_keeps_wide_counts():
     ids, i, j, c = C.decode_pairs_indexed(C.encode_pairs_indexed([1, 2], [0], [1], [2**40]))
     assert (ids.tolist(), i.tolist(), j.tolist(), c.tolist()) == ([1, 2], [0], [1], [2**40])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(1, 12), st.integers(1, 12), st.integers(-3, 3)), max_size=20),
+                max_size=5))
+def test_sum_indexed_pairs_sums_directed_parts_like_a_dict(parts_rows):
+    """Any direction (a > b allowed), each part with its own id array; (a, b, counts) sorted, zeros dropped."""
+    expected: Counter = Counter()
+    parts = []
+    for rows in parts_rows:
+        a = np.array([BIG * x for x, _, _ in rows], dtype=np.int64)
+        b = np.array([BIG * y + 1 for _, y, _ in rows], dtype=np.int64)
+        c = np.array([n for _, _, n in rows], dtype=np.int64)
+        for x, y, n in zip(a.tolist(), b.tolist(), c.tolist()):
+            expected[(x, y)] += n
+        ids = np.union1d(a, b)
+        parts.append((ids, np.searchsorted(ids, a).astype(np.int32), np.searchsorted(ids, b).astype(np.int32), c))
+    a, b, c = C.sum_indexed_pairs(parts)
+    got = list(zip(a.tolist(), b.tolist(), c.tolist()))
+    assert got == sorted((x, y, n) for (x, y), n in expected.items() if n)
