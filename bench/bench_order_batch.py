@@ -19,6 +19,14 @@ sequential_write, deliveries, update_customers, rescore; commit). --profile prin
 split write phase.
 
     .venv/bin/python bench/bench_order_batch.py [--orders 200] [--rounds 3] [--database-url URL] [--profile]
+    .venv/bin/python bench/bench_order_batch.py --live [--history 4000] [--orders 32] [--rounds 40]
+
+--live reproduces the live job of bench (d) instead: one shop whose history first grows by --history orders
+(applied by the job itself, unmeasured: Order / line rows, customer stats, count and sequential blobs, processed
+deliveries), then --rounds batches of --orders orders, each order delivered twice (orders/create + orders/paid,
+identical bodies, as the stand-in sends them), each batch run by `run_batch` (the job's own prepare + write +
+compaction check; a due compaction runs in between, unmeasured, as its job would). Reports the job's CPU per
+order (this thread: on SQLite the database work runs here) and the per-phase seconds per 1,000 orders.
 
 Ends with one line: RESULT {json}. No target of its own: it is the microscope for bench (d).
 """
@@ -52,7 +60,9 @@ from workers.order_jobs import _compaction_check, prepare_batch, process_shop_or
 NOW = dt.datetime(2026, 11, 1)
 
 
-def add_deliveries(factory, shop_id: int, domain: str, batch, first_oid: int, products: dict) -> None:
+def add_deliveries(factory, shop_id: int, domain: str, batch, first_oid: int, products: dict,
+                   topics=("orders/create",)) -> None:
+    """One delivery per order and topic (identical bodies, as the stand-in sends orders/create + orders/paid)."""
     with factory() as s:
         oid = first_oid
         for cust, lines in batch:
@@ -64,9 +74,10 @@ def add_deliveries(factory, shop_id: int, domain: str, batch, first_oid: int, pr
             payload = rest_payload(oid, customer, t, t, rows)
             if customer is None:
                 payload["customer"] = None
-            s.add(WebhookDelivery(shop_id=shop_id, shop_domain=domain, topic="orders/create",
-                                  webhook_id=f"w{shop_id}-{oid}", status="pending_analytics",
-                                  body=json.dumps(payload)))
+            body = json.dumps(payload)
+            for topic in topics:
+                s.add(WebhookDelivery(shop_id=shop_id, shop_domain=domain, topic=topic,
+                                      webhook_id=f"w{shop_id}-{oid}-{topic}", status="pending_analytics", body=body))
         s.commit()
 
 
@@ -103,15 +114,83 @@ def run_split(factory, reader, shop_id: int, n: int, now, profiler=None) -> dict
             "total_cpu_s": c2 - c0, "lock_cpu_s": c2 - c1, "prepare_s": t1 - t0, "phases": phases}
 
 
+def live_main(args, url: str) -> None:
+    """--live: the job's cost per order with a grown history and live-shaped batches (see the docstring)."""
+    from shopify_app.config import Config
+    from workers import context
+    from workers.order_jobs import run_batch
+    from workers.rebuild_jobs import compact_shop
+
+    context.set_config(Config(env="test", database_url=url))
+    factory = session_factory(url)
+    with factory() as s:
+        shop = Shop(domain="live.myshopify.com", status="active", settings={})
+        s.add(shop)
+        s.commit()
+        shop_id, domain = shop.id, shop.domain
+    n, hist = args.orders, args.history
+    invoices = load_invoices(None, hist + n * args.rounds, False, random.Random(1))
+    products: dict[str, int] = {}
+    topics = ("orders/create", "orders/paid")
+
+    profiler = cProfile.Profile() if args.profile else None
+
+    def one_batch(k: int, first: int, measure: bool) -> dict | None:
+        batch = invoices[first:first + n]
+        add_deliveries(factory, shop_id, domain, batch, 1000 + first, products, topics)
+        if measure and profiler:
+            profiler.enable()
+        t0, c0 = time.perf_counter(), time.thread_time()
+        res = run_batch(shop_id, limit=2 * n, now=NOW + dt.timedelta(seconds=1000 + first + n + 1))
+        wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+        if measure and profiler:
+            profiler.disable()
+        assert res["applied"] == len(batch) and not res["more"], res
+        if res.get("compact_counts"):
+            compact_shop(shop_id)                     # the coalesced job would run soon after (not measured)
+        if not measure:
+            return None
+        return {"orders": res["applied"], "wall_s": wall, "cpu_s": cpu, "lock_s": res["lock_s"],
+                "phases": {**{f"prepare.{k}": v for k, v in res["prepare_timings"].items()},
+                           **{f"write.{k}": v for k, v in res["write_timings"].items()}}}
+
+    t0 = time.perf_counter()
+    for first in range(0, hist, n):
+        one_batch(0, first, False)
+    print(f"history: {hist} orders in {time.perf_counter() - t0:.1f} s", flush=True)
+    rounds = [one_batch(r, hist + r * n, True) for r in range(args.rounds)]
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(40)
+    orders = sum(r["orders"] for r in rounds)
+    per_k = 1000 / orders
+    phases: dict = {}
+    for r in rounds:
+        for k, v in r["phases"].items():
+            phases[k] = phases.get(k, 0.0) + v
+    out = {"cpu_ms_per_order": round(sum(r["cpu_s"] for r in rounds) * 1000 / orders, 3),
+           "wall_ms_per_order": round(sum(r["wall_s"] for r in rounds) * 1000 / orders, 3),
+           "lock_ms_per_order": round(sum(r["lock_s"] for r in rounds) * 1000 / orders, 3),
+           "median_batch_cpu_ms": round(statistics.median(r["cpu_s"] for r in rounds) * 1000, 2)}
+    print(f"{orders} orders in {len(rounds)} batches: " + ", ".join(f"{k} {v}" for k, v in out.items()), flush=True)
+    print("   per 1,000 orders (s): " + ", ".join(f"{k} {v * per_k:.3f}" for k, v in phases.items()), flush=True)
+    print("RESULT " + json.dumps({"bench": "order_batch_live", "db": url.split(":", 1)[0], "orders_per_batch": n,
+                                  "history": hist, "batches": len(rounds), **out,
+                                  "phases_s_per_1000_orders": {k: round(v * per_k, 4) for k, v in phases.items()}}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--orders", type=int, default=200, help="orders per batch")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--database-url", default=None, help="an empty scratch database (default: a SQLite file)")
-    ap.add_argument("--profile", action="store_true", help="cProfile the last round's split write phase")
+    ap.add_argument("--profile", action="store_true", help="cProfile the last round's split write phase (--live: the measured batches)")
+    ap.add_argument("--live", action="store_true", help="live-shaped batches on a grown history (see above)")
+    ap.add_argument("--history", type=int, default=4000, help="--live: orders applied before measuring")
     args = ap.parse_args()
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp(prefix='bench_batch_')}/b.sqlite3"
     upgrade_database(url)
+    if args.live:
+        return live_main(args, url)
     factory, reader = session_factory(url), reader_session_factory(url)
     shops = {}
     with factory() as s:

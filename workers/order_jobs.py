@@ -55,7 +55,6 @@ orders (ix_orders_shop_customer); nothing scans the shop's history (bench/bench_
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import time
@@ -74,7 +73,7 @@ from shopify_app.models import (
     SegmentChange, Shop, ShopModel, WebhookDelivery, utcnow,
 )
 from shopify_app.settings import shop_settings
-from shopify_app.shopify.convert import NOOP_TOPICS, REFUND_TOPICS, order_deleted, order_from_rest
+from shopify_app.shopify.convert import NOOP_TOPICS, REFUND_TOPICS, order_deleted, order_from_rest, parse_body
 
 from . import context
 from .bulk_rows import LINE_COLUMNS, ORDER_COLUMNS, insert_rows, line_rows, order_row, upsert_add
@@ -376,7 +375,7 @@ def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = N
     prep = PreparedBatch(shop_id=shop_id, now=now or utcnow(), limit=limit, budget_s=budget_s, max_pairs=max_pairs,
                          max_lines=max_lines, days=days_in_use(s, shop), timings=timings)
     now = prep.now
-    rows = s.execute(
+    rows = s.connection().execute(
         select(WebhookDelivery.id, WebhookDelivery.topic, WebhookDelivery.status, WebhookDelivery.attempts,
                WebhookDelivery.body).where(
             WebhookDelivery.shop_id == shop_id, WebhookDelivery.status == PENDING_ANALYTICS,
@@ -479,9 +478,9 @@ def write_batch(s, shop_id: int, prep: PreparedBatch, validate: bool = True, com
     laps.lap("sequential_write")
     _write_outcomes(s, prep)
     laps.lap("deliveries")
-    touched = update_customers(s, shop_id, prep.delta, now)
+    touched, stats = _update_customers(s, shop_id, prep.delta, now)
     laps.lap("update_customers")
-    changes = rescore_customers(s, shop, touched, now)
+    changes = rescore_customers(s, shop, touched, now, rows=stats)
     laps.lap("rescore")
     result = _result(prep, s, len(touched), changes, fallback, shop=shop, blobs=blobs, seq_blobs=seq_blobs,
                      write_timings=timings)
@@ -517,7 +516,7 @@ def _read_stored(s, shop_id: int, ids) -> dict:
     ids = sorted(ids)
     stored: dict = dict.fromkeys(ids)
     for i in range(0, len(ids), UPSERT_CHUNK * 3):
-        for row in s.execute(select(*ORDER_STATE_COLUMNS, Order.financial_status, Order.contribution)
+        for row in s.connection().execute(select(*ORDER_STATE_COLUMNS, Order.financial_status, Order.contribution)
                              .where(Order.shop_id == shop_id, Order.id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
             stored[row[0]] = _Stored(*row[1:])
     return stored
@@ -556,7 +555,7 @@ def _customer_states(s, shop_id: int, customers) -> dict:
     ids = sorted(customers)
     out: dict = {}
     for i in range(0, len(ids), UPSERT_CHUNK * 3):
-        for row in s.execute(select(*ORDER_STATE_COLUMNS).where(
+        for row in s.connection().execute(select(*ORDER_STATE_COLUMNS).where(
                 Order.shop_id == shop_id, Order.customer_id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
             out[row[0]] = tuple(row[1:])
     return out
@@ -599,7 +598,7 @@ def _unchanged(s, shop: Shop, prep: PreparedBatch) -> bool:
     ids = sorted(prep.read)
     now_read: dict = {}
     for i in range(0, len(ids), UPSERT_CHUNK * 3):
-        for did, status, attempts, body in s.execute(
+        for did, status, attempts, body in s.connection().execute(
                 select(WebhookDelivery.id, WebhookDelivery.status, WebhookDelivery.attempts, WebhookDelivery.body)
                 .where(WebhookDelivery.id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
             now_read[did] = (status, attempts, body)
@@ -635,7 +634,7 @@ def compaction_due(s, shop_id: int) -> bool:
 def blobs_past_thresholds(s, model, shop_id: int) -> bool:
     """The shop's rows of a blob table (PairCountBlob, SequentialPairBlob: `shop_id`, `pairs`) number at least
     COMPACT_BLOBS or hold at least COMPACT_PAIRS pairs."""
-    n, pairs = s.execute(select(func.count(), func.coalesce(func.sum(model.pairs), 0))
+    n, pairs = s.connection().execute(select(func.count(), func.coalesce(func.sum(model.pairs), 0))
                          .where(model.shop_id == shop_id)).one()
     return n >= COMPACT_BLOBS or int(pairs) >= COMPACT_PAIRS
 
@@ -665,7 +664,7 @@ def _product_types(s, shop_id: int, ids) -> dict[int, str]:
     types: dict[int, str] = {}
     ids = sorted(ids)
     for i in range(0, len(ids), UPSERT_CHUNK * 3):
-        for pid, ptype in s.execute(select(Product.id, Product.product_type).where(
+        for pid, ptype in s.connection().execute(select(Product.id, Product.product_type).where(
                 Product.shop_id == shop_id, Product.id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
             if ptype:
                 types[pid] = ptype
@@ -678,7 +677,7 @@ def _plain_version(topic: str) -> bool:
 
 
 def _convert(topic: str, body: str | None, now: dt.datetime) -> OrderVersion | None:
-    payload = json.loads(body) if body else None
+    payload = parse_body(body) if body else None
     if not isinstance(payload, dict):
         raise ValueError("body is not a JSON object")
     if topic in NOOP_TOPICS:
@@ -841,6 +840,12 @@ def _same_columns(row, columns) -> None:
 
 def update_customers(s, shop_id: int, batch: Delta, now: dt.datetime) -> list[int]:
     """Additive deltas + recomputed first/last/orders_count; returns the customers left with stats."""
+    return _update_customers(s, shop_id, batch, now)[0]
+
+
+def _update_customers(s, shop_id: int, batch: Delta, now: dt.datetime) -> tuple[list[int], dict]:
+    """update_customers, also returning the kept customers' CustomerStats rows ({customer: row}), which the
+    order job hands to rescore_customers instead of reading them again."""
     kept = []
     net_new = 0                      # customers created - customers removed, for the refit trigger
     touched = sorted(batch.touched)
@@ -849,7 +854,7 @@ def update_customers(s, shop_id: int, batch: Delta, now: dt.datetime) -> list[in
     stats: dict = {}                 # customer -> CustomerStats row
     for i in range(0, len(touched), UPSERT_CHUNK * 3):
         ids = touched[i:i + UPSERT_CHUNK * 3]
-        for cid, first, last, n in s.execute(
+        for cid, first, last, n in s.connection().execute(
                 select(Order.customer_id, func.min(Order.processed_at), func.max(Order.processed_at), func.count())
                 .where(Order.shop_id == shop_id, Order.customer_id.in_(ids), Order.counted.is_(True))
                 .group_by(Order.customer_id)):
@@ -873,6 +878,7 @@ def update_customers(s, shop_id: int, batch: Delta, now: dt.datetime) -> list[in
                                 net_revenue=0.0, discounted_orders=0, discount_total=0.0, pre_discount_total=0.0,
                                 refunded_orders=0, items_count=0, product_type_counts={})
             s.add(row)
+            stats[cid] = row
             net_new += 1
         for k, v in batch.customers.get(cid, {}).items():
             if k == "orders_count":
@@ -896,7 +902,7 @@ def update_customers(s, shop_id: int, batch: Delta, now: dt.datetime) -> list[in
             params = dict(model.params or {})
             params["customers_now"] = int(params.get("customers_now", model.customers_at_fit or 0)) + net_new
             model.params = params     # a new dict: JSON columns do not track in-place changes
-    return kept
+    return kept, {cid: stats[cid] for cid in kept}
 
 
 # --------------------------------------------------------------------------------------------- scoring
@@ -909,9 +915,11 @@ def rfm_params(s, shop: Shop, now: dt.datetime) -> tuple[dict, str]:
     return edges, scheme
 
 
-def rescore_customers(s, shop: Shop, customers: list[int], now: dt.datetime, reason: str = "order") -> int:
+def rescore_customers(s, shop: Shop, customers: list[int], now: dt.datetime, reason: str = "order",
+                      rows: dict | None = None) -> int:
     """Rescore these customers with the stored thresholds; SegmentChange(reason) per changed segment.
-    A shop without stored thresholds is fitted (and everyone scored) once, here."""
+    A shop without stored thresholds is fitted (and everyone scored) once, here. `rows`: their CustomerStats rows
+    already loaded in `s` ({customer: row}, as _update_customers returns them), else they are read."""
     if not customers:
         return 0
     edges, scheme, _model = stored_params(s, shop)
@@ -920,11 +928,12 @@ def rescore_customers(s, shop: Shop, customers: list[int], now: dt.datetime, rea
     if scheme not in SCHEMES:
         scheme = "default"
     changes = 0
-    rows: dict = {}                  # one query per chunk: the session does not keep unmodified rows (weak refs)
-    for i in range(0, len(customers), UPSERT_CHUNK * 3):
-        ids = customers[i:i + UPSERT_CHUNK * 3]
-        rows.update((r.customer_id, r) for r in s.scalars(
-            select(CustomerStats).where(CustomerStats.shop_id == shop.id, CustomerStats.customer_id.in_(ids))))
+    if rows is None:
+        rows = {}                    # one query per chunk: the session does not keep unmodified rows (weak refs)
+        for i in range(0, len(customers), UPSERT_CHUNK * 3):
+            ids = customers[i:i + UPSERT_CHUNK * 3]
+            rows.update((r.customer_id, r) for r in s.scalars(
+                select(CustomerStats).where(CustomerStats.shop_id == shop.id, CustomerStats.customer_id.in_(ids))))
     for cid in customers:
         row = rows.get(cid)
         if row is None or row.last_order_at is None:

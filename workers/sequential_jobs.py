@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 from shopify_app.analytics.counts import aggregate_keyed
 from shopify_app.analytics.rules import sorted_unique
 from shopify_app.analytics.sequential import (
-    counts_of_customers, customer_sequential_counts, sequential_delta, sequential_delta_arrays, sum_pair_arrays,
+    counts_of_customers, customer_sequential_counts, sequential_delta, summed_delta_arrays,
 )
 from shopify_app.db import get_engine
 from shopify_app.models import (
@@ -81,7 +81,7 @@ def customer_orders(s, shop_id: int, customer_ids) -> dict[int, list]:
     ids = sorted({int(c) for c in customer_ids if c is not None})
     heads: dict[int, tuple] = {}
     for i in range(0, len(ids), CHUNK):
-        for oid, cid, t in s.execute(select(Order.id, Order.customer_id, Order.processed_at).where(
+        for oid, cid, t in s.connection().execute(select(Order.id, Order.customer_id, Order.processed_at).where(
                 Order.shop_id == shop_id, Order.customer_id.in_(ids[i:i + CHUNK]), Order.counted.is_(True))):
             heads[oid] = (cid, t)
     return {cid: list(by_order.values()) for cid, by_order in orders_items(s, shop_id, heads).items()}
@@ -96,7 +96,7 @@ def orders_items(s, shop_id: int, heads: dict) -> dict[int, dict]:
         out[int(cid)][oid] = (t, set())
     order_ids = sorted(heads)
     for i in range(0, len(order_ids), CHUNK):
-        for oid, pid, qty, refunded in s.execute(
+        for oid, pid, qty, refunded in s.connection().execute(
                 select(OrderLine.order_id, OrderLine.product_id, OrderLine.quantity, OrderLine.refunded_quantity)
                 .where(OrderLine.shop_id == shop_id, OrderLine.order_id.in_(order_ids[i:i + CHUNK]))):
             if pid is not None and (qty or 0) - (refunded or 0) > 0:
@@ -175,15 +175,7 @@ def summed_deltas(changes, days: int) -> tuple[dict, dict]:
     """Sum over customers of analytics.sequential.sequential_delta_arrays(before, after, days) (only the span a
     change touches is recounted), `changes` = (before, after) lists of a customer's (time, items) orders. Returns
     ({(bucket, item): n}, {bucket: (a, b, n) arrays}), zero counts and empty buckets dropped."""
-    items_d: Counter = Counter()
-    parts: dict = {}
-    for before, after in changes:
-        di, dp = sequential_delta_arrays(before, after, days)
-        items_d.update(di)
-        for bucket, arrays in dp.items():
-            parts.setdefault(bucket, []).append(arrays)
-    pairs = {b: sum_pair_arrays(ps) for b, ps in sorted(parts.items())}
-    return {k: v for k, v in items_d.items() if v}, {b: arr for b, arr in pairs.items() if arr[0].size}
+    return summed_delta_arrays(changes, days)
 
 
 def write_deltas(s, shop_id: int, items: dict, pairs: dict, now: dt.datetime | None = None) -> int:

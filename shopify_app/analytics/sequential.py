@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections import Counter
+from itertools import chain
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -142,25 +143,58 @@ def sequential_delta_arrays(before, after, days: int) -> tuple[dict, dict]:
     {bucket: (a, b, n)}), int64 arrays sorted by (a, b), zeros (and empty buckets) dropped. For callers that
     encode the pairs as arrays anyway: the pair products are built by numpy instead of one dict update per pair,
     and a batch's customers are summed with `sum_pair_arrays` (bench/bench_sequential_delta.py "payload")."""
-    items_d, products = _delta_terms(before, after, days)
-    parts: dict = {}
+    return summed_delta_arrays([(before, after)], days)
+
+
+def summed_delta_arrays(changes, days: int) -> tuple[dict, dict]:
+    """Sum of `sequential_delta_arrays(before, after, days)` over `changes` = (before, after) pairs of several
+    customers (a batch): the same (items, {bucket: (a, b, n)}), but every customer's pair products are expanded
+    together, a few numpy calls per bucket for the whole batch instead of a few per product (a live batch has
+    hundreds of small products: their per-call overhead was most of the order job's sequential phase)."""
+    items_d: dict = {}
+    products: list = []
+    for before, after in changes:
+        di, prods = _delta_terms(before, after, days)
+        for k, v in di.items():
+            items_d[k] = items_d.get(k, 0) + v
+        products.extend(prods)
+    out = {b: sum_pair_arrays([arrays]) for b, arrays in sorted(_expand_products(products).items())}
+    return {k: v for k, v in items_d.items() if v}, {b: arrays for b, arrays in out.items() if arrays[0].size}
+
+
+def _expand_products(products: list) -> dict:
+    """{bucket: (a, c, n) int64 arrays, unsorted, not summed} of pair products [(bucket, {a: m}, {c: s})]: one
+    entry per a != c with n = m * s (see sequential_delta), all products of a bucket expanded at once."""
+    by_bucket: dict = {}
     for b, ants, cons in products:
-        a = np.fromiter(ants.keys(), np.int64, len(ants))
-        m = np.fromiter(ants.values(), np.int64, len(ants))
-        c = np.fromiter(cons.keys(), np.int64, len(cons))
-        s = np.fromiter(cons.values(), np.int64, len(cons))
-        aa, cc = np.repeat(a, len(c)), np.tile(c, len(a))
+        by_bucket.setdefault(b, []).append((ants, cons))
+    out: dict = {}
+    for b, prods in by_bucket.items():
+        la = np.fromiter((len(ants) for ants, _ in prods), np.int64, len(prods))
+        lc = np.fromiter((len(cons) for _, cons in prods), np.int64, len(prods))
+        a = np.fromiter(chain.from_iterable(ants.keys() for ants, _ in prods), np.int64, int(la.sum()))
+        m = np.fromiter(chain.from_iterable(ants.values() for ants, _ in prods), np.int64, int(la.sum()))
+        c = np.fromiter(chain.from_iterable(cons.keys() for _, cons in prods), np.int64, int(lc.sum()))
+        s = np.fromiter(chain.from_iterable(cons.values() for _, cons in prods), np.int64, int(lc.sum()))
+        width = np.repeat(lc, la)                       # per antecedent entry: its product's consequents
+        first_c = np.repeat(np.cumsum(lc) - lc, la)     # ... and where they start in c
+        row_start = np.cumsum(width) - width            # where each antecedent entry's pairs start in the output
+        ci = np.repeat(first_c - row_start, width) + np.arange(int(width.sum()))   # index into c per output pair
+        aa, cc = np.repeat(a, width), c[ci]
+        nn = np.repeat(m, width) * s[ci]
         keep = aa != cc
-        parts.setdefault(b, []).append((aa[keep], cc[keep], (np.repeat(m, len(c)) * np.tile(s, len(a)))[keep]))
-    out = {b: sum_pair_arrays(ps) for b, ps in sorted(parts.items())}
-    return items_d, {b: arrays for b, arrays in out.items() if arrays[0].size}
+        out[b] = (aa[keep], cc[keep], nn[keep])
+    return out
 
 
 def sum_pair_arrays(parts: list) -> tuple:
     """A list of (a, b, n) int64 arrays summed by (a, b): sorted by (a, b), zero sums dropped (e.g. the
     sequential_delta_arrays of a batch's customers, one bucket)."""
     a, b, n = (np.concatenate([p[k] for p in parts]) for k in range(3))
-    order = np.lexsort((b, a))
+    if a.size and min(a.min(), b.min()) >= 0 and max(a.max(), b.max()) < 2 ** 31:
+        order = np.argsort((a << 32) | b)          # one int64 key: several times faster than lexsort
+    else:
+        order = np.lexsort((b, a))
     a, b, n = a[order], b[order], n[order]
     if a.size:
         start = np.flatnonzero(np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])])

@@ -364,3 +364,22 @@ def test_sum_pair_arrays():
     a, b, n = sum_pair_arrays([(i64(3, 1, 1), i64(1, 2, 5), i64(1, 2, -1)),
                                (i64(1, 3, 9), i64(2, 1, 9), i64(-2, 4, 0))])
     assert (a.tolist(), b.tolist(), n.tolist()) == ([1, 3], [5, 1], [-1, 5])     # (1, 2) sums to 0; (9, 9) is 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.tuples(edge_time_st, st.lists(st.integers(1, 6), max_size=5)), max_size=8),
+                          st.lists(st.tuples(edge_time_st, st.lists(st.integers(1, 6), max_size=5)), max_size=8)),
+                max_size=6))
+def test_summed_delta_arrays_of_a_batch_equal_the_sum_of_full_recounts(customers):
+    """Several customers' changes expanded together (one batch) = the sum of each customer's full recount delta."""
+    from shopify_app.analytics.sequential import summed_delta_arrays
+
+    changes = [([(edge_time(p), i) for p, i in b], [(edge_time(p), i) for p, i in a]) for b, a in customers]
+    items: Counter = Counter()
+    pairs: Counter = Counter()
+    for before, after in changes:
+        di, dp = full_delta(before, after, EDGE_DAYS)
+        items.update(di)
+        pairs.update(dp)
+    expected = ({k: v for k, v in items.items() if v}, {k: v for k, v in pairs.items() if v})
+    assert as_dicts(*summed_delta_arrays(changes, EDGE_DAYS)) == expected

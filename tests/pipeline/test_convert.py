@@ -76,3 +76,26 @@ def test_payload_not_mutated():
     before = copy.deepcopy(p)
     order_from_rest(p)
     assert p == before
+
+
+def test_parse_body_gives_the_version_json_loads_gives(monkeypatch):
+    """orjson (when installed) and json.loads give the same version for every fixture, and the same refusal for an
+    id beyond 64 bits (orjson reads it as a float, json.loads as an int: _int refuses both)."""
+    import pytest
+
+    from shopify_app.shopify import convert
+
+    bodies = [(FIXTURES / name).read_text() for name in ("orders__create.json", "orders__updated.json",
+                                                         "orders__paid.json")
+              if (FIXTURES / name).exists()]
+    big = json.dumps({**load("orders__create.json"), "id": 2 ** 64 + 5})
+    huge_qty = json.loads(bodies[0])
+    huge_qty["line_items"][0]["quantity"] = 10 ** 30
+    for orjson_module in {convert._orjson, None}:
+        monkeypatch.setattr(convert, "_orjson", orjson_module)
+        for body in bodies:
+            assert convert.parse_body(body) == json.loads(body)
+            assert order_from_rest(convert.parse_body(body)) == order_from_rest(json.loads(body))
+        for body in (big, json.dumps(huge_qty)):
+            with pytest.raises(ValueError, match="out of range"):
+                order_from_rest(convert.parse_body(body))
