@@ -19,23 +19,22 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import hashlib
 import hmac
 import http.client
 import heapq
 import itertools
 import json
 import logging
+import os
 import random
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-from .models import iso
+from .models import ZERO, iso, money
 
 log = logging.getLogger("shopify_app.devstore.webhooks")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -149,7 +148,27 @@ class EventPayload:
 
 
 def sign(body: bytes, secret: str) -> str:
-    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+    return base64.b64encode(hmac.digest(secret.encode(), body, "sha256")).decode()
+
+
+# Webhook-Id / Event-Id: random UUID v4 strings like uuid.uuid4()'s, from a generator seeded by os.urandom (and
+# reseeded in a forked child) instead of an os.urandom call and a UUID object each (three ids per order webhook
+# pair at 400 webhooks/s). Ids need to be unique, not secret.
+_id_random = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _id_random.seed(os.urandom(32)))
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)          # version 4, RFC 4122 variant
+
+
+def new_id() -> str:
+    h = "%032x" % ((_id_random.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@lru_cache(maxsize=1024)
+def _delivery_url(app_url: str, uri: str) -> str:
+    """A subscription's URI: relative ones are the app's URL + the path (shopify.app.toml's uri = "/webhooks")."""
+    return urljoin(app_url.rstrip("/") + "/", uri.lstrip("/")) if uri.startswith("/") else uri
 
 
 def verify(body: bytes, secret: str, header_value: str) -> bool:
@@ -251,18 +270,18 @@ class WebhookDispatcher:
         if not subs:
             return None
         payload = self.payload(build)
-        event_id = str(uuid.uuid4())
+        event_id = new_id()
         trig = iso(triggered_at or dt.datetime.now(dt.timezone.utc))
         for w in subs:
             app = self.store.apps.get(w.api_key)
             if app is None:
                 continue
             body = payload.body(w.include_fields)
-            url = urljoin(app.app_url.rstrip("/") + "/", w.uri.lstrip("/")) if w.uri.startswith("/") else w.uri
+            url = _delivery_url(app.app_url, w.uri)
             headers = {"Content-Type": "application/json", "X-Shopify-Topic": topic,
                        "X-Shopify-Hmac-Sha256": payload.signature(body, app.api_secret),
                        "X-Shopify-Shop-Domain": shop,
-                       "X-Shopify-API-Version": w.api_version, "X-Shopify-Webhook-Id": str(uuid.uuid4()),
+                       "X-Shopify-API-Version": w.api_version, "X-Shopify-Webhook-Id": new_id(),
                        "X-Shopify-Event-Id": event_id, "X-Shopify-Triggered-At": trig,
                        "User-Agent": "Shopify-Captain-Hook"}
             if w.name:
@@ -599,42 +618,81 @@ def _set_text(amount, o) -> str:
     return text
 
 
-# The line item fields that differ between lines; every other field of _line_payload is a constant.
-_LINE_VALUES = ("id", "admin_graphql_api_id", "current_quantity", "fulfillable_quantity", "name", "price",
-                "price_set", "product_exists", "product_id", "quantity", "requires_shipping", "sku", "taxable",
+_set_dicts: dict = {}
+
+
+def _set_shared(amount, o) -> dict:
+    """_set(amount, o) from a cache, for order_body only: the same dict object in many payloads is fine in a dict
+    that is serialized and dropped, never in one a caller gets (order_payload)."""
+    key = (str(amount), o.currency, o.presentment_currency, o.fx_rate)
+    d = _set_dicts.get(key)
+    if d is None:
+        if len(_set_dicts) > 50_000:
+            _set_dicts.clear()
+        d = _set_dicts[key] = _set(amount, o)
+    return d
+
+
+# The line item fields that differ between lines (every other field of _line_payload is a constant): those of
+# one line alone, then those every line of the same product at the same price and discount shares.
+_LINE_OWN = ("id", "admin_graphql_api_id", "current_quantity", "fulfillable_quantity", "quantity")
+_LINE_SHARED = ("name", "price", "price_set", "product_exists", "product_id", "requires_shipping", "sku", "taxable",
                 "title", "total_discount", "total_discount_set", "variant_id", "variant_title", "vendor",
                 "discount_allocations")
 _line_template: list = []          # [the %-template], made on first use
+_line_parts: dict = {}             # shared-fields key -> the template with those fields filled in
 
 
 def _make_line_template(li, o) -> str:
+    """_line_payload's JSON with a %(field)s hole per varying field. It is %-formatted twice (shared fields, then
+    the line's own), so a % in a constant is escaped for both passes and a % in a shared field for the second."""
     ref = _line_payload(li, o)
-    missing = set(_LINE_VALUES) - set(ref)
+    holes = _LINE_OWN + _LINE_SHARED
+    missing = set(holes) - set(ref)
     if missing:
-        raise AssertionError(f"_LINE_VALUES names fields _line_payload lacks: {sorted(missing)}")
-    return "{" + ",".join(_json_str(k) + ":" + (f"%({k})s" if k in _LINE_VALUES
-                                                 else json.dumps(v, separators=_SEP).replace("%", "%%"))
+        raise AssertionError(f"_LINE_OWN/_LINE_SHARED name fields _line_payload lacks: {sorted(missing)}")
+    return "{" + ",".join(_json_str(k) + ":" + (f"%({k})s" if k in holes
+                                                 else json.dumps(v, separators=_SEP).replace("%", "%%%%"))
                           for k, v in ref.items()) + "}"
 
 
-def _line_text(li, o) -> str:
-    """JSON text of _line_payload(li, o)."""
+def _line_part(li, o) -> str:
+    """The line template with the _LINE_SHARED fields of `li` filled in (the _LINE_OWN holes left)."""
     if not _line_template:
         _line_template.append(_make_line_template(li, o))
-    q = li.current_quantity
     disc = li.total_discount
-    return _line_template[0] % {
-        "id": _json(li.id), "admin_graphql_api_id": f'"gid://shopify/LineItem/{li.id}"',
-        "current_quantity": _json(q), "fulfillable_quantity": _json(q),
+    shared = {
         "name": _json_str(li.title + (f" - {li.variant_title}" if li.variant_title else "")),
         "price": f'"{li.price:.2f}"', "price_set": _set_text(li.price, o),
         "product_exists": "false" if li.product_id is None else "true", "product_id": _json(li.product_id),
-        "quantity": _json(li.quantity), "requires_shipping": _json(li.requires_shipping), "sku": _json(li.sku),
-        "taxable": _json(li.taxable), "title": _json(li.title), "total_discount": f'"{disc:.2f}"',
-        "total_discount_set": _set_text(disc, o), "variant_id": _json(li.variant_id),
-        "variant_title": _json(li.variant_title), "vendor": _json(li.vendor),
+        "requires_shipping": _json(li.requires_shipping), "sku": _json(li.sku), "taxable": _json(li.taxable),
+        "title": _json(li.title), "total_discount": f'"{disc:.2f}"', "total_discount_set": _set_text(disc, o),
+        "variant_id": _json(li.variant_id), "variant_title": _json(li.variant_title), "vendor": _json(li.vendor),
         "discount_allocations": _json(_discount_allocations(li, o)) if disc > 0 else "[]",
     }
+    shared = {k: v.replace("%", "%%") for k, v in shared.items()}
+    return _line_template[0] % {**shared, **{k: f"%({k})s" for k in _LINE_OWN}}
+
+
+def _line_text(li, o) -> str:
+    """JSON text of _line_payload(li, o). A basket repeats products across orders: the fields that follow from
+    the product, price and discount are encoded once per distinct combination (the key holds everything they
+    are computed from; str() of the Decimals, as 0.00 == -0.00; only real bools, as True == 1)."""
+    taxable, shipping = li.taxable, li.requires_shipping
+    if type(taxable) is bool and type(shipping) is bool:
+        key = (li.title, li.variant_title, li.sku, li.vendor, li.product_id, li.variant_id, taxable, shipping,
+               str(li.price), str(li.total_discount), not o.discount_applications, o.currency,
+               o.presentment_currency, o.fx_rate)
+        part = _line_parts.get(key)
+        if part is None:
+            if len(_line_parts) > 20_000:
+                _line_parts.clear()
+            part = _line_parts[key] = _line_part(li, o)
+    else:
+        part = _line_part(li, o)
+    q = li.current_quantity
+    return part % {"id": _json(li.id), "admin_graphql_api_id": f'"gid://shopify/LineItem/{li.id}"',
+                   "current_quantity": _json(q), "fulfillable_quantity": _json(q), "quantity": _json(li.quantity)}
 
 
 _LINES_HOLE = "@line_items@"
@@ -644,7 +702,7 @@ _LINES_TOKEN = '"line_items":"@line_items@"'
 
 def order_body(sh, o) -> bytes:
     """json.dumps(order_payload(sh, o), separators=_SEP).encode(), written without the line item dicts."""
-    text = json.dumps(_order_fields(sh, o, _LINES_HOLE), separators=_SEP)
+    text = json.dumps(_order_fields(sh, o, _LINES_HOLE, _set_shared, _order_totals(o)), separators=_SEP)
     head, token, tail = text.partition(_LINES_TOKEN)
     if not token:                                   # not reached: the hole is always there
         return json.dumps(order_payload(sh, o), separators=_SEP).encode()
@@ -712,24 +770,55 @@ def order_payload(sh, o) -> dict:
     return _order_fields(sh, o, [_line_payload(li, o) for li in o.line_items])
 
 
-def _order_fields(sh, o, line_items) -> dict:
+def _order_totals(o) -> tuple:
+    """(current subtotal, current discounts, current total, subtotal, discounts, line items, total): Order's
+    properties, each of which walks every line (nine walks in all), in one walk. Same Decimal operations in the
+    same order, so the same values (order_body's test compares it with order_payload, which reads the
+    properties)."""
+    items = disc = cur_sub = cur_disc = ZERO
+    cancelled = o.cancelled_at is not None
+    for li in o.line_items:
+        price, quantity, line_disc = li.price, li.quantity, li.total_discount
+        items += price * quantity
+        disc += line_disc
+        if cancelled or quantity == 0:
+            continue
+        q = quantity - li.refunded_quantity
+        if line_disc:
+            part = money(line_disc * q / quantity)
+            cur_sub += price * q - part
+            cur_disc += part
+        else:
+            cur_sub += price * q - ZERO
+            cur_disc += ZERO
+    sub = items - disc
+    if cancelled:
+        return ZERO, ZERO, ZERO, sub, disc, items, sub + o.shipping
+    return cur_sub, cur_disc, cur_sub + o.shipping, sub, disc, items, sub + o.shipping
+
+
+def _order_fields(sh, o, line_items, money_set=_set, totals=None) -> dict:
+    """The order payload around `line_items`. order_body passes shared cached money sets (its dict is only
+    serialized) and the totals in one walk (_order_totals); order_payload, the reference, Order's properties."""
     tz = sh.iana_timezone
-    zero = _set(0, o)
+    zero = money_set(0, o)
     # Each total walks every line (Decimal arithmetic): computed once here, not once per field that shows it.
-    cur_sub, cur_disc, cur_total = o.current_subtotal_price, o.current_total_discounts, o.current_total_price
-    sub, disc, items, total = o.subtotal_price, o.total_discounts, o.total_line_items_price, o.total_price
+    if totals is None:
+        totals = (o.current_subtotal_price, o.current_total_discounts, o.current_total_price, o.subtotal_price,
+                  o.total_discounts, o.total_line_items_price, o.total_price)
+    cur_sub, cur_disc, cur_total, sub, disc, items, total = totals
     return _shaped({
         "id": o.id, "admin_graphql_api_id": f"gid://shopify/Order/{o.id}", "app_id": None, "browser_ip": None,
         "buyer_accepts_marketing": False, "cancel_reason": o.cancel_reason,
         "cancelled_at": _rest_time(o.cancelled_at, tz), "cart_token": None, "checkout_token": None,
         "client_details": None, "closed_at": _rest_time(o.closed_at, tz), "confirmation_number": None,
         "confirmed": True, "contact_email": o.email, "created_at": _rest_time(o.created_at, tz),
-        "currency": o.currency, "current_shipping_price_set": _set(o.shipping, o),
+        "currency": o.currency, "current_shipping_price_set": money_set(o.shipping, o),
         "current_subtotal_price": f"{cur_sub:.2f}",
-        "current_subtotal_price_set": _set(cur_sub, o),
+        "current_subtotal_price_set": money_set(cur_sub, o),
         "current_total_additional_fees_set": None, "current_total_discounts": f"{cur_disc:.2f}",
-        "current_total_discounts_set": _set(cur_disc, o), "current_total_duties_set": None,
-        "current_total_price": f"{cur_total:.2f}", "current_total_price_set": _set(cur_total, o),
+        "current_total_discounts_set": money_set(cur_disc, o), "current_total_duties_set": None,
+        "current_total_price": f"{cur_total:.2f}", "current_total_price_set": money_set(cur_total, o),
         "current_total_tax": "0.00", "current_total_tax_set": zero, "customer_locale": "en", "device_id": None,
         "discount_codes": list(o.discount_codes), "duties_included": False, "email": o.email or "",
         "estimated_taxes": False, "financial_status": o.financial_status, "fulfillment_status": None,
@@ -741,16 +830,16 @@ def _order_fields(sh, o, line_items) -> dict:
         "payment_gateway_names": ["manual"], "phone": None, "po_number": None,
         "presentment_currency": o.presentment_currency, "processed_at": _rest_time(o.processed_at, tz),
         "reference": None, "referring_site": None, "source_identifier": None, "source_name": o.source_name,
-        "source_url": None, "subtotal_price": f"{sub:.2f}", "subtotal_price_set": _set(sub, o),
+        "source_url": None, "subtotal_price": f"{sub:.2f}", "subtotal_price_set": money_set(sub, o),
         "tags": ", ".join(o.tags), "tax_exempt": False, "tax_lines": [], "taxes_included": True, "test": o.test,
         "token": f"{o.id:x}", "total_cash_rounding_payment_adjustment_set": zero,
         "total_cash_rounding_refund_adjustment_set": zero, "total_discounts": f"{disc:.2f}",
-        "total_discounts_set": _set(disc, o),
+        "total_discounts_set": money_set(disc, o),
         "total_line_items_price": f"{items:.2f}",
-        "total_line_items_price_set": _set(items, o),
+        "total_line_items_price_set": money_set(items, o),
         "total_outstanding": "0.00" if o.paid else f"{total:.2f}",
-        "total_price": f"{total:.2f}", "total_price_set": _set(total, o),
-        "total_shipping_price_set": _set(o.shipping, o), "total_tax": "0.00", "total_tax_set": zero,
+        "total_price": f"{total:.2f}", "total_price_set": money_set(total, o),
+        "total_shipping_price_set": money_set(o.shipping, o), "total_tax": "0.00", "total_tax_set": zero,
         "total_tip_received": "0.00", "total_weight": 0, "updated_at": _rest_time(o.updated_at, tz), "user_id": None,
         "billing_address": None, "customer": _order_customer(sh, o),
         "discount_applications": [dict(x) for x in o.discount_applications], "fulfillments": [],

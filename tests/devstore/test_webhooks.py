@@ -468,3 +468,23 @@ def test_order_body_is_exactly_the_json_of_order_payload_on_real_orders(store):
     for o in orders:
         assert wh.order_body(sh, o) == json.dumps(wh.order_payload(sh, o), separators=(",", ":")).encode(), o.id
     assert json.loads(wh.order_body(sh, orders[0])) == wh.order_payload(sh, orders[0])
+
+
+def test_webhook_and_event_ids_are_unique_uuid4_strings(store):
+    """new_id (Webhook-Id, Event-Id) writes what str(uuid.uuid4()) writes: version 4, RFC 4122 variant."""
+    import uuid
+
+    from shopify_app.devstore.webhooks import new_id
+
+    ids = [new_id() for _ in range(20000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids[:2000]:
+        u = uuid.UUID(value)
+        assert (u.version, u.variant, str(u)) == (4, uuid.RFC_4122, value)
+    sent = []
+    store.webhooks.configure(transport=lambda url, h, body, t: sent.append(h) or 200)
+    store.subscribe_webhook(SHOP, "orders/create", "http://app.test/wh")
+    store.subscribe_webhook(SHOP, "orders/paid", "http://app.test/wh")
+    store.create_order(SHOP, lines=[{"title": "x", "price": "1.00"}])
+    assert len({h["X-Shopify-Webhook-Id"] for h in sent} | {h["X-Shopify-Event-Id"] for h in sent}) == 4
+    assert all(uuid.UUID(h["X-Shopify-Webhook-Id"]).version == 4 for h in sent)
