@@ -25,13 +25,21 @@ Kinds written (all with computed_at = now; one transaction deletes the shop's pr
 AssociationRule.customers (pairs): distinct customers who bought both items in the window (in any of their
 orders). conviction is NULL when infinite (confidence = 1).
 
-`enqueue_mine_rules(config, shop_id)` coalesces bursts into one waiting job per shop (fixed RQ job id).
+`enqueue_mine_rules(config, shop_id)` coalesces bursts into one waiting job per shop (fixed RQ job id). That job
+is `mine_rules_paced`: under an order stream mining costs ~10 s of CPU per run on a busy shop, and the order job's
+debounce (workers.order_jobs.RULES_DEBOUNCE_S) alone would start a run every ~30 s, a third of a core taken from
+the order stream. Pacing: a run starts no sooner than PACE_FACTOR x (the previous run's duration) after the previous
+run started (wall time, so a run slowed down by a busy machine also spaces the next one out), which bounds mining
+to 1 / PACE_FACTOR of a core whatever its cost; a run due earlier re-schedules itself (RQ enqueue_in) for that
+time. Direct calls of `mine_rules` (recompute, import) are not paced.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import math
+import os
+import time
 
 import numpy as np
 import pandas as pd
@@ -54,7 +62,10 @@ from .sequential_jobs import read_blobs, read_snapshots
 
 log = logging.getLogger(__name__)
 
-JOB_PATH = "workers.rules_jobs.mine_rules"
+JOB_PATH = "workers.rules_jobs.mine_rules_paced"
+# Start-to-start spacing of paced runs, in units of the previous run's duration: mining takes at most
+# 1 / PACE_FACTOR of a core under a stream (deployment knob, environment).
+PACE_FACTOR = float(os.environ.get("RULES_PACE_FACTOR", "5"))
 TRIPLE_LIMIT = 200
 SEQUENTIAL_LIMIT = 5000       # sequential rules kept (highest count, then confidence)
 SEGMENT_LIMIT = 1000           # pair rules kept per named segment (highest count, then lift)
@@ -88,6 +99,67 @@ def mine_rules(shop_id: int, now: dt.datetime | str | None = None, triples: bool
         written = replace_rules(s, shop_id, rules, now)
     return {"shop_id": shop_id, "status": "done", "window": data["window"], "baskets": data["counts"].n_baskets,
             **written}
+
+
+def mine_rules_paced(shop_id: int) -> dict:
+    """The coalesced mining job: `mine_rules` unless the previous paced run started less than PACE_FACTOR x its
+    duration ago; then the job schedules the shop's mining job for that moment and returns (status 'deferred').
+    Changes committed meanwhile are read by the scheduled run (it reads the counts when it starts)."""
+    from shopify_app.queues import redis_connection
+
+    conn = redis_connection(context.config().redis_url)
+    wait = pace_wait(conn, shop_id, time.time())
+    if wait > 0 and _defer(shop_id, wait):
+        return {"shop_id": shop_id, "status": "deferred", "wait_s": round(wait, 3)}
+    started = time.time()
+    result = mine_rules(shop_id)
+    record_run(conn, shop_id, started, time.time() - started)
+    return result
+
+
+def pace_key(shop_id: int) -> str:
+    return f"{context.config().queue_prefix}:rules:pace:{shop_id}"
+
+
+def record_run(conn, shop_id: int, started: float, took: float) -> None:
+    """Remember the run's start and duration for as long as they hold the next one back."""
+    hold = max(PACE_FACTOR * took, 0.0)
+    conn.set(pace_key(shop_id), f"{started:.3f} {took:.3f}", ex=max(1, math.ceil(hold) + 1))
+
+
+def pace_wait(conn, shop_id: int, now: float) -> float:
+    """Seconds until a paced run may start: previous start + PACE_FACTOR x its duration - now (<= 0: now)."""
+    raw = conn.get(pace_key(shop_id))
+    if not raw:
+        return 0.0
+    started, took = (float(x) for x in raw.split())
+    return started + PACE_FACTOR * took - now
+
+
+def _defer(shop_id: int, wait: float) -> bool:
+    """Schedule the shop's mining job `wait` seconds from now under the id this job is not running under (a job
+    waiting there already covers it). False when that is impossible (both ids running): the caller mines now."""
+    from datetime import timedelta
+
+    from rq import get_current_job
+
+    from shopify_app.queues import DEFAULT, DEFAULT_RETRY, WAITING_STATUSES, _status, get_queue, redis_connection
+
+    config = context.config()
+    conn = redis_connection(config.redis_url)
+    current = get_current_job()
+    ids = [i for i in (job_id(shop_id, False), job_id(shop_id, True)) if current is None or i != current.id]
+    for i in ids:
+        _job, status = _status(i, conn)
+        if status in WAITING_STATUSES:
+            return True
+    for i in ids:
+        _job, status = _status(i, conn)
+        if status != "started":
+            get_queue(config, DEFAULT).enqueue_in(timedelta(seconds=wait), JOB_PATH, shop_id, job_id=i,
+                                                  retry=DEFAULT_RETRY)
+            return True
+    return False
 
 
 def job_id(shop_id: int, followup: bool = False) -> str:

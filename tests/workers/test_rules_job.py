@@ -342,3 +342,67 @@ def test_sequential_pairs_of_rows_plus_blobs_pass_min_count_exactly(session, hot
             checked += len(got)
         session.commit()
     assert checked > 1000
+
+
+# --------------------------------------------------------------------------------------------- pacing
+def test_paced_job_mines_exactly_then_defers_the_next_run(session, cfg):
+    """mine_rules_paced mines (rules exact) and records its duration; a run asked for right after is deferred to
+    previous start + PACE_FACTOR x duration, as the shop's coalesced job in RQ's scheduled registry (which a new
+    enqueue reuses); once that time has passed it mines again, exactly, with the orders added meanwhile."""
+    import time
+
+    from rq.registry import ScheduledJobRegistry
+
+    from shopify_app.queues import DEFAULT, get_queue, redis_connection
+    from workers import rules_jobs
+
+    versions = month_orders(seed=11)
+    shop = make_shop(session, {"min_support": 0.01, "min_count": 2, "rules_window_months": 0})
+    apply(session, shop, versions[:200], dt.datetime(2024, 7, 1))
+    conn = redis_connection(cfg.redis_url)
+    before = time.time()
+    assert rules_jobs.mine_rules_paced(shop.id)["status"] == "done"
+    assert_same_rules(stored_rules(session, shop.id), mine_pair_rules(basket_sets(versions[:200]), 0.01, 2))
+    started, took = (float(x) for x in conn.get(rules_jobs.pace_key(shop.id)).split())
+    assert before <= started and took > 0
+
+    apply(session, shop, versions[200:], dt.datetime(2024, 7, 1))
+    computed = {r.computed_at for r in stored_rules(session, shop.id).values()}
+    deferred = rules_jobs.mine_rules_paced(shop.id)
+    assert deferred["status"] == "deferred"
+    assert 0 < deferred["wait_s"] <= rules_jobs.PACE_FACTOR * took
+    assert {r.computed_at for r in stored_rules(session, shop.id).values()} == computed      # nothing mined
+    registry = ScheduledJobRegistry(queue=get_queue(cfg, DEFAULT))
+    assert registry.get_job_ids() == [rules_jobs.job_id(shop.id)]
+    at = registry.get_scheduled_time(rules_jobs.job_id(shop.id)).timestamp()
+    assert abs(at - (started + rules_jobs.PACE_FACTOR * took)) < 1.5           # RQ keeps whole seconds
+    assert rules_jobs.enqueue_mine_rules(cfg, shop.id).id == rules_jobs.job_id(shop.id)   # reused, not queued
+    assert registry.get_job_ids() == [rules_jobs.job_id(shop.id)] and not get_queue(cfg, DEFAULT).job_ids
+
+    rules_jobs.record_run(conn, shop.id, time.time() - 100, 1.0)          # the hold is over
+    assert rules_jobs.mine_rules_paced(shop.id)["status"] == "done"
+    assert_same_rules(stored_rules(session, shop.id), mine_pair_rules(basket_sets(versions), 0.01, 2))
+
+
+def test_paced_run_waits_in_a_real_worker(session, cfg, worker_process):
+    """Through a real RQ worker (with its scheduler): a mining job asked for while the previous run holds the
+    next one back is deferred, and the deferred run starts no sooner than the pace allows, then mines exactly."""
+    import time
+
+    from shopify_app.queues import redis_connection
+    from tests.conftest import wait_for
+    from workers import rules_jobs
+
+    versions = month_orders(seed=12)
+    shop = make_shop(session, {"min_support": 0.01, "min_count": 2, "rules_window_months": 0})
+    apply(session, shop, versions, dt.datetime(2024, 7, 1))
+    started, took = time.time(), 0.6                          # a run that took 0.6 s has just started
+    rules_jobs.record_run(redis_connection(cfg.redis_url), shop.id, started, took)
+    rules_jobs.enqueue_mine_rules(cfg, shop.id)
+    worker_process("default")
+    wait_for(lambda: stored_rules(session, shop.id), timeout=40, message="rules mined")
+    computed = {r.computed_at for r in stored_rules(session, shop.id).values()}
+    assert len(computed) == 1
+    ran_at = computed.pop().replace(tzinfo=dt.timezone.utc).timestamp()
+    assert ran_at >= started + rules_jobs.PACE_FACTOR * took - 0.05
+    assert_same_rules(stored_rules(session, shop.id), mine_pair_rules(basket_sets(versions), 0.01, 2))
