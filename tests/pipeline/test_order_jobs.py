@@ -834,3 +834,46 @@ def test_identical_bodies_in_a_batch_are_converted_once_and_applied_once(session
     assert dump(session, shop.id)["items"] == [("*", "2024-07", P1, 1)]
     assert set(session.scalars(select(WebhookDelivery.status).where(WebhookDelivery.shop_id == shop.id))) == \
         {"processed"}
+
+
+def test_the_job_hands_over_only_when_another_job_waits_in_its_queue(config, session, monkeypatch):
+    """Past DRAIN_SECONDS the job keeps draining while the `webhooks` queue is empty (passing the follow-ups due so
+    far on) and hands over to a follow-up job as soon as a job waits there; past DRAIN_MAX_SECONDS in any case."""
+    import workers.order_jobs as jobs
+    from shopify_app.queues import WEBHOOKS, get_queue, order_job_id
+    from workers import context
+
+    shop = make_shop(session, "drain.myshopify.com")
+    for k in range(6):
+        deliver(session, shop, "orders/create", payload(k + 1, cust=7300 + k, day=1 + k))
+    session.commit()
+    monkeypatch.setattr(jobs, "BATCH_DELIVERIES", 1)          # one delivery per batch: 6 batches
+    monkeypatch.setattr(jobs, "DRAIN_SECONDS", 0.0)           # every batch is past the drain time
+    followups = []
+    monkeypatch.setattr(jobs, "enqueue_followups", lambda cfg, shop_id, due: followups.append(dict(due)))
+    real_run = jobs.run_batch
+    batches = []
+
+    def run_and_maybe_queue(shop_id, **kw):
+        res = real_run(shop_id, **kw)
+        batches.append(res["applied"])
+        if len(batches) == 3:                                 # another shop's job arrives during the third batch
+            get_queue(config, WEBHOOKS).enqueue("workers.order_jobs.process_pending_orders", 999_999)
+        return res
+
+    monkeypatch.setattr(jobs, "run_batch", run_and_maybe_queue)
+    context.set_config(config)
+    try:
+        res = jobs.process_pending_orders(shop.id)
+        assert batches == [1, 1, 1] and res["applied"] == 3 and res["more"] is True
+        # batches 1 and 2: the queue was empty, the job went on and passed their follow-ups on; batch 3: handed over
+        assert [f["applied"] for f in followups] == [True, True, True]
+        assert order_job_id(shop.id) in get_queue(config, WEBHOOKS).job_ids or \
+            order_job_id(shop.id, True) in get_queue(config, WEBHOOKS).job_ids
+        get_queue(config, WEBHOOKS).empty()
+        monkeypatch.setattr(jobs, "DRAIN_MAX_SECONDS", 0.0)   # the job's own time limit hands over regardless
+        batches.clear()
+        res = jobs.process_pending_orders(shop.id)
+        assert batches == [1] and res["more"] is True
+    finally:
+        context.set_config(None)
