@@ -1,18 +1,39 @@
 """Bench: webhook intake under load - the real app vs a bare Flask app, both under gunicorn, same settings.
 
 Both servers run `gunicorn -w 2 --threads 8 --keep-alive 5` (gthread) on this machine at the same time; the load
-comes from this process and alternates between them in --rounds rounds (bare, app, app, bare, ...), so the noise
-of a shared machine hits both alike. Load: --concurrency threads, each posting over a keep-alive http.client
-connection that it replaces every --reconnect-every requests (with one connection per thread for the whole run,
-gunicorn's accept race can put all of them on one of the two workers), properly signed orders/create deliveries
-(Shopify's sample payload from the stand-in's fixtures, ~15 KB, a unique order id, X-Shopify-Webhook-Id and
-Event-Id each; every 20th request re-sends an earlier delivery byte for byte, as Shopify's retries do). The bare
-app answers 200 after reading the body: it is the ceiling of this machine + gunicorn + the load generator.
+alternates between them in --rounds rounds (bare, app, app, bare, ...), so the noise of a shared machine hits both
+alike. What is sent: properly signed orders/create deliveries (Shopify's sample payload from the stand-in's
+fixtures, ~15 KB, a unique order id, X-Shopify-Webhook-Id and Event-Id each; every 20th request re-sends an earlier
+delivery byte for byte, as Shopify's retries do), all built before the clock starts. The bare app answers 200 after
+reading the body: it is the ceiling of this machine + gunicorn + the load generator.
+
+Load generator (--load):
+  wrk (default when `wrk` is on PATH): `wrk -t 2 -c 16` with bench/wrk_deliveries.lua. The deliveries are written
+      as raw HTTP requests into one file per wrk thread (thread i: items[i::2]); each thread sends its slice in
+      order, each request once, over keep-alive connections, and stops when all of its slice is answered, so the
+      set of webhook ids sent is known exactly. The script counts statuses and 'already_recorded' answers (wrk
+      cannot tell which request an answer belongs to, so those are counts, not per-item answers). Every k-th
+      request of a thread says `Connection: close` (k = --reconnect-every / connections per thread): each
+      connection is replaced about every --reconnect-every requests, as with the Python threads (with one
+      connection each for the whole run, gunicorn's accept race can put all of them on one of the two workers).
+      Latency is wrk's, from writing a request to reading its answer; requests/s is over the time from the first
+      request written to the last answer read. wrk's latency is *closed loop*: a connection sends its next request
+      only after the previous answer, so a stalled server is sent less during the stall (coordinated omission);
+      it is latency at saturation with 16 requests in flight, not at a given arrival rate. (wrk 4.1 adds synthetic
+      samples to its histogram to correct for that; the bench removes them again and reports measured latencies
+      only, checked by their count.) wrk runs in C on an event loop: it leaves the servers far more of the 2 cores
+      than Python threads do, and adds no GIL wait to each measurement.
+  python: --concurrency threads of this process, each posting over a keep-alive http.client connection that it
+      replaces every --reconnect-every requests; per-request answers are kept. It burns a large share of the
+      2 cores itself and its GIL adds latency to every measurement (the bare endpoint's own p99 shows the floor).
+  --rate R (fixed arrival rate, open loop) is always Python-driven: request i is due at start + i / R and its
+      latency counts from that moment (a request sent late because every thread was busy is charged for it).
 
 Reported: requests/s of both over all rounds, their ratio (target >= 0.6) and the ratio per round, p50 / p99
 latency of the app's intake (target p99 < 20 ms) and of the bare app, and the exactly-once checks, defined as:
   recorded once  - one webhook_deliveries row per distinct X-Shopify-Webhook-Id answered 200, none for a re-send
-                   (it answers 200 'already_recorded'), no webhook id twice;
+                   (it answers 200 'already_recorded'), no webhook id twice (wrk: every answer a 200 -> the rows are
+                   exactly the webhook ids sent; answered_already_recorded == resends_sent);
   enqueued once  - right after the load (no worker running) every row is 'pending_analytics' and the webhooks
                    queue holds exactly one job, the shop's coalescing order job `process-orders-{shop}` (a row
                    of another status would need exactly one `delivery-{row id}` job);
@@ -29,7 +50,8 @@ app request is reported too, app_db_cpu_us_per_req). Redis: an embedded redis-se
 made by each app process's background waker after the answer: 'enqueued once' holds whenever it is looked at.
 
     .venv/bin/python bench/bench_webhook_intake.py [--requests 3000] [--concurrency 16] [--rounds 3]
-        [--reconnect-every 50] [--worker] [--no-drain] [--database-url URL]
+        [--load wrk|python] [--wrk-threads 2] [--reconnect-every 50] [--threads 8] [--rate R [--rate-seconds 4]]
+        [--worker] [--no-drain] [--database-url URL]
 
 Ends with one line: RESULT {json}.
 """
@@ -39,6 +61,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -200,8 +223,106 @@ def load(port: int, items: list, concurrency: int, reconnect_every: int = 0, rat
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return {"wall": wall, "rps": len(items) / wall, "statuses": statuses, "latencies": sorted(latencies),
-            "by_item": by_item}
+    counts: dict[int, int] = {}
+    for st in statuses:
+        counts[st[0] if st else 0] = counts.get(st[0] if st else 0, 0) + 1     # 0: no answer at all
+    already = sum(1 for st in statuses if st and (st[1] or {}).get("status") == "already_recorded")
+    return {"wall": wall, "rps": len(items) / wall, "n": len(items), "statuses": statuses, "status_counts": counts,
+            "already_recorded": already, "latencies": sorted(latencies), "by_item": by_item}
+
+
+WRK_SCRIPT = Path(__file__).with_name("wrk_deliveries.lua")
+
+
+def raw_request(body: bytes, headers: dict, port: int, close: bool) -> bytes:
+    """One delivery as the bytes of an HTTP/1.1 request (what http.client sends, plus Connection: close when the
+    connection is to be replaced after it)."""
+    lines = [f"POST /webhooks/orders HTTP/1.1", f"Host: 127.0.0.1:{port}", "Accept-Encoding: identity",
+             *(f"{k}: {v}" for k, v in headers.items()), f"Content-Length: {len(body)}"]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def load_wrk(port: int, items: list, concurrency: int, reconnect_every: int = 0, threads: int = 2,
+             workdir: Path | None = None) -> dict:
+    """Post every item once with wrk (-t threads -c concurrency, keep-alive) and bench/wrk_deliveries.lua: thread i
+    sends items[i::threads] in order, each once, then stops when all of them are answered. Returns what load()
+    returns, except `statuses`: per-status counts (`status_counts`) and the number of 'already_recorded' answers
+    instead of one answer per item (wrk's script cannot tell which request an answer belongs to).
+
+    Reconnects: a thread's every k-th request carries `Connection: close` (k = reconnect_every / connections per
+    thread), so each connection is replaced about every `reconnect_every` requests, as with the Python threads.
+    Latency: wrk's own, from writing the request to reading the whole answer (the connect is not in it);
+    closed loop (coordinated omission: a connection waits for its answer before it sends the next request)."""
+    workdir = Path(tempfile.mkdtemp(prefix="wrk-", dir=workdir))
+    per_thread = max(1, concurrency // threads)
+    every = max(1, reconnect_every // per_thread) if reconnect_every else 0
+    for t in range(threads):
+        with open(workdir / f"t{t + 1}.req", "wb") as f:
+            for n, (body, headers, _, _) in enumerate(items[t::threads], start=1):
+                raw = raw_request(body, headers, port, close=bool(every) and n % every == 0)
+                f.write(b"%d\n" % len(raw))
+                f.write(raw)
+    duration = max(60, len(items) // 50)          # a guard only: the threads stop when their slice is answered
+    cmd = ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{duration}s", "-T", "30s",
+           "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}/webhooks/orders"]
+    env = dict(os.environ, WRK_DELIVERIES_DIR=str(workdir), WRK_DELIVERY_THREADS=str(threads),
+               WRK_DELIVERY_CONNECTIONS=str(concurrency))
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60)
+    result = workdir / "result.txt"
+    if out.returncode != 0 or not result.exists():
+        raise SystemExit(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
+    fields: dict[str, int] = {}
+    status_counts: dict[int, int] = {}
+    histogram: dict[int, int] = {}
+    per_thread = []
+    for line in result.read_text().splitlines():
+        parts = line.split()
+        if parts[0] == "latency":
+            histogram[int(parts[1])] = int(parts[2])
+        elif parts[0] == "status":
+            status_counts[int(parts[1])] = status_counts.get(int(parts[1]), 0) + int(parts[2])
+        elif parts[0] == "thread":
+            per_thread.append(dict(zip(parts[2::2], map(int, parts[3::2]))))
+        else:
+            fields[parts[0]] = int(parts[1])
+    shutil.rmtree(workdir)
+    answered = sum(t["answered"] for t in per_thread)
+    raw = uncorrected(histogram, fields["duration_us"], fields["requests"], concurrency)
+    if sum(raw.values()) != fields["requests"]:
+        raise SystemExit(f"wrk's latency histogram holds {sum(raw.values())} samples for {fields['requests']} answers")
+    wall = (max(t["last_us"] for t in per_thread) - min(t["first_us"] for t in per_thread)) / 1e6
+    if answered < len(items):       # a request lost with its connection: the run ended at the -d guard
+        wall = fields["duration_us"] / 1e6
+    return {"wall": wall, "rps": len(items) / wall, "n": len(items), "statuses": None,
+            "status_counts": {**status_counts, **({0: len(items) - answered} if answered < len(items) else {})},
+            "already_recorded": sum(t["already_recorded"] for t in per_thread),
+            "wrk_errors": {k[6:]: v for k, v in fields.items() if k.startswith("error_") and v},
+            "latencies": sorted(v / 1e6 for v, k in raw.items() for _ in range(k))}
+
+
+def uncorrected(histogram: dict[int, int], runtime_us: int, complete: int, connections: int) -> dict[int, int]:
+    """wrk's measured latencies (us -> count) from the histogram it hands to done(): wrk 4.1 first adds, for every
+    sample n >= 2 x interval (interval = runtime / (answers per connection)), synthetic samples at n - interval,
+    n - 2 x interval, .. while > interval (its coordinated-omission correction, stats_correct). Synthetic samples
+    only go below their source, so walking down from the largest value recovers every measured count exactly.
+    The bench reports the measured (closed-loop) latencies; the caller checks their count is the answers'."""
+    if complete // connections == 0:
+        return dict(histogram)
+    interval = runtime_us // (complete // connections)
+    added: dict[int, int] = {}
+    raw: dict[int, int] = {}
+    for n in sorted(histogram, reverse=True):
+        count = histogram[n] - added.get(n, 0)
+        if count:
+            raw[n] = count
+        if n >= interval * 2:
+            m = n - interval
+            while count and m > interval:
+                added[m] = added.get(m, 0) + count
+                m -= interval
+    return raw
 
 
 def server_cpu(proc: subprocess.Popen) -> float:
@@ -251,12 +372,13 @@ def tree_cpu(root: int | None) -> float:
 
 
 def measured(proc: subprocess.Popen, port: int, items: list, concurrency: int, reconnect_every: int,
-             rate: float = 0.0, db_server: int | None = None) -> dict:
+             rate: float = 0.0, db_server: int | None = None, loader=None) -> dict:
     """load() plus the server's CPU per request (its worker processes' CPU time over the load / requests): what
     a request costs the server, much less sensitive to other work on a shared machine than requests/s.
     db_server: a local PostgreSQL's postmaster pid; its processes' CPU over the load is reported apart."""
     before, db_before = server_cpu(proc), tree_cpu(db_server)
-    run = load(port, items, concurrency, reconnect_every, rate)
+    run = loader(port, items, concurrency, reconnect_every) if loader else load(port, items, concurrency,
+                                                                                  reconnect_every, rate)
     run["cpu_s"] = server_cpu(proc) - before
     run["db_cpu_s"] = tree_cpu(db_server) - db_before
     return run
@@ -265,11 +387,17 @@ def measured(proc: subprocess.Popen, port: int, items: list, concurrency: int, r
 def merge(runs: list[dict]) -> dict:
     """Several loads as one: requests/s over their summed wall time, latencies pooled."""
     wall = sum(r["wall"] for r in runs)
-    statuses = [s for r in runs for s in r["statuses"]]
-    return {"wall": wall, "rps": len(statuses) / wall, "statuses": statuses,
+    n = sum(r["n"] for r in runs)
+    counts: dict[int, int] = {}
+    for r in runs:
+        for code, k in r["status_counts"].items():
+            counts[code] = counts.get(code, 0) + k
+    return {"wall": wall, "rps": n / wall, "n": n, "status_counts": counts,
+            "statuses": None if any(r["statuses"] is None for r in runs) else [s for r in runs for s in r["statuses"]],
+            "already_recorded": sum(r["already_recorded"] for r in runs),
             "latencies": sorted(x for r in runs for x in r["latencies"]),
-            "cpu_us_per_req": sum(r.get("cpu_s", 0.0) for r in runs) / len(statuses) * 1e6,
-            "db_cpu_us_per_req": sum(r.get("db_cpu_s", 0.0) for r in runs) / len(statuses) * 1e6}
+            "cpu_us_per_req": sum(r.get("cpu_s", 0.0) for r in runs) / n * 1e6,
+            "db_cpu_us_per_req": sum(r.get("db_cpu_s", 0.0) for r in runs) / n * 1e6}
 
 
 def wait_processed(db_url: str, shop_id: int, order_ids: set[int], timeout: float = 120) -> dict:
@@ -296,17 +424,29 @@ def pct(sorted_values: list[float], p: float) -> float:
     return sorted_values[k]
 
 
-def check_recorded(db_url: str, shop_id: int, items: list, statuses: list) -> dict:
-    answered = [(it, st) for it, st in zip(items, statuses) if st and st[0] == 200]
-    distinct = {it[2] for it, _ in answered}
-    resends_ok = sum(1 for it, st in answered if it[3] is None and (st[1] or {}).get("status") == "already_recorded")
+def check_recorded(db_url: str, shop_id: int, items: list, runs: list[dict]) -> dict:
+    """`runs`: the loads that sent `items`, in order. With per-item answers (Python loads) the webhook ids answered
+    200 must be exactly the rows; with wrk (counts only) every id sent must be a row when every answer was a 200,
+    else the rows must be sent ids, none twice, at most one missing per non-200 answer."""
+    n_200 = sum(r["status_counts"].get(200, 0) for r in runs)
+    already = sum(r["already_recorded"] for r in runs)
     with session_scope(db_url) as s:
         rows = s.execute(select(WebhookDelivery.id, WebhookDelivery.webhook_id, WebhookDelivery.status)
                          .where(WebhookDelivery.shop_id == shop_id)).all()
     ids = [r.webhook_id for r in rows]
-    return {"sent": len(items), "answered_200": len(answered), "non_200": len(items) - len(answered),
-            "distinct_webhook_ids": len(distinct), "rows": len(rows), "resends_answered_already_recorded": resends_ok,
-            "recorded_once": len(rows) == len(distinct) and len(set(ids)) == len(ids) and set(ids) == distinct,
+    sent_ids = {it[2] for it in items}
+    if all(r["statuses"] is not None for r in runs):
+        statuses = [st for r in runs for st in r["statuses"]]
+        distinct = {it[2] for it, st in zip(items, statuses) if st and st[0] == 200}
+        once = set(ids) == distinct
+    else:
+        distinct = sent_ids if n_200 == len(items) else None
+        once = set(ids) == sent_ids if distinct is not None else (
+            set(ids) <= sent_ids and len(sent_ids - set(ids)) <= len(items) - n_200)
+    return {"sent": len(items), "answered_200": n_200, "non_200": len(items) - n_200,
+            "distinct_webhook_ids": len(distinct) if distinct is not None else None, "rows": len(rows),
+            "resends_sent": sum(1 for it in items if it[3] is None), "answered_already_recorded": already,
+            "recorded_once": once and len(set(ids)) == len(ids),
             "row_ids": [r.id for r in rows], "statuses": sorted({r.status for r in rows})}
 
 
@@ -369,6 +509,11 @@ def main() -> None:
                     help="also run both servers at this fixed request rate (open loop, --rate-seconds long) and "
                          "report their p50/p99 there: latency below saturation, not queueing at it")
     ap.add_argument("--rate-seconds", type=float, default=4.0)
+    ap.add_argument("--load", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python",
+                    help="load generator of the saturation rounds: wrk (default when on PATH; C, event loop, "
+                         "--wrk-threads threads) or this process's Python threads (the fallback); --rate is "
+                         "always Python-driven")
+    ap.add_argument("--wrk-threads", type=int, default=2)
     ap.add_argument("--no-drain", action="store_true")
     ap.add_argument("--rounds", type=int, default=3,
                     help="bare and app loads alternate in this many rounds (the machine's noise hits both alike)")
@@ -376,6 +521,8 @@ def main() -> None:
                     help="scenario: an RQ worker process drains the queue (the shop's order job writes) during "
                          "the app's load, as in production; without it nothing else writes during the load")
     args = ap.parse_args()
+    # A TERM (e.g. `timeout`) unwinds like an exception, so the servers started below are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     GUNICORN[GUNICORN.index("--threads") + 1] = str(args.threads)
 
     from shopify_app.cli import upgrade_database
@@ -418,8 +565,13 @@ def main() -> None:
                                           cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
         db_server = postgres_server_pid(db_url)
-        load(bare_port, bare_warm, args.concurrency, args.reconnect_every)                   # warm-up
-        warm_run = load(app_port, warm, args.concurrency, args.reconnect_every)             # warm-up, counted below
+        if args.load == "wrk":
+            def loader(port, part, concurrency, reconnect_every):
+                return load_wrk(port, part, concurrency, reconnect_every, args.wrk_threads, tmp)
+        else:
+            loader = load
+        loader(bare_port, bare_warm, args.concurrency, args.reconnect_every)                 # warm-up
+        warm_run = loader(app_port, warm, args.concurrency, args.reconnect_every)           # warm-up, counted below
         bare_runs, app_runs = [], []
         per = -(-args.requests // args.rounds)
         for r in range(args.rounds):
@@ -428,14 +580,14 @@ def main() -> None:
             for _, port, part, runs in (order if r % 2 == 0 else order[::-1]):   # alternate who goes first
                 proc = bare_proc if port == bare_port else app_proc
                 runs.append(measured(proc, port, part, args.concurrency, args.reconnect_every,
-                                     db_server=db_server if port == app_port else None))
+                                     db_server=db_server if port == app_port else None, loader=loader))
         bare, app = merge(bare_runs), merge(app_runs)
         fixed = {}
         if n_rate:
             fixed["bare"] = load(bare_port, bare_rate_items, args.concurrency, args.reconnect_every, args.rate)
             fixed["app"] = load(app_port, rate_items, args.concurrency, args.reconnect_every, args.rate)
         rec = check_recorded(db_url, shop_id, warm + items + rate_items,
-                             warm_run["statuses"] + app["statuses"] + (fixed["app"]["statuses"] if n_rate else []))
+                             [warm_run, *app_runs, *([fixed["app"]] if n_rate else [])])
         row_ids = rec.pop("row_ids")
         sent_orders = {it[3] for it in warm + items + rate_items if it[3] is not None}
         if args.worker:
@@ -452,6 +604,7 @@ def main() -> None:
     res = {
         "database": "postgresql" if db_url.startswith("postgresql") else "sqlite",
         "requests": args.requests, "concurrency": args.concurrency, "reconnect_every": args.reconnect_every,
+        "load": args.load + (f" -t {args.wrk_threads}" if args.load == "wrk" else ""),
         "rounds": args.rounds, "worker_during_load": args.worker,
         "round_ratios": [round(a["rps"] / b["rps"], 3) for a, b in zip(app_runs, bare_runs)],
         "round_rps": [[round(b["rps"]), round(a["rps"])] for a, b in zip(app_runs, bare_runs)],
@@ -468,8 +621,9 @@ def main() -> None:
         **({"fixed_rate": args.rate,
             **{f"{k}_at_rate_{m}_ms": round(pct(v["latencies"], p) * 1000, 2)
                for k, v in fixed.items() for m, p in (("p50", 50), ("p99", 99))},
-            **{f"{k}_at_rate_non_200": sum(1 for st in v["statuses"] if not st or st[0] != 200)
+            **{f"{k}_at_rate_non_200": v["n"] - v["status_counts"].get(200, 0)
                for k, v in fixed.items()}} if fixed else {}),
+        "bare_non_200": bare["n"] - bare["status_counts"].get(200, 0),
         **rec, **enq, **handed,
     }
     print(f"bare Flask: {res['bare_rps']} req/s (p50 {res['bare_p50_ms']} ms, p99 {res['bare_p99_ms']} ms)")
@@ -482,7 +636,7 @@ def main() -> None:
         print(f"at a fixed {args.rate:g} req/s: app p50/p99 {res['app_at_rate_p50_ms']}/{res['app_at_rate_p99_ms']} ms, "
               f"bare {res['bare_at_rate_p50_ms']}/{res['bare_at_rate_p99_ms']} ms")
     print(f"recorded once: {res['recorded_once']} ({res['rows']} rows for {res['distinct_webhook_ids']} webhook "
-          f"ids, {res['resends_answered_already_recorded']} re-sends answered already_recorded); "
+          f"ids, {res['answered_already_recorded']} answers already_recorded for {res['resends_sent']} re-sends); "
           f"enqueued once: {res['enqueued_once']}"
           + (f"; handed over: {res['handed_over']} ({res.get('job_runs', 'worker process')}, "
              f"{res['drain_seconds']} s)" if handed else ""))
