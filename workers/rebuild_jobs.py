@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,7 +48,8 @@ from shopify_app.models import (
 
 from . import context
 from .bulk_rows import upsert_add
-from .sequential_jobs import compact_sequential_job
+from .priority import niced
+from .sequential_jobs import apply_sequential_compaction, read_sequential_compaction
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +79,46 @@ def compact_all_shops() -> dict:
 
 
 def compact_shop(shop_id: int) -> dict:
-    """Fold the shop's deltas into its snapshots and its sequential pair blobs into their
-    'seq_pairs' snapshots: read + sum without
-    the write lock, then a short write."""
-    with context.read_transaction() as s:
-        plan = read_compaction(s, shop_id)
+    """Fold the shop's deltas into its snapshots and its sequential pair blobs into their 'seq_pairs' snapshots:
+    read + sum without the write lock and at background priority (workers.priority: the calling thread keeps its
+    priority for the writes, so a lock holder is never niced), then short writes. Result: the phases' seconds
+    (write_s: the count write transaction; sequential_longest_write_s: the longest sequential one)."""
+    t0 = time.perf_counter()
+    plan = niced(_read_plan, shop_id)
+    t1 = time.perf_counter()
     with context.transaction() as s:
         done = apply_compaction(s, shop_id, plan)
-    sequential = compact_sequential_job(shop_id)       # its own transactions, without the shop row lock
+    t2 = time.perf_counter()
+    sequential = _compact_sequential(shop_id)          # its own transactions, without the shop row lock
     return {"shop_id": shop_id, "buckets": done, "skipped": len(plan.buckets) - done,
-            "sequential_folds": sequential["folds"], "sequential_skipped": sequential["skipped"]}
+            "sequential_folds": sequential["folds"], "sequential_skipped": sequential["skipped"],
+            "read_s": round(t1 - t0, 3), "write_s": round(t2 - t1, 3),
+            "sequential_read_s": sequential["read_s"], "sequential_longest_write_s": sequential["longest_write_s"]}
+
+
+def _read_plan(shop_id: int) -> "CompactionPlan":
+    with context.read_transaction() as s:
+        return read_compaction(s, shop_id)
+
+
+def _compact_sequential(shop_id: int) -> dict:
+    """workers.sequential_jobs.compact_sequential_job with its read + sum niced: one read transaction, then one
+    short write transaction per fold at normal priority."""
+    def read():
+        with context.read_transaction() as s:
+            return read_sequential_compaction(s, shop_id)
+
+    t0 = time.perf_counter()
+    folds = niced(read)
+    t1 = time.perf_counter()
+    done, longest = 0, 0.0
+    for fold in folds:
+        tw = time.perf_counter()
+        with context.transaction() as s:
+            done += apply_sequential_compaction(s, shop_id, [fold])
+        longest = max(longest, time.perf_counter() - tw)
+    return {"folds": done, "skipped": len(folds) - done, "read_s": round(t1 - t0, 3),
+            "longest_write_s": round(longest, 3)}
 
 
 def compact_job_id(shop_id: int, followup: bool = False) -> str:

@@ -57,6 +57,7 @@ from shopify_app.models import (
 from shopify_app.settings import shop_settings
 
 from . import context
+from .priority import niced
 from .rebuild_jobs import load_lines, load_orders, read_counts
 from .sequential_jobs import read_blobs, read_snapshots
 
@@ -83,22 +84,29 @@ LOOKUP_CHUNK = 400
 # --------------------------------------------------------------------------------------------- entry points
 def mine_rules(shop_id: int, now: dt.datetime | str | None = None, triples: bool = True) -> dict:
     """Read (one read-only transaction: on SQLite it holds no write lock, so intake and order jobs go on while the
-    counts are read), mine (no transaction open), replace the rules (one short write transaction).
+    counts are read), mine (no transaction open), both at background priority (workers.priority), then replace the
+    rules (one short write transaction, at the job's normal priority: never a niced lock holder).
     triples=False skips the fpgrowth step (the history import's first, inline pass; its follow-up job mines all)."""
     if isinstance(now, str):
         now = dt.datetime.fromisoformat(now)
     now = now or utcnow()
-    with context.read_transaction() as s:
-        data = read_window(s, shop_id, now)
+    t0 = time.perf_counter()
+    data, rules = niced(_read_and_mine, shop_id, now, triples)     # background priority, no write lock held
     if data is None:
         return {"shop_id": shop_id, "status": "missing"}
-    rules = mine_window(data, triples=triples)
-    with context.transaction() as s:
+    t1 = time.perf_counter()
+    with context.transaction() as s:                               # this thread: normal priority under the lock
         if context.lock_shop(s, shop_id) is None:
             return {"shop_id": shop_id, "status": "missing"}
         written = replace_rules(s, shop_id, rules, now)
     return {"shop_id": shop_id, "status": "done", "window": data["window"], "baskets": data["counts"].n_baskets,
-            **written}
+            **written, "read_mine_s": round(t1 - t0, 3), "write_s": round(time.perf_counter() - t1, 3)}
+
+
+def _read_and_mine(shop_id: int, now: dt.datetime, triples: bool) -> tuple[dict | None, list]:
+    with context.read_transaction() as s:
+        data = read_window(s, shop_id, now)
+    return data, (mine_window(data, triples=triples) if data is not None else [])
 
 
 def mine_rules_paced(shop_id: int) -> dict:

@@ -475,3 +475,51 @@ def test_sequential_read_is_exact_when_a_rebuild_commits_during_it(config, sessi
     assert seq_payloads(session, shop.id) == 0
     assert got == {k: n for k, n in window.items() if n >= 2}
     assert reads == (2 if session.get_bind().dialect.name == "postgresql" else 1)
+
+
+def test_background_phases_run_niced_and_writes_do_not(config, session, monkeypatch):
+    """compact_shop and mine_rules read + compute in a thread niced by BACKGROUND_NICE and write from the calling
+    thread at its own priority (a SQLite write-lock holder is never niced); results stay exact."""
+    from workers import context, priority, rebuild_jobs, rules_jobs
+
+    monkeypatch.setattr(priority, "BACKGROUND_NICE", 7)
+    base = priority.thread_nice()
+    seen: dict = {}
+
+    def spy(name, fn):
+        def wrapped(*a, **kw):
+            seen.setdefault(name, set()).add(priority.thread_nice())
+            return fn(*a, **kw)
+        return wrapped
+
+    for name in ("read_compaction", "apply_compaction", "read_sequential_compaction", "apply_sequential_compaction"):
+        monkeypatch.setattr(rebuild_jobs, name, spy(name, getattr(rebuild_jobs, name)))
+    for name in ("read_window", "mine_window", "replace_rules"):
+        monkeypatch.setattr(rules_jobs, name, spy(name, getattr(rules_jobs, name)))
+    versions, edits = retail_history()
+    shop = _seq_shop(session, "nice.myshopify.com", versions + edits)
+    shop_id = shop.id
+    expected = state(session, shop_id)[1]                       # the counts, exact before compaction
+    assert expected == as_reference(clean_pass(versions + edits))[1]
+    context.set_config(config)
+    try:
+        res = rebuild_jobs.compact_shop(shop_id)
+        assert res["buckets"] >= 2 and res["sequential_folds"] >= 2 and res["write_s"] >= 0
+        assert state(session, shop_id)[1] == expected
+        assert rules_jobs.mine_rules(shop_id, now=NOW)["status"] == "done"
+    finally:
+        context.set_config(None)
+    niced = min(19, base + 7)
+    assert seen == {"read_compaction": {niced}, "apply_compaction": {base}, "read_sequential_compaction": {niced},
+                    "apply_sequential_compaction": {base}, "read_window": {niced}, "mine_window": {niced},
+                    "replace_rules": {base}}
+    assert priority.thread_nice() == base
+
+    def boom():
+        raise KeyError("raised in the niced thread")
+    try:
+        priority.niced(boom)
+    except KeyError as exc:
+        assert "niced thread" in str(exc)
+    else:
+        raise AssertionError("the niced thread's exception must reach the caller")
