@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
+from zoneinfo import ZoneInfo
 
 from .models import ZERO, iso, money
 
@@ -542,7 +543,13 @@ def _rest_time(t: dt.datetime | None, tz: str) -> str | None:
     """REST payload times: ISO 8601 with the shop's UTC offset, like the samples."""
     if t is None:
         return None
-    from zoneinfo import ZoneInfo
+    return _rest_time_text(t, tz)
+
+
+@lru_cache(maxsize=4096)
+def _rest_time_text(t: dt.datetime, tz: str) -> str:
+    # Cached: an order payload shows the same instant up to five times (created, processed, updated, customer).
+    # Equal aware datetimes are the same instant, so they have the same text in `tz`.
     return t.astimezone(ZoneInfo(tz)).isoformat(timespec="seconds")
 
 
@@ -587,19 +594,28 @@ def _discount_allocations(li, o) -> list:
 _json_str = json.encoder.encode_basestring_ascii          # json.dumps' own string encoder (ensure_ascii)
 
 
+class _Raw(str):
+    """Text that is JSON already (a money set, the line items): _json writes it as it is."""
+    __slots__ = ()
+
+
 def _json(v) -> str:
     """One value's JSON text exactly as json.dumps(v, separators=_SEP) writes it; common scalars without it."""
+    t = type(v)
+    if t is str:
+        return _json_str(v)
+    if t is int:
+        return int.__repr__(v)
+    if t is _Raw:
+        return v
     if v is None:
         return "null"
     if v is True:
         return "true"
     if v is False:
         return "false"
-    t = type(v)
-    if t is str:
-        return _json_str(v)
-    if t is int:
-        return int.__repr__(v)
+    if t is list and not v:
+        return "[]"
     return json.dumps(v, separators=_SEP)
 
 
@@ -614,50 +630,38 @@ def _set_text(amount, o) -> str:
     if text is None:
         if len(_set_texts) > 50_000:
             _set_texts.clear()
-        text = _set_texts[key] = json.dumps(_set(amount, o), separators=_SEP)
+        text = _set_texts[key] = _Raw(json.dumps(_set(amount, o), separators=_SEP))
     return text
 
 
-_set_dicts: dict = {}
-
-
-def _set_shared(amount, o) -> dict:
-    """_set(amount, o) from a cache, for order_body only: the same dict object in many payloads is fine in a dict
-    that is serialized and dropped, never in one a caller gets (order_payload)."""
-    key = (str(amount), o.currency, o.presentment_currency, o.fx_rate)
-    d = _set_dicts.get(key)
-    if d is None:
-        if len(_set_dicts) > 50_000:
-            _set_dicts.clear()
-        d = _set_dicts[key] = _set(amount, o)
-    return d
-
-
 # The line item fields that differ between lines (every other field of _line_payload is a constant): those of
-# one line alone, then those every line of the same product at the same price and discount shares.
+# one line alone (in Shopify's key order), then those every line of the same product at the same price and
+# discount shares.
 _LINE_OWN = ("id", "admin_graphql_api_id", "current_quantity", "fulfillable_quantity", "quantity")
 _LINE_SHARED = ("name", "price", "price_set", "product_exists", "product_id", "requires_shipping", "sku", "taxable",
                 "title", "total_discount", "total_discount_set", "variant_id", "variant_title", "vendor",
                 "discount_allocations")
+_HOLE = "\x00"                     # never in JSON text (json.dumps writes a NUL as \u0000)
 _line_template: list = []          # [the %-template], made on first use
-_line_parts: dict = {}             # shared-fields key -> the template with those fields filled in
+_line_parts: dict = {}             # shared-fields key -> the line's JSON around its own fields, in 6 pieces
 
 
 def _make_line_template(li, o) -> str:
-    """_line_payload's JSON with a %(field)s hole per varying field. It is %-formatted twice (shared fields, then
-    the line's own), so a % in a constant is escaped for both passes and a % in a shared field for the second."""
+    """_line_payload's JSON with a %(field)s hole per varying field."""
     ref = _line_payload(li, o)
     holes = _LINE_OWN + _LINE_SHARED
     missing = set(holes) - set(ref)
     if missing:
         raise AssertionError(f"_LINE_OWN/_LINE_SHARED name fields _line_payload lacks: {sorted(missing)}")
+    if [k for k in ref if k in _LINE_OWN] != list(_LINE_OWN):
+        raise AssertionError("_LINE_OWN is not in the payload's key order")
     return "{" + ",".join(_json_str(k) + ":" + (f"%({k})s" if k in holes
-                                                 else json.dumps(v, separators=_SEP).replace("%", "%%%%"))
+                                                 else json.dumps(v, separators=_SEP).replace("%", "%%"))
                           for k, v in ref.items()) + "}"
 
 
-def _line_part(li, o) -> str:
-    """The line template with the _LINE_SHARED fields of `li` filled in (the _LINE_OWN holes left)."""
+def _line_part(li, o) -> tuple:
+    """The line's JSON with its _LINE_SHARED fields filled in, split around the _LINE_OWN fields."""
     if not _line_template:
         _line_template.append(_make_line_template(li, o))
     disc = li.total_discount
@@ -670,8 +674,7 @@ def _line_part(li, o) -> str:
         "variant_id": _json(li.variant_id), "variant_title": _json(li.variant_title), "vendor": _json(li.vendor),
         "discount_allocations": _json(_discount_allocations(li, o)) if disc > 0 else "[]",
     }
-    shared = {k: v.replace("%", "%%") for k, v in shared.items()}
-    return _line_template[0] % {**shared, **{k: f"%({k})s" for k in _LINE_OWN}}
+    return tuple((_line_template[0] % {**shared, **dict.fromkeys(_LINE_OWN, _HOLE)}).split(_HOLE))
 
 
 def _line_text(li, o) -> str:
@@ -690,24 +693,32 @@ def _line_text(li, o) -> str:
             part = _line_parts[key] = _line_part(li, o)
     else:
         part = _line_part(li, o)
-    q = li.current_quantity
-    return part % {"id": _json(li.id), "admin_graphql_api_id": f'"gid://shopify/LineItem/{li.id}"',
-                   "current_quantity": _json(q), "fulfillable_quantity": _json(q), "quantity": _json(li.quantity)}
+    a, b, c, d, e, f = part
+    line_id, q = _json(li.id), _json(li.current_quantity)
+    return f'{a}{line_id}{b}"gid://shopify/LineItem/{li.id}"{c}{q}{d}{q}{e}{_json(li.quantity)}{f}'
 
 
-_LINES_HOLE = "@line_items@"
-# Can only occur as the structure json.dumps writes for the hole: inside a JSON string every quote is escaped.
-_LINES_TOKEN = '"line_items":"@line_items@"'
+_order_template: list = []         # [the %-template of the order payload], made on first use
+
+
+def _make_order_template(sh, o) -> str:
+    """order_payload's JSON with a %(field)s hole per _order_values field (constants encoded once)."""
+    ref = _order_fields(sh, o, [])
+    holes = set(_order_values(sh, o, [], _set, _order_totals(o)))
+    return "{" + ",".join(_json_str(k) + ":" + (f"%({k})s" if k in holes
+                                                 else json.dumps(v, separators=_SEP).replace("%", "%%"))
+                          for k, v in ref.items()) + "}"
 
 
 def order_body(sh, o) -> bytes:
-    """json.dumps(order_payload(sh, o), separators=_SEP).encode(), written without the line item dicts."""
-    text = json.dumps(_order_fields(sh, o, _LINES_HOLE, _set_shared, _order_totals(o)), separators=_SEP)
-    head, token, tail = text.partition(_LINES_TOKEN)
-    if not token:                                   # not reached: the hole is always there
-        return json.dumps(order_payload(sh, o), separators=_SEP).encode()
-    lines = ",".join([_line_text(li, o) for li in o.line_items])
-    return f'{head}"line_items":[{lines}]{tail}'.encode()
+    """json.dumps(order_payload(sh, o), separators=_SEP).encode(), written without the payload's dicts: the
+    order's varying fields (_order_values: money sets as cached JSON, totals in one walk) into the order
+    template, the line items as _line_text."""
+    if not _order_template:
+        _order_template.append(_make_order_template(sh, o))
+    lines = _Raw("[" + ",".join([_line_text(li, o) for li in o.line_items]) + "]")
+    values = _order_values(sh, o, lines, _set_text, _order_totals(o))
+    return (_order_template[0] % {k: _json(v) for k, v in values.items()}).encode()
 
 
 def order_event(sh, o) -> EventPayload:
@@ -797,56 +808,59 @@ def _order_totals(o) -> tuple:
     return cur_sub, cur_disc, cur_sub + o.shipping, sub, disc, items, sub + o.shipping
 
 
-def _order_fields(sh, o, line_items, money_set=_set, totals=None) -> dict:
-    """The order payload around `line_items`. order_body passes shared cached money sets (its dict is only
-    serialized) and the totals in one walk (_order_totals); order_payload, the reference, Order's properties."""
+def _order_constants() -> dict:
+    """The order payload fields that are the same for every order (a fresh dict: callers may edit payloads)."""
+    return {
+        "app_id": None, "browser_ip": None, "buyer_accepts_marketing": False, "cart_token": None,
+        "checkout_token": None, "client_details": None, "confirmation_number": None, "confirmed": True,
+        "current_total_additional_fees_set": None, "current_total_duties_set": None, "current_total_tax": "0.00",
+        "customer_locale": "en", "device_id": None, "duties_included": False, "estimated_taxes": False,
+        "fulfillment_status": None, "landing_site": None, "landing_site_ref": None, "location_id": None,
+        "merchant_business_entity_id": None, "merchant_of_record_app_id": None, "note_attributes": [],
+        "original_total_additional_fees_set": None, "original_total_duties_set": None,
+        "payment_gateway_names": ["manual"], "phone": None, "po_number": None, "reference": None,
+        "referring_site": None, "source_identifier": None, "source_url": None, "tax_exempt": False, "tax_lines": [],
+        "taxes_included": True, "total_tax": "0.00", "total_tip_received": "0.00", "total_weight": 0,
+        "user_id": None, "billing_address": None, "fulfillments": [], "payment_terms": None,
+        "shipping_address": None, "shipping_lines": [], "returns": [], "line_item_groups": [],
+    }
+
+
+def _order_values(sh, o, line_items, money_set, totals) -> dict:
+    """The order payload fields that differ between orders."""
     tz = sh.iana_timezone
     zero = money_set(0, o)
-    # Each total walks every line (Decimal arithmetic): computed once here, not once per field that shows it.
-    if totals is None:
-        totals = (o.current_subtotal_price, o.current_total_discounts, o.current_total_price, o.subtotal_price,
-                  o.total_discounts, o.total_line_items_price, o.total_price)
     cur_sub, cur_disc, cur_total, sub, disc, items, total = totals
-    return _shaped({
-        "id": o.id, "admin_graphql_api_id": f"gid://shopify/Order/{o.id}", "app_id": None, "browser_ip": None,
-        "buyer_accepts_marketing": False, "cancel_reason": o.cancel_reason,
-        "cancelled_at": _rest_time(o.cancelled_at, tz), "cart_token": None, "checkout_token": None,
-        "client_details": None, "closed_at": _rest_time(o.closed_at, tz), "confirmation_number": None,
-        "confirmed": True, "contact_email": o.email, "created_at": _rest_time(o.created_at, tz),
-        "currency": o.currency, "current_shipping_price_set": money_set(o.shipping, o),
-        "current_subtotal_price": f"{cur_sub:.2f}",
-        "current_subtotal_price_set": money_set(cur_sub, o),
-        "current_total_additional_fees_set": None, "current_total_discounts": f"{cur_disc:.2f}",
-        "current_total_discounts_set": money_set(cur_disc, o), "current_total_duties_set": None,
-        "current_total_price": f"{cur_total:.2f}", "current_total_price_set": money_set(cur_total, o),
-        "current_total_tax": "0.00", "current_total_tax_set": zero, "customer_locale": "en", "device_id": None,
-        "discount_codes": list(o.discount_codes), "duties_included": False, "email": o.email or "",
-        "estimated_taxes": False, "financial_status": o.financial_status, "fulfillment_status": None,
-        "landing_site": None, "landing_site_ref": None, "location_id": None, "merchant_business_entity_id": None,
-        "merchant_of_record_app_id": None, "name": o.name, "note": o.note, "note_attributes": [],
-        "number": o.number - 1000, "order_number": o.number,
+    return {
+        "id": o.id, "admin_graphql_api_id": f"gid://shopify/Order/{o.id}", "cancel_reason": o.cancel_reason,
+        "cancelled_at": _rest_time(o.cancelled_at, tz), "closed_at": _rest_time(o.closed_at, tz),
+        "contact_email": o.email, "created_at": _rest_time(o.created_at, tz), "currency": o.currency,
+        "current_shipping_price_set": money_set(o.shipping, o), "current_subtotal_price": f"{cur_sub:.2f}",
+        "current_subtotal_price_set": money_set(cur_sub, o), "current_total_discounts": f"{cur_disc:.2f}",
+        "current_total_discounts_set": money_set(cur_disc, o), "current_total_price": f"{cur_total:.2f}",
+        "current_total_price_set": money_set(cur_total, o), "current_total_tax_set": zero,
+        "discount_codes": list(o.discount_codes), "email": o.email or "", "financial_status": o.financial_status,
+        "name": o.name, "note": o.note, "number": o.number - 1000, "order_number": o.number,
         "order_status_url": f"https://{sh.domain}/{sh.id}/orders/{o.id}/authenticate",
-        "original_total_additional_fees_set": None, "original_total_duties_set": None,
-        "payment_gateway_names": ["manual"], "phone": None, "po_number": None,
         "presentment_currency": o.presentment_currency, "processed_at": _rest_time(o.processed_at, tz),
-        "reference": None, "referring_site": None, "source_identifier": None, "source_name": o.source_name,
-        "source_url": None, "subtotal_price": f"{sub:.2f}", "subtotal_price_set": money_set(sub, o),
-        "tags": ", ".join(o.tags), "tax_exempt": False, "tax_lines": [], "taxes_included": True, "test": o.test,
-        "token": f"{o.id:x}", "total_cash_rounding_payment_adjustment_set": zero,
-        "total_cash_rounding_refund_adjustment_set": zero, "total_discounts": f"{disc:.2f}",
-        "total_discounts_set": money_set(disc, o),
-        "total_line_items_price": f"{items:.2f}",
-        "total_line_items_price_set": money_set(items, o),
-        "total_outstanding": "0.00" if o.paid else f"{total:.2f}",
-        "total_price": f"{total:.2f}", "total_price_set": money_set(total, o),
-        "total_shipping_price_set": money_set(o.shipping, o), "total_tax": "0.00", "total_tax_set": zero,
-        "total_tip_received": "0.00", "total_weight": 0, "updated_at": _rest_time(o.updated_at, tz), "user_id": None,
-        "billing_address": None, "customer": _order_customer(sh, o),
-        "discount_applications": [dict(x) for x in o.discount_applications], "fulfillments": [],
-        "line_items": line_items, "payment_terms": None,
-        "refunds": [_refund_body(sh, r) for r in o.refunds], "shipping_address": None, "shipping_lines": [],
-        "returns": [], "line_item_groups": [],
-    }, "orders__create")
+        "source_name": o.source_name, "subtotal_price": f"{sub:.2f}", "subtotal_price_set": money_set(sub, o),
+        "tags": ", ".join(o.tags), "test": o.test, "token": f"{o.id:x}",
+        "total_cash_rounding_payment_adjustment_set": zero, "total_cash_rounding_refund_adjustment_set": zero,
+        "total_discounts": f"{disc:.2f}", "total_discounts_set": money_set(disc, o),
+        "total_line_items_price": f"{items:.2f}", "total_line_items_price_set": money_set(items, o),
+        "total_outstanding": "0.00" if o.paid else f"{total:.2f}", "total_price": f"{total:.2f}",
+        "total_price_set": money_set(total, o), "total_shipping_price_set": money_set(o.shipping, o),
+        "total_tax_set": zero, "updated_at": _rest_time(o.updated_at, tz), "customer": _order_customer(sh, o),
+        "discount_applications": [dict(x) for x in o.discount_applications], "line_items": line_items,
+        "refunds": [_refund_body(sh, r) for r in o.refunds],
+    }
+
+
+def _order_fields(sh, o, line_items) -> dict:
+    # Each total walks every line (Decimal arithmetic): computed once here, not once per field that shows it.
+    totals = (o.current_subtotal_price, o.current_total_discounts, o.current_total_price, o.subtotal_price,
+              o.total_discounts, o.total_line_items_price, o.total_price)
+    return _shaped({**_order_constants(), **_order_values(sh, o, line_items, _set, totals)}, "orders__create")
 
 
 def shop_payload(sh) -> dict:
