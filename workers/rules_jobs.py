@@ -48,7 +48,7 @@ from sqlalchemy import delete, func, insert, or_, select, tuple_
 from shopify_app.analytics import counts as C
 from shopify_app.analytics.incremental import bucket_of
 from shopify_app.analytics.rules import (
-    customers_per_pair, mine_pair_rules_codes, mine_triple_rules, rules_from_counts,
+    customers_per_pair, mine_pair_rules_codes, mine_triple_rules, rules_from_counts, sorted_unique,
 )
 from shopify_app.models import (
     ALL_SEGMENTS, AssociationRule, BasketCountDelta, CountSnapshot, CustomerStats, SequentialItemDelta,
@@ -304,10 +304,19 @@ def _rows_plus_blobs(s, shop_id: int, payloads: list, first: str | None, last: s
                 .where(SequentialPairDelta.shop_id == shop_id, SequentialPairDelta.bucket.in_(buckets),
                        tuple_(SequentialPairDelta.item_a, SequentialPairDelta.item_b).in_(hot[i:i + LOOKUP_CHUNK]))
                 .group_by(SequentialPairDelta.item_a, SequentialPairDelta.item_b))})
-    out = dict(row_sums)
-    for a, b, n in zip(ba.tolist(), bb.tolist(), bn.tolist()):
-        out[(a, b)] = out.get((a, b), 0) + n
-    return {k: n for k, n in out.items() if n and n >= min_count}
+    # rows + payload sums in numpy (millions of payload pairs: a dict entry each cost ~4 s per run on bench (d)),
+    # then a dict of the pairs that pass only.
+    if row_sums:
+        ra, rb, rn = (np.fromiter(x, dtype=np.int64, count=len(row_sums))
+                      for x in ((a for a, _b in row_sums), (b for _a, b in row_sums), iter(row_sums.values())))
+        ba, bb, bn = C.sum_indexed_pairs([_indexed(ba, bb, bn), _indexed(ra, rb, rn)])
+    keep = (bn != 0) & (bn >= min_count)
+    return dict(zip(zip(ba[keep].tolist(), bb[keep].tolist()), bn[keep].tolist()))
+
+
+def _indexed(a: np.ndarray, b: np.ndarray, n: np.ndarray) -> tuple:
+    ids = sorted_unique(np.concatenate([a, b]))
+    return ids, np.searchsorted(ids, a), np.searchsorted(ids, b), n
 
 
 # --------------------------------------------------------------------------------------------- mining
