@@ -108,3 +108,56 @@ def test_equals_mlxtend_fpgrowth_on_retail_sample(min_support):
                 assert math.isinf(a)
             else:
                 assert abs(a - b) <= 1e-9, (k, g, e)
+
+
+# --------------------------------------------------------------------------------------------- triples
+def _mlxtend_triples(baskets, items, threshold):
+    """Every 3-itemset rule of mlxtend fpgrowth(max_len=3) + association_rules at support >= threshold."""
+    from mlxtend.frequent_patterns import association_rules, fpgrowth
+
+    if threshold > 1:                    # mlxtend refuses it; nothing is that frequent
+        return {}
+    onehot = pd.DataFrame([[i in b for i in items] for b in baskets], columns=list(items))
+    freq = fpgrowth(onehot, min_support=threshold, use_colnames=True, max_len=3)
+    if freq.empty or not (freq["itemsets"].map(len) == 3).any():
+        return {}
+    rules = association_rules(freq, num_itemsets=len(baskets), metric="support", min_threshold=0.0)
+    rules = rules[rules.antecedents.map(len) + rules.consequents.map(len) == 3]
+    return {(tuple(sorted(r.antecedents)), tuple(sorted(r.consequents))): r for r in rules.itertuples()}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 9), max_size=7), min_size=1, max_size=60),
+       st.sampled_from([0.05, 0.1, 0.2]), st.integers(1, 3), st.sampled_from([0, 3, 2000]))
+def test_triple_rules_equal_mlxtend(baskets, min_support, min_count, max_pairs):
+    """The sparse triple counting gives mlxtend's 3-itemset rules: same itemsets at the bounded threshold, same
+    metrics; the `limit` kept are the highest lift (ties: count, then ids)."""
+    from scipy import sparse
+
+    from shopify_app.analytics.rules import mine_triple_rules
+
+    items = np.array([10 * i + 3 for i in range(10)])
+    rows = [(r, i) for r, b in enumerate(baskets) for i in b]
+    r, c = (np.array(v, dtype=np.int64) for v in zip(*rows)) if rows else (np.array([], np.int64),) * 2
+    x = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(len(baskets), len(items)))
+    got = mine_triple_rules(x, items, min_support, min_count, limit=10**6, max_pairs=max_pairs)
+    n = len(baskets)
+    sets = [set(b) for b in baskets]
+    t = max(min_support, min_count / n)
+    pair_support = sorted((sum(1 for s in sets if {p, q} <= s) / n for p, q in itertools.combinations(range(10), 2)
+                           if all(sum(1 for s in sets if i in s) / n >= t for i in (p, q))), reverse=True)
+    pair_support = [v for v in pair_support if v > 0]
+    if max_pairs and sum(v >= t for v in pair_support) > max_pairs:
+        t = max(t, pair_support[max_pairs - 1])
+    ref = _mlxtend_triples([[10 * i + 3 for i in b] for b in sets], items.tolist(), t)
+    mine = {(tuple(a), tuple(b)): row for a, b, row in zip(got.antecedent, got.consequent, got.itertuples())}
+    assert set(mine) == set(ref)
+    for key, e in ref.items():
+        g = mine[key]
+        assert g.count == round(e.support * n)
+        for name in ("support", "confidence", "lift", "leverage"):
+            assert abs(getattr(g, name) - getattr(e, name)) <= 1e-9, (key, name)
+        assert (math.isinf(g.conviction) and math.isinf(e.conviction)) or abs(g.conviction - e.conviction) <= 1e-9
+    top = mine_triple_rules(x, items, min_support, min_count, limit=5, max_pairs=max_pairs)
+    assert top.to_dict("list") == got.head(5).to_dict("list")
+    assert list(got.lift) == sorted(got.lift, reverse=True)
