@@ -11,6 +11,10 @@ read-to-close bodies; 1xx interim answers skipped; keep-alive unless the answer 
 without keep-alive). A keep-alive connection the server closed while idle is reopened once and the request sent
 again (deliveries are at-least-once anyway). https URLs are not multiplexed: they go through the blocking
 `fallback` transport inside the pump thread.
+
+A connection stays registered with the selector for reading from connect to close, idle in the pool too: a request
+costs no selector calls unless its send would block (then it waits for writability), and an idle connection the
+server closes is noticed and dropped before a request is sent on it.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ _READ_SIZE = 65536
 
 class _Conn:
     __slots__ = ("key", "sock", "request", "sent", "buf", "reused", "connected", "item", "deadline", "head_end",
-                 "status", "length", "chunked", "close", "got_bytes")
+                 "status", "length", "chunked", "close", "got_bytes", "events", "fd")
 
     def __init__(self, key, sock, reused):
         self.key, self.sock, self.reused = key, sock, reused
@@ -43,6 +47,8 @@ class _Conn:
         self.chunked = False
         self.close = False
         self.got_bytes = False
+        self.events = 0                          # what the selector watches for (0: not registered)
+        self.fd = sock.fileno()
 
 
 def _request_bytes(parts, headers: dict, body: bytes) -> bytes:
@@ -135,18 +141,22 @@ class HttpPump:
             conn = key.data
             if conn is None:
                 try:
-                    while self._wake_r.recv(4096):
+                    while len(self._wake_r.recv(4096)) == 4096:
                         pass
                 except (BlockingIOError, OSError):
                     pass
                 continue
-            if events & selectors.EVENT_WRITE:
+            if events & selectors.EVENT_WRITE and conn.item is not None:
                 self._on_writable(conn)
-            elif events & selectors.EVENT_READ:
-                self._on_readable(conn)
-        now = time.monotonic()
-        for conn in [c for c in self.active.values() if c.deadline <= now]:
-            self._fail(conn, "TimeoutError: timed out")
+            if events & selectors.EVENT_READ and conn.events:   # (not dropped by _on_writable)
+                if conn.item is None:
+                    self._idle_event(conn)
+                else:
+                    self._on_readable(conn)
+        if self.active:
+            now = time.monotonic()
+            for conn in [c for c in self.active.values() if c.deadline <= now]:
+                self._fail(conn, "TimeoutError: timed out")
         done, self.done = self.done, []
         return done
 
@@ -155,7 +165,7 @@ class HttpPump:
             self._drop(conn)
         for pool in self.idle.values():
             for conn in pool:
-                conn.sock.close()
+                self._drop(conn)
         self.idle.clear()
         self.sel.close()
         self._wake_r.close()
@@ -176,8 +186,7 @@ class HttpPump:
         conn.head_end, conn.status, conn.length, conn.chunked, conn.close, conn.got_bytes = -1, None, None, \
             False, False, False
         conn.deadline = time.monotonic() + timeout
-        self.active[conn.sock.fileno()] = conn
-        self.sel.register(conn.sock, selectors.EVENT_WRITE, conn)
+        self.active[conn.fd] = conn
         if conn.connected:
             self._on_writable(conn)               # usually the whole request goes out at once
 
@@ -195,7 +204,18 @@ class HttpPump:
             raise OSError(err, os.strerror(err))
         conn = _Conn(key, sock, reused=False)
         conn.connected = err == 0
+        # Registered until closed; writability only while connecting (or while a send would block).
+        self._watch(conn, selectors.EVENT_READ if conn.connected else selectors.EVENT_READ | selectors.EVENT_WRITE)
         return conn
+
+    def _watch(self, conn: _Conn, events: int) -> None:
+        if events == conn.events:
+            return
+        if conn.events:
+            self.sel.modify(conn.sock, events, conn)
+        else:
+            self.sel.register(conn.sock, events, conn)
+        conn.events = events
 
     def _on_writable(self, conn: _Conn) -> None:
         if not conn.connected:
@@ -208,13 +228,21 @@ class HttpPump:
             conn.connected = True
         try:
             while conn.sent < len(conn.request):
-                n = conn.sock.send(memoryview(conn.request)[conn.sent:])
+                n = conn.sock.send(memoryview(conn.request)[conn.sent:] if conn.sent else conn.request)
                 conn.sent += n
         except BlockingIOError:
-            return                                  # the rest when the socket is writable again
+            return self._watch(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)   # the rest when writable
         except OSError as exc:
             return self._broken(conn, exc)
-        self.sel.modify(conn.sock, selectors.EVENT_READ, conn)
+        self._watch(conn, selectors.EVENT_READ)
+
+    def _idle_event(self, conn: _Conn) -> None:
+        """An idle keep-alive connection became readable: the server closed it (or sent what nobody asked for).
+        Dropped now, so no request is sent on it."""
+        pool = self.idle.get(conn.key)
+        if pool is not None and conn in pool:
+            pool.remove(conn)
+        self._drop(conn)
 
     def _on_readable(self, conn: _Conn) -> None:
         try:
@@ -267,16 +295,18 @@ class HttpPump:
                 self._complete(conn)
 
     def _complete(self, conn: _Conn) -> None:
-        self._release(conn)
+        self.active.pop(conn.fd, None)
         self.done.append((conn.item, conn.status, None))
-        if conn.close:
-            conn.sock.close()
+        unsent = conn.sent < len(conn.request)        # answered before it had all the request: not reusable
+        conn.item, conn.request = None, b""
+        if conn.close or unsent:
+            self._drop(conn)
         else:
-            conn.reused, conn.item = True, None
+            conn.reused = True
             pool = self.idle.setdefault(conn.key, deque())
             pool.append(conn)
             while len(pool) > self.limit:
-                pool.popleft().sock.close()
+                self._drop(pool.popleft())
 
     def _broken(self, conn: _Conn, exc: Exception) -> None:
         if conn.reused and not conn.got_bytes:
@@ -290,13 +320,12 @@ class HttpPump:
         self._drop(conn)
         self.done.append((conn.item, None, error))
 
-    def _release(self, conn: _Conn) -> None:
-        self.active.pop(conn.sock.fileno(), None)
-        try:
-            self.sel.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
-
     def _drop(self, conn: _Conn) -> None:
-        self._release(conn)
+        self.active.pop(conn.fd, None)
+        if conn.events:
+            try:
+                self.sel.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
+            conn.events = 0
         conn.sock.close()

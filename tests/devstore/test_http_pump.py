@@ -14,8 +14,9 @@ from devstore_testlib import API_SECRET, SHOP
 
 
 class RawServer:
-    """A TCP server answering each request with `answer(request_number)` bytes (None: never answer); with
-    close_after, it closes the connection after every answer without saying so."""
+    """A TCP server answering each request with `answer(request_number)` bytes (None: never answer; b"": close
+    the connection without answering); with close_after, it closes the connection after every answer without
+    saying so."""
 
     def __init__(self, answer, close_after=False):
         self.answer, self.close_after = answer, close_after
@@ -56,6 +57,8 @@ class RawServer:
                     self.requests.append((port, headers, body))
                     k = len(self.requests)
                 reply = self.answer(k)
+                if reply == b"":
+                    return
                 if reply is None:
                     time.sleep(2)
                     return
@@ -125,17 +128,35 @@ def test_pump_reads_every_kind_of_answer_and_keeps_the_connection_usable(pumped,
         srv.close()
 
 
-def test_pump_resends_once_on_a_keep_alive_connection_the_server_closed(pumped):
+def test_pump_drops_idle_connections_the_server_closed(pumped):
     srv = RawServer(lambda k: OK, close_after=True)       # closes after each answer without saying so
     try:
         _deliver(pumped, srv.url, n=1)
         p = pumped.create_product(SHOP, title="Cup", price="3.00")
-        for _ in range(3):                                 # one at a time: each reuses the (closed) connection
+        for _ in range(3):                                 # one at a time, after the server closed the last one
+            time.sleep(0.05)
             pumped.create_order(SHOP, lines=[{"variant_id": p.variants[0].id, "quantity": 1}])
             assert pumped.webhooks.wait_idle(5)
         assert [a.status for a in pumped.webhooks.attempts] == [200] * 4
-        assert len(srv.requests) == 4                      # each resend on a fresh connection, none lost
+        assert len(srv.requests) == 4                      # each on a fresh connection, none lost
         assert len({port for port, _, _ in srv.requests}) == 4
+        assert not any(pumped.webhooks._pump.idle.values())   # the closed idle connections were dropped
+    finally:
+        srv.close()
+
+
+def test_pump_resends_once_on_a_keep_alive_connection_the_server_closed(pumped):
+    """The server closes a reused connection as the request arrives (its idle close crossed the request):
+    the request goes again on a fresh connection, one attempt as far as anyone can see."""
+    srv = RawServer(lambda k: b"" if k == 2 else OK)      # the 2nd request: closed without an answer
+    try:
+        _deliver(pumped, srv.url, n=1)
+        p = pumped.create_product(SHOP, title="Cup", price="3.00")
+        pumped.create_order(SHOP, lines=[{"variant_id": p.variants[0].id, "quantity": 1}])
+        assert pumped.webhooks.wait_idle(5)
+        assert [(a.status, a.attempt) for a in pumped.webhooks.attempts] == [(200, 1), (200, 1)]
+        (p1, _, b1), (p2, _, b2), (p3, _, b3) = srv.requests
+        assert p1 == p2 != p3 and b2 == b3                 # reused, then resent on a fresh connection
     finally:
         srv.close()
 
