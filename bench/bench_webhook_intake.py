@@ -237,7 +237,7 @@ WRK_SCRIPT = Path(__file__).with_name("wrk_deliveries.lua")
 def raw_request(body: bytes, headers: dict, port: int, close: bool) -> bytes:
     """One delivery as the bytes of an HTTP/1.1 request (what http.client sends, plus Connection: close when the
     connection is to be replaced after it)."""
-    lines = [f"POST /webhooks/orders HTTP/1.1", f"Host: 127.0.0.1:{port}", "Accept-Encoding: identity",
+    lines = ["POST /webhooks/orders HTTP/1.1", f"Host: 127.0.0.1:{port}", "Accept-Encoding: identity",
              *(f"{k}: {v}" for k, v in headers.items()), f"Content-Length: {len(body)}"]
     if close:
         lines.append("Connection: close")
@@ -633,8 +633,8 @@ def main() -> None:
           f"(bare/app {res['cpu_ratio']})"
           + (f"; PostgreSQL server {res['app_db_cpu_us_per_req']} us" if db_server else ""))
     if fixed:
-        print(f"at a fixed {args.rate:g} req/s: app p50/p99 {res['app_at_rate_p50_ms']}/{res['app_at_rate_p99_ms']} ms, "
-              f"bare {res['bare_at_rate_p50_ms']}/{res['bare_at_rate_p99_ms']} ms")
+        print(f"at a fixed {args.rate:g} req/s: app p50/p99 {res['app_at_rate_p50_ms']}/{res['app_at_rate_p99_ms']} "
+              f"ms, bare {res['bare_at_rate_p50_ms']}/{res['bare_at_rate_p99_ms']} ms")
     print(f"recorded once: {res['recorded_once']} ({res['rows']} rows for {res['distinct_webhook_ids']} webhook "
           f"ids, {res['answered_already_recorded']} answers already_recorded for {res['resends_sent']} re-sends); "
           f"enqueued once: {res['enqueued_once']}"

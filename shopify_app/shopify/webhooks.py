@@ -19,6 +19,7 @@ from typing import Mapping
 from shopify_app.shopify.domains import valid_shop_domain  # noqa: F401 - also part of this module's API
 
 TOPIC_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+$")
+_MORE_THAN_MICROSECONDS = re.compile(r"(\.\d{6})\d+")
 
 COMPLIANCE_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
 # Topics that carry an order version (or announce one): consumed by the per-shop order job.
@@ -43,19 +44,22 @@ REQUIRED = ("topic", "hmac", "shop_domain", "webhook_id")
 MAX_LENGTHS = {"topic": 64, "shop_domain": 255, "webhook_id": 64, "event_id": 64, "api_version": 10}
 
 
+def _digest(raw_body: bytes, secret: str) -> bytes:
+    # hmac.digest: OpenSSL's one-shot HMAC, without building an hmac.HMAC object in Python (same bytes).
+    return base64.b64encode(hmac.digest(secret.encode("utf-8"), raw_body, hashlib.sha256))
+
+
 def compute_webhook_hmac(raw_body: bytes, secret: str) -> str:
     """The header value Shopify would send for `raw_body` (also used by tests and the devstore)."""
-    digest = hmac.new(secret.encode("utf-8"), raw_body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return _digest(raw_body, secret).decode("ascii")
 
 
 def verify_webhook_hmac(raw_body: bytes, header_value: str | None, secret: str) -> bool:
     """True when `header_value` is the base64 HMAC-SHA256 of the raw body under `secret` (constant time)."""
     if not header_value or not secret:
         return False
-    expected = compute_webhook_hmac(raw_body, secret).encode("ascii")
     given = header_value.strip().encode("utf-8", "replace")
-    return hmac.compare_digest(expected, given)
+    return hmac.compare_digest(_digest(raw_body, secret), given)
 
 
 def parse_triggered_at(value: str | None) -> dt.datetime | None:
@@ -66,7 +70,8 @@ def parse_triggered_at(value: str | None) -> dt.datetime | None:
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     # Python keeps at most 6 fractional digits: trim Shopify's nanoseconds.
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+    if "." in text:
+        text = _MORE_THAN_MICROSECONDS.sub(r"\1", text)
     try:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:
@@ -111,6 +116,9 @@ class WebhookHeaders:
         return out
 
 
+_LOWER_NAMES = tuple((attr, header.lower()) for attr, header in HEADER_NAMES.items())
+
+
 def parse_webhook_headers(headers: Mapping[str, str]) -> WebhookHeaders:
     """Read the X-Shopify-* headers from any mapping, matching names case-insensitively."""
     lowered: dict[str, str] = {}
@@ -118,8 +126,9 @@ def parse_webhook_headers(headers: Mapping[str, str]) -> WebhookHeaders:
         lowered.setdefault(str(key).lower(), value)
     values: dict[str, str | None] = {}
     problems: list[str] = []
-    for attr, header in HEADER_NAMES.items():
-        raw = lowered.get(header.lower())
+    for attr, lower in _LOWER_NAMES:
+        header = HEADER_NAMES[attr]
+        raw = lowered.get(lower)
         value = raw.strip() if isinstance(raw, str) else None
         value = value or None
         limit = MAX_LENGTHS.get(attr)

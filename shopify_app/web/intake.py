@@ -304,6 +304,19 @@ def _begin(engine, raw):
         cur.close()
 
 
+def _sqlite_datetime(value: dt.datetime) -> str:
+    """SQLAlchemy's SQLite DATETIME storage format ("%Y-%m-%d %H:%M:%S.%f", zero-padded year)."""
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:{value.minute:02d}:"
+            f"{value.second:02d}.{value.microsecond:06d}")
+
+
+def _same_text(processor, candidate) -> bool:
+    """True when `candidate` writes exactly what SQLAlchemy's bind processor writes for a few telling values (a
+    different SQLAlchemy storage format keeps the processor)."""
+    probes = (dt.datetime(2026, 11, 24, 5, 6, 7, 89), dt.datetime(999, 1, 2, 3, 4, 5), dt.datetime(2026, 12, 31))
+    return all(processor(v) == candidate(v) for v in probes)
+
+
 class _Sql:
     """The batch's statements as driver SQL (no ORM, no statement compilation per request): built once per
     dialect and batch size. Works on SQLite >= 3.35 and PostgreSQL (INSERT .. ON CONFLICT DO NOTHING RETURNING)."""
@@ -313,8 +326,11 @@ class _Sql:
         if dialect.paramstyle not in ("qmark", "format", "pyformat"):
             raise NotImplementedError(f"webhook intake: driver paramstyle {dialect.paramstyle}")
         self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        # The column type's own conversion (SQLite stores DateTime as text in SQLAlchemy's format).
+        # The column type's own conversion (SQLite stores DateTime as text in SQLAlchemy's format), or on SQLite
+        # the same text written directly (_sqlite_datetime: a tenth of the processor's cost, two per row).
         self._dt = _table.c.received_at.type._cached_bind_processor(dialect)
+        if self._dt is not None and dialect.name == "sqlite" and _same_text(self._dt, _sqlite_datetime):
+            self._dt = _sqlite_datetime
         self._cache: dict[tuple[str, int], str] = {}
 
     @classmethod

@@ -33,11 +33,16 @@ R = TypeVar("R")
 
 
 class _Waiter(Generic[T, R]):
-    __slots__ = ("item", "event", "done", "lead", "result", "error")
+    """One submitted item. `gate` is a lock taken at creation: a waiting thread blocks on acquiring it again, and
+    the leader that promotes it or finishes its batch releases it. A bare lock, not a threading.Event: an Event is a
+    Condition written in Python (a waiter lock allocated and queued per wait, a notify_all per set), and this is
+    paid once per request under load."""
+    __slots__ = ("item", "gate", "done", "lead", "result", "error")
 
     def __init__(self, item: T):
         self.item = item
-        self.event = threading.Event()
+        self.gate = threading.Lock()
+        self.gate.acquire()
         self.done = False          # result or error is set
         self.lead = False          # promoted: this thread writes the next batch
         self.result: R | None = None
@@ -65,7 +70,7 @@ class GroupCommit(Generic[T, W, R]):
             leading = not self._busy
             self._busy = True
         if not leading:
-            me.event.wait()
+            me.gate.acquire()          # released by the leader that wrote my item, or that passes me the lead
             if me.done:
                 return self._result(me)
             # promoted (me.lead): my item is still queued; write from here on
@@ -81,7 +86,7 @@ class GroupCommit(Generic[T, W, R]):
             if self._queue:
                 nxt = self._queue[0]
                 nxt.lead = True
-                nxt.event.set()
+                nxt.gate.release()
             else:
                 self._busy = False
         self._finish(batch, written, error)
@@ -109,7 +114,7 @@ class GroupCommit(Generic[T, W, R]):
         for w in batch:
             w.error = error
             w.done = True
-            w.event.set()
+            w.gate.release()           # locked here, always: a promoted leader took its gate back when it woke
 
     @staticmethod
     def _result(w: _Waiter) -> R:
@@ -150,11 +155,16 @@ class Waker:
 
     def request(self, key) -> None:
         with self._cond:
+            idle = not self._pending and not self._running
             self._pending[key] = None
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            self._cond.notify_all()       # not notify(): a wait_idle() caller waits on the same condition
+            # Only an idle thread (waiting for a first key) needs waking: one pausing out min_interval or making
+            # calls takes the keys asked for meanwhile when its pause or round ends. Waking it on every request
+            # cost a thread switch per batch under load, for nothing.
+            if idle:
+                self._cond.notify_all()   # not notify(): a wait_idle() caller waits on the same condition
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every key asked for so far has had its call (tests; process exit). False on timeout."""
@@ -173,7 +183,7 @@ class Waker:
                 self._running = True
                 due = last + self.min_interval
                 while (pause := due - time.monotonic()) > 0:
-                    self._cond.wait(pause)           # request() notifies: wait out the rest
+                    self._cond.wait(pause)           # a spurious or early wake-up: wait out the rest
                 last = time.monotonic()
                 keys = list(self._pending)
                 self._pending.clear()

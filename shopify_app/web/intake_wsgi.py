@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 _ENVIRON_KEYS = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for name in HEADER_NAMES.values())
 _REASONS = {200: "200 OK", 400: "400 BAD REQUEST", 401: "401 UNAUTHORIZED", 500: "500 INTERNAL SERVER ERROR"}
+_encode = json.JSONEncoder(separators=(",", ":")).encode     # json.dumps without its per-call keyword handling
 
 
 class WebhookEndpoint:
@@ -52,7 +53,7 @@ class WebhookEndpoint:
                 raise
             log.exception("webhook intake failed; answering 500 (Shopify retries the delivery)")
             code, answer = 500, {"status": "error"}
-        body = json.dumps(answer, separators=(",", ":")).encode()
+        body = _encode(answer).encode()
         start_response(_REASONS[code], [*self.headers, ("Content-Length", str(len(body)))])
         return [body]
 

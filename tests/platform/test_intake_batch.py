@@ -149,6 +149,26 @@ def test_one_batch_with_every_kind_of_delivery(db_url):
     assert abs(rows["wh-1"].received_at - batch[0].received_at) < dt.timedelta(microseconds=1)
 
 
+def test_sqlite_datetime_text_is_sqlalchemys_and_reads_back(db_url):
+    """On SQLite the batch writes DATETIME text itself (intake._sqlite_datetime): the very text SQLAlchemy's own
+    bind processor writes, and the ORM reads the same values back."""
+    from sqlalchemy.dialects import sqlite
+
+    from shopify_app.web.intake import _Sql, _sqlite_datetime
+
+    processor = WebhookDelivery.__table__.c.received_at.type._cached_bind_processor(sqlite.dialect())
+    values = [dt.datetime(2026, 11, 24, 5, 6, 7, 89), dt.datetime(1, 1, 1), dt.datetime(999, 12, 31, 23, 59, 59),
+              dt.datetime(9999, 12, 31, 23, 59, 59, 999999), dt.datetime(2026, 2, 28, 0, 0, 0, 500000)]
+    assert [_sqlite_datetime(v) for v in values] == [processor(v) for v in values]
+    assert _Sql(sqlite.dialect()).datetime(values[0]) == processor(values[0])
+    received = dt.datetime(2026, 11, 24, 5, 6, 7, 123456)
+    d = _delivery(webhook_id="wh-dt", triggered_at=dt.datetime(2026, 11, 23, 12, 0, 0, 1))
+    d.received_at = received
+    record_batch(db_url, [d])
+    row = _rows(db_url)["wh-dt"]
+    assert (row.received_at, row.triggered_at) == (received, dt.datetime(2026, 11, 23, 12, 0, 0, 1))
+
+
 def test_concurrent_batches_of_the_same_delivery_store_one_row(db_url):
     helpers.add_shop(db_url, SHOP)
     outcomes: list = []

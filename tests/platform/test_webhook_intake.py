@@ -245,6 +245,20 @@ def test_garbage_body_with_valid_hmac_is_recorded_invalid(client, shop, config, 
     assert queued_job_ids(config) == []
 
 
+def test_body_shape_check_without_parsing(client, shop, config, db_url):
+    """The intake checks an order body's shape only ({...} once surrounding whitespace is ignored, UTF-8, no NUL);
+    the body is stored byte for byte as sent."""
+    padded = b"  \n" + sample("orders/create") + b"\r\n "
+    with_nul = sample("orders/create").replace(b'"note":', b'"note\x00":', 1)
+    assert with_nul != sample("orders/create")
+    for i, body in enumerate([padded, with_nul, b"{}", b"{", b" } { "]):
+        assert post(client, "orders/create", body, webhook_id=f"shape-{i}").status_code == 200
+    rows = deliveries(db_url)
+    assert [r.status for r in rows] == ["pending_analytics", "invalid", "pending_analytics", "invalid", "invalid"]
+    assert rows[0].body == padded.decode()
+    assert queued_job_ids(config) == [f"process-orders-{shop}"]
+
+
 def test_unknown_shop_is_recorded_without_body_and_not_enqueued(client, config, db_url):
     resp = post(client, "orders/create", sample("orders/create"), shop=OTHER)
     assert resp.status_code == 200
