@@ -162,6 +162,7 @@ def live_main(args, url: str) -> None:
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(40)
     orders = sum(r["orders"] for r in rounds)
+    locks = [r["lock_s"] for r in rounds]
     per_k = 1000 / orders
     phases: dict = {}
     for r in rounds:
@@ -170,7 +171,9 @@ def live_main(args, url: str) -> None:
     out = {"cpu_ms_per_order": round(sum(r["cpu_s"] for r in rounds) * 1000 / orders, 3),
            "wall_ms_per_order": round(sum(r["wall_s"] for r in rounds) * 1000 / orders, 3),
            "lock_ms_per_order": round(sum(r["lock_s"] for r in rounds) * 1000 / orders, 3),
-           "median_batch_cpu_ms": round(statistics.median(r["cpu_s"] for r in rounds) * 1000, 2)}
+           "median_batch_cpu_ms": round(statistics.median(r["cpu_s"] for r in rounds) * 1000, 2),
+           "batch_lock_ms_p50_p90_max": [round(x * 1000, 1) for x in (
+               statistics.median(locks), sorted(locks)[int(0.9 * len(locks))], max(locks))]}
     print(f"{orders} orders in {len(rounds)} batches: " + ", ".join(f"{k} {v}" for k, v in out.items()), flush=True)
     print("   per 1,000 orders (s): " + ", ".join(f"{k} {v * per_k:.3f}" for k, v in phases.items()), flush=True)
     print("RESULT " + json.dumps({"bench": "order_batch_live", "db": url.split(":", 1)[0], "orders_per_batch": n,
