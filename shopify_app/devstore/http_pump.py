@@ -85,7 +85,11 @@ def _chunked_end(buf: bytearray, start: int) -> int:
 class HttpPump:
     """Start requests with `start(item, url, headers, body, timeout)` (at most `limit` in flight: `free()`),
     then `poll(timeout)` returns [(item, status, error)] for those that finished. `wake()` (any thread) ends a
-    poll early; `close()` drops every connection."""
+    poll early; `close()` drops every connection.
+
+    Not thread-safe, except that poll's waiting part can run apart: `wait_time`, then `select` (touches no
+    state: another thread, holding the caller's lock, may `start` requests meanwhile; the selector sees their
+    sockets at once), then `handle`. The caller holds its lock for all but `select`."""
 
     def __init__(self, limit: int, fallback):
         self.limit = max(1, int(limit))
@@ -131,13 +135,25 @@ class HttpPump:
 
     def poll(self, timeout: float | None) -> list:
         """Wait up to `timeout` seconds (None: until something happens) and progress every connection."""
+        return self.handle(self.select(self.wait_time(timeout)))
+
+    def wait_time(self, timeout: float | None) -> float | None:
+        """`timeout`, shortened to the next request deadline (0 if finished requests wait to be returned)."""
         if self.done:
-            timeout = 0
+            return 0
         deadline = self.next_deadline()
         if deadline is not None:
             left = max(0.0, deadline - time.monotonic())
             timeout = left if timeout is None else min(timeout, left)
-        for key, events in self.sel.select(timeout):
+        return timeout
+
+    def select(self, timeout: float | None) -> list:
+        return self.sel.select(timeout)
+
+    def handle(self, ready: list) -> list:
+        """Progress the connections `select` found ready, fail those past their deadline, and return the
+        finished requests as [(item, status, error)]."""
+        for key, events in ready:
             conn = key.data
             if conn is None:
                 try:
@@ -145,6 +161,8 @@ class HttpPump:
                         pass
                 except (BlockingIOError, OSError):
                     pass
+                continue
+            if not conn.events:                     # dropped since the select
                 continue
             if events & selectors.EVENT_WRITE and conn.item is not None:
                 self._on_writable(conn)

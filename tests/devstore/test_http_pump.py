@@ -199,3 +199,28 @@ def test_pump_wakes_for_new_work_and_stops(store):
             time.sleep(0.01)
     finally:
         srv.close()
+
+
+def test_an_idle_pump_gets_new_deliveries_started_by_the_emitting_thread(pumped):
+    """While the pump thread waits in its poll, a new delivery is sent by the thread that emits it (no wake-up
+    of the pump thread for that); the pump thread still reads the answer, records the attempt and retries."""
+    srv = RawServer(lambda k: b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n" if k == 2 else OK)
+    try:
+        _deliver(pumped, srv.url, n=1, retry_schedule=(0.05,))
+        time.sleep(0.1)                                    # the pump is in its poll
+        wakes = []
+        real_wake = pumped.webhooks._pump.wake
+        pumped.webhooks._pump.wake = lambda: wakes.append(1) or real_wake()
+        p = pumped.create_product(SHOP, title="Cup", price="3.00")
+        emitter = threading.get_ident()
+        sent_by = []
+        real_start = pumped.webhooks._pump.start
+        pumped.webhooks._pump.start = lambda *a: sent_by.append(threading.get_ident()) or real_start(*a)
+        pumped.create_order(SHOP, lines=[{"variant_id": p.variants[0].id, "quantity": 1}])
+        assert pumped.webhooks.wait_idle(5)
+        assert [(a.status, a.attempt) for a in pumped.webhooks.attempts] == [(200, 1), (500, 1), (200, 2)]
+        assert sent_by[0] == emitter and sent_by[1] != emitter  # the retry: sent by the pump thread
+        assert wakes == []
+        assert len(srv.requests) == 3
+    finally:
+        srv.close()
