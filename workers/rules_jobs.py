@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -311,7 +312,30 @@ def _rows_plus_blobs(s, shop_id: int, payloads: list, first: str | None, last: s
                       for x in ((a for a, _b in row_sums), (b for _a, b in row_sums), iter(row_sums.values())))
         ba, bb, bn = C.sum_indexed_pairs([_indexed(ba, bb, bn), _indexed(ra, rb, rn)])
     keep = (bn != 0) & (bn >= min_count)
-    return dict(zip(zip(ba[keep].tolist(), bb[keep].tolist()), bn[keep].tolist()))
+    return PairArrays(ba[keep], bb[keep], bn[keep])
+
+
+class PairArrays(Mapping):
+    """{(a, b): count} of directed pairs held as numpy arrays (a, b, n sorted by (a, b)); sequential_rules uses
+    the arrays, a dict is built only when it is used as a mapping (tests, diagnostics)."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, n: np.ndarray):
+        self.a, self.b, self.n = a, b, n
+        self._dict: dict | None = None
+
+    def _d(self) -> dict:
+        if self._dict is None:
+            self._dict = dict(zip(zip(self.a.tolist(), self.b.tolist()), self.n.tolist()))
+        return self._dict
+
+    def __getitem__(self, key):
+        return self._d()[key]
+
+    def __iter__(self):
+        return iter(self._d())
+
+    def __len__(self) -> int:
+        return len(self.n)
 
 
 def _indexed(a: np.ndarray, b: np.ndarray, n: np.ndarray) -> tuple:
@@ -398,18 +422,29 @@ def sequential_rules(seq: dict, customer_orders: int, min_count: int, min_suppor
     count = pairs(A, B); confidence = pairs(A, B) / items(A); support = pairs(A, B) / customer orders in the
     window; lift = confidence / base rate of B, base rate = items(B) / customer orders (the share of customer
     orders holding B)."""
-    from shopify_app.analytics import sequential as S
-
     items = seq["items"]
     if not customer_orders or not items:
         return []
     # The same thresholds as pair rules: support = pairs(A, B) / customer orders >= min_support.
     floor = max(int(min_count), math.ceil(min_support * customer_orders - 1e-9))
-    conf = S.confidences({("*", a): n for a, n in items.items()},
-                         {("*", a, b): n for (a, b), n in seq["pairs"].items()}, min_count=floor)
+    pairs = seq["pairs"]
+    if not isinstance(pairs, PairArrays):
+        keys = list(pairs)
+        pairs = PairArrays(np.array([k[0] for k in keys], dtype=np.int64),
+                           np.array([k[1] for k in keys], dtype=np.int64),
+                           np.array([pairs[k] for k in keys], dtype=np.int64))
+    # analytics.sequential.confidences in numpy: confidence = pairs(A, B) / items(A), pairs below the floor or
+    # of an antecedent without item count left out; top SEQUENTIAL_LIMIT by count, confidence, then (A, B).
+    ids = np.array(sorted(items), dtype=np.int64)
+    counts = np.array([items[i] for i in ids.tolist()], dtype=np.int64)
+    pos = np.minimum(np.searchsorted(ids, pairs.a), len(ids) - 1)
+    ant = np.where(ids[pos] == pairs.a, counts[pos], 0)
+    keep = (pairs.n >= floor) & (ant > 0)
+    a, b, n = pairs.a[keep], pairs.b[keep], pairs.n[keep]
+    conf = n / ant[keep]
+    order = np.lexsort((b, a, -conf, -n))[:SEQUENTIAL_LIMIT]
     rows = []
-    top = sorted(conf.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))[:SEQUENTIAL_LIMIT]
-    for (a, b), (n, c) in top:
+    for a, b, n, c in zip(a[order].tolist(), b[order].tolist(), n[order].tolist(), conf[order].tolist()):
         base = items.get(b, 0) / customer_orders
         if not base:             # B bought only after the window: no base rate to compare with
             continue

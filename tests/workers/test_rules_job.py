@@ -406,3 +406,32 @@ def test_paced_run_waits_in_a_real_worker(session, cfg, worker_process):
     ran_at = computed.pop().replace(tzinfo=dt.timezone.utc).timestamp()
     assert ran_at >= started + rules_jobs.PACE_FACTOR * took - 0.05
     assert_same_rules(stored_rules(session, shop.id), mine_pair_rules(basket_sets(versions), 0.01, 2))
+
+
+def test_sequential_rules_equal_the_confidences_definition():
+    """The numpy selection equals analytics.sequential.confidences + sort by (count, confidence, pair) desc / asc,
+    top SEQUENTIAL_LIMIT, rules without a base rate dropped; dict and PairArrays inputs agree."""
+    from shopify_app.analytics import sequential as S
+    from workers import rules_jobs
+
+    rnd = random.Random(3)
+    items = {i: rnd.randint(1, 40) for i in range(1, 60) if rnd.random() < 0.8}
+    pairs = {(a, b): rnd.randint(1, 30) for a in range(1, 60) for b in range(1, 60) if a != b and rnd.random() < 0.3}
+    for limit in (50, 100000):
+        conf = S.confidences({("*", a): n for a, n in items.items()},
+                             {("*", a, b): n for (a, b), n in pairs.items()}, min_count=4)
+        top = sorted(conf.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))[:limit]
+        expected = [(a, b, n, c, c / (items[b] / 500)) for (a, b), (n, c) in top if items.get(b)]
+        old = rules_jobs.SEQUENTIAL_LIMIT
+        rules_jobs.SEQUENTIAL_LIMIT = limit
+        try:
+            keys = sorted(pairs)
+            arrays = rules_jobs.PairArrays(*(np.array(v, dtype=np.int64) for v in (
+                [k[0] for k in keys], [k[1] for k in keys], [pairs[k] for k in keys])))
+            assert arrays == pairs
+            for given in (pairs, arrays):
+                got = rules_jobs.sequential_rules({"items": items, "pairs": given}, 500, min_count=4)
+                assert [(r["antecedent"][0], r["consequent"][0], r["count"], r["confidence"], r["lift"])
+                        for r in got] == expected
+        finally:
+            rules_jobs.SEQUENTIAL_LIMIT = old
