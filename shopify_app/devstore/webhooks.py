@@ -631,7 +631,7 @@ _json_str = json.encoder.encode_basestring_ascii          # json.dumps' own stri
 
 
 class _Raw(str):
-    """Text that is JSON already (a money set, the line items): _json writes it as it is."""
+    """Text that is JSON already (a cached money set): _json writes it as it is."""
     __slots__ = ()
 
 
@@ -734,16 +734,19 @@ def _line_text(li, o) -> str:
     return f'{a}{line_id}{b}"gid://shopify/LineItem/{li.id}"{c}{q}{d}{q}{e}{_json(li.quantity)}{f}'
 
 
-_order_template: list = []         # [the %-template of the order payload], made on first use
+_order_template: list = []         # [(%-template before the line items, after them)], made on first use
 
 
-def _make_order_template(sh, o) -> str:
-    """order_payload's JSON with a %(field)s hole per _order_values field (constants encoded once)."""
+def _make_order_template(sh, o) -> tuple:
+    """order_payload's JSON with a %(field)s hole per _order_values field (constants encoded once), split at
+    the line items (25 KB of a 28 KB body: joined in once rather than %-formatted and copied again)."""
     ref = _order_fields(sh, o, [])
     holes = set(_order_values(sh, o, [], _set, _order_totals(o)))
-    return "{" + ",".join(_json_str(k) + ":" + (f"%({k})s" if k in holes
+    text = "{" + ",".join(_json_str(k) + ":" + (f"%({k})s" if k in holes
                                                  else json.dumps(v, separators=_SEP).replace("%", "%%"))
                           for k, v in ref.items()) + "}"
+    head, tail = text.split("%(line_items)s")
+    return head, tail
 
 
 def order_body(sh, o) -> bytes:
@@ -752,9 +755,12 @@ def order_body(sh, o) -> bytes:
     template, the line items as _line_text."""
     if not _order_template:
         _order_template.append(_make_order_template(sh, o))
-    lines = _Raw("[" + ",".join([_line_text(li, o) for li in o.line_items]) + "]")
-    values = _order_values(sh, o, lines, _set_text, _order_totals(o))
-    return (_order_template[0] % {k: _json(v) for k, v in values.items()}).encode()
+    head, tail = _order_template[0]
+    values = _order_values(sh, o, None, _set_text, _order_totals(o))
+    del values["line_items"]
+    values = {k: _json(v) for k, v in values.items()}
+    lines = ",".join([_line_text(li, o) for li in o.line_items])
+    return f"{head % values}[{lines}]{tail % values}".encode()
 
 
 def order_event(sh, o) -> EventPayload:
