@@ -15,14 +15,8 @@ and handed over:
   with their results.
 
 No extra thread for the writes: the leader is a request thread, so an idle server writes a lone request at once (a
-batch of one). A failing write or hand-over fails every item of its batch (each of those requests answers 500;
-Shopify retries and the unique constraint dedupes).
-
-*Linger under load*: a leader that starts within `busy_window` of the previous batch's end (batches back to back:
-the writes are where requests queue) first waits `linger` (or until `max_batch` items are queued), so the requests
-arriving meanwhile share its transaction. Measured under gunicorn (2 processes x 8 threads, wrk -c 16, SQLite): a
-batch held 1.3 deliveries on average without it - each request's verification ends just after the previous write
-began - and 4.0 with 1 ms, the server's CPU per request -8 %; an idle or lightly loaded server never waits.
+batch of one); batches grow only when requests really overlap. A failing write or hand-over fails every item of its
+batch (each of those requests answers 500; Shopify retries and the unique constraint dedupes).
 """
 from __future__ import annotations
 
@@ -57,22 +51,15 @@ class _Waiter(Generic[T, R]):
 
 class GroupCommit(Generic[T, W, R]):
     def __init__(self, write: Callable[[Sequence[T]], Sequence[W]],
-                 hand_over: Callable[[Sequence[T], Sequence[W]], Sequence[R]] | None = None, max_batch: int = 64,
-                 linger: float = 0.0, busy_window: float = 0.0):
+                 hand_over: Callable[[Sequence[T], Sequence[W]], Sequence[R]] | None = None, max_batch: int = 64):
         self._write = write
         self._hand_over = hand_over or (lambda items, written: written)
         self._max_batch = max_batch
-        self._linger = linger               # seconds (see the module docstring)
-        self._busy_window = busy_window     # seconds
         self._lock = threading.Lock()
-        self._full = threading.Condition(self._lock)    # a lingering leader waits on it for a full batch
         self._queue: list[_Waiter] = []
         self._busy = False          # a leader is writing or about to
-        self._lingering = False
-        self._last_end = float("-inf")      # monotonic time the last batch was written
         self.batches = 0            # counters for tests and benches
         self.items = 0
-        self.lingered = 0
 
     def submit(self, item: T) -> R:
         """Write `item` (with whatever else is waiting), hand it over, return its result; re-raises the batch's
@@ -82,8 +69,6 @@ class GroupCommit(Generic[T, W, R]):
             self._queue.append(me)
             leading = not self._busy
             self._busy = True
-            if self._lingering and len(self._queue) >= self._max_batch:
-                self._full.notify()
         if not leading:
             me.gate.acquire()          # released by the leader that wrote my item, or that passes me the lead
             if me.done:
@@ -91,15 +76,9 @@ class GroupCommit(Generic[T, W, R]):
             # promoted (me.lead): my item is still queued; write from here on
         while True:
             with self._lock:
-                if self._linger and time.monotonic() - self._last_end < self._busy_window:
-                    self._lingering = True
-                    self.lingered += 1
-                    self._full.wait_for(lambda: len(self._queue) >= self._max_batch, self._linger)
-                    self._lingering = False
                 batch = self._queue[:self._max_batch]
                 del self._queue[:self._max_batch]
             written, error = self._write_batch(batch)
-            self._last_end = time.monotonic()
             if me in batch:
                 break
             self._finish(batch, written, error)        # a backlog beyond max_batch: finish it, keep leading

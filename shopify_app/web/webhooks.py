@@ -62,11 +62,6 @@ PROCESS_JOB = "workers.ingest.process_delivery"
 # shop (in-process, one request thread: 0.6 -> 0.12 calls per delivery, CPU per delivery -20%); an idle shop's
 # first wake is made at once; a later one waits at most this long, against an order job that takes 10-100x it.
 WAKE_INTERVAL_S = 0.002
-# Group commit under load (intake_batch.GroupCommit): a batch that starts within BUSY_WINDOW_S of the previous one's
-# end first waits LINGER_S for more deliveries of this process. 1.3 -> 4.0 deliveries per batch at saturation (server
-# CPU per request -8 %, p99 lower); a server that is not writing back to back never waits.
-LINGER_S = 0.001
-BUSY_WINDOW_S = 0.002
 
 
 def delivery_job_id(delivery_id: int) -> str:
@@ -183,8 +178,7 @@ def _intake(flask_app) -> tuple[int, GroupCommit, Waker]:
                 # kill leaves them to the sweeper.
                 atexit.register(waker.wait_idle, 2.0)
                 writer = GroupCommit(lambda items: record_batch(cfg.sqlalchemy_url, items),
-                                     lambda items, outcomes: _hand_over(cfg, waker, outcomes),
-                                     linger=LINGER_S, busy_window=BUSY_WINDOW_S)
+                                     lambda items, outcomes: _hand_over(cfg, waker, outcomes))
                 intake = ext["webhook_intake"] = (os.getpid(), writer, waker)
     return intake
 

@@ -102,31 +102,6 @@ def test_max_batch_splits_a_backlog_and_the_lead_passes_on():
     assert sizes == [1, 5, 5, 5, 5, 2]
 
 
-def test_a_leader_right_after_a_batch_lingers_until_the_batch_is_full():
-    """Batches back to back (within busy_window): the next leader waits (up to linger) and the submits arriving
-    meanwhile share its batch; a full batch (max_batch) ends the wait at once (here long before the 60 s linger)."""
-    written: list[list[str]] = []
-    gc = GroupCommit(lambda items: written.append(list(items)) or list(items), max_batch=3, linger=60,
-                     busy_window=60)
-    assert gc.submit("a") == "a"              # nothing written before: no wait
-    assert gc.lingered == 0
-    out: dict[str, str] = {}
-    threads = [threading.Thread(target=lambda k=k: out.__setitem__(k, gc.submit(k))) for k in "bcd"]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert out == {"b": "b", "c": "c", "d": "d"}
-    assert [sorted(b) for b in written] == [["a"], ["b", "c", "d"]]
-    assert gc.lingered == 1 and not gc._busy
-
-
-def test_no_linger_when_batches_are_not_back_to_back():
-    gc = GroupCommit(lambda items: list(items), linger=60, busy_window=0.0)
-    assert [gc.submit(i) for i in range(3)] == [0, 1, 2]
-    assert gc.lingered == 0 and gc.batches == 3
-
-
 # --------------------------------------------------------------------------------------------- record_batch
 def _delivery(topic="orders/create", shop=SHOP, webhook_id="wh", event_id=None, body='{"id": 1}', error=None,
               triggered_at=None):
