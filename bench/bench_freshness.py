@@ -396,6 +396,8 @@ def main() -> None:
                     help="the stand-in alone: deliver to a trivial HTTP sink, report its webhooks/s and CPU per "
                          "webhook (--rate 0: as fast as it can, --orders of them)")
     ap.add_argument("--orders", type=int, default=None, help="with --sink --rate 0: how many orders")
+    ap.add_argument("--trace", action="store_true",
+                    help="the order job traces every batch (ORDER_JOB_TRACE); report its CPU per order and phases")
     args = ap.parse_args()
     # SIGTERM (a timeout, a CI cancel) runs the finally blocks: the app, workers, redis and sink go too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -419,6 +421,9 @@ def main() -> None:
                RQ_QUEUE_PREFIX="fresh", APP_URL=app_url, PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING")
     if args.rules_debounce is not None:
         env["RULES_DEBOUNCE_S"] = str(args.rules_debounce)
+    trace_path = tmp / "order_job_trace.jsonl"
+    if args.trace:
+        env["ORDER_JOB_TRACE"] = str(trace_path)
     with session_scope(db_url) as s:
         # A given --database-url is the bench's scratch database: a previous run's shop (and, by cascade, its
         # rows) goes first.
@@ -514,6 +519,8 @@ def main() -> None:
            "standin_cpu_ms_per_webhook": round(standin_cpu / max(1, len(store.webhooks.attempts)) * 1000, 3),
            "standin_cpu_cores": round(standin_cpu / standin_wall, 2)}
     res["jobs"] = jobs
+    if args.trace:
+        res["order_job"] = order_job_trace(trace_path)
     res["ok"] = (res["p95_s"] <= 1.0 and res["unapplied"] == 0 and res["pair_counts_ok"] and not unscored
                  and n_customers == expected_customers and res["rate_achieved"] >= 0.95 * args.rate)
     print(f"sent {res['orders']} orders ({res['lines_per_order']} lines, {res['pairs_per_order']} pairs each) at "
@@ -521,7 +528,37 @@ def main() -> None:
           f"p50 {res['p50_s']} s, p95 {res['p95_s']} s, max {res['max_s']} s")
     for name, v in jobs.items():
         print(f"  job {name}: {v}")
+    if args.trace:
+        print(f"  order job: {res['order_job']}")
     print("RESULT " + json.dumps(res))
+
+
+def order_job_trace(path: Path) -> dict:
+    """The order job's batches (ORDER_JOB_TRACE lines): its CPU per applied order (process CPU between two
+    consecutive batches of the same process, i.e. everything the job did for the later one), the write-lock hold,
+    and the phase seconds per 1,000 orders. The first batch of each process is left out (no CPU reference)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    prev: dict = {}
+    cpu = wall = 0.0
+    applied = counted = 0
+    phases: Counter = Counter()
+    for r in rows:
+        p = prev.get(r["pid"])
+        prev[r["pid"]] = r
+        if p is None:
+            continue
+        cpu += r["cpu"] - p["cpu"]
+        wall += r["t"] - p["t"]
+        counted += r.get("applied", 0)
+        for part in ("prepare_timings", "write_timings"):
+            phases.update({f"{part[0]}.{k}": v for k, v in (r.get(part) or {}).items()})
+        phases["lock"] += r.get("lock_s", 0.0)
+    applied = sum(r.get("applied", 0) for r in rows)
+    per_k = 1000 / max(1, counted)
+    return {"batches": len(rows), "applied": applied, "fallbacks": sum(r.get("fallback", 0) for r in rows),
+            "cpu_ms_per_order": round(cpu * 1000 / max(1, counted), 3),
+            "wall_ms_per_order": round(wall * 1000 / max(1, counted), 3),
+            "phases_s_per_1000_orders": {k: round(v * per_k, 3) for k, v in sorted(phases.items())}}
 
 
 if __name__ == "__main__":

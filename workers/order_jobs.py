@@ -136,13 +136,16 @@ def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
     started = job_started = time.monotonic()
     total: dict = {}
     due: dict = {}                        # follow-up flags since the last enqueue_followups
+    items_cache: dict = {}                # order items between this job's batches (ITEMS_CACHE_ORDERS)
     handed_over = False
     while True:
         _clear_wake(shop_id)              # before reading: a delivery committed after the read wakes a follow-up
         result = run_batch(shop_id, limit=min(limit, BATCH_DELIVERIES), budget_s=BATCH_SECONDS,
-                           max_pairs=BATCH_PAIRS, max_lines=BATCH_LINES)
+                           max_pairs=BATCH_PAIRS, max_lines=BATCH_LINES, items_cache=items_cache)
         if result.get("status") == "missing":
             return result
+        if TRACE_PATH:
+            _trace(result)
         for k, v in result.items():
             if isinstance(v, bool):
                 total[k] = total.get(k, False) or v
@@ -181,6 +184,19 @@ def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
     total["more"] = handed_over           # True: a follow-up job continues with what is left
     enqueue_followups(context.config(), shop_id, due)
     return total
+
+
+# Bench what-if: with ORDER_JOB_TRACE=<file>, every batch appends one JSON line (its result with phase timings,
+# wall clock "t" and the process's CPU seconds "cpu"): bench/bench_freshness.py --trace summarizes them.
+TRACE_PATH = os.environ.get("ORDER_JOB_TRACE")
+
+
+def _trace(result: dict) -> None:
+    import json
+
+    with open(TRACE_PATH, "a") as f:
+        f.write(json.dumps({"t": time.time(), "cpu": time.process_time(), "pid": os.getpid(), **result},
+                           default=str) + "\n")
 
 
 def _others_waiting() -> bool:
@@ -368,14 +384,14 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
 
 
 def run_batch(shop_id: int, limit: int = 500, budget_s: float | None = None, max_pairs: int | None = None,
-              max_lines: int | None = None, now: dt.datetime | None = None) -> dict:
+              max_lines: int | None = None, now: dt.datetime | None = None, items_cache: dict | None = None) -> dict:
     """One batch of the job: prepared in a read transaction (no write lock), written in a short write transaction
     under the SQLite write turn (a no-op elsewhere), which the webhook intake shares: between two batches the
     intake's waiting process is woken at once (see shopify_app.db.sqlite_write_turn). Result "lock_s": the write
     transaction's time, commit included (what the intake may wait)."""
     with context.read_transaction() as r:
         prep = prepare_batch(r, shop_id, limit=limit, now=now, budget_s=budget_s, max_pairs=max_pairs,
-                             max_lines=max_lines)
+                             max_lines=max_lines, items_cache=items_cache)
     if prep is None:
         return {"shop_id": shop_id, "status": "missing"}
     if not prep.read:                    # nothing pending: no write transaction at all
@@ -425,9 +441,11 @@ def _write_connection(url: str):
 
 
 def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = None, budget_s: float | None = None,
-                  max_pairs: int | None = None, max_lines: int | None = None) -> PreparedBatch | None:
+                  max_pairs: int | None = None, max_lines: int | None = None,
+                  items_cache: dict | None = None) -> PreparedBatch | None:
     """Read the shop's pending deliveries and everything their application depends on, and compute the batch
-    (pure Python / numpy from here on). Only reads: `s` may be a read transaction. None: no such shop."""
+    (pure Python / numpy from here on). Only reads: `s` may be a read transaction. None: no such shop.
+    `items_cache`: the job's order items kept between its batches (_read_customer_orders)."""
     started = time.monotonic()
     timings: dict = {}
     laps = _Laps(timings)
@@ -478,7 +496,7 @@ def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = N
     prep.customers = {int(c) for c in ({v.customer_id for v in versions} |
                                        {r.customer_id for r in prep.stored.values() if r is not None})
                       if c is not None}
-    prep.customer_orders, before = _read_customer_orders(s, shop_id, prep.customers)
+    prep.customer_orders, before = _read_customer_orders(s, shop_id, prep.customers, items_cache)
     laps.lap("prefetch")
     current = dict(prep.stored)          # the batch's view of each order as its versions are applied
     pair_volume = seen = 0               # pair increments of the batch's basket changes so far
@@ -623,15 +641,40 @@ def _customer_states(s, shop_id: int, customers) -> dict:
     return out
 
 
-def _read_customer_orders(s, shop_id: int, customers) -> tuple[dict, dict]:
+def _read_customer_orders(s, shop_id: int, customers, cache: dict | None = None) -> tuple[dict, dict]:
     """(states of the customers' orders, {customer: {order id: (time, items)}} of their counted orders), the
     sequential 'before' of the batch. States first: an order written between the two reads then differs from
-    its read state, which the write phase notices (PostgreSQL's READ COMMITTED has no snapshot across reads)."""
+    its read state, which the write phase notices (PostgreSQL's READ COMMITTED has no snapshot across reads).
+    `cache` ({order id: (state, items)}, see ITEMS_CACHE_ORDERS): the job's items of orders read before, used
+    when the order's state is the one read now, and filled with what is read."""
     states = _customer_states(s, shop_id, customers)
     before: dict = {c: {} for c in customers}
     heads = {oid: (st[0], st[2]) for oid, st in states.items() if st[1]}     # counted: (customer, processed_at)
-    before.update(orders_items(s, shop_id, heads))
+    items_of: dict = {}
+    for oid in heads if cache is not None else ():
+        hit = cache.get(oid)
+        if hit is not None and hit[0] == states[oid]:
+            items_of[oid] = hit[1]
+    missing = {oid: head for oid, head in heads.items() if oid not in items_of}
+    for orders in orders_items(s, shop_id, missing).values():
+        for oid, (_t, items) in orders.items():
+            items_of[oid] = frozenset(items)
+            if cache is not None:
+                cache[oid] = (states[oid], items_of[oid])
+    for oid, (cid, t) in heads.items():
+        before.setdefault(int(cid), {})[oid] = (t, items_of[oid])
+    if cache is not None and len(cache) > ITEMS_CACHE_ORDERS:
+        cache.clear()                    # bounded memory; refilled by the next batches' reads
     return states, before
+
+
+# A job drains batch after batch, and a repeat customer's orders are read again by every batch that touches the
+# customer (their sequential 'before'): with bench (d)'s compressed time that is their whole history, read and
+# converted again and again. process_pending_orders keeps their items between its batches, per order, with the
+# order's state as read (ORDER_STATE_COLUMNS): every write of an Order row sets ingested_at (the writer's clock),
+# and its lines are only written with it, so within one job an equal state means equal lines. At most this many
+# orders; one job's cache only (a database emptied and refilled - tests - never meets an old cache).
+ITEMS_CACHE_ORDERS = 200_000
 
 
 def _sequential_deltas(prep: PreparedBatch, before: dict, lines: dict) -> tuple[dict, dict]:

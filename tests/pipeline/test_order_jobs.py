@@ -908,3 +908,51 @@ def test_run_batch_checkpoints_after_the_write_turn_and_restores_the_connection(
     finally:
         for c in conns:
             c.close()
+
+
+def test_the_jobs_items_cache_follows_changed_orders(config, session, monkeypatch):
+    """One job, one delivery per batch: its batches reuse the customer's order items read by earlier batches
+    (items_cache) and must re-read an order whose row changed in between (new version, other items, deletion), by
+    this job or by another writer (reconciliation): the sequential tables equal a rebuild, the rest a clean pass."""
+    import workers.order_jobs as jobs
+    from workers import context
+
+    shop = make_shop(session, "cache.myshopify.com")
+    clean = make_shop(session, "cache-clean.myshopify.com")
+    for sh in (shop, clean):
+        _rfm(session, sh)
+    h = [("orders/create", payload(1, cust=7501, day=1)), ("orders/create", payload(2, cust=7501, day=3)),
+         ("orders/updated", payload(1, cust=7501, day=1, upd=1, items=((P3, 1),))),       # order 1: other items
+         ("orders/create", payload(3, cust=7501, day=5, items=((P1, 1), (P3, 2)))),
+         ("orders/updated", payload(2, cust=7501, day=3, upd=2, refund_first=True)),    # order 2: refunded lines
+         ("orders/delete", {"id": 1}),
+         ("orders/create", payload(4, cust=7501, day=6, items=((P2, 1),)))]
+    for topic, body in h:
+        deliver(session, shop, topic, body)
+        deliver(session, clean, topic, body)
+    session.commit()
+    monkeypatch.setattr(jobs, "BATCH_DELIVERIES", 1)
+    caches = []
+    real_run = jobs.run_batch
+
+    def spy(shop_id, **kw):
+        caches.append(kw.get("items_cache"))
+        if len(caches) == 4:       # another writer changes order 2 between two batches of the job
+            reconcile_write(config.database_url, shop.id, payload(2, cust=7501, day=3, upd=1, items=((P1, 3),)))
+        return real_run(shop_id, **kw)
+
+    monkeypatch.setattr(jobs, "run_batch", spy)
+    monkeypatch.setattr(jobs, "enqueue_followups", lambda *a: None)
+    context.set_config(config)
+    try:
+        res = jobs.process_pending_orders(shop.id)
+    finally:
+        context.set_config(None)
+    assert res["deliveries"] == len(h) and caches[0] is not None and all(c is caches[0] for c in caches)
+    assert caches[0]                                      # the batches did reuse items
+    run(session, clean)                                   # the reconciled version is superseded by upd=2 anyway
+    a, b = state(session, shop.id), state(session, clean.id)
+    same = ("lines", "items", "pairs", "baskets", "seq_items", "seq_pairs")     # orders / stats: stamped 'now'
+    assert {k: a[k] for k in same} == {k: b[k] for k in same}
+    assert [s[:13] for s in a["stats"]] == [s[:13] for s in b["stats"]]          # up to the scores (recency)
+    assert_sequential_is_a_rebuild(session, shop.id)
