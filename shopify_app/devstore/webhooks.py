@@ -622,10 +622,11 @@ def _discount_allocations(li, o) -> list:
 # ---------------------------------------------------------------------------------------------------- fast JSON
 # Order webhooks are most of the stand-in's CPU in bench (d) (200 orders/s of ~27 lines, ~28 KB each): building
 # the payload dicts and json.dumps-ing them cost ~40 us per line item. order_body writes the same bytes
-# directly: each line item through a %-template made once from _line_payload's own output (Shopify's key order
-# and the constant fields encoded once; only the per-line values below are encoded per line), money sets
-# through a cache. Byte-identical to json.dumps(order_payload(...), separators=_SEP) (tests check it on real
-# orders with refunds, discounts, exchange rates, custom lines and non-ASCII text).
+# directly, through %-templates made once from the reference builders' own output (Shopify's key order, the
+# constant fields encoded once): the order's varying fields (_order_values, shared with order_payload) per order;
+# a line item's product / price / discount fields once per distinct combination (cached), its id and quantities
+# per line; money sets from a cache. Byte-identical to json.dumps(order_payload(...), separators=_SEP) (a test
+# checks it on real orders with refunds, discounts, exchange rates, custom lines and non-ASCII text).
 
 _json_str = json.encoder.encode_basestring_ascii          # json.dumps' own string encoder (ensure_ascii)
 
