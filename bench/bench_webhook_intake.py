@@ -616,7 +616,7 @@ def main() -> None:
         "bare_p50_ms": round(pct(bare["latencies"], 50) * 1000, 2),
         "bare_p99_ms": round(pct(bare["latencies"], 99) * 1000, 2),
         "app_cpu_us_per_req": round(app["cpu_us_per_req"]), "bare_cpu_us_per_req": round(bare["cpu_us_per_req"]),
-        "cpu_ratio": round(bare["cpu_us_per_req"] / app["cpu_us_per_req"], 3),
+        "cpu_ratio": round(bare["cpu_us_per_req"] / app["cpu_us_per_req"], 3) if app["cpu_us_per_req"] else None,
         **({"app_db_cpu_us_per_req": round(app["db_cpu_us_per_req"])} if db_server else {}),
         **({"fixed_rate": args.rate,
             **{f"{k}_at_rate_{m}_ms": round(pct(v["latencies"], p) * 1000, 2)
