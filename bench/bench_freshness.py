@@ -518,6 +518,13 @@ def main() -> None:
            # on_attempt, watcher) from the first order to the last delivery; the app is other processes
            "standin_cpu_ms_per_webhook": round(standin_cpu / max(1, len(store.webhooks.attempts)) * 1000, 3),
            "standin_cpu_cores": round(standin_cpu / standin_wall, 2)}
+    # where the tail sits: p95 of delivered -> visible per 10 s of delivery (a stall shows as one window)
+    t_first = min(delivered.values()) if delivered else 0.0
+    windows: dict[int, list] = {}
+    for o, v in watcher.latency.items():
+        if o in delivered:
+            windows.setdefault(int((delivered[o] - t_first) // 10), []).append(v)
+    res["p95_by_10s"] = [round(pct(windows[w], 0.95), 2) for w in sorted(windows)]
     res["jobs"] = jobs
     if args.trace:
         res["order_job"] = order_job_trace(trace_path)
@@ -526,6 +533,7 @@ def main() -> None:
     print(f"sent {res['orders']} orders ({res['lines_per_order']} lines, {res['pairs_per_order']} pairs each) at "
           f"{res['rate_achieved']}/s (target {args.rate}); applied {len(lat)}; delivered -> visible "
           f"p50 {res['p50_s']} s, p95 {res['p95_s']} s, max {res['max_s']} s")
+    print(f"  p95 per 10 s of delivery: {res['p95_by_10s']}")
     for name, v in jobs.items():
         print(f"  job {name}: {v}")
     if args.trace:

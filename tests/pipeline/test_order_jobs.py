@@ -879,6 +879,57 @@ def test_the_job_hands_over_only_when_another_job_waits_in_its_queue(config, ses
         context.set_config(None)
 
 
+def test_the_job_lingers_after_a_small_batch_so_the_next_gathers(config, session, monkeypatch):
+    """After a batch that read deliveries but fewer than BATCH_LINGER_BELOW, the job waits BATCH_LINGER_S before
+    reading again (what arrives meanwhile forms one batch); after an empty read it ends without waiting; a batch of
+    at least BATCH_LINGER_BELOW deliveries is followed by the next read at once."""
+    import time as _time
+
+    import workers.order_jobs as jobs
+    from workers import context
+
+    shop = make_shop(session, "linger.myshopify.com")
+    for k in range(3):
+        deliver(session, shop, "orders/create", payload(k + 1, cust=7600 + k, day=1 + k))
+    session.commit()
+    monkeypatch.setattr(jobs, "enqueue_followups", lambda *a: None)
+    monkeypatch.setattr(jobs, "BATCH_LINGER_S", 0.01)
+    real_sleep, waits, arrivals = _time.sleep, [], [[4, 5], []]
+
+    def sleep(seconds):
+        if seconds == jobs.BATCH_LINGER_S:                  # the linger: two more orders arrive during the first one
+            waits.append(seconds)
+            for oid in arrivals[len(waits) - 1] if len(waits) <= len(arrivals) else []:
+                deliver(session, shop, "orders/create", payload(oid, cust=7600 + oid, day=1 + oid))
+            session.commit()
+        real_sleep(seconds)
+
+    real_run, batches = jobs.run_batch, []
+
+    def spy(shop_id, **kw):
+        res = real_run(shop_id, **kw)
+        batches.append(res.get("deliveries", 0))
+        return res
+
+    monkeypatch.setattr(jobs, "run_batch", spy)
+    monkeypatch.setattr(_time, "sleep", sleep)
+    context.set_config(config)
+    try:
+        res = jobs.process_pending_orders(shop.id)
+        assert res["applied"] == 5
+        assert batches == [3, 2, 0] and len(waits) == 2    # a wait after each small batch, none after the empty read
+        for k in range(6, 9):
+            deliver(session, shop, "orders/create", payload(k, cust=7600 + k, day=k))
+        session.commit()
+        monkeypatch.setattr(jobs, "BATCH_LINGER_BELOW", 3)     # 3 deliveries: not a small batch any more
+        batches.clear()
+        waits.clear()
+        res = jobs.process_pending_orders(shop.id)
+        assert res["applied"] == 3 and batches == [3, 0] and waits == []
+    finally:
+        context.set_config(None)
+
+
 def test_run_batch_checkpoints_after_the_write_turn_and_restores_the_connection(db_url, session):
     """SQLite: the batch's commit does not checkpoint (wal_autocheckpoint 0 while the job holds the connection);
     the job's background checkpointer runs after it left the write turn; the pooled connections keep SQLite's
