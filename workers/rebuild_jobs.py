@@ -49,7 +49,7 @@ from shopify_app.models import (
 from . import context
 from .bulk_rows import upsert_add
 from .priority import niced
-from .sequential_jobs import apply_sequential_compaction, read_sequential_compaction
+from .sequential_jobs import compact_sequential_job
 
 log = logging.getLogger(__name__)
 
@@ -104,21 +104,7 @@ def _read_plan(shop_id: int) -> "CompactionPlan":
 def _compact_sequential(shop_id: int) -> dict:
     """workers.sequential_jobs.compact_sequential_job with its read + sum niced: one read transaction, then one
     short write transaction per fold at normal priority."""
-    def read():
-        with context.read_transaction() as s:
-            return read_sequential_compaction(s, shop_id)
-
-    t0 = time.perf_counter()
-    folds = niced(read)
-    t1 = time.perf_counter()
-    done, longest = 0, 0.0
-    for fold in folds:
-        tw = time.perf_counter()
-        with context.transaction() as s:
-            done += apply_sequential_compaction(s, shop_id, [fold])
-        longest = max(longest, time.perf_counter() - tw)
-    return {"folds": done, "skipped": len(folds) - done, "read_s": round(t1 - t0, 3),
-            "longest_write_s": round(longest, 3)}
+    return compact_sequential_job(shop_id, run_read=niced)
 
 
 def compact_job_id(shop_id: int, followup: bool = False) -> str:

@@ -409,11 +409,16 @@ def compact_sequential(s, shop_id: int) -> int:
     return apply_sequential_compaction(s, shop_id, read_sequential_compaction(s, shop_id))
 
 
-def compact_sequential_job(shop_id: int) -> dict:
-    """Read + sum in a read transaction, then one short write transaction per fold (see FOLD_PAIRS)."""
+def compact_sequential_job(shop_id: int, run_read=None) -> dict:
+    """Read + sum in a read transaction, then one short write transaction per fold (see FOLD_PAIRS). `run_read`
+    runs the read phase (a callable taking it; workers.rebuild_jobs passes workers.priority.niced so that only the
+    lock-free read runs at background priority); default: in this thread."""
+    def read():
+        with context.read_transaction() as s:
+            return read_sequential_compaction(s, shop_id)
+
     t0 = time.perf_counter()
-    with context.read_transaction() as s:
-        folds = read_sequential_compaction(s, shop_id)
+    folds = run_read(read) if run_read is not None else read()
     t1 = time.perf_counter()
     done, longest = 0, 0.0
     for fold in folds:

@@ -480,7 +480,7 @@ def test_sequential_read_is_exact_when_a_rebuild_commits_during_it(config, sessi
 def test_background_phases_run_niced_and_writes_do_not(config, session, monkeypatch):
     """compact_shop and mine_rules read + compute in a thread niced by BACKGROUND_NICE and write from the calling
     thread at its own priority (a SQLite write-lock holder is never niced); results stay exact."""
-    from workers import context, priority, rebuild_jobs, rules_jobs
+    from workers import context, priority, rebuild_jobs, rules_jobs, sequential_jobs
 
     monkeypatch.setattr(priority, "BACKGROUND_NICE", 7)
     base = priority.thread_nice()
@@ -492,8 +492,10 @@ def test_background_phases_run_niced_and_writes_do_not(config, session, monkeypa
             return fn(*a, **kw)
         return wrapped
 
-    for name in ("read_compaction", "apply_compaction", "read_sequential_compaction", "apply_sequential_compaction"):
+    for name in ("read_compaction", "apply_compaction"):
         monkeypatch.setattr(rebuild_jobs, name, spy(name, getattr(rebuild_jobs, name)))
+    for name in ("read_sequential_compaction", "apply_sequential_compaction"):   # compact_sequential_job's phases
+        monkeypatch.setattr(sequential_jobs, name, spy(name, getattr(sequential_jobs, name)))
     for name in ("read_window", "mine_window", "replace_rules"):
         monkeypatch.setattr(rules_jobs, name, spy(name, getattr(rules_jobs, name)))
     versions, edits = retail_history()
