@@ -58,7 +58,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass, field, replace
 
@@ -70,7 +69,7 @@ from shopify_app.analytics.counts import basket_change_pairs, encode_pairs_index
 from shopify_app.analytics.incremental import COUNT_FIELDS, MONEY_FIELDS, Delta, _add, contribution, diff
 from shopify_app.analytics.orders import OrderVersion
 from shopify_app.analytics.segments import SCHEMES
-from shopify_app.db import get_engine, sqlite_write_turn
+from shopify_app.db import Checkpointer, get_engine, sqlite_write_turn
 from shopify_app.models import (
     ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountBlob, Product,
     SegmentChange, Shop, ShopModel, WebhookDelivery, utcnow,
@@ -418,7 +417,7 @@ def run_batch(shop_id: int, limit: int = 500, budget_s: float | None = None, max
         result["write_timings"]["commit"] = round(t2 - t1, 5)
         result["lock_s"] = round(t2 - t0, 4)
         if conn.dialect.name == "sqlite":              # after the write turn, not under it (_write_connection)
-            _wal_checkpointer(url).poke()
+            Checkpointer.of(url).poke()
     if result.get("blobs") or result.get("sequential_blobs"):
         with context.read_transaction() as r:     # two indexed counts, not under the lock
             _compaction_check(r, result)
@@ -428,9 +427,10 @@ def run_batch(shop_id: int, limit: int = 500, budget_s: float | None = None, max
 @contextlib.contextmanager
 def _write_connection(url: str):
     """The batch's write connection. On SQLite its automatic WAL checkpoint is off while the job holds it, and the
-    job has the WAL checkpointed (PASSIVE: waits for nobody, blocks nobody) after leaving the write turn, by a
-    thread of its own (_WalCheckpointer) while it prepares its next batch. SQLite's own
-    checkpoint runs in the commit that takes the WAL past 1,000 pages, i.e. inside the write turn, where the webhook
+    job has the WAL checkpointed (PASSIVE: waits for nobody, blocks nobody) after leaving the write turn, by the
+    process's background checkpointer (shopify_app.db.Checkpointer, the intake's too) while it prepares its next
+    batch: the copy and the file sync (~13 ms per live batch, mostly waiting for the disk) overlap that batch
+    instead of delaying it. SQLite's own checkpoint runs in the commit that takes the WAL past 1,000 pages, i.e. inside the write turn, where the webhook
     intake waits for it: a live batch writes ~2 MB (with secure_delete, as this SQLite is built, the erased delivery
     bodies are zeroed, i.e. written), so nearly every batch's commit checkpointed, copying ~4 MB back and syncing
     the file (bench_order_batch --live: commit ~18 ms of a 32-order batch's ~37 ms under the lock, ~4 ms without).
@@ -445,45 +445,6 @@ def _write_connection(url: str):
         finally:
             if raw is not None:
                 raw.execute("PRAGMA wal_autocheckpoint=1000")      # SQLite's default (db.py sets none)
-
-
-class _WalCheckpointer:
-    """A process's background WAL checkpointer for one SQLite database: poke() after a write, and a daemon thread
-    runs `PRAGMA wal_checkpoint(PASSIVE)` on a connection of its own (sqlite3 releases the GIL meanwhile), so the
-    copy and the file sync (~13 ms per live batch, mostly waiting for the disk) overlap the job's next batch instead
-    of delaying it. Pokes during a checkpoint coalesce into one more. A process that exits mid-checkpoint (an RQ
-    work-horse after its job) leaves a valid database: checkpoints are crash-safe, and the next one continues."""
-
-    def __init__(self, url: str):
-        self.url, self.wake, self.done = url, threading.Event(), 0
-        threading.Thread(target=self._run, daemon=True, name="wal-checkpoint").start()
-
-    def poke(self) -> None:
-        self.wake.set()
-
-    def _run(self) -> None:
-        while True:
-            self.wake.wait()
-            self.wake.clear()
-            try:
-                with get_engine(self.url).connect() as conn:   # raw: no BEGIN (db.py runs sqlite3 in autocommit)
-                    conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                self.done += 1
-            except Exception as exc:  # noqa: BLE001 - an optimisation: the intake's commits checkpoint too
-                log.warning("WAL checkpoint failed: %s", exc)
-
-
-_checkpointers: dict = {}
-_checkpointers_guard = threading.Lock()
-
-
-def _wal_checkpointer(url: str) -> _WalCheckpointer:
-    key = (os.getpid(), url)              # a thread does not survive a fork: one per process
-    with _checkpointers_guard:
-        cp = _checkpointers.get(key)
-        if cp is None:
-            cp = _checkpointers[key] = _WalCheckpointer(url)
-    return cp
 
 
 def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = None, budget_s: float | None = None,

@@ -941,7 +941,8 @@ def test_run_batch_checkpoints_after_the_write_turn_and_restores_the_connection(
     from shopify_app.config import Config
     from shopify_app.db import get_engine
     from workers import context
-    from workers.order_jobs import _wal_checkpointer, run_batch
+    from shopify_app.db import Checkpointer
+    from workers.order_jobs import run_batch
 
     eng = get_engine(db_url)
     if eng.dialect.name != "sqlite":
@@ -949,8 +950,8 @@ def test_run_batch_checkpoints_after_the_write_turn_and_restores_the_connection(
     shop = make_shop(session, "wal.myshopify.com")
     deliver(session, shop, "orders/create", payload(1, cust=7401, day=1))
     session.commit()
-    checkpointer = _wal_checkpointer(db_url)
-    done = checkpointer.done
+    checkpointer = Checkpointer.of(db_url)
+    done = checkpointer.checkpoints
     context.set_config(Config(env="test", database_url=db_url, redis_url="redis://127.0.0.1:1/0"))
     try:
         res = run_batch(shop.id, limit=10, now=NOW)
@@ -958,10 +959,10 @@ def test_run_batch_checkpoints_after_the_write_turn_and_restores_the_connection(
         context.set_config(None)
     assert res["applied"] == 1
     for _ in range(200):                                            # the background checkpoint ran
-        if checkpointer.done > done:
+        if checkpointer.checkpoints > done:
             break
         time.sleep(0.05)
-    assert checkpointer.done > done
+    assert checkpointer.checkpoints > done
     conns = [eng.connect() for _ in range(eng.pool.size())]        # every pooled connection (and maybe new ones)
     try:
         got = [c.connection.dbapi_connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] for c in conns]
