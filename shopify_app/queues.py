@@ -98,6 +98,31 @@ def enqueue_coalesced(config, name: str, func, *args, job_ids: tuple[str, ...], 
     return enqueue(config, name, func, *args, job_id=free[0], timeout=timeout, depends_on=after)
 
 
+def schedule_coalesced(config, name: str, func, *args, job_ids: tuple[str, ...], in_seconds: float,
+                       running_id: str | None = None, retry: Retry | None = DEFAULT_RETRY):
+    """`func(*args)` in `in_seconds`, coalesced like enqueue_coalesced, for a job that asks to run again later
+    (a paced job deferring itself). `running_id`: the caller's own id, left out (it is ending, not waiting). A job
+    still waiting under another of `job_ids` (queued, deferred or scheduled) covers the request: it is returned
+    as is. Otherwise the job is scheduled under the first id not 'started'. None: every other id is running, so
+    nothing could be scheduled and the caller must do the work now.
+
+    No RQ dependency here, unlike enqueue_coalesced: the caller returns right after this call, so nothing runs
+    under its id by the time the scheduled job is due, and RQ's scheduler moves a due job to its queue without
+    looking at dependencies."""
+    from datetime import timedelta
+
+    conn = redis_connection(config.redis_url)
+    states = [(job_id, *_status(job_id, conn)) for job_id in job_ids if job_id != running_id]
+    for _job_id, job, status in states:
+        if status in WAITING_STATUSES:
+            return job
+    for job_id, _job, status in states:
+        if status != "started":
+            return get_queue(config, name).enqueue_in(timedelta(seconds=in_seconds), func, args=args,
+                                                      job_id=job_id, retry=retry)
+    return None
+
+
 # --------------------------------------------------------------------------------------------- per-shop order job
 ORDER_JOB = "workers.order_jobs.process_pending_orders"
 WAKE_TTL = 30      # seconds; only a safety net: the order job deletes the key each time it reads pending rows

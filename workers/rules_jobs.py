@@ -148,27 +148,15 @@ def pace_wait(conn, shop_id: int, now: float) -> float:
 def _defer(shop_id: int, wait: float) -> bool:
     """Schedule the shop's mining job `wait` seconds from now under the id this job is not running under (a job
     waiting there already covers it). False when that is impossible (both ids running): the caller mines now."""
-    from datetime import timedelta
-
     from rq import get_current_job
 
-    from shopify_app.queues import DEFAULT, DEFAULT_RETRY, WAITING_STATUSES, _status, get_queue, redis_connection
+    from shopify_app.queues import DEFAULT, schedule_coalesced
 
-    config = context.config()
-    conn = redis_connection(config.redis_url)
     current = get_current_job()
-    ids = [i for i in (job_id(shop_id, False), job_id(shop_id, True)) if current is None or i != current.id]
-    for i in ids:
-        _job, status = _status(i, conn)
-        if status in WAITING_STATUSES:
-            return True
-    for i in ids:
-        _job, status = _status(i, conn)
-        if status != "started":
-            get_queue(config, DEFAULT).enqueue_in(timedelta(seconds=wait), JOB_PATH, shop_id, job_id=i,
-                                                  retry=DEFAULT_RETRY)
-            return True
-    return False
+    job = schedule_coalesced(context.config(), DEFAULT, JOB_PATH, shop_id,
+                             job_ids=(job_id(shop_id, False), job_id(shop_id, True)), in_seconds=wait,
+                             running_id=current.id if current is not None else None)
+    return job is not None
 
 
 def job_id(shop_id: int, followup: bool = False) -> str:

@@ -90,3 +90,30 @@ def test_enqueue_unless_waiting_never_reenqueues_a_running_id(config, redis_serv
     b = enqueue_unless_waiting(config, DEFAULT, JOB, "x", "y", job_id="refit-x-1")
     assert b.id == "refit-x-1-next" and _status(b) == "deferred"
     assert _status(a) == "started" and get_queue(config, DEFAULT).job_ids == ["refit-x-1"]
+
+
+def test_schedule_coalesced_reuses_a_waiting_job_and_skips_the_running_id(config, redis_server):
+    """schedule_coalesced (a paced job deferring itself): never under the caller's own id, a job waiting under
+    the other id is reused rather than doubled, and with every other id running nothing is scheduled (None)."""
+    from rq.job import Job
+
+    from shopify_app.queues import schedule_coalesced
+
+    conn = redis_connection(config.redis_url)
+    ids = ("paced-x", "paced-x-next")
+    first = schedule_coalesced(config, DEFAULT, JOB, config.redis_url, "p", job_ids=ids, in_seconds=30,
+                               running_id=ids[0])
+    assert first is not None and first.id == ids[1]
+    assert first.get_status(refresh=True) == "scheduled"
+    assert first.args == (config.redis_url, "p")
+    scheduled = get_queue(config, DEFAULT).scheduled_job_registry.get_job_ids()
+    assert scheduled == [ids[1]]
+
+    again = schedule_coalesced(config, DEFAULT, JOB, config.redis_url, "p", job_ids=ids, in_seconds=30,
+                               running_id=ids[0])
+    assert again.id == first.id
+    assert get_queue(config, DEFAULT).scheduled_job_registry.get_job_ids() == [ids[1]]   # not doubled
+
+    Job.fetch(ids[1], connection=conn).set_status("started")
+    assert schedule_coalesced(config, DEFAULT, JOB, config.redis_url, "p", job_ids=ids, in_seconds=30,
+                              running_id=ids[0]) is None
