@@ -82,7 +82,7 @@ def subtract(after: Counter, before: Counter) -> dict:
 
 
 def _by_time(orders) -> dict:
-    """{time: Counter(item -> number of the orders at that instant holding it)}, empty orders left out. The
+    """{time: {item: number of the orders at that instant holding it}}, empty orders left out. The
     counts of an order depend only on its time, its items and the items of other instants, so orders at the same
     instant can be merged: this is all the definition sees of a customer's orders."""
     out: dict = {}
@@ -91,8 +91,10 @@ def _by_time(orders) -> dict:
         if distinct:
             c = out.get(t)
             if c is None:
-                out[t] = c = Counter()
-            c.update(distinct)
+                out[t] = dict.fromkeys(distinct, 1)
+            else:
+                for i in distinct:
+                    c[i] = c.get(i, 0) + 1
     return out
 
 
@@ -148,9 +150,9 @@ def sequential_delta_arrays(before, after, days: int) -> tuple[dict, dict]:
 
 def summed_delta_arrays(changes, days: int) -> tuple[dict, dict]:
     """Sum of `sequential_delta_arrays(before, after, days)` over `changes` = (before, after) pairs of several
-    customers (a batch): the same (items, {bucket: (a, b, n)}), but every customer's pair products are expanded
-    together, a few numpy calls per bucket for the whole batch instead of a few per product (a live batch has
-    hundreds of small products: their per-call overhead was most of the order job's sequential phase)."""
+    customers (a batch): the same (items, {bucket: (a, b, n)}), but every customer's pair products are summed
+    together, by one sparse matrix product for the whole batch (`_sum_products`) instead of a few numpy calls per
+    product (a live batch has hundreds of small products) or an expansion of every pair followed by a sort."""
     items_d: dict = {}
     products: list = []
     for before, after in changes:
@@ -158,32 +160,51 @@ def summed_delta_arrays(changes, days: int) -> tuple[dict, dict]:
         for k, v in di.items():
             items_d[k] = items_d.get(k, 0) + v
         products.extend(prods)
-    out = {b: sum_pair_arrays([arrays]) for b, arrays in sorted(_expand_products(products).items())}
-    return {k: v for k, v in items_d.items() if v}, {b: arrays for b, arrays in out.items() if arrays[0].size}
+    return {k: v for k, v in items_d.items() if v}, _sum_products(products)
 
 
-def _expand_products(products: list) -> dict:
-    """{bucket: (a, c, n) int64 arrays, unsorted, not summed} of pair products [(bucket, {a: m}, {c: s})]: one
-    entry per a != c with n = m * s (see sequential_delta), all products of a bucket expanded at once."""
-    by_bucket: dict = {}
-    for b, ants, cons in products:
-        by_bucket.setdefault(b, []).append((ants, cons))
-    out: dict = {}
-    for b, prods in by_bucket.items():
-        la = np.fromiter((len(ants) for ants, _ in prods), np.int64, len(prods))
-        lc = np.fromiter((len(cons) for _, cons in prods), np.int64, len(prods))
-        a = np.fromiter(chain.from_iterable(ants.keys() for ants, _ in prods), np.int64, int(la.sum()))
-        m = np.fromiter(chain.from_iterable(ants.values() for ants, _ in prods), np.int64, int(la.sum()))
-        c = np.fromiter(chain.from_iterable(cons.keys() for _, cons in prods), np.int64, int(lc.sum()))
-        s = np.fromiter(chain.from_iterable(cons.values() for _, cons in prods), np.int64, int(lc.sum()))
-        width = np.repeat(lc, la)                       # per antecedent entry: its product's consequents
-        first_c = np.repeat(np.cumsum(lc) - lc, la)     # ... and where they start in c
-        row_start = np.cumsum(width) - width            # where each antecedent entry's pairs start in the output
-        ci = np.repeat(first_c - row_start, width) + np.arange(int(width.sum()))   # index into c per output pair
-        aa, cc = np.repeat(a, width), c[ci]
-        nn = np.repeat(m, width) * s[ci]
-        keep = aa != cc
-        out[b] = (aa[keep], cc[keep], nn[keep])
+def _sum_products(products: list) -> dict:
+    """{bucket: (a, c, n)} int64 arrays sorted by (a, c), zero sums and empty buckets dropped, of pair products
+    [(bucket, {a: m}, {c: s})], each meaning pairs[(bucket, a, c)] += m * s for a != c (see sequential_delta).
+
+    One sparse product for all buckets: product r is row r of A (entry m at column (bucket, a)) and of C (entry
+    s at column c), so (A^T C)[(bucket, a), c] = sum over the bucket's products of m * s. scipy's matrix product
+    accumulates each output row in C, so nothing is expanded pair by pair or sorted; its rows come out in
+    (bucket, a) order and, once its indices are sorted, each row's columns in c order (column order == id
+    order)."""
+    if not products:
+        return {}
+    from scipy import sparse
+
+    names = sorted({b for b, _, _ in products})
+    bucket_no = {b: k for k, b in enumerate(names)}
+    n_prod = len(products)
+    pb = np.fromiter((bucket_no[b] for b, _, _ in products), np.int64, n_prod)
+    la = np.fromiter((len(ants) for _, ants, _ in products), np.int64, n_prod)
+    lc = np.fromiter((len(cons) for _, _, cons in products), np.int64, n_prod)
+    a = np.fromiter(chain.from_iterable(ants.keys() for _, ants, _ in products), np.int64, int(la.sum()))
+    m = np.fromiter(chain.from_iterable(ants.values() for _, ants, _ in products), np.int64, int(la.sum()))
+    c = np.fromiter(chain.from_iterable(cons.keys() for _, _, cons in products), np.int64, int(lc.sum()))
+    s = np.fromiter(chain.from_iterable(cons.values() for _, _, cons in products), np.int64, int(lc.sum()))
+    ids = np.unique(np.concatenate([a, c]))
+    k = len(ids)
+    rows = np.arange(n_prod)
+    ra = np.repeat(rows, la)
+    at = sparse.csr_matrix((m, (pb[ra] * k + np.searchsorted(ids, a), ra)), shape=(len(names) * k, n_prod))
+    cm = sparse.csr_matrix((s, (np.repeat(rows, lc), np.searchsorted(ids, c))), shape=(n_prod, k))
+    x = (at @ cm).tocsr()
+    x.sort_indices()
+    row = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    col, n = x.indices.astype(np.int64), x.data.astype(np.int64)
+    ai = row % k
+    keep = (ai != col) & (n != 0)
+    row, ai, col, n = row[keep], ai[keep], col[keep], n[keep]
+    bounds = np.searchsorted(row, np.arange(len(names) + 1) * k)
+    out = {}
+    for no, b in enumerate(names):
+        lo, hi = bounds[no], bounds[no + 1]
+        if hi > lo:
+            out[b] = (ids[ai[lo:hi]], ids[col[lo:hi]], n[lo:hi])
     return out
 
 
@@ -233,22 +254,7 @@ def _delta_terms(before, after, days: int) -> tuple[dict, list]:
 
     # first term: antecedent instants of `before` whose window gained or lost a flipped item
     if flips:
-        # each flipped item's sorted instants on both sides, near the changes: a window check at t in
-        # [t_c - N, t_c) only looks at (t, t + N], inside [first change - N, last change + N]
-        lo_t, hi_t = changed[0] - window, changed[-1] + window
-        occ_b = _occurrences(mb, times_b, lo_t, hi_t, flips)
-        occ_a = _occurrences(ma, times_a, lo_t, hi_t, flips)
-        gained: dict = {}                              # before instant -> {item c: +1 / -1}
-        for c, at in flips.items():
-            ob, oa = occ_b.get(c, ()), occ_a.get(c, ())
-            done = 0                                   # `at` ascends: the ranges' union, each instant once
-            for tc in at:                              # instants t with t < tc <= t + N
-                lo = max(done, bisect.bisect_left(times_b, tc - window))
-                done = max(done, bisect.bisect_left(times_b, tc))
-                for t in times_b[lo:done]:
-                    s = _in_window(oa, t, window) - _in_window(ob, t, window)
-                    if s:
-                        gained.setdefault(t, {})[c] = s
+        gained = _flip_gains(mb, ma, times_b, times_a, flips, changed, window)
         products.extend((bucket(t), mb[t], cs) for t, cs in gained.items())
 
     # second term and items: changed instants, their item difference against the whole later window of `after`
@@ -270,6 +276,102 @@ def _delta_terms(before, after, days: int) -> tuple[dict, list]:
         if later:
             products.append((b, dm, dict.fromkeys(later, 1)))
     return {k: v for k, v in items_d.items() if v}, products
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_US = dt.timedelta(microseconds=1)
+_KEY_LIMIT = 2 ** 62                  # (flipped items) x (time span) keys must stay inside int64
+
+
+def _flip_gains(mb: dict, ma: dict, times_b: list, times_a: list, flips: dict, changed: list, window) -> dict:
+    """The first term of sequential_delta: {before instant t: {flipped item c: s}}, s = [c in L_after(t)] -
+    [c in L_before(t)] != 0, for the instants t in [t_c - N, t_c) of each instant t_c where c flipped.
+
+    numpy: every (c, t) candidate at once (a live order with 25 new items and a repeat customer whose whole
+    history is in its window has 25 x history candidates; two bisections each in Python were most of the
+    sequential phase). Times as integer microseconds; each flipped item's instants of a side as one sorted key
+    array (item rank x span + time), so "an instant of c in (t, t + N]" is one searchsorted for all candidates.
+    Exactly `_flip_gains_py` (property test); it is the fallback when the keys would not fit in int64."""
+    if not times_b:
+        return {}
+    lo_t, hi_t = changed[0] - window, changed[-1] + window
+    items = sorted(flips)
+    rank = {c: r for r, c in enumerate(items)}
+    us = {}
+
+    def to_us(t):
+        u = us.get(t)
+        if u is None:
+            us[t] = u = (t - _EPOCH) // _US
+        return u
+
+    w = window // _US
+    tb = np.fromiter((to_us(t) for t in times_b), np.int64, len(times_b))
+    base = min(int(tb[0]), to_us(changed[0])) - w - 1
+    span = max(int(tb[-1]), to_us(changed[-1])) + 2 * w + 2 - base
+    if len(items) * span >= _KEY_LIMIT or base < -_KEY_LIMIT:
+        return _flip_gains_py(mb, ma, times_b, times_a, flips, changed, window)
+    # candidates: per (c, t_c), the before instants in [t_c - N, t_c); a union per item (np.unique)
+    fr = np.fromiter(chain.from_iterable([rank[c]] * len(at) for c, at in flips.items()), np.int64)
+    ft = np.fromiter((to_us(tc) for at in flips.values() for tc in at), np.int64, len(fr))
+    lo = np.searchsorted(tb, ft - w, "left")
+    hi = np.searchsorted(tb, ft, "left")
+    width = hi - lo
+    total = int(width.sum())
+    if not total:
+        return {}
+    nb = len(tb)
+    idx = np.repeat(lo - (np.cumsum(width) - width), width) + np.arange(total)
+    key = np.unique(np.repeat(fr, width) * nb + idx)
+    cr, idx = key // nb, key % nb
+    q = cr * span + (tb[idx] - base)                   # candidate (c, t) as a key; (t, t + N] = (q, q + w]
+
+    def hits(m: dict, times: list) -> np.ndarray:
+        keys = [rank[c] * span + (to_us(t) - base)
+                for t in times[bisect.bisect_left(times, lo_t):bisect.bisect_right(times, hi_t)]
+                for c in m[t] if c in rank]
+        if not keys:
+            return np.zeros(len(q), dtype=np.int64)
+        occ = np.sort(np.array(keys, dtype=np.int64))
+        pos = np.searchsorted(occ, q, "right")
+        nxt = occ[np.minimum(pos, len(occ) - 1)]
+        return ((pos < len(occ)) & (nxt <= q + w)).astype(np.int64)
+
+    sign = hits(ma, times_a) - hits(mb, times_b)
+    nz = sign != 0
+    if not nz.any():
+        return {}
+    idx, cr, sign = idx[nz], cr[nz], sign[nz]
+    order = np.argsort(idx, kind="stable")
+    idx, cr, sign = idx[order], cr[order], sign[order]
+    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+    ends = np.r_[starts[1:], len(idx)].tolist()
+    cs, ss = np.asarray(items, dtype=object)[cr].tolist(), sign.tolist()
+    gained: dict = {}
+    for st, en, i in zip(starts.tolist(), ends, idx[starts].tolist()):
+        gained[times_b[i]] = dict(zip(cs[st:en], ss[st:en]))
+    return gained
+
+
+def _flip_gains_py(mb: dict, ma: dict, times_b: list, times_a: list, flips: dict, changed: list, window) -> dict:
+    """`_flip_gains` by bisection, one candidate at a time (the definition's direct reading)."""
+    # each flipped item's sorted instants on both sides, near the changes: a window check at t in
+    # [t_c - N, t_c) only looks at (t, t + N], inside [first change - N, last change + N]
+    lo_t, hi_t = changed[0] - window, changed[-1] + window
+    occ_b = _occurrences(mb, times_b, lo_t, hi_t, flips)
+    occ_a = _occurrences(ma, times_a, lo_t, hi_t, flips)
+    gained: dict = {}                              # before instant -> {item c: +1 / -1}
+    for c, at in flips.items():
+        ob, oa = occ_b.get(c, ()), occ_a.get(c, ())
+        done = 0                                   # `at` ascends: the ranges' union, each instant once
+        for tc in at:                              # instants t with t < tc <= t + N
+            lo = max(done, bisect.bisect_left(times_b, tc - window))
+            done = max(done, bisect.bisect_left(times_b, tc))
+            for t in times_b[lo:done]:
+                s = _in_window(oa, t, window) - _in_window(ob, t, window)
+                if s:
+                    gained.setdefault(t, {})[c] = s
+    return gained
 
 
 def confidences(items: dict, pairs: dict, min_count: int = 1) -> dict:

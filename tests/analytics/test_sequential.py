@@ -383,3 +383,54 @@ def test_summed_delta_arrays_of_a_batch_equal_the_sum_of_full_recounts(customers
         pairs.update(dp)
     expected = ({k: v for k, v in items.items() if v}, {k: v for k, v in pairs.items() if v})
     assert as_dicts(*summed_delta_arrays(changes, EDGE_DAYS)) == expected
+
+
+# ------------------------------------------------------------------ the first term in numpy (_flip_gains)
+us_time_st = st.tuples(st.integers(0, 4), st.sampled_from([0, 0, 1, -1, 0.000001, -0.000001, 5000]))
+
+
+def us_time(p):
+    k, sec = p
+    return dt.datetime(2024, 1, 25) + dt.timedelta(days=EDGE_DAYS * k, seconds=sec)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(us_time_st, st.lists(st.integers(1, 6), max_size=4)), max_size=10),
+       st.lists(st.tuples(us_time_st, st.lists(st.integers(1, 6), max_size=4)), max_size=3),
+       st.integers(0, 3))
+def test_flip_gains_in_numpy_equal_the_bisection_reading(raw, added, removed):
+    """The vectorized first term (integer microseconds, one key array per side) equals the one-candidate-at-a-time
+    bisection, with orders one microsecond / one second off a window edge, at shared instants, added and removed."""
+    from shopify_app.analytics import sequential as seq
+
+    before = [(us_time(p), items) for p, items in raw]
+    after = before[removed:] + [(us_time(p), items) for p, items in added]
+    for b, a in ((before, after), (after, before)):
+        mb, ma = seq._by_time(b), seq._by_time(a)
+        changed = sorted(t for t in mb.keys() | ma.keys() if mb.get(t) != ma.get(t))
+        if not changed:
+            continue
+        flips: dict = {}
+        for tc in changed:
+            for c in ma.get(tc, {}).keys() ^ mb.get(tc, {}).keys():
+                flips.setdefault(c, []).append(tc)
+        if not flips:
+            continue
+        window = dt.timedelta(days=EDGE_DAYS)
+        args = (mb, ma, sorted(mb), sorted(ma), flips, changed, window)
+        assert seq._flip_gains(*args) == seq._flip_gains_py(*args)
+    assert as_dicts(*sequential_delta_arrays(before, after, EDGE_DAYS)) == full_delta(before, after, EDGE_DAYS)
+
+
+def test_flip_gains_fall_back_to_bisection_when_keys_would_overflow(monkeypatch):
+    """Keys = item rank x time span must fit in int64; past the limit the bisection path gives the same counts."""
+    from shopify_app.analytics import sequential as seq
+
+    before = [(t(1, 1), [A, B]), (t(1, 5), [B]), (t(1, 9), [C])]
+    after = before + [(t(1, 10), [A, D]), (t(1, 3), [E])]
+    fast = sequential_delta(before, after, 14)
+    calls, bisection = [], seq._flip_gains_py
+    monkeypatch.setattr(seq, "_KEY_LIMIT", 1)
+    monkeypatch.setattr(seq, "_flip_gains_py", lambda *a: calls.append(1) or bisection(*a))
+    assert sequential_delta(before, after, 14) == fast == full_delta(before, after, 14)
+    assert calls                       # the fallback ran
