@@ -87,6 +87,20 @@ def test_hmac_matches_shopify_definition_and_rejects_anything_else():
     assert good == base64.b64encode(hmac_mod.new(TEST_API_SECRET.encode(), body, hashlib.sha256).digest()).decode()
 
 
+@pytest.mark.parametrize("size", [0, 1, 2046, 2047, 2048, 4094, 4095, 15_000, 100_003])
+def test_hmac_of_bodies_hashed_in_slices_is_the_definition(size):
+    """Bodies above 2047 bytes are hashed in slices (no GIL release); the value is the one-shot HMAC's, and a
+    change in any slice (first byte, last byte, a slice boundary) is rejected."""
+    import base64, hashlib, hmac as hmac_mod
+    body = bytes((i * 7 + 3) % 256 for i in range(size))
+    expected = base64.b64encode(hmac_mod.new(TEST_API_SECRET.encode(), body, hashlib.sha256).digest()).decode()
+    assert compute_webhook_hmac(body, TEST_API_SECRET) == expected
+    assert verify_webhook_hmac(body, expected, TEST_API_SECRET)
+    for at in {0, size // 2, 2047, size - 1} & set(range(size)):
+        changed = body[:at] + bytes([body[at] ^ 1]) + body[at + 1:]
+        assert not verify_webhook_hmac(changed, expected, TEST_API_SECRET)
+
+
 def test_header_parsing_is_case_insensitive_and_validates_domain():
     h = parse_webhook_headers({"x-shopify-topic": "Orders/Create", "X-SHOPIFY-HMAC-SHA256": "abc",
                                "x-Shopify-Shop-Domain": "Demo.myshopify.com", "x-shopify-webhook-id": "w1",
