@@ -105,6 +105,33 @@ def _int_or_none(value) -> int | None:
     return _int(value)
 
 
+def _shop_amount(obj: dict, key_set: str, key: str):
+    """money(obj, key) for a dict `obj`, with the '_set' key precomputed (the hot path: three per line item)."""
+    s = obj.get(key_set)
+    if isinstance(s, dict):
+        sm = s.get("shop_money")
+        if isinstance(sm, dict):
+            amount = sm.get("amount")
+            if amount is not None:
+                return _num(amount)
+    return _num(obj.get(key))
+
+
+def _line(li: dict, refunded_qty: dict) -> OrderLine:
+    """One REST line item. Same rules (and results) as `money` / `_int`; positional construction of the frozen
+    OrderLine (keywords cost ~0.7 us more per line, a live order has ~25 lines)."""
+    lid = _int(li["id"])                 # first: a line item that is no object fails here (TypeError), as before
+    get = li.get
+    discount = _shop_amount(li, "total_discount_set", "total_discount")
+    if discount == 0:
+        allocations = get("discount_allocations")      # usually empty: no generator for nothing
+        discount = float(sum(money(a, "amount") for a in allocations)) if allocations else 0.0
+    pid, vid = get("product_id"), get("variant_id")
+    return OrderLine(lid, None if pid is None or pid == "" else _int(pid), None if vid is None or vid == "" else _int(vid),
+                     get("product_type") or None, _int(get("quantity") or 0), refunded_qty.get(lid, 0),
+                     round(_shop_amount(li, "price_set", "price"), 2), round(discount, 2))
+
+
 def order_from_rest(payload: dict) -> OrderVersion:
     if not isinstance(payload, dict) or payload.get("id") is None:
         raise ValueError("order payload without id")
@@ -116,18 +143,7 @@ def order_from_rest(payload: dict) -> OrderVersion:
             if lid is not None:
                 refunded_qty[lid] = refunded_qty.get(lid, 0) + _int(rli.get("quantity") or 0)
             refunded += money(rli, "subtotal")
-    lines = []
-    for li in payload.get("line_items") or []:
-        lid = _int(li["id"])
-        discount = money(li, "total_discount")
-        if discount == 0:
-            discount = float(sum(money(a, "amount") for a in li.get("discount_allocations") or []))
-        lines.append(OrderLine(
-            id=lid, product_id=_int_or_none(li.get("product_id")), variant_id=_int_or_none(li.get("variant_id")),
-            product_type=li.get("product_type") or None, quantity=_int(li.get("quantity") or 0),
-            refunded_quantity=refunded_qty.get(lid, 0), price=round(money(li, "price"), 2),
-            discount=round(discount, 2),
-        ))
+    lines = [_line(li, refunded_qty) for li in payload.get("line_items") or []]
     processed = parse_time(payload.get("processed_at")) or parse_time(payload.get("created_at"))
     updated = parse_time(payload.get("updated_at")) or processed
     if processed is None:
