@@ -194,8 +194,9 @@ def delta_payloads(shop_id: int, items: dict, pairs: dict) -> tuple[list, list]:
     rows (shop_id, bucket, item, n) and one (bucket, pairs, encode_directed_pairs payload) blob per bucket, zeros
     dropped. Pure: the order job builds them before it takes the write lock."""
     rows = [(shop_id, b, i, n) for (b, i), n in sorted(items.items()) if n]
-    blobs = [(bucket, int(a.size), encode_directed_pairs(a, b, n))
-             for bucket, (a, b, n) in sorted(pairs.items()) if a.size]
+    blobs = [(bucket, int(arrays[0].size),
+              encode_directed_pairs(*arrays, index=getattr(arrays, "pair_index", None)))   # PairArrays: no sort
+             for bucket, arrays in sorted(pairs.items()) if arrays[0].size]
     return rows, blobs
 
 
@@ -213,17 +214,22 @@ def write_payloads(s, shop_id: int, rows: list, blobs: list, now: dt.datetime | 
 
 
 # --------------------------------------------------------------------------------------------- pair blobs
-def encode_directed_pairs(a, b, counts) -> bytes:
+def encode_directed_pairs(a, b, counts, index=None) -> bytes:
     """Directed pairs a -> b (product ids, any order) as numpy .npz: ``ids`` (sorted distinct items), ``i`` /
     ``j`` (int32: a = ids[i], b = ids[j]; analytics.counts' pair payloads require a < b, these keep direction),
     ``counts`` (int32, int64 when needed). Deflate level 1 (as analytics.counts' live blobs): a few ms per 10^5
-    pairs, ~4x smaller than raw."""
-    a, b, counts = (np.asarray(x, dtype=np.int64) for x in (a, b, counts))
-    ids = sorted_unique(np.concatenate([a, b]))
+    pairs, ~4x smaller than raw. `index`: (ids, i, j) of these pairs when the caller has them
+    (analytics.sequential.PairArrays.pair_index): the same payload without the sort and the searches."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if index is None:
+        a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+        ids = sorted_unique(np.concatenate([a, b]))
+        i, j = np.searchsorted(ids, a), np.searchsorted(ids, b)
+    else:
+        ids, i, j = index
     wide = counts.size and (counts.min() < -2**31 or counts.max() >= 2**31)
-    arrays = {"ids": ids, "i": np.searchsorted(ids, a).astype(np.int32),
-              "j": np.searchsorted(ids, b).astype(np.int32),
-              "counts": counts.astype(np.int64 if wide else np.int32)}
+    arrays = {"ids": np.asarray(ids, dtype=np.int64), "i": np.asarray(i).astype(np.int32),
+              "j": np.asarray(j).astype(np.int32), "counts": counts.astype(np.int64 if wide else np.int32)}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for name, arr in arrays.items():

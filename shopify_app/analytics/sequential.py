@@ -201,11 +201,28 @@ def _sum_products(products: list) -> dict:
     row, ai, col, n = row[keep], ai[keep], col[keep], n[keep]
     bounds = np.searchsorted(row, np.arange(len(names) + 1) * k)
     out = {}
+    used = np.zeros(k, dtype=bool)
     for no, b in enumerate(names):
         lo, hi = bounds[no], bounds[no + 1]
         if hi > lo:
-            out[b] = (ids[ai[lo:hi]], ids[col[lo:hi]], n[lo:hi])
+            i, j = ai[lo:hi], col[lo:hi]
+            used[:] = False
+            used[i] = used[j] = True
+            rank = np.cumsum(used) - 1                 # batch-wide index -> index among the bucket's items
+            out[b] = PairArrays((ids[i], ids[j], n[lo:hi]), index=(ids[used], rank[i], rank[j]))
     return out
+
+
+class PairArrays(tuple):
+    """(a, b, n) pair arrays that also carry `pair_index` = (ids, i, j): ids the sorted distinct items of a and b,
+    a = ids[i], b = ids[j]. What the pair blob stores (workers.sequential_jobs.encode_directed_pairs), known for
+    free where the arrays are made, so the encoder needs no sort and no search; any (a, b, n) tuple reader is
+    unaffected."""
+
+    def __new__(cls, arrays, index=None):
+        out = super().__new__(cls, arrays)
+        out.pair_index = index
+        return out
 
 
 def sum_pair_arrays(parts: list) -> tuple:

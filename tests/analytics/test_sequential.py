@@ -434,3 +434,22 @@ def test_flip_gains_fall_back_to_bisection_when_keys_would_overflow(monkeypatch)
     monkeypatch.setattr(seq, "_flip_gains_py", lambda *a: calls.append(1) or bisection(*a))
     assert sequential_delta(before, after, 14) == fast == full_delta(before, after, 14)
     assert calls                       # the fallback ran
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.tuples(edge_time_st, st.lists(st.integers(1, 6), max_size=5)), max_size=8),
+                          st.lists(st.tuples(edge_time_st, st.lists(st.integers(1, 6), max_size=5)), max_size=8)),
+                max_size=6))
+def test_summed_pair_arrays_carry_their_blob_index(customers):
+    """Each bucket's arrays carry (ids, i, j) with ids = the sorted distinct items of a and b, a = ids[i],
+    b = ids[j]: the pair blob encoded from it is byte for byte the one encoded by sorting and searching."""
+    from shopify_app.analytics.sequential import summed_delta_arrays
+    from workers.sequential_jobs import encode_directed_pairs
+
+    changes = [([(edge_time(p), i) for p, i in b], [(edge_time(p), i) for p, i in a]) for b, a in customers]
+    for arrays in summed_delta_arrays(changes, EDGE_DAYS)[1].values():
+        a, b, n = arrays
+        ids, i, j = arrays.pair_index
+        assert ids.tolist() == sorted(set(a.tolist()) | set(b.tolist()))
+        assert ids[i].tolist() == a.tolist() and ids[j].tolist() == b.tolist()
+        assert encode_directed_pairs(a, b, n, index=arrays.pair_index) == encode_directed_pairs(a, b, n)
