@@ -153,14 +153,8 @@ def summed_delta_arrays(changes, days: int) -> tuple[dict, dict]:
     customers (a batch): the same (items, {bucket: (a, b, n)}), but every customer's pair products are summed
     together, by one sparse matrix product for the whole batch (`_sum_products`) instead of a few numpy calls per
     product (a live batch has hundreds of small products) or an expansion of every pair followed by a sort."""
-    items_d: dict = {}
-    products: list = []
-    for before, after in changes:
-        di, prods = _delta_terms(before, after, days)
-        for k, v in di.items():
-            items_d[k] = items_d.get(k, 0) + v
-        products.extend(prods)
-    return {k: v for k, v in items_d.items() if v}, _sum_products(products)
+    items_d, products = _batch_terms(changes, days)
+    return items_d, _sum_products(products)
 
 
 def _sum_products(products: list) -> dict:
@@ -186,7 +180,7 @@ def _sum_products(products: list) -> dict:
     m = np.fromiter(chain.from_iterable(ants.values() for _, ants, _ in products), np.int64, int(la.sum()))
     c = np.fromiter(chain.from_iterable(cons.keys() for _, _, cons in products), np.int64, int(lc.sum()))
     s = np.fromiter(chain.from_iterable(cons.values() for _, _, cons in products), np.int64, int(lc.sum()))
-    ids = np.unique(np.concatenate([a, c]))
+    ids = _sorted_unique(np.concatenate([a, c]))
     k = len(ids)
     rows = np.arange(n_prod)
     ra = np.repeat(rows, la)
@@ -211,6 +205,13 @@ def _sum_products(products: list) -> dict:
             rank = np.cumsum(used) - 1                 # batch-wide index -> index among the bucket's items
             out[b] = PairArrays((ids[i], ids[j], n[lo:hi]), index=(ids[used], rank[i], rank[j]))
     return out
+
+
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """np.unique by sorting (numpy 2's hash-based np.unique is several times slower on int64 arrays; see
+    analytics.rules.sorted_unique)."""
+    a = np.sort(a)
+    return a[np.r_[True, a[1:] != a[:-1]]] if a.size else a
 
 
 class PairArrays(tuple):
@@ -244,12 +245,14 @@ def sum_pair_arrays(parts: list) -> tuple:
 def _delta_terms(before, after, days: int) -> tuple[dict, list]:
     """The items delta and the pair delta as products [(bucket, {a: m}, {c: s})], each meaning
     pairs[(bucket, a, c)] += m * s for a != c (see sequential_delta)."""
-    mb, ma = _by_time(before), _by_time(after)
-    changed = sorted(t for t in mb.keys() | ma.keys() if mb.get(t) != ma.get(t))
-    if not changed:
-        return {}, []
+    return _batch_terms([(before, after)], days)
+
+
+def _batch_terms(changes, days: int) -> tuple[dict, list]:
+    """`_delta_terms` summed over several customers' (before, after): the first terms of all of them are found
+    together (`_flip_gains_batch`: a few numpy calls per batch instead of per customer)."""
     window = dt.timedelta(days=int(days))
-    empty: Counter = Counter()
+    empty: dict = {}
     buckets: dict = {}
 
     def bucket(t):
@@ -260,38 +263,45 @@ def _delta_terms(before, after, days: int) -> tuple[dict, list]:
 
     items_d: dict = {}
     products: list = []
-    times_b = sorted(mb)
-    times_a = sorted(ma)
-
-    # which items' presence flipped at which changed instant
-    flips: dict = {}                                   # item -> [changed instants where it flipped]
-    for t in changed:
-        for c in ma.get(t, empty).keys() ^ mb.get(t, empty).keys():
-            flips.setdefault(c, []).append(t)
-
-    # first term: antecedent instants of `before` whose window gained or lost a flipped item
-    if flips:
-        gained = _flip_gains(mb, ma, times_b, times_a, flips, changed, window)
-        products.extend((bucket(t), mb[t], cs) for t, cs in gained.items())
-
-    # second term and items: changed instants, their item difference against the whole later window of `after`
-    for t in changed:
-        dm = Counter(ma.get(t, empty))
-        dm.subtract(mb.get(t, empty))
-        dm = {a: d for a, d in dm.items() if d}
-        if not dm:
+    cases: list = []
+    for before, after in changes:
+        mb, ma = _by_time(before), _by_time(after)
+        changed = sorted(t for t in mb.keys() | ma.keys() if mb.get(t) != ma.get(t))
+        if not changed:
             continue
-        b = bucket(t)
-        for a, d in dm.items():
-            k = (b, a)
-            items_d[k] = items_d.get(k, 0) + d
-        later: set = set()
-        lo = bisect.bisect_right(times_a, t)
-        hi = bisect.bisect_right(times_a, t + window, lo=lo)
-        for t2 in times_a[lo:hi]:
-            later.update(ma[t2])
-        if later:
-            products.append((b, dm, dict.fromkeys(later, 1)))
+        times_b = sorted(mb)
+        times_a = sorted(ma)
+
+        # which items' presence flipped at which changed instant
+        flips: dict = {}                                   # item -> [changed instants where it flipped]
+        for t in changed:
+            for c in ma.get(t, empty).keys() ^ mb.get(t, empty).keys():
+                flips.setdefault(c, []).append(t)
+        # first term (below, for all customers at once): antecedent instants of `before` whose window gained or
+        # lost a flipped item
+        if flips and times_b:
+            cases.append((mb, ma, times_b, times_a, flips, changed))
+
+        # second term and items: changed instants, their item difference against the whole later window of `after`
+        for t in changed:
+            dm = Counter(ma.get(t, empty))
+            dm.subtract(mb.get(t, empty))
+            dm = {a: d for a, d in dm.items() if d}
+            if not dm:
+                continue
+            b = bucket(t)
+            for a, d in dm.items():
+                k = (b, a)
+                items_d[k] = items_d.get(k, 0) + d
+            later: set = set()
+            lo = bisect.bisect_right(times_a, t)
+            hi = bisect.bisect_right(times_a, t + window, lo=lo)
+            for t2 in times_a[lo:hi]:
+                later.update(ma[t2])
+            if later:
+                products.append((b, dm, dict.fromkeys(later, 1)))
+    for (mb, *_), gained in zip(cases, _flip_gains_batch(cases, window)):
+        products.extend((bucket(t), mb[t], cs) for t, cs in gained.items())
     return {k: v for k, v in items_d.items() if v}, products
 
 
@@ -301,20 +311,25 @@ _KEY_LIMIT = 2 ** 62                  # (flipped items) x (time span) keys must 
 
 
 def _flip_gains(mb: dict, ma: dict, times_b: list, times_a: list, flips: dict, changed: list, window) -> dict:
-    """The first term of sequential_delta: {before instant t: {flipped item c: s}}, s = [c in L_after(t)] -
-    [c in L_before(t)] != 0, for the instants t in [t_c - N, t_c) of each instant t_c where c flipped.
+    """The first term of sequential_delta for one customer: {before instant t: {flipped item c: s}},
+    s = [c in L_after(t)] - [c in L_before(t)] != 0, for the instants t in [t_c - N, t_c) of each instant t_c where
+    c flipped (see _flip_gains_batch)."""
+    return _flip_gains_batch([(mb, ma, times_b, times_a, flips, changed)], window)[0]
 
-    numpy: every (c, t) candidate at once (a live order with 25 new items and a repeat customer whose whole
-    history is in its window has 25 x history candidates; two bisections each in Python were most of the
-    sequential phase). Times as integer microseconds; each flipped item's instants of a side as one sorted key
-    array (item rank x span + time), so "an instant of c in (t, t + N]" is one searchsorted for all candidates.
-    Exactly `_flip_gains_py` (property test); it is the fallback when the keys would not fit in int64."""
-    if not times_b:
-        return {}
-    lo_t, hi_t = changed[0] - window, changed[-1] + window
-    items = sorted(flips)
-    rank = {c: r for r, c in enumerate(items)}
-    us = {}
+
+def _flip_gains_batch(cases: list, window) -> list:
+    """`_flip_gains` of several customers, cases = [(mb, ma, times_b, times_a, flips, changed)], in numpy: every
+    (customer, item c, instant t) candidate of the batch at once (a live order with 25 new items of a repeat
+    customer whose whole history is in its window has 25 x history candidates; two bisections each in Python
+    were most of the sequential phase, and numpy per customer costs more than it saves on small histories).
+
+    Times are integer microseconds. A key = group x span + time, group = a customer's before instants (for the
+    candidate ranges) or a (customer, flipped item) pair (for the occurrences), span larger than every time
+    offset plus N: "an instant of c in (t, t + N]" is one searchsorted for all candidates. Exactly
+    `_flip_gains_py` (property test); the fallback when the keys would not fit in int64."""
+    if not cases:
+        return []
+    us: dict = {}
 
     def to_us(t):
         u = us.get(t)
@@ -323,51 +338,92 @@ def _flip_gains(mb: dict, ma: dict, times_b: list, times_a: list, flips: dict, c
         return u
 
     w = window // _US
-    tb = np.fromiter((to_us(t) for t in times_b), np.int64, len(times_b))
-    base = min(int(tb[0]), to_us(changed[0])) - w - 1
-    span = max(int(tb[-1]), to_us(changed[-1])) + 2 * w + 2 - base
-    if len(items) * span >= _KEY_LIMIT or base < -_KEY_LIMIT:
-        return _flip_gains_py(mb, ma, times_b, times_a, flips, changed, window)
-    # candidates: per (c, t_c), the before instants in [t_c - N, t_c); a union per item (np.unique)
-    fr = np.fromiter(chain.from_iterable([rank[c]] * len(at) for c, at in flips.items()), np.int64)
-    ft = np.fromiter((to_us(tc) for at in flips.values() for tc in at), np.int64, len(fr))
-    lo = np.searchsorted(tb, ft - w, "left")
-    hi = np.searchsorted(tb, ft, "left")
+    # flip entries (customer, item, t_c): group = (customer, item)
+    g_case, g_item, f_group, f_time = [], [], [], []
+    for k, (_mb, _ma, _tb, _ta, flips, _ch) in enumerate(cases):
+        for c, at in flips.items():
+            gid = len(g_item)
+            g_case.append(k)
+            g_item.append(c)
+            for tc in at:
+                f_group.append(gid)
+                f_time.append(to_us(tc))
+    n_b = [len(case[2]) for case in cases]
+    if not f_time or not sum(n_b):
+        return [{} for _ in cases]                      # no flip, or no earlier instant: no first term
+    tb = np.fromiter((to_us(t) for case in cases for t in case[2]), np.int64, sum(n_b))
+    ft = np.array(f_time, dtype=np.int64)
+    base = min(int(tb.min()), int(ft.min())) - w - 1
+    span = max(int(tb.max()), int(ft.max())) + 2 * w + 2 - base
+    if max(len(cases), len(g_item)) * span >= _KEY_LIMIT or base < -_KEY_LIMIT:
+        return [_flip_gains_py(*case, window) for case in cases]
+    b_case = np.repeat(np.arange(len(cases), dtype=np.int64), n_b)
+    kb = b_case * span + (tb - base)                   # before instants, sorted (customer, time)
+    fg = np.array(f_group, dtype=np.int64)
+    gc = np.array(g_case, dtype=np.int64)
+    fk = gc[fg] * span + (ft - base)
+    lo = np.searchsorted(kb, fk - w, "left")           # t in [t_c - N, t_c) of the same customer
+    hi = np.searchsorted(kb, fk, "left")
     width = hi - lo
     total = int(width.sum())
+    out: list = [{} for _ in cases]
     if not total:
-        return {}
+        return out
     nb = len(tb)
     idx = np.repeat(lo - (np.cumsum(width) - width), width) + np.arange(total)
-    key = np.unique(np.repeat(fr, width) * nb + idx)
-    cr, idx = key // nb, key % nb
-    q = cr * span + (tb[idx] - base)                   # candidate (c, t) as a key; (t, t + N] = (q, q + w]
+    key = _sorted_unique(np.repeat(fg, width) * nb + idx)   # each (group, instant) once: the ranges' union
+    grp, idx = key // nb, key % nb
+    q = grp * span + (tb[idx] - base)                  # candidate (c, t); (t, t + N] = (q, q + w]
 
-    def hits(m: dict, times: list) -> np.ndarray:
-        keys = [rank[c] * span + (to_us(t) - base)
-                for t in times[bisect.bisect_left(times, lo_t):bisect.bisect_right(times, hi_t)]
-                for c in m[t] if c in rank]
-        if not keys:
+    # each side's instants of the flipped items, near the changes ([first change - N, last change + N]), as keys
+    items_u = _sorted_unique(np.array(g_item, dtype=np.int64))
+    n_u = len(items_u)
+    gkey = gc * n_u + np.searchsorted(items_u, np.array(g_item, dtype=np.int64))
+    g_order = np.argsort(gkey)
+    gkey_sorted = gkey[g_order]
+
+    def hits(side: int) -> np.ndarray:
+        inst_case, inst_time, inst_len, flat = [], [], [], []
+        for k, case in enumerate(cases):
+            m, times, changed = case[side], case[2 + side], case[5]
+            lo_i = bisect.bisect_left(times, changed[0] - window)
+            hi_i = bisect.bisect_right(times, changed[-1] + window)
+            for t in times[lo_i:hi_i]:
+                held = m[t]
+                inst_case.append(k)
+                inst_time.append(to_us(t))
+                inst_len.append(len(held))
+                flat.append(held)
+        lens = np.array(inst_len, dtype=np.int64)
+        items = np.fromiter(chain.from_iterable(flat), np.int64, int(lens.sum()))
+        r = np.searchsorted(items_u, items)
+        known = items_u[np.minimum(r, n_u - 1)] == items
+        ck = np.repeat(np.array(inst_case, dtype=np.int64), lens) * n_u + r
+        pos = np.minimum(np.searchsorted(gkey_sorted, ck), len(gkey_sorted) - 1)
+        known &= gkey_sorted[pos] == ck
+        occ_t = np.repeat(np.array(inst_time, dtype=np.int64), lens)[known]
+        occ = np.sort(g_order[pos[known]] * span + (occ_t - base))
+        if not occ.size:
             return np.zeros(len(q), dtype=np.int64)
-        occ = np.sort(np.array(keys, dtype=np.int64))
-        pos = np.searchsorted(occ, q, "right")
-        nxt = occ[np.minimum(pos, len(occ) - 1)]
-        return ((pos < len(occ)) & (nxt <= q + w)).astype(np.int64)
+        p = np.searchsorted(occ, q, "right")
+        nxt = occ[np.minimum(p, len(occ) - 1)]
+        return ((p < len(occ)) & (nxt <= q + w)).astype(np.int64)
 
-    sign = hits(ma, times_a) - hits(mb, times_b)
+    sign = hits(1) - hits(0)                            # [c in L_after(t)] - [c in L_before(t)]
     nz = sign != 0
     if not nz.any():
-        return {}
-    idx, cr, sign = idx[nz], cr[nz], sign[nz]
+        return out
+    idx, grp, sign = idx[nz], grp[nz], sign[nz]
     order = np.argsort(idx, kind="stable")
-    idx, cr, sign = idx[order], cr[order], sign[order]
+    idx, grp, sign = idx[order], grp[order], sign[order]
     starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
     ends = np.r_[starts[1:], len(idx)].tolist()
-    cs, ss = np.asarray(items, dtype=object)[cr].tolist(), sign.tolist()
-    gained: dict = {}
-    for st, en, i in zip(starts.tolist(), ends, idx[starts].tolist()):
-        gained[times_b[i]] = dict(zip(cs[st:en], ss[st:en]))
-    return gained
+    cs, ss = np.asarray(g_item, dtype=object)[grp].tolist(), sign.tolist()
+    offsets = np.cumsum([0] + n_b).tolist()
+    cases_of = b_case[idx[starts]].tolist()
+    for st, en, i, k in zip(starts.tolist(), ends, idx[starts].tolist(), cases_of):
+        out[k][cases[k][2][i - offsets[k]]] = dict(zip(cs[st:en], ss[st:en]))
+    return out
 
 
 def _flip_gains_py(mb: dict, ma: dict, times_b: list, times_a: list, flips: dict, changed: list, window) -> dict:

@@ -453,3 +453,23 @@ def test_summed_pair_arrays_carry_their_blob_index(customers):
         assert ids.tolist() == sorted(set(a.tolist()) | set(b.tolist()))
         assert ids[i].tolist() == a.tolist() and ids[j].tolist() == b.tolist()
         assert encode_directed_pairs(a, b, n, index=arrays.pair_index) == encode_directed_pairs(a, b, n)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.tuples(us_time_st, st.lists(st.integers(1, 6), max_size=4)), max_size=8),
+                          st.lists(st.tuples(us_time_st, st.lists(st.integers(1, 6), max_size=4)), max_size=8)),
+                max_size=6))
+def test_summed_deltas_of_customers_at_microsecond_edges_equal_their_full_recounts(customers):
+    """The batch's first terms found together (_flip_gains_batch: one key space for all customers) = each
+    customer's full recount, at shared instants and one microsecond / second off window edges."""
+    from shopify_app.analytics.sequential import summed_delta_arrays
+
+    changes = [([(us_time(p), i) for p, i in b], [(us_time(p), i) for p, i in a]) for b, a in customers]
+    items: Counter = Counter()
+    pairs: Counter = Counter()
+    for before, after in changes:
+        di, dp = full_delta(before, after, EDGE_DAYS)
+        items.update(di)
+        pairs.update(dp)
+    expected = ({k: v for k, v in items.items() if v}, {k: v for k, v in pairs.items() if v})
+    assert as_dicts(*summed_delta_arrays(changes, EDGE_DAYS)) == expected
