@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 
 from shopify_app.analytics.orders import OrderLine, OrderVersion
 
@@ -157,6 +158,20 @@ def order_from_rest(payload: dict) -> OrderVersion:
         total_discounts=round(money(payload, "total_discounts"), 2), refunded=round(refunded, 2),
         financial_status=payload.get("financial_status"), lines=tuple(lines),
     )
+
+
+def with_product_types(v: OrderVersion, types: dict) -> OrderVersion:
+    """`v` with the product type types[product_id] on each line that has none (REST line items carry no product
+    type: the order job takes them from the shop's Product rows). The same version as
+    ``replace(v, lines=tuple(replace(ln, product_type=...)))``, with the lines built positionally (dataclasses.replace
+    costs ~3x a positional construction, ~25 lines per live order); `v` itself when no line changes."""
+    lines = v.lines
+    if not types or not any(not ln.product_type and ln.product_id in types for ln in lines):
+        return v
+    return replace(v, lines=tuple(
+        OrderLine(ln.id, ln.product_id, ln.variant_id, types[ln.product_id], ln.quantity, ln.refunded_quantity,
+                  ln.price, ln.discount) if not ln.product_type and ln.product_id in types else ln
+        for ln in lines))
 
 
 def order_deleted(payload: dict, now: dt.datetime) -> OrderVersion:

@@ -162,3 +162,21 @@ def test_a_line_item_that_is_no_object_is_an_invalid_payload():
     p["line_items"] = [["not", "an", "object"]]
     with pytest.raises(TypeError):
         order_from_rest(p)
+
+
+def test_with_product_types_equals_replacing_each_untyped_line():
+    """Lines without a type get the catalogue's (when it has one), typed lines keep theirs; the version is the one
+    dataclasses.replace builds; nothing to fill: the same object."""
+    from dataclasses import replace
+
+    from shopify_app.shopify.convert import with_product_types
+
+    v = order_from_rest(load("orders__create.json"))
+    v = replace(v, lines=(replace(v.lines[0], product_type="Shades"), *v.lines[1:]))
+    types = {788032119674292922: "Glasses", 5: "Other"}
+    want = replace(v, lines=tuple(replace(ln, product_type=types[ln.product_id])
+                                  if ln.product_id in types and not ln.product_type else ln for ln in v.lines))
+    got = with_product_types(v, types)
+    assert got == want and got.lines[0].product_type == "Shades"
+    assert [ln.product_type for ln in got.lines] == ["Shades", None, None, "Glasses", "Glasses"]
+    assert with_product_types(v, {}) is v and with_product_types(v, {5: "Other"}) is v
