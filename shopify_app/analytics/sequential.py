@@ -98,6 +98,47 @@ def _by_time(orders) -> dict:
     return out
 
 
+def _after_by_time(mb: dict, before: list, after: list) -> tuple[dict, set]:
+    """(_by_time(after), the instants where it may differ from mb = _by_time(before)), from mb and the orders
+    that differ: the order job's `after` holds the same (time, items) objects as `before` except the batch's
+    orders, so the multiset difference by identity is the few orders of the batch, and only their instants are
+    rebuilt (copy on write: mb is not changed; untouched instants share mb's dicts). The same result as
+    _by_time(after) whatever the lists hold (equal orders that are different objects are a removal plus an
+    addition at the same instant); it saves re-merging and comparing a repeat customer's whole history."""
+    nb, na = Counter(map(id, before)), Counter(map(id, after))
+    if nb == na:
+        return mb, set()
+    extra_b, extra_a = nb - na, na - nb         # ids of orders only in before / only in after (with multiplicity)
+    ma = dict(mb)
+    touched: set = set()
+    for orders, extra, sign in ((before, extra_b, -1), (after, extra_a, 1)):
+        if not extra:
+            continue
+        for order in orders:
+            k = id(order)
+            if not extra.get(k):
+                continue
+            extra[k] -= 1
+            t, items = order
+            distinct = {int(i) for i in items}
+            if not distinct:
+                continue
+            touched.add(t)
+            c = ma.get(t)
+            c = {} if c is None else dict(c) if c is mb.get(t) else c
+            for i in distinct:
+                n = c.get(i, 0) + sign
+                if n:
+                    c[i] = n
+                else:
+                    del c[i]
+            if c:
+                ma[t] = c
+            else:
+                ma.pop(t, None)
+    return ma, touched
+
+
 def _in_window(occ: list, t, window) -> bool:
     """Some time of the sorted list `occ` lies in (t, t + window]."""
     i = bisect.bisect_right(occ, t)
@@ -182,11 +223,11 @@ def _sum_products(products: list) -> dict:
     s = np.fromiter(chain.from_iterable(cons.values() for _, _, cons in products), np.int64, int(lc.sum()))
     ids = _sorted_unique(np.concatenate([a, c]))
     k = len(ids)
-    rows = np.arange(n_prod)
-    ra = np.repeat(rows, la)
-    at = sparse.csr_matrix((m, (pb[ra] * k + np.searchsorted(ids, a), ra)), shape=(len(names) * k, n_prod))
-    cm = sparse.csr_matrix((s, (np.repeat(rows, lc), np.searchsorted(ids, c))), shape=(n_prod, k))
-    x = (at @ cm).tocsr()
+    # CSR straight from the products (a product's keys are distinct: no duplicate to sum, nothing to sort)
+    am = sparse.csr_matrix((m, np.repeat(pb, la) * k + np.searchsorted(ids, a), np.r_[0, np.cumsum(la)]),
+                           shape=(n_prod, len(names) * k))
+    cm = sparse.csr_matrix((s, np.searchsorted(ids, c), np.r_[0, np.cumsum(lc)]), shape=(n_prod, k))
+    x = (am.T.tocsr() @ cm).tocsr()
     x.sort_indices()
     row = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
     col, n = x.indices.astype(np.int64), x.data.astype(np.int64)
@@ -265,8 +306,9 @@ def _batch_terms(changes, days: int) -> tuple[dict, list]:
     products: list = []
     cases: list = []
     for before, after in changes:
-        mb, ma = _by_time(before), _by_time(after)
-        changed = sorted(t for t in mb.keys() | ma.keys() if mb.get(t) != ma.get(t))
+        mb = _by_time(before)
+        ma, touched = _after_by_time(mb, before, after)
+        changed = sorted(t for t in touched if mb.get(t) != ma.get(t))
         if not changed:
             continue
         times_b = sorted(mb)
