@@ -544,12 +544,17 @@ def main() -> None:
 def order_job_trace(path: Path) -> dict:
     """The order job's batches (ORDER_JOB_TRACE lines): its CPU per applied order (process CPU between two
     consecutive batches of the same process, i.e. everything the job did for the later one), the write-lock hold,
-    and the phase seconds per 1,000 orders. The first batch of each process is left out (no CPU reference)."""
+    and the phase seconds per 1,000 orders (p.: prepare, w.: write incl. w.turn_wait = waiting for the SQLite write
+    turn before the write transaction, w.overlapped / w.write_wait: pipelined, the time the next batch was prepared
+    while this one was written / then waited for the write; j.: the job loop between batches). The first batch of
+    each process is left out (no CPU reference). Wall per order also per third of the run's batches (by time):
+    the last third is the job's capacity under a backlog (a job with no backlog waits for work, which counts)."""
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     prev: dict = {}
     cpu = wall = 0.0
     applied = counted = 0
     phases: Counter = Counter()
+    spans = []                            # (t, wall, cpu, orders) per counted batch
     for r in rows:
         p = prev.get(r["pid"])
         prev[r["pid"]] = r
@@ -558,16 +563,27 @@ def order_job_trace(path: Path) -> dict:
         cpu += r["cpu"] - p["cpu"]
         wall += r["t"] - p["t"]
         counted += r.get("applied", 0)
-        for part in ("prepare_timings", "write_timings"):
+        spans.append((r["t"], r["t"] - p["t"], r["cpu"] - p["cpu"], r.get("applied", 0)))
+        for part in ("prepare_timings", "write_timings", "job_timings"):
             phases.update({f"{part[0]}.{k}": v for k, v in (r.get(part) or {}).items()})
         phases["lock"] += r.get("lock_s", 0.0)
     applied = sum(r.get("applied", 0) for r in rows)
     per_k = 1000 / max(1, counted)
+    thirds = []
+    if spans:
+        t0, t1 = min(s[0] for s in spans), max(s[0] for s in spans)
+        for k in range(3):
+            part = [s for s in spans if min(2, int(3 * (s[0] - t0) / max(1e-9, t1 - t0))) == k]
+            n = max(1, sum(s[3] for s in part))
+            thirds.append({"wall_ms": round(sum(s[1] for s in part) * 1000 / n, 3),
+                           "cpu_ms": round(sum(s[2] for s in part) * 1000 / n, 3),
+                           "orders_per_batch": round(n / max(1, len(part)), 1)})
     return {"batches": len(rows), "applied": applied, "fallbacks": sum(r.get("fallback", 0) for r in rows),
+            "pipeline_discarded": sum(r.get("pipeline_discarded", 0) for r in rows),
             "cpu_ms_per_order": round(cpu * 1000 / max(1, counted), 3),
             "wall_ms_per_order": round(wall * 1000 / max(1, counted), 3),
+            "per_order_by_third": thirds,
             "phases_s_per_1000_orders": {k: round(v * per_k, 3) for k, v in sorted(phases.items())}}
-
 
 if __name__ == "__main__":
     main()

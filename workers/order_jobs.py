@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import time
@@ -141,19 +142,27 @@ FOLLOWUP_FLAGS = ("refit_rfm", "rebuild_sequential", "applied", "compact_counts"
 
 
 def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
+    with _Pipeline(shop_id, limit=min(limit, BATCH_DELIVERIES), pipelined=PIPELINE) as batches:
+        return _drain(shop_id, limit, batches)
+
+
+def _drain(shop_id: int, limit: int, batches: "_Pipeline") -> dict:
     started = job_started = time.monotonic()
     total: dict = {}
     due: dict = {}                        # follow-up flags since the last enqueue_followups
-    items_cache: dict = {}                # order items between this job's batches (ITEMS_CACHE_ORDERS)
     handed_over = False
+    job_timings: dict = {}                # the job's own waits and calls between two batches (--trace)
+    laps = _Laps(job_timings)
     while True:
-        _clear_wake(shop_id)              # before reading: a delivery committed after the read wakes a follow-up
-        result = run_batch(shop_id, limit=min(limit, BATCH_DELIVERIES), budget_s=BATCH_SECONDS,
-                           max_pairs=BATCH_PAIRS, max_lines=BATCH_LINES, items_cache=items_cache)
+        result = batches.next()           # clears the wake key before reading (see _Pipeline.next)
         if result.get("status") == "missing":
             return result
+        laps.lap("batch")
         if TRACE_PATH:
+            result["job_timings"] = dict(job_timings)
+            job_timings.clear()
             _trace(result)
+            laps.lap("trace")
         for k, v in result.items():
             if isinstance(v, bool):
                 total[k] = total.get(k, False) or v
@@ -169,17 +178,22 @@ def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
             due[k] = bool(due.get(k) or result.get(k))
         left = bool(result.get("more") or result.get("deliveries", 0) >= min(limit, BATCH_DELIVERIES))
         if not left and not result.get("deliveries"):
-            if _woken(shop_id):           # a delivery committed after our last read: its wake-up may have found
+            woken = _woken(shop_id)
+            laps.lap("redis")
+            if woken:                     # a delivery committed after our last read: its wake-up may have found
                 continue                  # this job (and a follow-up) running and enqueued nothing - read again
             break
-        if not left and result.get("deliveries", 0) < BATCH_LINGER_BELOW and BATCH_LINGER_S > 0:
-            time.sleep(BATCH_LINGER_S)    # a stream of small batches: let the next one gather (see BATCH_LINGER_S)
+        if (not batches.pipelined and not left and result.get("deliveries", 0) < BATCH_LINGER_BELOW
+                and BATCH_LINGER_S > 0):
+            time.sleep(BATCH_LINGER_S)    # a stream of small batches: let the next one gather (see BATCH_LINGER_S;
+            laps.lap("linger")            # the pipeline waits while the batch is written instead)
         if time.monotonic() - started <= DRAIN_SECONDS:
             continue
         if time.monotonic() - job_started < DRAIN_MAX_SECONDS and not _others_waiting():
             # nobody waits for this worker: keep draining, pass the follow-ups on
             enqueue_followups(context.config(), shop_id, due)
             due, started = {}, time.monotonic()
+            laps.lap("followups")
             continue
         # drained long enough and another job waits: hand the rest over to a follow-up job at the queue's end
         try:
@@ -194,6 +208,106 @@ def process_pending_orders(shop_id: int, limit: int = 500) -> dict:
     total["more"] = handed_over           # True: a follow-up job continues with what is left
     enqueue_followups(context.config(), shop_id, due)
     return total
+
+
+# Pipelining. A batch's write (validation, statements, commit: much of it in SQLite / the database server, outside
+# the GIL) and the wait for the write turn overlap the preparation of the next batch, which reads a snapshot that
+# does not show the batch being written yet and lays that batch's writes over it (prepare_batch's `after`, see
+# _Overlay). The next batch is validated under the lock as any batch (write_batch): a wrong overlay would be a
+# fallback (prepared again under the lock), never a wrong count. ORDER_PIPELINE=0: one batch after the other.
+PIPELINE = os.environ.get("ORDER_PIPELINE", "1") != "0"
+
+
+class _Pipeline:
+    """The job's batches, one after the other. Pipelined: while batch N is written by a writer thread (its own
+    connection and write transaction), batch N+1 is prepared from a read snapshot with N laid over it. N+1 is
+    dropped (prepared again afresh) when N fails, falls back, or the job stops after N (nothing of it was
+    written: its deliveries stay pending)."""
+
+    def __init__(self, shop_id: int, limit: int, pipelined: bool = True):
+        self.shop_id, self.limit, self.pipelined = shop_id, limit, pipelined
+        self.items_cache: dict = {}       # order items between this job's batches (ITEMS_CACHE_ORDERS)
+        self.ahead: PreparedBatch | None = None
+        self.pool = None
+        self.discarded = 0
+
+    def __enter__(self):
+        if self.pipelined:
+            from concurrent.futures import ThreadPoolExecutor
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="order-batch-writer")
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+    def _kw(self) -> dict:
+        return dict(limit=self.limit, budget_s=BATCH_SECONDS, max_pairs=BATCH_PAIRS, max_lines=BATCH_LINES,
+                    items_cache=self.items_cache)
+
+    def next(self) -> dict:
+        if not self.pipelined:
+            _clear_wake(self.shop_id)     # before reading: a delivery committed after the read wakes a follow-up
+            return run_batch(self.shop_id, **self._kw())
+        prep, self.ahead = self.ahead, None
+        if prep is None:
+            _clear_wake(self.shop_id)
+            with context.read_transaction() as r:
+                prep = prepare_batch(r, self.shop_id, **self._kw())
+        if prep is None:
+            return {"shop_id": self.shop_id, "status": "missing"}
+        if not prep.read:
+            return _result(prep, None, 0, 0, fallback=0)
+        writing = self.pool.submit(_write_prepared, self.shop_id, prep)
+        t0 = time.perf_counter()
+        try:
+            if (not prep.more and len(prep.outcome) < min(self.limit, BATCH_LINGER_BELOW)
+                    and BATCH_LINGER_S > 0):
+                time.sleep(BATCH_LINGER_S)   # a stream of small batches: the next one gathers (BATCH_LINGER_S)
+            _clear_wake(self.shop_id)
+            ahead = _prepare_after(self.shop_id, prep, self._kw())
+        except Exception as exc:  # noqa: BLE001 - the next batch is prepared again after the write
+            log.warning("order batch of shop %s could not be prepared ahead: %s", self.shop_id, exc)
+            ahead = None
+        overlap = time.perf_counter() - t0
+        result = writing.result()         # N's failure fails the job, as in the serial path (retried by RQ)
+        result["write_timings"]["overlapped"] = round(overlap, 5)
+        result["write_timings"]["write_wait"] = round(time.perf_counter() - t0 - overlap, 5)
+        if result.get("status") == "missing":
+            return result
+        if result.get("fallback"):        # N was prepared again under the lock: N+1's overlay is not what N wrote
+            ahead = None
+        else:
+            _cache_finals(self.items_cache, prep)
+        if ahead is None:
+            self.discarded += 1
+        result["pipeline_discarded"] = int(ahead is None)     # the next batch is prepared again (serially)
+        self.ahead = ahead
+        return result
+
+
+def _prepare_after(shop_id: int, after: PreparedBatch, kw: dict) -> PreparedBatch | None:
+    """The batch after `after` (being written right now), from a snapshot taken now: laid over with `after` when
+    the snapshot does not show it yet (its first handled delivery still pending), as read when it does (it
+    committed meanwhile). PostgreSQL: one REPEATABLE READ snapshot for all the reads (READ COMMITTED could see
+    `after` in some of them only)."""
+    if not after.outcome:                # nothing handled (cut by its time budget): no state to lay over
+        return None
+    url = context.config().sqlalchemy_url
+    eng = get_engine(url)
+    scope = (context.read_transaction() if eng.dialect.name == "sqlite" else
+             _snapshot_scope(eng))
+    with scope as r:
+        first = min(after.outcome)
+        status = r.connection().execute(select(WebhookDelivery.status).where(WebhookDelivery.id == first)).scalar()
+        return prepare_batch(r, shop_id, **kw, after=after if status == PENDING_ANALYTICS else None)
+
+
+@contextlib.contextmanager
+def _snapshot_scope(eng):
+    with Session(bind=eng.execution_options(isolation_level="REPEATABLE READ"), expire_on_commit=False) as s:
+        with s.begin():
+            yield s
 
 
 # Bench what-if: with ORDER_JOB_TRACE=<file>, every batch appends one JSON line (its result with phase timings,
@@ -336,6 +450,60 @@ class _Stored:
                    v.financial_status, new)
 
 
+def _as_written(v: OrderVersion, new: dict | None, now: dt.datetime) -> "_Stored":
+    """The _Stored that _read_stored returns for the row write_batch writes for (v, new) (bulk_rows.order_row):
+    the contribution as the JSON column gives it back (a JSON round trip: string keys, lists for tuples); the
+    times are naive UTC with microseconds, which both databases keep."""
+    return _Stored.of_version(v, json.loads(json.dumps(new)) if new is not None else None, now)
+
+
+def _state(row: "_Stored") -> tuple:
+    """The ORDER_STATE_COLUMNS tuple (without the id) of a _Stored, as _customer_states reads it."""
+    return (row.customer_id, row.counted, row.processed_at, row.shopify_updated_at, row.deleted_at, row.ingested_at)
+
+
+class _Overlay:
+    """A batch being written (`after`), laid over a read snapshot that does not show it yet: what the snapshot
+    would read once the batch commits. The batch writes its handled deliveries (no longer pending), the attempts
+    of the ones it read but left (+1), and the Order rows of its applied orders (replaced by their final versions,
+    lines included); everything else it writes (counts, customer stats, models) is not read by prepare_batch."""
+
+    def __init__(self, after: "PreparedBatch"):
+        self.after = after
+        self.rows = {oid: _as_written(v, new, after.now) for oid, (v, new) in after.finals.items()}
+
+    def delivery(self, did, topic, status, attempts, body) -> tuple:
+        if did in self.after.read:       # read but left by the batch: its attempt counted (_write_outcomes)
+            attempts = (attempts or 0) + 1
+        return did, topic, status, attempts, body
+
+    def stored(self, stored: dict) -> None:
+        for oid in stored:
+            if oid in self.rows:
+                stored[oid] = self.rows[oid]
+
+    def customer_orders(self, states: dict, customers) -> dict:
+        """Lays the batch's orders over `states` (the customers' order states, in place); returns {order id:
+        items} of the laid-over counted ones."""
+        items = {}
+        for oid, row in self.rows.items():
+            states.pop(oid, None)
+            if row.customer_id is not None and int(row.customer_id) in customers:
+                states[oid] = _state(row)
+                if row.counted:
+                    items[oid] = self.after.final_items[oid]
+        return items
+
+
+def _cache_finals(cache: dict, prep: "PreparedBatch") -> None:
+    """After the batch committed as prepared: its orders' items under the states they now have, so the next
+    batches read neither their lines nor older items (see ITEMS_CACHE_ORDERS)."""
+    for oid, (v, new) in prep.finals.items():
+        items = prep.final_items.get(oid)
+        if items is not None:
+            cache[oid] = (_state(_as_written(v, new, prep.now)), items)
+
+
 @dataclass
 class PreparedBatch:
     """A batch computed outside the write lock (prepare_batch), with what it was computed from."""
@@ -363,6 +531,8 @@ class PreparedBatch:
     payloads: dict = field(default_factory=dict)  # pair blobs: {bucket: (pairs, payload)}
     seq_rows: list = field(default_factory=list)   # sequential item delta rows (upserted)
     seq_blobs: list = field(default_factory=list)  # sequential pair blobs: (bucket, pairs, payload)
+    final_items: dict = field(default_factory=dict)  # order id -> items of its final version (counted, customer)
+    overlaid: bool = False                      # prepared against a batch still being written (the pipeline)
     timings: dict = field(default_factory=dict)  # phase -> seconds
 
 
@@ -398,7 +568,8 @@ def run_batch(shop_id: int, limit: int = 500, budget_s: float | None = None, max
     """One batch of the job: prepared in a read transaction (no write lock), written in a short write transaction
     under the SQLite write turn (a no-op elsewhere), which the webhook intake shares: between two batches the
     intake's waiting process is woken at once (see shopify_app.db.sqlite_write_turn). Result "lock_s": the write
-    transaction's time, commit included (what the intake may wait)."""
+    transaction's time, commit included (what the intake may wait); write_timings "turn_wait": the wait for the
+    write turn before it."""
     with context.read_transaction() as r:
         prep = prepare_batch(r, shop_id, limit=limit, now=now, budget_s=budget_s, max_pairs=max_pairs,
                              max_lines=max_lines, items_cache=items_cache)
@@ -406,21 +577,36 @@ def run_batch(shop_id: int, limit: int = 500, budget_s: float | None = None, max
         return {"shop_id": shop_id, "status": "missing"}
     if not prep.read:                    # nothing pending: no write transaction at all
         return _result(prep, None, 0, 0, fallback=0)
+    result = _write_prepared(shop_id, prep)
+    if items_cache is not None and not result.get("fallback"):
+        _cache_finals(items_cache, prep)
+    return result
+
+
+def _write_prepared(shop_id: int, prep: PreparedBatch) -> dict:
+    """write_batch in its own write transaction (validated), then the compaction check outside it. Runs in the
+    job's thread (serial) or in the pipeline's writer thread (its own connection)."""
     url = context.config().sqlalchemy_url
     with _write_connection(url) as conn:
+        tw = time.perf_counter()
         with sqlite_write_turn(url):
             t0 = time.perf_counter()
             with Session(bind=conn, expire_on_commit=False) as s, s.begin():   # BEGIN IMMEDIATE on SQLite (db.py)
                 result = write_batch(s, shop_id, prep, compaction_check=False)
                 t1 = time.perf_counter()
             t2 = time.perf_counter()
+        if result.get("status") == "missing":
+            return result
+        result["write_timings"]["turn_wait"] = round(t0 - tw, 5)
         result["write_timings"]["commit"] = round(t2 - t1, 5)
         result["lock_s"] = round(t2 - t0, 4)
         if conn.dialect.name == "sqlite":              # after the write turn, not under it (_write_connection)
             Checkpointer.of(url).poke()
     if result.get("blobs") or result.get("sequential_blobs"):
+        t3 = time.perf_counter()
         with context.read_transaction() as r:     # two indexed counts, not under the lock
             _compaction_check(r, result)
+        result["write_timings"]["compaction_check"] = round(time.perf_counter() - t3, 5)
     return result
 
 
@@ -449,10 +635,13 @@ def _write_connection(url: str):
 
 def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = None, budget_s: float | None = None,
                   max_pairs: int | None = None, max_lines: int | None = None,
-                  items_cache: dict | None = None) -> PreparedBatch | None:
+                  items_cache: dict | None = None, after: PreparedBatch | None = None) -> PreparedBatch | None:
     """Read the shop's pending deliveries and everything their application depends on, and compute the batch
     (pure Python / numpy from here on). Only reads: `s` may be a read transaction. None: no such shop.
-    `items_cache`: the job's order items kept between its batches (_read_customer_orders)."""
+    `items_cache`: the job's order items kept between its batches (_read_customer_orders).
+    `after`: a batch being written that `s`'s snapshot does not show yet (the pipeline, see _Pipeline): this batch
+    is computed against the snapshot with `after`'s writes laid over it (_Overlay), i.e. the state once `after`
+    commits, and write_batch validates it against the database as any batch."""
     started = time.monotonic()
     timings: dict = {}
     laps = _Laps(timings)
@@ -460,14 +649,18 @@ def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = N
     if shop is None:
         return None
     prep = PreparedBatch(shop_id=shop_id, now=now or utcnow(), limit=limit, budget_s=budget_s, max_pairs=max_pairs,
-                         max_lines=max_lines, days=days_in_use(s, shop), timings=timings)
+                         max_lines=max_lines, days=days_in_use(s, shop), timings=timings, overlaid=after is not None)
     now = prep.now
-    rows = s.connection().execute(
-        select(WebhookDelivery.id, WebhookDelivery.topic, WebhookDelivery.status, WebhookDelivery.attempts,
-               WebhookDelivery.body).where(
-            WebhookDelivery.shop_id == shop_id, WebhookDelivery.status == PENDING_ANALYTICS,
-            or_(WebhookDelivery.topic.like("orders/%"), WebhookDelivery.topic.in_(REFUND_TOPICS)))
-        .order_by(WebhookDelivery.id).limit(limit)).all()
+    overlay = _Overlay(after) if after is not None else None
+    query = (select(WebhookDelivery.id, WebhookDelivery.topic, WebhookDelivery.status, WebhookDelivery.attempts,
+                    WebhookDelivery.body).where(
+        WebhookDelivery.shop_id == shop_id, WebhookDelivery.status == PENDING_ANALYTICS,
+        or_(WebhookDelivery.topic.like("orders/%"), WebhookDelivery.topic.in_(REFUND_TOPICS))))
+    if overlay is not None:              # what `after` handles is not pending once it commits
+        query = query.where(WebhookDelivery.id.notin_(sorted(after.outcome)))
+    rows = s.connection().execute(query.order_by(WebhookDelivery.id).limit(limit)).all()
+    if overlay is not None:
+        rows = [overlay.delivery(*row) for row in rows]
     laps.lap("read_deliveries")
     converted = []
     line_volume = 0                      # lines of the versions taken so far (at most what the write inserts)
@@ -500,10 +693,12 @@ def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = N
     laps.lap("product_types")
     versions = [v for _, v in converted if v is not None]
     prep.stored = _read_stored(s, shop_id, {v.id for v in versions})
+    if overlay is not None:
+        overlay.stored(prep.stored)
     prep.customers = {int(c) for c in ({v.customer_id for v in versions} |
                                        {r.customer_id for r in prep.stored.values() if r is not None})
                       if c is not None}
-    prep.customer_orders, before = _read_customer_orders(s, shop_id, prep.customers, items_cache)
+    prep.customer_orders, before = _read_customer_orders(s, shop_id, prep.customers, items_cache, overlay)
     laps.lap("prefetch")
     current = dict(prep.stored)          # the batch's view of each order as its versions are applied
     pair_volume = seen = 0               # pair increments of the batch's basket changes so far
@@ -648,17 +843,23 @@ def _customer_states(s, shop_id: int, customers) -> dict:
     return out
 
 
-def _read_customer_orders(s, shop_id: int, customers, cache: dict | None = None) -> tuple[dict, dict]:
+def _read_customer_orders(s, shop_id: int, customers, cache: dict | None = None,
+                          overlay: "_Overlay | None" = None) -> tuple[dict, dict]:
     """(states of the customers' orders, {customer: {order id: (time, items)}} of their counted orders), the
     sequential 'before' of the batch. States first: an order written between the two reads then differs from
     its read state, which the write phase notices (PostgreSQL's READ COMMITTED has no snapshot across reads).
     `cache` ({order id: (state, items)}, see ITEMS_CACHE_ORDERS): the job's items of orders read before, used
-    when the order's state is the one read now, and filled with what is read."""
+    when the order's state is the one read now, and filled with what is read. `overlay`: the states and items of
+    the orders a batch being written replaces (see prepare_batch's `after`) are taken from it."""
     states = _customer_states(s, shop_id, customers)
+    items_of: dict = {}
+    if overlay is not None:
+        items_of = overlay.customer_orders(states, customers)
     before: dict = {c: {} for c in customers}
     heads = {oid: (st[0], st[2]) for oid, st in states.items() if st[1]}     # counted: (customer, processed_at)
-    items_of: dict = {}
     for oid in heads if cache is not None else ():
+        if oid in items_of:
+            continue
         hit = cache.get(oid)
         if hit is not None and hit[0] == states[oid]:
             items_of[oid] = hit[1]
@@ -695,7 +896,8 @@ def _sequential_deltas(prep: PreparedBatch, before: dict, lines: dict) -> tuple[
         if row is not None and row.customer_id is not None:
             after.get(int(row.customer_id), {}).pop(oid, None)
         if v.counted and v.customer_id is not None:
-            items = {int(r[3]) for r in lines[oid] if r[3] is not None and (r[6] or 0) - (r[7] or 0) > 0}
+            items = frozenset(int(r[3]) for r in lines[oid] if r[3] is not None and (r[6] or 0) - (r[7] or 0) > 0)
+            prep.final_items[oid] = items
             after.setdefault(int(v.customer_id), {})[oid] = (v.processed_at, items)
     return summed_deltas(((list(before.get(cid, {}).values()), list(orders.values())) for cid, orders in after.items()),
                          prep.days)

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import random
 
+import pytest
 from sqlalchemy import func, select
 
 from shopify_app.analytics.incremental import clean_pass
@@ -515,7 +516,9 @@ def test_rules_mining_after_orders_is_debounced_not_per_batch(config, session):
         context.set_config(None)
 
 
-def test_a_delivery_committed_after_the_jobs_last_read_is_read_by_the_same_job(config, session, monkeypatch):
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_a_delivery_committed_after_the_jobs_last_read_is_read_by_the_same_job(config, session, monkeypatch,
+                                                                               pipelined):
     """The intake commits a delivery, then sets the wake key (SET NX) and enqueues - but when the shop's job and its
     follow-up are both running, that enqueue is a no-op. The job therefore checks the key before it stops: set
     means a delivery came after its last read, so it reads again instead of leaving it pending."""
@@ -526,11 +529,12 @@ def test_a_delivery_committed_after_the_jobs_last_read_is_read_by_the_same_job(c
     shop = make_shop(session, "late.myshopify.com")
     deliver(session, shop, "orders/create", payload(1, cust=7201, day=1))
     session.commit()
-    real, real_woken = jobs.run_batch, jobs._woken
+    monkeypatch.setattr(jobs, "PIPELINE", pipelined)
+    real, real_woken = jobs._Pipeline.next, jobs._woken
     calls = []
 
-    def counted(shop_id, **kw):
-        res = real(shop_id, **kw)
+    def counted(self):
+        res = real(self)
         calls.append(res["deliveries"])
         return res
 
@@ -541,7 +545,7 @@ def test_a_delivery_committed_after_the_jobs_last_read_is_read_by_the_same_job(c
             redis_connection(config.redis_url).set(order_wake_key(config, shop_id), 1, nx=True)
         return real_woken(shop_id)
 
-    monkeypatch.setattr(jobs, "run_batch", counted)
+    monkeypatch.setattr(jobs._Pipeline, "next", counted)
     monkeypatch.setattr(jobs, "_woken", with_a_late_delivery)
     context.set_config(config)
     try:
@@ -836,7 +840,8 @@ def test_identical_bodies_in_a_batch_are_converted_once_and_applied_once(session
         {"processed"}
 
 
-def test_the_job_hands_over_only_when_another_job_waits_in_its_queue(config, session, monkeypatch):
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_the_job_hands_over_only_when_another_job_waits_in_its_queue(config, session, monkeypatch, pipelined):
     """Past DRAIN_SECONDS the job keeps draining while the `webhooks` queue is empty (passing the follow-ups due so
     far on) and hands over to a follow-up job as soon as a job waits there; past DRAIN_MAX_SECONDS in any case."""
     import workers.order_jobs as jobs
@@ -851,17 +856,18 @@ def test_the_job_hands_over_only_when_another_job_waits_in_its_queue(config, ses
     monkeypatch.setattr(jobs, "DRAIN_SECONDS", 0.0)           # every batch is past the drain time
     followups = []
     monkeypatch.setattr(jobs, "enqueue_followups", lambda cfg, shop_id, due: followups.append(dict(due)))
-    real_run = jobs.run_batch
+    monkeypatch.setattr(jobs, "PIPELINE", pipelined)
+    real_next = jobs._Pipeline.next
     batches = []
 
-    def run_and_maybe_queue(shop_id, **kw):
-        res = real_run(shop_id, **kw)
+    def run_and_maybe_queue(self):
+        res = real_next(self)
         batches.append(res["applied"])
         if len(batches) == 3:                                 # another shop's job arrives during the third batch
             get_queue(config, WEBHOOKS).enqueue("workers.order_jobs.process_pending_orders", 999_999)
         return res
 
-    monkeypatch.setattr(jobs, "run_batch", run_and_maybe_queue)
+    monkeypatch.setattr(jobs._Pipeline, "next", run_and_maybe_queue)
     context.set_config(config)
     try:
         res = jobs.process_pending_orders(shop.id)
@@ -879,7 +885,8 @@ def test_the_job_hands_over_only_when_another_job_waits_in_its_queue(config, ses
         context.set_config(None)
 
 
-def test_the_job_lingers_after_a_small_batch_so_the_next_gathers(config, session, monkeypatch):
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_the_job_lingers_after_a_small_batch_so_the_next_gathers(config, session, monkeypatch, pipelined):
     """After a batch that read deliveries but fewer than BATCH_LINGER_BELOW, the job waits BATCH_LINGER_S before
     reading again (what arrives meanwhile forms one batch); after an empty read it ends without waiting; a batch of
     at least BATCH_LINGER_BELOW deliveries is followed by the next read at once."""
@@ -904,14 +911,15 @@ def test_the_job_lingers_after_a_small_batch_so_the_next_gathers(config, session
             session.commit()
         real_sleep(seconds)
 
-    real_run, batches = jobs.run_batch, []
+    monkeypatch.setattr(jobs, "PIPELINE", pipelined)     # pipelined: the wait overlaps the batch's write
+    real_next, batches = jobs._Pipeline.next, []
 
-    def spy(shop_id, **kw):
-        res = real_run(shop_id, **kw)
+    def spy(self):
+        res = real_next(self)
         batches.append(res.get("deliveries", 0))
         return res
 
-    monkeypatch.setattr(jobs, "run_batch", spy)
+    monkeypatch.setattr(jobs._Pipeline, "next", spy)
     monkeypatch.setattr(_time, "sleep", sleep)
     context.set_config(config)
     try:
@@ -994,6 +1002,7 @@ def test_the_jobs_items_cache_follows_changed_orders(config, session, monkeypatc
         deliver(session, clean, topic, body)
     session.commit()
     monkeypatch.setattr(jobs, "BATCH_DELIVERIES", 1)
+    monkeypatch.setattr(jobs, "PIPELINE", False)     # spies run_batch (the pipeline: tests/pipeline/test_order_pipeline.py)
     caches = []
     real_run = jobs.run_batch
 

@@ -1,0 +1,275 @@
+"""The order job's pipeline (workers.order_jobs._Pipeline): batch N+1 is prepared from a snapshot that does not show
+batch N yet, with N laid over it (_Overlay), while N is written by a writer thread. These tests force that
+interleaving (the writer of N waits until N+1 is prepared) and check that the overlay is exactly what the database
+holds after N commits (no fallback in a normal stream), that the result equals the serial job's, and that a failed
+write loses and doubles nothing."""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from shopify_app.config import PROJECT_ROOT
+from shopify_app.db import reader_scope, session_scope
+from shopify_app.models import WebhookDelivery
+from tests.pipeline.test_order_jobs import (
+    P1, P2, P3, _history, _rfm, assert_sequential_is_a_rebuild, deliver, make_shop, payload, reconcile_write, state,
+)
+
+
+def _stream():
+    """A live stream: create + paid pairs with identical bodies (as the stand-in sends them), repeat customers,
+    updates, a refund, a cancel, a delete, a replay, in an order that splits pairs across batches of 3."""
+    h = list(_history())
+    for k in range(12):
+        oid, cust = 100 + k, 8100 + k % 4                 # 4 customers with 3 orders each
+        body = payload(oid, cust=cust, day=1 + k, items=((P1 + k % 3, 1), (P2, 1 + k % 2), (P3, 1)))
+        h += [("orders/create", body), ("orders/paid", body)]
+    h += [("orders/updated", payload(101, cust=8101, day=2, upd=3, refund_first=True, items=((P2, 2), (P3, 1)))),
+          ("orders/cancelled", payload(102, cust=8102, day=3, upd=4, cancelled=True)),
+          ("orders/delete", {"id": 103}),
+          ("orders/updated", payload(104, cust=8102, day=5, upd=5, items=((P1, 4),))),   # moved to another customer
+          ("orders/create", payload(105, cust=8101, day=6, items=((P1 + 2, 1), (P2, 2), (P3, 1))))]   # a replay
+    return h
+
+
+def _comparable(st: dict) -> dict:
+    """state() of a job-run shop: tombstones are stamped with the job's clock (times and contribution), scores
+    with its 'now'."""
+    out = dict(st)
+    out["orders"] = [(o[0], "tombstone") if o[5] is not None else o for o in st["orders"]]
+    out["stats"] = [s[:13] for s in st["stats"]]
+    return out
+
+
+def _job(config, shop_id, monkeypatch, pipelined: bool, results: list):
+    import workers.order_jobs as jobs
+    from workers import context
+
+    monkeypatch.setattr(jobs, "PIPELINE", pipelined)
+    real_next = jobs._Pipeline.next
+
+    def spy(self):
+        res = real_next(self)
+        results.append(res)
+        return res
+
+    monkeypatch.setattr(jobs._Pipeline, "next", spy)
+    context.set_config(config)
+    try:
+        return jobs.process_pending_orders(shop_id)
+    finally:
+        context.set_config(None)
+        monkeypatch.setattr(jobs._Pipeline, "next", real_next)
+
+
+@pytest.fixture
+def small_batches(monkeypatch):
+    import workers.order_jobs as jobs
+
+    monkeypatch.setattr(jobs, "BATCH_DELIVERIES", 3)
+    monkeypatch.setattr(jobs, "BATCH_LINGER_S", 0.0)
+    monkeypatch.setattr(jobs, "enqueue_followups", lambda *a: None)
+    return jobs
+
+
+def _interleave(jobs, monkeypatch, overlaid: list, written_first: bool = False):
+    """Force the pipeline's interleaving: the writer of batch N writes only after batch N+1 was prepared (its
+    snapshot cannot show N: the overlay is used), or with `written_first` N+1 is prepared only after N committed
+    (the snapshot shows N: no overlay). `overlaid` receives each ahead batch's PreparedBatch.overlaid."""
+    prepared, written = threading.Event(), threading.Event()
+    real_write, real_after = jobs._write_prepared, jobs._prepare_after
+
+    def write(shop_id, prep):
+        if threading.current_thread().name.startswith("order-batch-writer") is False:
+            return real_write(shop_id, prep)            # the serial path writes in the job's thread
+        if not written_first:
+            assert prepared.wait(20)
+            prepared.clear()
+        try:
+            return real_write(shop_id, prep)
+        finally:
+            written.set()
+
+    def after(shop_id, prep, kw):
+        if written_first:
+            assert written.wait(20)
+            written.clear()
+        try:
+            res = real_after(shop_id, prep, kw)
+            overlaid.append(None if res is None else res.overlaid)
+            return res
+        finally:
+            prepared.set()
+
+    monkeypatch.setattr(jobs, "_write_prepared", write)
+    monkeypatch.setattr(jobs, "_prepare_after", after)
+
+
+@pytest.mark.parametrize("written_first", [False, True])
+def test_pipelined_job_equals_the_serial_job_without_fallbacks(config, session, small_batches, monkeypatch,
+                                                                written_first):
+    jobs = small_batches
+    h = _stream()
+    piped, serial = make_shop(session, "piped.myshopify.com"), make_shop(session, "serial.myshopify.com")
+    for shop in (piped, serial):
+        _rfm(session, shop)
+        for topic, body in h:
+            deliver(session, shop, topic, body)
+    session.commit()
+    overlaid: list = []
+    _interleave(jobs, monkeypatch, overlaid, written_first)
+    a, b = [], []
+    res_a = _job(config, piped.id, monkeypatch, True, a)
+    res_b = _job(config, serial.id, monkeypatch, False, b)
+    batches = -(-len(h) // 3)
+    assert [r["deliveries"] for r in a] == [r["deliveries"] for r in b] == [3] * (batches - 1) + [len(h) % 3 or 3, 0]
+    assert res_a["applied"] == res_b["applied"] and res_a["deliveries"] == len(h)
+    assert sum(r["fallback"] for r in a) == 0 and sum(r.get("pipeline_discarded", 0) for r in a) == 0
+    # every batch after the first was prepared ahead: laid over its predecessor, or (written first) not
+    assert len(overlaid) == batches and set(overlaid) == {not written_first}
+    st_a, st_b = _comparable(state(session, piped.id)), _comparable(state(session, serial.id))
+    assert st_a == st_b
+    assert_sequential_is_a_rebuild(session, piped.id)
+
+
+def test_the_overlay_is_what_the_database_holds_after_the_commit(db_url, session):
+    """_Overlay(N) on a snapshot taken before N's commit == the same reads after the commit: the batch's Order rows
+    (contribution through the JSON column, naive microsecond times), the customers' order states, the deliveries
+    left pending with their attempts; the items are those of the written lines."""
+    import workers.order_jobs as jobs
+    from workers.sequential_jobs import orders_items
+
+    shop = make_shop(session, "overlay.myshopify.com")
+    _rfm(session, shop)
+    h = _stream()
+    for topic, body in h[:20]:
+        deliver(session, shop, topic, body)
+    session.commit()
+    with reader_scope(db_url) as r:                   # a first batch committed: some orders are replaced below
+        first = jobs.prepare_batch(r, shop.id, limit=8)
+    with session_scope(db_url) as s:
+        jobs.write_batch(s, shop.id, first)
+    with reader_scope(db_url) as r:
+        prep = jobs.prepare_batch(r, shop.id, limit=8, max_pairs=2)
+    assert prep.finals and set(prep.read) - set(prep.outcome)       # a batch that also leaves deliveries pending
+    customers = {8100, 8101, 8102, 8103, *(c for c in prep.customers)}
+    orders = sorted(prep.finals)
+
+    def reads(s, overlay=None):
+        stored = jobs._read_stored(s, shop.id, orders)
+        if overlay is not None:
+            overlay.stored(stored)
+        states, items = jobs._read_customer_orders(s, shop.id, customers, None, overlay)
+        rows = s.connection().execute(
+            select(WebhookDelivery.id, WebhookDelivery.topic, WebhookDelivery.status, WebhookDelivery.attempts,
+                   WebhookDelivery.body).where(WebhookDelivery.shop_id == shop.id,
+                                               WebhookDelivery.status == "pending_analytics",
+                                               WebhookDelivery.id.notin_(sorted(prep.outcome)))
+            .order_by(WebhookDelivery.id)).all()
+        rows = [overlay.delivery(*row) if overlay is not None else tuple(row) for row in rows]
+        return stored, states, items, rows
+
+    with reader_scope(db_url) as r:                   # a snapshot before the write, with the batch laid over it
+        before_commit = reads(r, jobs._Overlay(prep))
+    with session_scope(db_url) as s:
+        jobs.write_batch(s, shop.id, prep)
+    with reader_scope(db_url) as r:
+        after_commit = reads(r)
+        heads = {oid: (st[0], st[2]) for oid, st in after_commit[1].items() if st[1]}
+        lines_items = {oid: frozenset(it) for per in orders_items(r, shop.id, heads).values()
+                       for oid, (_t, it) in per.items()}
+    assert before_commit[0] == after_commit[0] and before_commit[1] == after_commit[1]
+    assert before_commit[3] == after_commit[3]
+    assert {oid: items for per in before_commit[2].values() for oid, (_t, items) in per.items()} == lines_items
+
+
+def test_a_write_failure_mid_pipeline_loses_and_doubles_nothing(config, session, small_batches, monkeypatch):
+    """Batch 3's write fails (its transaction rolls back): the job fails, batch 4 (prepared ahead over batch 3) is
+    dropped unwritten, every delivery from batch 3 on stays pending; the retried job ends where an undisturbed one
+    does."""
+    jobs = small_batches
+    h = _stream()
+    shop, clean = make_shop(session, "failing.myshopify.com"), make_shop(session, "clean.myshopify.com")
+    for sh in (shop, clean):
+        _rfm(session, sh)
+        for topic, body in h:
+            deliver(session, sh, topic, body)
+    session.commit()
+    overlaid: list = []
+    _interleave(jobs, monkeypatch, overlaid)
+    real_write, calls = jobs.write_batch, []
+
+    def failing(s, shop_id, prep, **kw):
+        calls.append(sorted(prep.read))
+        res = real_write(s, shop_id, prep, **kw)
+        if len(calls) == 3:
+            s.flush()                              # its rows are written, then the transaction fails
+            raise RuntimeError("disk full")
+        return res
+
+    _job(config, clean.id, monkeypatch, True, [])       # the same events, undisturbed
+    monkeypatch.setattr(jobs, "write_batch", failing)
+    with pytest.raises(RuntimeError):
+        _job(config, shop.id, monkeypatch, True, [])
+    session.expire_all()
+    pending = sorted(session.scalars(select(WebhookDelivery.id).where(
+        WebhookDelivery.shop_id == shop.id, WebhookDelivery.status == "pending_analytics")))
+    assert pending[:3] == calls[2] and len(pending) == len(h) - 6
+    session.commit()
+    monkeypatch.setattr(jobs, "write_batch", real_write)
+    res = _job(config, shop.id, monkeypatch, True, [])
+    assert res["deliveries"] == len(h) - 6 and res["fallback"] == 0
+    assert _comparable(state(session, shop.id)) == _comparable(state(session, clean.id))
+    assert_sequential_is_a_rebuild(session, shop.id)
+
+
+def test_another_writer_between_the_snapshot_and_the_write_is_a_fallback_not_a_wrong_count(
+        config, db_url, session, small_batches, monkeypatch):
+    """Reconciliation rewrites an order while batch N is written and N+1 (which replaces that order again) was
+    prepared over N: N+1's validation sees the change and prepares it again under the lock; the end state equals a
+    serial job's on the same events."""
+    jobs = small_batches
+    h = list(_history())
+    rng = random.Random(7)
+    rng.shuffle(h)
+    shop, ref = make_shop(session, "busy.myshopify.com"), make_shop(session, "ref.myshopify.com")
+    for sh in (shop, ref):
+        _rfm(session, sh)
+        for topic, body in h:
+            deliver(session, sh, topic, body)
+    session.commit()
+    overlaid: list = []
+    _interleave(jobs, monkeypatch, overlaid)
+    real_after = jobs._prepare_after
+    done = []
+
+    def after_then_reconcile(shop_id, prep, kw):
+        res = real_after(shop_id, prep, kw)
+        if not done and res is not None and res.stored:
+            done.append(min(res.stored))
+            for sid in (shop.id, ref.id):          # the same external write for both shops
+                reconcile_write(db_url, sid, payload(min(res.stored), cust=9999, day=9, upd=100))
+        return res
+
+    monkeypatch.setattr(jobs, "_prepare_after", after_then_reconcile)
+    a: list = []
+    _job(config, shop.id, monkeypatch, True, a)
+    assert done and sum(r["fallback"] for r in a) >= 1
+    _job(config, ref.id, monkeypatch, False, [])
+    st_a, st_b = _comparable(state(session, shop.id)), _comparable(state(session, ref.id))
+    for k in ("lines", "items", "pairs", "baskets", "seq_items", "seq_pairs"):
+        assert st_a[k] == st_b[k], k
+
+
+def test_order_pipeline_0_selects_the_serial_path():
+    code = "import workers.order_jobs as j; print(j.PIPELINE)"
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
+    out = [subprocess.run([sys.executable, "-c", code], env={**env, "ORDER_PIPELINE": v}, capture_output=True,
+                          text=True, check=True).stdout.strip() for v in ("0", "1")]
+    assert out == ["False", "True"]
