@@ -425,25 +425,24 @@ def _flip_gains_batch(cases: list, window) -> list:
     gkey_sorted = gkey[g_order]
 
     def hits(side: int) -> np.ndarray:
-        inst_case, inst_time, inst_len, flat = [], [], [], []
-        for k, case in enumerate(cases):
+        held = []                                      # per case: the side's item dicts of its instants in range
+        times_in = []
+        for case in cases:
             m, times, changed = case[side], case[2 + side], case[5]
-            lo_i = bisect.bisect_left(times, changed[0] - window)
-            hi_i = bisect.bisect_right(times, changed[-1] + window)
-            for t in times[lo_i:hi_i]:
-                held = m[t]
-                inst_case.append(k)
-                inst_time.append(to_us(t))
-                inst_len.append(len(held))
-                flat.append(held)
-        lens = np.array(inst_len, dtype=np.int64)
-        items = np.fromiter(chain.from_iterable(flat), np.int64, int(lens.sum()))
+            sub = times[bisect.bisect_left(times, changed[0] - window):bisect.bisect_right(times, changed[-1] + window)]
+            times_in.append(sub)
+            held.append([m[t] for t in sub])
+        n_inst = [len(sub) for sub in times_in]
+        total_inst = sum(n_inst)
+        lens = np.fromiter((len(h) for hs in held for h in hs), np.int64, total_inst)
+        inst_time = np.fromiter((to_us(t) for sub in times_in for t in sub), np.int64, total_inst)
+        items = np.fromiter(chain.from_iterable(h for hs in held for h in hs), np.int64, int(lens.sum()))
         r = np.searchsorted(items_u, items)
         known = items_u[np.minimum(r, n_u - 1)] == items
-        ck = np.repeat(np.array(inst_case, dtype=np.int64), lens) * n_u + r
+        ck = np.repeat(np.repeat(np.arange(len(cases), dtype=np.int64), n_inst), lens) * n_u + r
         pos = np.minimum(np.searchsorted(gkey_sorted, ck), len(gkey_sorted) - 1)
         known &= gkey_sorted[pos] == ck
-        occ_t = np.repeat(np.array(inst_time, dtype=np.int64), lens)[known]
+        occ_t = np.repeat(inst_time, lens)[known]
         occ = np.sort(g_order[pos[known]] * span + (occ_t - base))
         if not occ.size:
             return np.zeros(len(q), dtype=np.int64)

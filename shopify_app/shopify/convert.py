@@ -128,8 +128,8 @@ def _line(li: dict, refunded_qty: dict) -> OrderLine:
         allocations = get("discount_allocations")      # usually empty: no generator for nothing
         discount = float(sum(money(a, "amount") for a in allocations)) if allocations else 0.0
     pid, vid = get("product_id"), get("variant_id")
-    return OrderLine(lid, None if pid is None or pid == "" else _int(pid), None if vid is None or vid == "" else _int(vid),
-                     get("product_type") or None, _int(get("quantity") or 0), refunded_qty.get(lid, 0),
+    return OrderLine(lid, None if pid is None or pid == "" else _int(pid),
+                     None if vid is None or vid == "" else _int(vid), get("product_type") or None, _int(get("quantity") or 0), refunded_qty.get(lid, 0),
                      round(_shop_amount(li, "price_set", "price"), 2), round(discount, 2))
 
 
