@@ -117,7 +117,7 @@ def dispose_all() -> None:
 # batch after batch) can starve one that polls (the webhook intake: deliveries timed out in bench (d)). The
 # frequent writers therefore take this turn first: an flock on a file next to the database, which the kernel
 # hands to a waiting process as soon as it is released. Other writers keep SQLite's busy handler.
-_turns: dict[tuple[int, str], tuple[threading.Lock, int]] = {}
+_turns: dict[tuple[int, str], "WriteTurn"] = {}
 _turns_guard = threading.Lock()
 
 
@@ -130,30 +130,63 @@ def write_turn_path(url: str) -> str | None:
     return u.database + ".write-turn"
 
 
+class WriteTurn:
+    """The write turn of one SQLite file in this process: a thread lock (threads of the process take turns), then
+    the flock (processes take turns). `acquire` and `release` may be called by different threads of the process:
+    the intake's group commit passes a held turn from one leader thread to the next (intake_batch.GroupCommit).
+    Not re-entrant."""
+    __slots__ = ("_thread_lock", "_fd")
+
+    def __init__(self, path: str):
+        self._thread_lock = threading.Lock()          # a plain Lock: releasable by another thread, unlike RLock
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def acquire(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+def write_turn(url: str) -> WriteTurn | None:
+    """This process's write turn of a SQLite file (see `sqlite_write_turn`); None for other databases. The file is
+    opened once per process (an flock belongs to the open file, so a descriptor inherited through fork would be
+    shared with the parent: the key includes the pid)."""
+    path = write_turn_path(url)
+    if path is None:
+        return None
+    key = (os.getpid(), path)
+    turn = _turns.get(key)
+    if turn is None:
+        with _turns_guard:
+            turn = _turns.get(key)
+            if turn is None:
+                turn = _turns[key] = WriteTurn(path)
+    return turn
+
+
 @contextlib.contextmanager
 def sqlite_write_turn(url: str) -> Iterator[None]:
     """On a SQLite file: exclusive across processes (flock) while a frequent writer writes; elsewhere a no-op.
-    Take it *before* beginning the write transaction. The file is opened once per process (an flock belongs to
-    the open file, so a descriptor inherited through fork would be shared with the parent: the key includes the
-    pid); threads of a process take turns on a thread lock first. Not re-entrant."""
-    path = write_turn_path(url)
-    if path is None:
+    Take it *before* beginning the write transaction; threads of a process take turns on a thread lock first.
+    Not re-entrant."""
+    turn = write_turn(url)
+    if turn is None:
         yield
         return
-    key = (os.getpid(), path)
-    entry = _turns.get(key)
-    if entry is None:
-        with _turns_guard:
-            entry = _turns.get(key)
-            if entry is None:
-                entry = _turns[key] = (threading.Lock(), os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    thread_lock, fd = entry
-    with thread_lock:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+    turn.acquire()
+    try:
+        yield
+    finally:
+        turn.release()
 
 
 # --------------------------------------------------------------------------------------------- SQLite checkpoints

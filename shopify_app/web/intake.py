@@ -77,11 +77,12 @@ def _classify(d: Delivery, shop: tuple[int, str] | None, seen_events: dict,
     return "received", None
 
 
-def record_batch(url: str, items: Sequence[Delivery]) -> list[Outcome]:
-    """Insert the batch in one transaction; one Outcome per item, in order."""
+def record_batch(url: str, items: Sequence[Delivery], *, turn_held: bool = False) -> list[Outcome]:
+    """Insert the batch in one transaction; one Outcome per item, in order. The SQLite write turn is taken here,
+    unless the caller already holds it (`turn_held`: the group commit's leader, which may pass it on)."""
     engine = get_engine(url)
     sql = _Sql.of(engine.dialect)
-    with sqlite_write_turn(url):
+    with contextlib.nullcontext() if turn_held else sqlite_write_turn(url):
         inserted, outcomes, row_of = _write(url, engine, sql, items)
         if engine.dialect.name == "sqlite":
             checkpointer = Checkpointer.of(url)

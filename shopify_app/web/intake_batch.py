@@ -17,6 +17,15 @@ and handed over:
 No extra thread for the writes: the leader is a request thread, so an idle server writes a lone request at once (a
 batch of one); batches grow only when requests really overlap. A failing write or hand-over fails every item of its
 batch (each of those requests answers 500; Shopify retries and the unique constraint dedupes).
+
+The write turn (`turn`: SQLite's cross-process write turn, db.WriteTurn) is taken by a leader before its write and,
+when a promoted leader is waiting, *passed* to it still held, up to `turn_batches` consecutive batches per taking;
+then (or when nobody waits) it is released. Why: a SQLite connection drops its whole page cache whenever another
+connection wrote since its last transaction, so with two gunicorn processes alternating turns every batch re-read
+every page it touched (~100 us of CPU per batch measured, bench: intake_batch A/B in docs/platform.md). The
+process that holds the turn meanwhile gathers the other's next batch, which just grows.
+(A dedicated writer thread instead of leader request threads was measured too: twice the thread switches per
+request, no CPU saved.)
 """
 from __future__ import annotations
 
@@ -37,7 +46,7 @@ class _Waiter(Generic[T, R]):
     the leader that promotes it or finishes its batch releases it. A bare lock, not a threading.Event: an Event is a
     Condition written in Python (a waiter lock allocated and queued per wait, a notify_all per set), and this is
     paid once per request under load."""
-    __slots__ = ("item", "gate", "done", "lead", "result", "error")
+    __slots__ = ("item", "gate", "done", "lead", "turn", "result", "error")
 
     def __init__(self, item: T):
         self.item = item
@@ -45,16 +54,21 @@ class _Waiter(Generic[T, R]):
         self.gate.acquire()
         self.done = False          # result or error is set
         self.lead = False          # promoted: this thread writes the next batch
+        self.turn = 0              # promoted with the write turn held: batches already written under it
         self.result: R | None = None
         self.error: BaseException | None = None
 
 
 class GroupCommit(Generic[T, W, R]):
     def __init__(self, write: Callable[[Sequence[T]], Sequence[W]],
-                 hand_over: Callable[[Sequence[T], Sequence[W]], Sequence[R]] | None = None, max_batch: int = 64):
+                 hand_over: Callable[[Sequence[T], Sequence[W]], Sequence[R]] | None = None, max_batch: int = 64,
+                 turn=None, turn_batches: int = 1):
         self._write = write
         self._hand_over = hand_over or (lambda items, written: written)
         self._max_batch = max_batch
+        self._turn = turn                   # acquire()/release(), held around writes; None: no turn to take
+        self._turn_batches = max(1, turn_batches)
+        self.turns = 0              # times the turn was taken (counters for tests and benches)
         self._lock = threading.Lock()
         self._queue: list[_Waiter] = []
         self._busy = False          # a leader is writing or about to
@@ -73,22 +87,41 @@ class GroupCommit(Generic[T, W, R]):
             me.gate.acquire()          # released by the leader that wrote my item, or that passes me the lead
             if me.done:
                 return self._result(me)
-            # promoted (me.lead): my item is still queued; write from here on
+            # promoted (me.lead): my item is still queued; write from here on (me.turn: the turn is passed held)
+        held = me.turn > 0                              # this thread holds the turn (passed to it, or taken)
+        written_in_turn = me.turn
         while True:
             with self._lock:
                 batch = self._queue[:self._max_batch]
                 del self._queue[:self._max_batch]
-            written, error = self._write_batch(batch)
+            error = None
+            if self._turn is not None and not held:
+                try:
+                    self._turn.acquire()
+                    held, written_in_turn = True, 0
+                    self.turns += 1
+                except BaseException as exc:   # noqa: BLE001 - the batch fails; its waiters must be released
+                    error = exc
+            written = None
+            if error is None:
+                written, error = self._write_batch(batch)
+                written_in_turn += 1
             if me in batch:
                 break
             self._finish(batch, written, error)        # a backlog beyond max_batch: finish it, keep leading
+        release = held
         with self._lock:                                # my item is written: the next batch is someone else's
             if self._queue:
                 nxt = self._queue[0]
                 nxt.lead = True
+                if held and written_in_turn < self._turn_batches:
+                    nxt.turn = written_in_turn          # it writes at once, under the turn still held
+                    release = False
                 nxt.gate.release()
             else:
                 self._busy = False
+        if release:
+            self._turn.release()
         self._finish(batch, written, error)
         return self._result(me)
 

@@ -44,6 +44,7 @@ from typing import Sequence
 
 from flask import Blueprint, current_app, jsonify, request
 
+from shopify_app.db import write_turn
 from shopify_app.models import utcnow
 from shopify_app.queues import WEBHOOKS, enqueue, wake_order_job
 from shopify_app.shopify.webhooks import parse_webhook_headers, verify_webhook_hmac
@@ -64,6 +65,9 @@ PROCESS_JOB = "workers.ingest.process_delivery"
 # wrk (each a Redis round trip in the waker thread plus ~4 thread switches: ~55 us of server CPU per delivery);
 # 20 ms makes <= 50 rounds/s per process.
 WAKE_INTERVAL_S = 0.020
+# Consecutive group-commit batches of one process under one taking of the SQLite write turn (intake_batch.py): the
+# page cache stays valid between them (another process's write drops it).
+TURN_BATCHES = 4
 
 
 def delivery_job_id(delivery_id: int) -> str:
@@ -179,8 +183,11 @@ def _intake(flask_app) -> tuple[int, GroupCommit, Waker]:
                 # A clean exit (gunicorn's graceful stop) gives the wakes asked for last a moment to be made; a
                 # kill leaves them to the sweeper.
                 atexit.register(waker.wait_idle, 2.0)
-                writer = GroupCommit(lambda items: record_batch(cfg.sqlalchemy_url, items),
-                                     lambda items, outcomes: _hand_over(cfg, waker, outcomes))
+                url = cfg.sqlalchemy_url
+                turn = write_turn(url)          # SQLite's write turn (None elsewhere), passed between leaders
+                writer = GroupCommit(lambda items: record_batch(url, items, turn_held=turn is not None),
+                                     lambda items, outcomes: _hand_over(cfg, waker, outcomes),
+                                     turn=turn, turn_batches=TURN_BATCHES)
                 intake = ext["webhook_intake"] = (os.getpid(), writer, waker)
     return intake
 
