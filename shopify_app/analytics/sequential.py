@@ -109,6 +109,9 @@ def _after_by_time(mb: dict, before: list, after: list) -> tuple[dict, set]:
     if nb == na:
         return mb, set()
     extra_b, extra_a = nb - na, na - nb         # ids of orders only in before / only in after (with multiplicity)
+    if 2 * sum(extra_b.values()) > len(before):  # lists read separately (reconciliation, import): merge afresh
+        ma = _by_time(after)
+        return ma, mb.keys() | ma.keys()
     ma = dict(mb)
     touched: set = set()
     for orders, extra, sign in ((before, extra_b, -1), (after, extra_a, 1)):

@@ -473,3 +473,26 @@ def test_summed_deltas_of_customers_at_microsecond_edges_equal_their_full_recoun
         pairs.update(dp)
     expected = ({k: v for k, v in items.items() if v}, {k: v for k, v in pairs.items() if v})
     assert as_dicts(*summed_delta_arrays(changes, EDGE_DAYS)) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(us_time_st, st.lists(st.integers(1, 6), max_size=4)), max_size=12),
+       st.lists(st.integers(0, 11), max_size=4), st.lists(st.tuples(us_time_st, st.lists(st.integers(1, 6),
+                                                                                       max_size=4)), max_size=3),
+       st.booleans())
+def test_after_merged_from_before_and_the_orders_that_differ_equals_merging_after(raw, drop, added, copies):
+    """_after_by_time: shared order objects (the order job's lists), dropped ones, added ones, duplicates, or
+    every order a distinct copy (lists read separately): always _by_time(after), and every instant where it
+    differs from _by_time(before) is reported."""
+    from shopify_app.analytics import sequential as seq
+
+    before = [(us_time(p), items) for p, items in raw]
+    after = [o for k, o in enumerate(before) if k not in drop] + [(us_time(p), i) for p, i in added]
+    after += before[:1]                                   # a duplicate of a shared object
+    if copies:
+        after = [(t, list(items)) for t, items in after]
+    mb = seq._by_time(before)
+    ma, touched = seq._after_by_time(mb, before, after)
+    assert ma == seq._by_time(after)
+    assert {t for t in mb.keys() | ma.keys() if mb.get(t) != ma.get(t)} <= set(touched)
+    assert mb == seq._by_time(before)                    # copy on write: before's merge is left as it was
