@@ -29,6 +29,16 @@ compaction check, with the order items kept between batches as the draining job 
 in between, unmeasured, as its job would). Reports the job's CPU per
 order (this thread: on SQLite the database work runs here) and the per-phase seconds per 1,000 orders.
 
+--drain compares the job's serial and pipelined loops (workers.order_jobs ORDER_PIPELINE): two shops grow the same
+history (--history orders, applied by the job, unmeasured), then every round gives both the same backlog of
+--backlog orders (orders/create + orders/paid each) and drains it with `process_pending_orders` (its batch limits,
+its items cache), serial for one shop and pipelined for the other, in alternating order. Redis is not used (the
+wake key, hand-over check and follow-ups are stubbed out: no Redis round trips are measured). Reports wall and
+process CPU (all threads) per order per mode, the write-lock hold per order (lock_s) and the fallbacks; the wall
+per order is the job's capacity under a backlog (bench (d) needs well under 5 ms at 200 orders/s).
+
+    .venv/bin/python bench/bench_order_batch.py --drain [--history 4000] [--backlog 400] [--rounds 4]
+
 Ends with one line: RESULT {json}. No target of its own: it is the microscope for bench (d).
 """
 from __future__ import annotations
@@ -184,6 +194,73 @@ def live_main(args, url: str) -> None:
                                   "phases_s_per_1000_orders": {k: round(v * per_k, 4) for k, v in phases.items()}}))
 
 
+def drain_main(args, url: str) -> None:
+    """--drain: the job's serial loop against its pipelined loop on the same backlogs (see the docstring)."""
+    import workers.order_jobs as jobs
+    from shopify_app.config import Config
+    from workers import context
+
+    context.set_config(Config(env="test", database_url=url))
+    jobs._clear_wake = lambda shop_id: None            # no Redis here (see the docstring)
+    jobs._woken = lambda shop_id: False
+    jobs.enqueue_followups = lambda *a: None
+    factory = session_factory(url)
+    shops = {}
+    with factory() as s:
+        for mode in ("serial", "pipelined"):
+            shop = Shop(domain=f"drain-{mode}.myshopify.com", status="active", settings={})
+            s.add(shop)
+            s.flush()
+            shops[mode] = (shop.id, shop.domain)
+        s.commit()
+    hist, m = args.history, args.backlog
+    invoices = load_invoices(None, hist + m * args.rounds, False, random.Random(1))
+    products: dict[str, int] = {}
+    topics = ("orders/create", "orders/paid")
+
+    def drain(mode: str) -> dict:
+        from workers.rebuild_jobs import compact_shop
+
+        jobs.PIPELINE = mode == "pipelined"
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = jobs.process_pending_orders(shops[mode][0])
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        compact_shop(shops[mode][0])                 # the coalesced job would run meanwhile (not measured)
+        return {"orders": res.get("applied", 0), "wall_s": wall, "cpu_s": cpu, "lock_s": res.get("lock_s", 0.0),
+                "fallback": res.get("fallback", 0), "batches": res.get("batches", 0)}
+
+    t0 = time.perf_counter()
+    for first in range(0, hist, 500):
+        for mode, (shop_id, domain) in shops.items():
+            add_deliveries(factory, shop_id, domain, invoices[first:min(hist, first + 500)], 1000 + first, products,
+                           topics)
+            drain(mode)
+    print(f"history: {hist} orders per shop in {time.perf_counter() - t0:.1f} s", flush=True)
+    totals = {mode: [] for mode in shops}
+    for r in range(args.rounds):
+        batch = invoices[hist + r * m:hist + (r + 1) * m]
+        for mode, (shop_id, domain) in shops.items():
+            add_deliveries(factory, shop_id, domain, batch, 1000 + hist + r * m, products, topics)
+        for mode in (("serial", "pipelined") if r % 2 == 0 else ("pipelined", "serial")):
+            res = drain(mode)
+            totals[mode].append(res)
+            print(f"round {r} {mode}: {res['orders']} orders in {res['batches']} batches, "
+                  f"{res['wall_s'] * 1000 / max(1, res['orders']):.2f} ms wall / "
+                  f"{res['cpu_s'] * 1000 / max(1, res['orders']):.2f} ms CPU per order, lock "
+                  f"{res['lock_s'] * 1000 / max(1, res['orders']):.2f} ms per order, fallbacks {res['fallback']}",
+                  flush=True)
+    out = {}
+    for mode, rows in totals.items():
+        n = max(1, sum(r["orders"] for r in rows))
+        out[mode] = {"wall_ms_per_order": round(sum(r["wall_s"] for r in rows) * 1000 / n, 3),
+                     "cpu_ms_per_order": round(sum(r["cpu_s"] for r in rows) * 1000 / n, 3),
+                     "lock_ms_per_order": round(sum(r["lock_s"] for r in rows) * 1000 / n, 3),
+                     "fallbacks": sum(r["fallback"] for r in rows),
+                     "wall_ms_per_order_by_round": [round(r["wall_s"] * 1000 / max(1, r["orders"]), 3) for r in rows]}
+    print("RESULT " + json.dumps({"bench": "order_drain", "db": url.split(":", 1)[0], "history": hist,
+                                  "backlog": m, "rounds": args.rounds, **out}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--orders", type=int, default=200, help="orders per batch")
@@ -191,12 +268,16 @@ def main() -> None:
     ap.add_argument("--database-url", default=None, help="an empty scratch database (default: a SQLite file)")
     ap.add_argument("--profile", action="store_true", help="cProfile the last round's split write phase (--live: the measured batches)")
     ap.add_argument("--live", action="store_true", help="live-shaped batches on a grown history (see above)")
-    ap.add_argument("--history", type=int, default=4000, help="--live: orders applied before measuring")
+    ap.add_argument("--history", type=int, default=4000, help="--live / --drain: orders applied before measuring")
+    ap.add_argument("--drain", action="store_true", help="the job's serial vs pipelined loop on backlogs (see above)")
+    ap.add_argument("--backlog", type=int, default=400, help="--drain: orders per backlog")
     args = ap.parse_args()
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp(prefix='bench_batch_')}/b.sqlite3"
     upgrade_database(url)
     if args.live:
         return live_main(args, url)
+    if args.drain:
+        return drain_main(args, url)
     factory, reader = session_factory(url), reader_session_factory(url)
     shops = {}
     with factory() as s:

@@ -53,6 +53,9 @@ class Shop(Base):
     orders_watermark: Mapped[dt.datetime | None] = mapped_column(DateTime)  # reconciliation: updated_at seen
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    # +1 in every transaction that takes the shop lock (workers.context.lock_shop): equal values = no lock holder
+    # committed in between (the order job's validation, workers.order_jobs._unchanged).
+    analytics_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @property
     def shop_id(self) -> int:

@@ -5,8 +5,9 @@ import contextlib
 import functools
 from typing import Iterator
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from shopify_app.config import Config
 from shopify_app.db import reader_scope, session_scope
@@ -74,5 +75,28 @@ def lock_shop(s: Session, shop_id: int) -> Shop | None:
     it first, so they serialize per shop (None: no such shop). PostgreSQL: FOR NO KEY UPDATE, which conflicts
     with itself but not with the FOR KEY SHARE that the foreign-key check of every row inserted for the shop takes
     (FOR UPDATE held the webhook intake at the door for a whole order batch; tests/pipeline/test_shop_lock.py).
-    SQLite renders no lock: its BEGIN IMMEDIATE already serializes every writer."""
-    return s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))
+    SQLite renders no lock: its BEGIN IMMEDIATE already serializes every writer.
+
+    It also bumps the shop's `analytics_generation` (+1, in this transaction; the returned row has the new value,
+    `locked_generation(shop)` the one found): an order batch prepared from a snapshot with generation g finds g
+    under the lock only when no lock holder committed since (workers.order_jobs._unchanged). The writers of a
+    shop's analytics and of its pending deliveries' bodies all take it (grep lock_shop: order_jobs, ingest's
+    customers/redact, reconcile_jobs, import_jobs, rebuild_jobs, sequential_jobs, rfm_jobs, rules_jobs); a new
+    writer must too. Only the webhook intake writes without it, and it only inserts new deliveries."""
+    shop = s.scalar(select(Shop).where(Shop.id == shop_id).with_for_update(key_share=True))
+    if shop is None:
+        return None
+    # updated_at named as itself: the bump is bookkeeping, not a change of the shop (no onupdate stamp). RETURNING:
+    # the row object may come from the session's identity map, with an older value.
+    bumped = s.execute(update(Shop.__table__).where(Shop.__table__.c.id == shop_id)
+                       .values(analytics_generation=Shop.__table__.c.analytics_generation + 1,
+                               updated_at=Shop.__table__.c.updated_at)
+                       .returning(Shop.__table__.c.analytics_generation)).scalar_one()
+    set_committed_value(shop, "analytics_generation", bumped)
+    shop.__dict__["_locked_generation"] = bumped - 1
+    return shop
+
+
+def locked_generation(shop: Shop) -> int | None:
+    """The analytics_generation lock_shop found (before its bump) for this row, None when not locked here."""
+    return shop.__dict__.get("_locked_generation")

@@ -533,6 +533,7 @@ class PreparedBatch:
     seq_blobs: list = field(default_factory=list)  # sequential pair blobs: (bucket, pairs, payload)
     final_items: dict = field(default_factory=dict)  # order id -> items of its final version (counted, customer)
     overlaid: bool = False                      # prepared against a batch still being written (the pipeline)
+    generation: int | None = None               # the shop's analytics_generation its reads correspond to
     timings: dict = field(default_factory=dict)  # phase -> seconds
 
 
@@ -652,6 +653,9 @@ def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = N
                          max_lines=max_lines, days=days_in_use(s, shop), timings=timings, overlaid=after is not None)
     now = prep.now
     overlay = _Overlay(after) if after is not None else None
+    # Read first (PostgreSQL's READ COMMITTED: whatever a later lock holder commits after it moves it on). `after`
+    # is not in the snapshot, and its own lock_shop adds exactly one.
+    prep.generation = int(shop.analytics_generation or 0) + (overlay is not None)
     query = (select(WebhookDelivery.id, WebhookDelivery.topic, WebhookDelivery.status, WebhookDelivery.attempts,
                     WebhookDelivery.body).where(
         WebhookDelivery.shop_id == shop_id, WebhookDelivery.status == PENDING_ANALYTICS,
@@ -743,7 +747,7 @@ def write_batch(s, shop_id: int, prep: PreparedBatch, validate: bool = True, com
     if shop is None:
         return {"shop_id": shop_id, "status": "missing"}
     fallback = 0
-    if validate and not _unchanged(s, shop, prep):
+    if validate and not _unchanged(s, shop, prep, timings):
         log.info("order batch of shop %s changed under it: prepared again under the lock", shop_id)
         fallback = 1
         prep = prepare_batch(s, shop_id, limit=prep.limit, now=prep.now, budget_s=prep.budget_s,
@@ -903,20 +907,25 @@ def _sequential_deltas(prep: PreparedBatch, before: dict, lines: dict) -> tuple[
                          prep.days)
 
 
-def _unchanged(s, shop: Shop, prep: PreparedBatch) -> bool:
+def _unchanged(s, shop: Shop, prep: PreparedBatch, timings: dict | None = None) -> bool:
     """Under the lock: is everything the prepared batch depends on still as read? The deliveries (still pending,
     same attempts and body), the catalogue's product types, the batch's Order rows, the touched customers'
-    orders, the sequential N."""
+    orders, the sequential N. The bodies (~15 KB per delivery) are re-read only when another lock holder
+    committed since the batch's snapshot (the shop's analytics_generation moved, see context.lock_shop): a body
+    changes only by customers/redact's rewrite, which holds the lock; statuses and attempts are always compared."""
     if days_in_use(s, shop) != prep.days or _product_types(s, shop.id, prep.typed) != prep.types:
         return False
+    bodies = prep.generation is None or context.locked_generation(shop) != prep.generation
+    if timings is not None:
+        timings["body_check"] = timings.get("body_check", 0) + int(bodies)
     ids = sorted(prep.read)
     now_read: dict = {}
+    cols = (WebhookDelivery.id, WebhookDelivery.status, WebhookDelivery.attempts) + ((WebhookDelivery.body,)
+                                                                                   if bodies else ())
     for i in range(0, len(ids), UPSERT_CHUNK * 3):
-        for did, status, attempts, body in s.connection().execute(
-                select(WebhookDelivery.id, WebhookDelivery.status, WebhookDelivery.attempts, WebhookDelivery.body)
-                .where(WebhookDelivery.id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
-            now_read[did] = (status, attempts, body)
-    if now_read != prep.read:
+        for row in s.connection().execute(select(*cols).where(WebhookDelivery.id.in_(ids[i:i + UPSERT_CHUNK * 3]))):
+            now_read[row[0]] = tuple(row[1:])
+    if now_read != (prep.read if bodies else {did: r[:2] for did, r in prep.read.items()}):
         return False
     if _read_stored(s, shop.id, prep.stored) != prep.stored:
         return False

@@ -131,6 +131,8 @@ def test_pipelined_job_equals_the_serial_job_without_fallbacks(config, session, 
     assert [r["deliveries"] for r in a] == [r["deliveries"] for r in b] == [3] * (batches - 1) + [len(h) % 3 or 3, 0]
     assert res_a["applied"] == res_b["applied"] and res_a["deliveries"] == len(h)
     assert sum(r["fallback"] for r in a) == 0 and sum(r.get("pipeline_discarded", 0) for r in a) == 0
+    # nobody else took the shop lock: the generation matched, no delivery body was re-read under the lock
+    assert sum(r["write_timings"].get("body_check", 0) for r in a + b) == 0
     # every batch after the first was prepared ahead: laid over its predecessor, or (written first) not
     assert len(overlaid) == batches and set(overlaid) == {not written_first}
     st_a, st_b = _comparable(state(session, piped.id)), _comparable(state(session, serial.id))
@@ -261,6 +263,7 @@ def test_another_writer_between_the_snapshot_and_the_write_is_a_fallback_not_a_w
     a: list = []
     _job(config, shop.id, monkeypatch, True, a)
     assert done and sum(r["fallback"] for r in a) >= 1
+    assert sum(r["write_timings"].get("body_check", 0) for r in a) >= 1    # the generation moved: bodies compared
     _job(config, ref.id, monkeypatch, False, [])
     st_a, st_b = _comparable(state(session, shop.id)), _comparable(state(session, ref.id))
     for k in ("lines", "items", "pairs", "baskets", "seq_items", "seq_pairs"):
@@ -273,3 +276,45 @@ def test_order_pipeline_0_selects_the_serial_path():
     out = [subprocess.run([sys.executable, "-c", code], env={**env, "ORDER_PIPELINE": v}, capture_output=True,
                           text=True, check=True).stdout.strip() for v in ("0", "1")]
     assert out == ["False", "True"]
+
+
+def test_lock_shop_bumps_the_generation_without_stamping_the_shop(db_url, session):
+    from workers.context import lock_shop, locked_generation
+
+    shop = make_shop(session, "gen.myshopify.com")
+    session.commit()
+    stamped = shop.updated_at
+    for k in range(2):
+        with session_scope(db_url) as s:
+            locked = lock_shop(s, shop.id)
+            assert (locked_generation(locked), locked.analytics_generation) == (k, k + 1)
+    session.expire_all()
+    assert (shop.analytics_generation, shop.updated_at) == (2, stamped)
+
+
+def test_a_body_rewritten_by_a_lock_holder_is_caught_a_body_check_skipped_otherwise(db_url, session):
+    """Validation re-reads the bodies only when the generation moved: a customers/redact rewrite (under the lock)
+    between prepare and write is seen (fallback, the scrubbed body applied); the same batch without it writes
+    as prepared without re-reading a body."""
+    import workers.order_jobs as jobs
+    from tests.pipeline.test_order_jobs import redact
+
+    shop = make_shop(session, "scrub.myshopify.com")
+    _rfm(session, shop)
+    deliver(session, shop, "orders/create", payload(1, cust=7001, day=1))
+    deliver(session, shop, "orders/create", payload(2, cust=7002, day=2))
+    session.commit()
+    with reader_scope(db_url) as r:
+        prep = jobs.prepare_batch(r, shop.id, limit=1)
+    with session_scope(db_url) as s:
+        res = jobs.write_batch(s, shop.id, prep)
+    assert res["fallback"] == 0 and res["write_timings"]["body_check"] == 0
+    with reader_scope(db_url) as r:
+        prep = jobs.prepare_batch(r, shop.id, limit=1)
+    redact(db_url, shop.id, 7002, [])                    # rewrites the pending body of order 2 (guest order now)
+    with session_scope(db_url) as s:
+        res = jobs.write_batch(s, shop.id, prep)
+    assert res["fallback"] == 1 and res["write_timings"]["body_check"] == 1
+    session.expire_all()
+    from shopify_app.models import Order
+    assert session.get(Order, (shop.id, 2)).customer_id is None
