@@ -146,14 +146,37 @@ def _write(url: str, engine, sql: "_Sql", items: Sequence[Delivery]):
             rows.extend((shop_id, d.shop_domain, d.topic, d.webhook_id, d.event_id, d.api_version,
                          sql.datetime(d.triggered_at), sql.datetime(d.received_at), status, error, 0, body))
 
-        inserted = {(domain, webhook_id): row_id
-                    for row_id, domain, webhook_id in run(sql.insert(len(row_of)), tuple(rows))}
+        if sql.returning:
+            inserted = {(domain, webhook_id): row_id
+                        for row_id, domain, webhook_id in run(sql.insert(len(row_of)), tuple(rows))}
+        else:
+            inserted = _inserted_ids(run, sql, rows, len(row_of))
     return inserted, outcomes, row_of
+
+
+def _inserted_ids(run, sql: "_Sql", rows: list, n: int) -> dict[tuple[str, str], int]:
+    """SQLite: the INSERT without RETURNING, then the ids of the rows it inserted. Why: pysqlite releases the GIL
+    for every sqlite3_step, and RETURNING is one step per row, each a chance for another request thread to take
+    the GIL while this one holds the write turn (and then waits to get it back). Without RETURNING it is one step.
+
+    Exact, because this transaction holds SQLite's write lock: the rows inserted by the statement got consecutive
+    rowids ending at last_insert_rowid() (id is the table's INTEGER PRIMARY KEY: each new row gets the largest
+    rowid + 1), `changes` of them. All of them inserted (no conflict): they are the batch's rows in order. Some
+    refused by the unique constraint (a re-send): the inserted ones are read back by that id range."""
+    changes, last_id = run(sql.insert(n), tuple(rows), fetch=False)
+    if changes == 0:
+        return {}
+    if changes == n:
+        first = last_id - n + 1
+        return {(rows[k * _N_COLUMNS + 1], rows[k * _N_COLUMNS + 3]): first + k for k in range(n)}
+    return {(domain, webhook_id): row_id
+            for row_id, domain, webhook_id in run(sql.inserted_between, (last_id - changes + 1, last_id))}
 
 
 MAX_INVALID_BODY_CHARS = 65_536
 _COLUMNS = ("shop_id", "shop_domain", "topic", "webhook_id", "event_id", "api_version", "triggered_at",
             "received_at", "status", "error", "attempts", "body")
+_N_COLUMNS = len(_COLUMNS)            # rows are flat: shop_domain at +1, webhook_id at +3 of each row
 
 
 @contextlib.contextmanager
@@ -281,9 +304,11 @@ def _begin(engine, raw):
     PostgreSQL connection is in autocommit (_pg_session): its batch's one write statement commits itself."""
     cur = raw.cursor()
 
-    def run(statement: str, params: tuple) -> list:
+    def run(statement: str, params: tuple, fetch: bool = True):
         cur.execute(statement, params)
-        return cur.fetchall()
+        if fetch:
+            return cur.fetchall()
+        return cur.rowcount, cur.lastrowid
 
     try:
         if raw.info.get(INTAKE_SESSION):
@@ -320,7 +345,8 @@ def _same_text(processor, candidate) -> bool:
 
 class _Sql:
     """The batch's statements as driver SQL (no ORM, no statement compilation per request): built once per
-    dialect and batch size. Works on SQLite >= 3.35 and PostgreSQL (INSERT .. ON CONFLICT DO NOTHING RETURNING)."""
+    dialect and batch size. Works on SQLite >= 3.24 (INSERT .. ON CONFLICT DO NOTHING, ids by last_insert_rowid) and
+    PostgreSQL (.. RETURNING)."""
     _by_dialect: dict[str, "_Sql"] = {}
 
     def __init__(self, dialect):
@@ -333,6 +359,10 @@ class _Sql:
         if self._dt is not None and dialect.name == "sqlite" and _same_text(self._dt, _sqlite_datetime):
             self._dt = _sqlite_datetime
         self._cache: dict[tuple[str, int], str] = {}
+        # SQLite: ids of the inserted rows from last_insert_rowid() (see _inserted_ids); elsewhere RETURNING.
+        self.returning = dialect.name != "sqlite"
+        self.inserted_between = (f"SELECT id, shop_domain, webhook_id FROM {_table.name} "
+                                 f"WHERE id BETWEEN {self.mark} AND {self.mark}")
 
     @classmethod
     def of(cls, dialect) -> "_Sql":
@@ -369,5 +399,5 @@ class _Sql:
             row = f"({self._marks(len(_COLUMNS))})"
             self._cache[key] = (
                 f"INSERT INTO {_table.name} ({', '.join(_COLUMNS)}) VALUES {', '.join([row] * n)} "
-                f"ON CONFLICT DO NOTHING RETURNING id, shop_domain, webhook_id")
+                f"ON CONFLICT DO NOTHING" + (" RETURNING id, shop_domain, webhook_id" if self.returning else ""))
         return self._cache[key]

@@ -149,6 +149,23 @@ def test_one_batch_with_every_kind_of_delivery(db_url):
     assert abs(rows["wh-1"].received_at - batch[0].received_at) < dt.timedelta(microseconds=1)
 
 
+@pytest.mark.parametrize("resends", [False, True])
+def test_each_answer_names_the_row_of_its_own_webhook_id(db_url, resends):
+    """On SQLite the ids come from last_insert_rowid() (no RETURNING): every inserted item's delivery_id is the id
+    of the row holding its webhook id, whether the whole batch was inserted or some rows were refused in between."""
+    helpers.add_shop(db_url, SHOP)
+    record_batch(db_url, [_delivery(webhook_id="wh-m1"), _delivery(webhook_id="wh-m3")])
+    wids = ["wh-a", "wh-m1", "wh-b", "wh-m3", "wh-c", "wh-a", "wh-d"] if resends else ["wh-a", "wh-b", "wh-c"]
+    out = record_batch(db_url, [_delivery(webhook_id=w, body='{"w": "%s"}' % w) for w in wids])
+    rows = _rows(db_url)
+    for w, o in zip(wids, out):
+        if o.status == ALREADY_RECORDED:
+            assert o.delivery_id is None
+        else:
+            assert o.delivery_id == rows[w].id and rows[w].body == '{"w": "%s"}' % w
+    assert [o.status for o in out].count(ALREADY_RECORDED) == (3 if resends else 0)
+
+
 def test_sqlite_datetime_text_is_sqlalchemys_and_reads_back(db_url):
     """On SQLite the batch writes DATETIME text itself (intake._sqlite_datetime): the very text SQLAlchemy's own
     bind processor writes, and the ORM reads the same values back."""
