@@ -85,14 +85,14 @@ def _interleave(jobs, monkeypatch, overlaid: list, written_first: bool = False):
     prepared, written = threading.Event(), threading.Event()
     real_write, real_after = jobs._write_prepared, jobs._prepare_after
 
-    def write(shop_id, prep):
+    def write(shop_id, prep, *args):
         if threading.current_thread().name.startswith("order-batch-writer") is False:
-            return real_write(shop_id, prep)            # the serial path writes in the job's thread
+            return real_write(shop_id, prep, *args)     # the serial path writes in the job's thread
         if not written_first:
             assert prepared.wait(20)
             prepared.clear()
         try:
-            return real_write(shop_id, prep)
+            return real_write(shop_id, prep, *args)
         finally:
             written.set()
 
@@ -318,3 +318,34 @@ def test_a_body_rewritten_by_a_lock_holder_is_caught_a_body_check_skipped_otherw
     session.expire_all()
     from shopify_app.models import Order
     assert session.get(Order, (shop.id, 2)).customer_id is None
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_the_job_checks_blob_counts_once_per_few_blobs_and_at_its_end(config, session, small_batches, monkeypatch,
+                                                                       pipelined):
+    """The compaction check (two counts) runs once per COMPACT_BLOBS // 8 blobs written, and once more when the
+    job ends with unchecked blobs: a job writing fewer blobs still asks for the compaction that is due."""
+    jobs = small_batches
+    monkeypatch.setattr(jobs, "COMPACT_BLOBS", 64)            # a check per 8 blobs
+    monkeypatch.setattr(jobs, "COMPACT_PAIRS", 1)             # ... and any pair blob makes a compaction due
+    due = []
+    monkeypatch.setattr(jobs, "enqueue_followups", lambda cfg, shop_id, d: due.append(dict(d)))
+    real_check, checks = jobs._compaction_check, []
+    monkeypatch.setattr(jobs, "_compaction_check", lambda s, r: checks.append(1) or real_check(s, r))
+    shop = make_shop(session, "blobs.myshopify.com")
+    _rfm(session, shop)
+    for k in range(4):
+        deliver(session, shop, "orders/create", payload(200 + k, cust=8300 + k, day=1 + k))
+    session.commit()
+    results: list = []
+    res = _job(config, shop.id, monkeypatch, pipelined, results)
+    blobs = sum(r.get("blobs", 0) + r.get("sequential_blobs", 0) for r in results)
+    assert 0 < blobs < 8 and checks == []                    # no check per batch below the cadence ...
+    assert res["compact_counts"] is True and due[-1]["compact_counts"] is True     # ... one at the end
+    monkeypatch.setattr(jobs, "COMPACT_BLOBS", 8)             # a check per blob: after every batch that wrote one
+    for k in range(4):
+        deliver(session, shop, "orders/create", payload(300 + k, cust=8300 + k, day=10 + k))
+    session.commit()
+    results.clear()
+    _job(config, shop.id, monkeypatch, pipelined, results)
+    assert len(checks) == sum(1 for r in results if r.get("blobs") or r.get("sequential_blobs")) > 0
