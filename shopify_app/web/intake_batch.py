@@ -22,7 +22,7 @@ The write turn (`turn`: SQLite's cross-process write turn, db.WriteTurn) is take
 when a promoted leader is waiting, *passed* to it still held, up to `turn_batches` consecutive batches per taking;
 then (or when nobody waits) it is released. Why: a SQLite connection drops its whole page cache whenever another
 connection wrote since its last transaction, so with two gunicorn processes alternating turns every batch re-read
-every page it touched (~100 us of CPU per batch measured, bench: intake_batch A/B in docs/platform.md). The
+every page it touched (~100 us of CPU per batch measured in-process: docs/platform.md, stop 14). The
 process that holds the turn meanwhile gathers the other's next batch, which just grows.
 (A dedicated writer thread instead of leader request threads was measured too: twice the thread switches per
 request, no CPU saved.)
