@@ -600,6 +600,7 @@ def main() -> None:
         for proc in procs:
             stop(proc)
         redis.stop()
+        shutil.rmtree(tmp, ignore_errors=True)       # the scratch SQLite file + WAL: ~100 MB per run
     lat = app["latencies"]
     res = {
         "database": "postgresql" if db_url.startswith("postgresql") else "sqlite",
