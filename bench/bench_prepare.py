@@ -30,6 +30,7 @@ import argparse
 import datetime as dt
 import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -193,14 +194,15 @@ def main() -> None:
         import pickle
         with open(args.load, "rb") as f:
             saved = pickle.load(f)
-        return compare(args, saved["batches"], saved["shop_id"], saved["measured"], {})
+        return compare(args, saved["batches"], saved["shop_id"], saved["measured"], saved.get("job_phases", {}))
 
     from shopify_app.config import Config
     from workers import context
     from workers.order_jobs import run_batch
     from workers.rebuild_jobs import compact_shop
 
-    url = f"sqlite:///{tempfile.mkdtemp(prefix='bench_prepare_')}/b.sqlite3"
+    scratch = tempfile.mkdtemp(prefix="bench_prepare_")
+    url = f"sqlite:///{scratch}/b.sqlite3"
     upgrade_database(url)
     context.set_config(Config(env="test", database_url=url))
     factory = session_factory(url)
@@ -237,10 +239,13 @@ def main() -> None:
             for name, sec in res["prepare_timings"].items():
                 job_phases[name] = job_phases.get(name, 0.0) + sec
     rec.uninstall()
+    from shopify_app.db import dispose_all
+    dispose_all()
+    shutil.rmtree(scratch, ignore_errors=True)        # ~200 MB of database: the inputs are recorded
     if args.save:
         import pickle
         with open(args.save, "wb") as f:
-            pickle.dump({"batches": rec.batches, "shop_id": shop_id, "measured": measured}, f)
+            pickle.dump({"batches": rec.batches, "shop_id": shop_id, "measured": measured, "job_phases": job_phases}, f)
     compare(args, rec.batches, shop_id, measured, job_phases)
 
 
