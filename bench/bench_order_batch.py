@@ -203,6 +203,7 @@ def drain_main(args, url: str) -> None:
     context.set_config(Config(env="test", database_url=url))
     jobs._clear_wake = lambda shop_id: None            # no Redis here (see the docstring)
     jobs._woken = lambda shop_id: False
+    jobs._others_waiting = lambda: False               # nobody waits: the job drains the backlog to its end
     jobs.enqueue_followups = lambda *a: None
     factory = session_factory(url)
     shops = {}

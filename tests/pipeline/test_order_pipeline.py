@@ -270,12 +270,25 @@ def test_another_writer_between_the_snapshot_and_the_write_is_a_fallback_not_a_w
         assert st_a[k] == st_b[k], k
 
 
-def test_order_pipeline_0_selects_the_serial_path():
+def test_order_pipeline_setting_selects_the_path(monkeypatch):
+    """ORDER_PIPELINE=0: serial, 1: pipelined, unset / auto: pipelined on PostgreSQL only (see PIPELINE)."""
+    import workers.order_jobs as jobs
+    from shopify_app.config import Config
+    from workers import context
+
     code = "import workers.order_jobs as j; print(j.PIPELINE)"
-    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
-    out = [subprocess.run([sys.executable, "-c", code], env={**env, "ORDER_PIPELINE": v}, capture_output=True,
-                          text=True, check=True).stdout.strip() for v in ("0", "1")]
-    assert out == ["False", "True"]
+    env = {k: v for k, v in os.environ.items() if k != "ORDER_PIPELINE"}
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    out = [subprocess.run([sys.executable, "-c", code], env={**env, **({"ORDER_PIPELINE": v} if v else {})},
+                          capture_output=True, text=True, check=True).stdout.strip() for v in ("0", "1", "auto", "")]
+    assert out == ["False", "True", "auto", "auto"]
+    monkeypatch.setattr(jobs, "PIPELINE", "auto")
+    for url, pipelined in (("sqlite:////tmp/x.sqlite3", False), ("postgresql+psycopg://u@h/db", True)):
+        context.set_config(Config(env="test", database_url=url))
+        try:
+            assert jobs._pipelined() is pipelined
+        finally:
+            context.set_config(None)
 
 
 def test_lock_shop_bumps_the_generation_without_stamping_the_shop(db_url, session):
