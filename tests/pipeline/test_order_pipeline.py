@@ -133,6 +133,9 @@ def test_pipelined_job_equals_the_serial_job_without_fallbacks(config, session, 
     assert sum(r["fallback"] for r in a) == 0 and sum(r.get("pipeline_discarded", 0) for r in a) == 0
     # nobody else took the shop lock: the generation matched, no delivery body was re-read under the lock
     assert sum(r["write_timings"].get("body_check", 0) for r in a + b) == 0
+    # ... nor the Order rows / order states of a batch read from the database; an overlaid one compares them
+    rows_checked = [sum(r["write_timings"].get("rows_check", 0) for r in rs) for rs in (a, b)]
+    assert rows_checked == [0 if written_first else batches - 1, 0]
     # every batch after the first was prepared ahead: laid over its predecessor, or (written first) not
     assert len(overlaid) == batches and set(overlaid) == {not written_first}
     st_a, st_b = _comparable(state(session, piped.id)), _comparable(state(session, serial.id))
