@@ -32,7 +32,10 @@ Concurrency: all writes of a shop's analytics happen under a lock on its `shops`
 and the read-modify-write of Order.contribution / CustomerStats cannot interleave; different shops run in
 parallel. On SQLite no row lock is rendered, but every transaction starts with BEGIN IMMEDIATE (shopify_app.db),
 which already serializes all writers. Because a batch's writes are one transaction, a failure rolls everything
-back and the deliveries stay pending for the retry: the job is idempotent.
+back and the deliveries stay pending for the retry: the job is idempotent. lock_shop also bumps the shop's
+`analytics_generation`: a batch whose snapshot generation is still the one under the lock was not overtaken by
+any other lock holder, which spares its validation most re-reads (_unchanged). On PostgreSQL the job pipelines
+its batches (ORDER_PIPELINE, _Pipeline): batch N+1 is prepared over N's writes while N is written.
 
 Contract for other writers of Order rows (bulk import, rebuild): `Order.contribution` must hold what the row
 added to the aggregates (None = nothing added).
