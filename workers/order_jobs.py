@@ -63,7 +63,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from sqlalchemy import delete, func, insert, inspect, or_, select, update
 from sqlalchemy.orm import Session
@@ -79,7 +79,8 @@ from shopify_app.models import (
     SegmentChange, Shop, ShopModel, WebhookDelivery, utcnow,
 )
 from shopify_app.settings import shop_settings
-from shopify_app.shopify.convert import NOOP_TOPICS, REFUND_TOPICS, order_deleted, order_from_rest, parse_body
+from shopify_app.shopify.convert import (NOOP_TOPICS, REFUND_TOPICS, order_deleted, order_from_rest, parse_body,
+                                         with_product_types)
 
 from . import context
 from .bulk_rows import LINE_COLUMNS, ORDER_COLUMNS, insert_rows, line_rows, order_row, upsert_add
@@ -1026,13 +1027,7 @@ def _with_product_types(s, shop_id: int, converted: list, prep: PreparedBatch | 
         prep.typed, prep.types = missing, types
     if not types:
         return converted
-    out = []
-    for d, v in converted:
-        if v is not None and any(ln.product_id in types and not ln.product_type for ln in v.lines):
-            v = replace(v, lines=tuple(replace(ln, product_type=types[ln.product_id])
-                                       if ln.product_id in types and not ln.product_type else ln for ln in v.lines))
-        out.append((d, v))
-    return out
+    return [(d, with_product_types(v, types) if v is not None else None) for d, v in converted]
 
 
 def _product_types(s, shop_id: int, ids) -> dict[int, str]:
