@@ -77,13 +77,15 @@ def _classify(d: Delivery, shop: tuple[int, str] | None, seen_events: dict,
     return "received", None
 
 
-def record_batch(url: str, items: Sequence[Delivery], *, turn_held: bool = False) -> list[Outcome]:
+def record_batch(url: str, items: Sequence[Delivery], *, turn_held: bool = False, lane: int = 0) -> list[Outcome]:
     """Insert the batch in one transaction; one Outcome per item, in order. The SQLite write turn is taken here,
-    unless the caller already holds it (`turn_held`: the group commit's leader, which may pass it on)."""
+    unless the caller already holds it (`turn_held`: the group commit's leader, which may pass it on). `lane`: which
+    of the process's dedicated intake connections writes it (intake_batch.Lanes: concurrent batches on
+    PostgreSQL, one connection each)."""
     engine = get_engine(url)
     sql = _Sql.of(engine.dialect)
     with contextlib.nullcontext() if turn_held else sqlite_write_turn(url):
-        inserted, outcomes, row_of = _write(url, engine, sql, items)
+        inserted, outcomes, row_of = _write(url, engine, sql, items, lane)
         if engine.dialect.name == "sqlite":
             checkpointer = Checkpointer.of(url)
             checkpointer.wrote(len(inserted))
@@ -100,9 +102,9 @@ def record_batch(url: str, items: Sequence[Delivery], *, turn_held: bool = False
     return outcomes  # type: ignore[return-value]
 
 
-def _write(url: str, engine, sql: "_Sql", items: Sequence[Delivery]):
+def _write(url: str, engine, sql: "_Sql", items: Sequence[Delivery], lane: int = 0):
     """The batch's transaction: (inserted {(domain, webhook id): row id}, outcomes so far, row_of)."""
-    with _transaction(url, engine) as run:
+    with _transaction(url, engine, lane) as run:
         domains = sorted({d.shop_domain for d in items})
         wanted: dict[tuple[str, str], set[str]] = {}
         for d in items:
@@ -147,11 +149,27 @@ def _write(url: str, engine, sql: "_Sql", items: Sequence[Delivery]):
                          sql.datetime(d.triggered_at), sql.datetime(d.received_at), status, error, 0, body))
 
         if sql.returning:
+            if len(row_of) > 1:
+                rows = _in_key_order(rows)
             inserted = {(domain, webhook_id): row_id
                         for row_id, domain, webhook_id in run(sql.insert(len(row_of)), tuple(rows))}
         else:
             inserted = _inserted_ids(run, sql, rows, len(row_of))
     return inserted, outcomes, row_of
+
+
+def _in_key_order(rows: list) -> list:
+    """The flat rows sorted by (shop domain, webhook id), the unique constraint's key. Why (PostgreSQL): two
+    batches written concurrently (Lanes) may hold copies of the same deliveries; an INSERT .. ON CONFLICT that meets
+    a key another uncommitted INSERT holds waits for it to end, so two batches inserting shared keys in opposite
+    orders would wait for each other until the deadlock detector fails one of them (deadlock_timeout, 1 s, then
+    500s). In one order everywhere, the later batch just waits for the earlier one's commit, then skips the key."""
+    n = _N_COLUMNS
+    keyed = sorted(range(0, len(rows), n), key=lambda k: (rows[k + 1], rows[k + 3]))
+    out: list = []
+    for k in keyed:
+        out.extend(rows[k:k + n])
+    return out
 
 
 def _inserted_ids(run, sql: "_Sql", rows: list, n: int) -> dict[tuple[str, str], int]:
@@ -180,7 +198,7 @@ _N_COLUMNS = len(_COLUMNS)            # rows are flat: shop_domain at +1, webhoo
 
 
 @contextlib.contextmanager
-def _transaction(url: str, engine):
+def _transaction(url: str, engine, lane: int = 0):
     """A writer transaction on a driver connection, yielding run(sql, params) -> rows. The driver, not the ORM or
     even SQLAlchemy Core: this is the hot path of the intake and each layer costs tens of microseconds per
     statement. SQLite: the connection is in autocommit mode (db.py), so the transaction is begun here, IMMEDIATE
@@ -190,7 +208,7 @@ def _transaction(url: str, engine):
     commit leader writes at a time), else a pooled one. The dedicated one skips the pool's checkout and return
     (and, on PostgreSQL, the pre-ping round trip of every checkout); a transaction that fails drops it, so the
     next batch starts on a fresh connection (a restarted database server costs one failed batch, as before)."""
-    dedicated = _Dedicated.of(url, engine)
+    dedicated = _Dedicated.of(url, engine, lane)
     if dedicated.lock.acquire(blocking=False):
         try:
             raw = dedicated.connection()
@@ -213,9 +231,10 @@ def _transaction(url: str, engine):
 
 class _Dedicated:
     """The intake's own driver connection in this process for one engine (checked out of the engine's pool once
-    and kept: the connect-time PRAGMAs of db.py apply). Keyed by process (never used across a fork) and URL; an
-    engine replaced meanwhile (db.dispose_all) replaces it."""
-    _by_key: dict[tuple[int, str], "_Dedicated"] = {}
+    and kept: the connect-time PRAGMAs of db.py apply). Keyed by process (never used across a fork), URL and lane
+    (one connection per concurrent batch, intake_batch.Lanes); an engine replaced meanwhile (db.dispose_all)
+    replaces it."""
+    _by_key: dict[tuple[int, str, int], "_Dedicated"] = {}
     _guard = threading.Lock()
 
     IDLE_S = 10.0
@@ -227,8 +246,8 @@ class _Dedicated:
         self.used = 0.0
 
     @classmethod
-    def of(cls, url: str, engine) -> "_Dedicated":
-        key = (os.getpid(), url)
+    def of(cls, url: str, engine, lane: int = 0) -> "_Dedicated":
+        key = (os.getpid(), url, lane)
         d = cls._by_key.get(key)
         if d is None or d.engine is not engine:
             with cls._guard:

@@ -156,6 +156,41 @@ class GroupCommit(Generic[T, W, R]):
         return w.result  # type: ignore[return-value]
 
 
+class Lanes(Generic[T, R]):
+    """Up to `len(lanes)` group-commit batches of one process written at once, each by its own GroupCommit (own
+    leader, own queue, own connection: `make(k)` builds lane k). For PostgreSQL, where a batch mostly *waits* for
+    the server's commit (one WAL flush, ~1.6 ms with fsync on) and two transactions commit concurrently; SQLite
+    keeps one GroupCommit (its writes serialize on the database's write lock anyway).
+
+    `submit(item)` joins the first lane with fewer than `spill` items queued (all full: the shortest queue). So
+    lane 0 takes everything until its next batch has `spill` waiting, and only then does a second batch start
+    beside it: batches stay as large as with one lane (a second lane taken whenever lane 0 was merely busy split
+    them: measured +70 us of CPU per request under wrk, no throughput gained), and the extra lanes start when
+    requests really pile up behind a commit. The choice reads the queues without their locks: a race only puts a
+    request in a lane it would not have chosen. Each lane answers its items exactly once and fails only its own
+    batch (GroupCommit); what two lanes write concurrently is ordered by the database (record_batch: the unique
+    constraint decides, rows are inserted in key order so two batches never wait for each other in a cycle)."""
+
+    spill = 4
+
+    def __init__(self, make: Callable[[int], GroupCommit], n: int):
+        self.lanes: list[GroupCommit] = [make(k) for k in range(max(1, n))]
+
+    def submit(self, item: T) -> R:
+        for lane in self.lanes:
+            if len(lane._queue) < self.spill:
+                return lane.submit(item)
+        return min(self.lanes, key=lambda g: len(g._queue)).submit(item)
+
+    @property
+    def batches(self) -> int:
+        return sum(g.batches for g in self.lanes)
+
+    @property
+    def items(self) -> int:
+        return sum(g.items for g in self.lanes)
+
+
 class Waker:
     """Calls `fn(key)` from one background thread, after the caller has moved on; keys asked for meanwhile are
     merged (one call per key per round).

@@ -44,14 +44,14 @@ from typing import Sequence
 
 from flask import Blueprint, current_app, jsonify, request
 
-from shopify_app.db import write_turn
+from shopify_app.db import get_engine, write_turn
 from shopify_app.models import utcnow
 from shopify_app.queues import WEBHOOKS, enqueue, wake_order_job
 from shopify_app.shopify.webhooks import parse_webhook_headers, verify_webhook_hmac
 from shopify_app.web.intake import (  # noqa: F401 - PENDING_ANALYTICS, MAX_INVALID_BODY_CHARS: part of this API
     ALREADY_RECORDED, MAX_INVALID_BODY_CHARS, PENDING_ANALYTICS, Delivery, Outcome, record_batch,
 )
-from shopify_app.web.intake_batch import GroupCommit, Waker
+from shopify_app.web.intake_batch import GroupCommit, Lanes, Waker
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,26 @@ WAKE_INTERVAL_S = 0.020
 # Consecutive group-commit batches of one process under one taking of the SQLite write turn (intake_batch.py): the
 # page cache stays valid between them (another process's write drops it).
 TURN_BATCHES = 4
+# INTAKE_PG_BATCHES: group-commit batches one process may write at once on PostgreSQL, each on its own connection
+# (intake_batch.Lanes; SQLite always 1: its writes serialize on the database's write lock). A PostgreSQL batch
+# mostly waits for its commit's WAL flush; with one batch in flight a process's intake is bounded by that latency.
+# A second batch starts only when Lanes.spill requests are queued behind the first. 1: one GroupCommit, as before.
+# An integer 1..8; unset, empty or invalid: the default (a warning for invalid). Numbers: docs/platform.md, stop 14.
+DEFAULT_PG_BATCHES = 2
+
+
+def pg_batches(environ=os.environ) -> int:
+    raw = (environ.get("INTAKE_PG_BATCHES") or "").strip()
+    if not raw:
+        return DEFAULT_PG_BATCHES
+    try:
+        n = int(raw)
+        if not 1 <= n <= 8:
+            raise ValueError
+        return n
+    except ValueError:
+        log.warning("INTAKE_PG_BATCHES must be an integer from 1 to 8, got %r; using %d", raw, DEFAULT_PG_BATCHES)
+        return DEFAULT_PG_BATCHES
 
 
 def delivery_job_id(delivery_id: int) -> str:
@@ -160,7 +180,7 @@ def _install_fast_path(state) -> None:
 _writers_guard = threading.Lock()
 
 
-def _writer(flask_app) -> GroupCommit:
+def _writer(flask_app) -> GroupCommit | Lanes:
     return _intake(flask_app)[1]
 
 
@@ -169,7 +189,7 @@ def intake_waker(flask_app) -> Waker:
     return _intake(flask_app)[2]
 
 
-def _intake(flask_app) -> tuple[int, GroupCommit, Waker]:
+def _intake(flask_app) -> tuple[int, GroupCommit | Lanes, Waker]:
     """(pid, group-commit writer, waker) of the app in this process (created after a fork, never shared across
     one: a thread does not survive it)."""
     ext = flask_app.extensions
@@ -185,9 +205,14 @@ def _intake(flask_app) -> tuple[int, GroupCommit, Waker]:
                 atexit.register(waker.wait_idle, 2.0)
                 url = cfg.sqlalchemy_url
                 turn = write_turn(url)          # SQLite's write turn (None elsewhere), passed between leaders
-                writer = GroupCommit(lambda items: record_batch(url, items, turn_held=turn is not None),
-                                     lambda items, outcomes: _hand_over(cfg, waker, outcomes),
-                                     turn=turn, turn_batches=TURN_BATCHES)
+
+                def lane(k: int) -> GroupCommit:
+                    return GroupCommit(lambda items: record_batch(url, items, turn_held=turn is not None, lane=k),
+                                       lambda items, outcomes: _hand_over(cfg, waker, outcomes),
+                                       turn=turn, turn_batches=TURN_BATCHES)
+
+                n = 1 if get_engine(url).dialect.name == "sqlite" else pg_batches()
+                writer = lane(0) if n == 1 else Lanes(lane, n)
                 intake = ext["webhook_intake"] = (os.getpid(), writer, waker)
     return intake
 
