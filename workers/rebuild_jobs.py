@@ -86,7 +86,7 @@ def compact_shop(shop_id: int) -> dict:
     t0 = time.perf_counter()
     plan = niced(_read_plan, shop_id)
     t1 = time.perf_counter()
-    with context.transaction() as s:
+    with context.write_transaction() as s:
         done = apply_compaction(s, shop_id, plan)
     t2 = time.perf_counter()
     sequential = _compact_sequential(shop_id)          # its own transactions, without the shop row lock

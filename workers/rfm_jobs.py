@@ -149,7 +149,7 @@ def refit_needed(model: ShopModel | None, share: float) -> bool:
 
 def refit_rfm(shop_id: int, now: str | None = None) -> dict:
     at = dt.datetime.fromisoformat(now) if now else utcnow()
-    with context.transaction() as s:
+    with context.write_transaction() as s:
         shop = context.lock_shop(s, shop_id)
         if shop is None or shop.status == "uninstalled":
             return {"shop_id": shop_id, "status": "skipped"}

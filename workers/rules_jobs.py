@@ -96,7 +96,7 @@ def mine_rules(shop_id: int, now: dt.datetime | str | None = None, triples: bool
     if data is None:
         return {"shop_id": shop_id, "status": "missing"}
     t1 = time.perf_counter()
-    with context.transaction() as s:                               # this thread: normal priority under the lock
+    with context.write_transaction() as s:                         # this thread: normal priority under the lock
         if context.lock_shop(s, shop_id) is None:
             return {"shop_id": shop_id, "status": "missing"}
         written = replace_rules(s, shop_id, rules, now)

@@ -525,3 +525,53 @@ def test_background_phases_run_niced_and_writes_do_not(config, session, monkeypa
         assert "niced thread" in str(exc)
     else:
         raise AssertionError("the niced thread's exception must reach the caller")
+
+
+def test_sequential_folds_premerged_outside_the_lock_stay_exact(session, monkeypatch):
+    """premerge_sequential_folds computes each fold's new payload from the payloads as read (the lock then covers
+    the deletes and one write): written as is while the bucket's payload is unchanged (no decode / add / encode
+    under the lock), merged again under the lock when another fold changed it in between; exact both ways."""
+    from shopify_app.models import SequentialPairBlob
+    from workers import sequential_jobs
+    from workers.sequential_jobs import apply_sequential_compaction, premerge_sequential_folds, read_sequential_compaction
+
+    versions, edits = retail_history()
+    cut = len(versions) // 2
+    shop = _seq_shop(session, "seq-premerge.myshopify.com", versions[:cut])
+    sizes = sorted(session.scalars(select(SequentialPairBlob.pairs).where(SequentialPairBlob.shop_id == shop.id)))
+    limit = sizes[len(sizes) // 2]
+    folds = premerge_sequential_folds(session, shop.id, read_sequential_compaction(session, shop.id, limit))
+    session.commit()
+    by_bucket: dict = {}
+    for f in folds:
+        by_bucket.setdefault(f.bucket, []).append(f)
+    assert any(len(fs) > 1 for fs in by_bucket.values())          # chained folds of one bucket are exercised
+    apply_batches(session, shop, versions[cut:])                   # more blobs, payloads untouched
+    session.commit()
+    expected = definition(versions)
+
+    # one bucket with two folds: its second fold goes first, merged under the lock (not premerged) ...
+    _bucket, (first, second, *_rest) = next((b, fs) for b, fs in by_bucket.items() if len(fs) > 1)
+    plain = sequential_jobs.SequentialFold(second.bucket, second.blob_ids, second.sums)
+    assert apply_sequential_compaction(session, shop.id, [plain]) == 1
+    session.commit()
+    # ... so the first fold's premerged payload was computed from a payload that is gone: merged again, exactly
+    calls = []
+    real_sum = sequential_jobs.sum_directed_pairs
+    monkeypatch.setattr(sequential_jobs, "sum_directed_pairs", lambda parts: calls.append(1) or real_sum(parts))
+    assert apply_sequential_compaction(session, shop.id, [first]) == 1
+    session.commit()
+    assert calls                                                   # the fallback merged under the lock
+    assert tables(session, shop.id) == expected
+
+    # a fresh read of what is left (the other folds' blobs and those written since): every payload it read is
+    # still there when it writes, so nothing is merged under the lock
+    again = premerge_sequential_folds(session, shop.id, read_sequential_compaction(session, shop.id, limit))
+    session.commit()
+    assert len(again) > len({f.bucket for f in again})             # chained again
+    calls.clear()
+    assert apply_sequential_compaction(session, shop.id, again) == len(again)
+    session.commit()
+    assert not calls
+    assert tables(session, shop.id) == expected
+    assert not session.scalars(select(SequentialPairBlob.id).where(SequentialPairBlob.shop_id == shop.id)).all()
