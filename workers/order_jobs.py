@@ -64,6 +64,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from sqlalchemy import delete, func, insert, inspect, or_, select, update
 from sqlalchemy.orm import Session
@@ -263,12 +264,11 @@ class _Pipeline:
         return dict(limit=self.limit, budget_s=BATCH_SECONDS, max_pairs=BATCH_PAIRS, max_lines=BATCH_LINES,
                     items_cache=self.items_cache)
 
-    def check_due(self, prep: PreparedBatch | None) -> bool:
+    def check_due(self, prep: PreparedBatch) -> bool:
         """Check the shop's blob counts after this batch? The check (two counts in a read transaction, ~8 ms per
         live batch in bench (d)) runs once per COMPACT_BLOBS // 8 blobs the job wrote, and at its end (final_check):
         a compaction is asked for at most that many blobs late (8 of 64)."""
-        if prep is not None:
-            self.unchecked += len(prep.payloads) + len(prep.seq_blobs)
+        self.unchecked += len(prep.payloads) + len(prep.seq_blobs)
         if self.unchecked >= max(1, COMPACT_BLOBS // 8):
             self.unchecked = 0
             return True
@@ -285,14 +285,7 @@ class _Pipeline:
     def next(self) -> dict:
         if not self.pipelined:
             _clear_wake(self.shop_id)     # before reading: a delivery committed after the read wakes a follow-up
-            result = run_batch(self.shop_id, **self._kw(), check_compaction=False)
-            self.unchecked += result.get("blobs", 0) + result.get("sequential_blobs", 0)
-            if self.check_due(None):
-                t = time.perf_counter()
-                with context.read_transaction() as r:
-                    _compaction_check(r, result)
-                result["write_timings"]["compaction_check"] = round(time.perf_counter() - t, 5)
-            return result
+            return run_batch(self.shop_id, **self._kw(), check_compaction=self.check_due)
         prep, self.ahead = self.ahead, None
         if prep is None:
             _clear_wake(self.shop_id)
@@ -608,12 +601,13 @@ def process_shop_orders(s, shop_id: int, limit: int = 500, now: dt.datetime | No
 
 def run_batch(shop_id: int, limit: int = 500, budget_s: float | None = None, max_pairs: int | None = None,
               max_lines: int | None = None, now: dt.datetime | None = None, items_cache: dict | None = None,
-              check_compaction: bool = True) -> dict:
+              check_compaction: bool | Callable[["PreparedBatch"], bool] = True) -> dict:
     """One batch of the job: prepared in a read transaction (no write lock), written in a short write transaction
     under the SQLite write turn (a no-op elsewhere), which the webhook intake shares: between two batches the
     intake's waiting process is woken at once (see shopify_app.db.sqlite_write_turn). Result "lock_s": the write
     transaction's time, commit included (what the intake may wait); write_timings "turn_wait": the wait for the
-    write turn before it."""
+    write turn before it. `check_compaction`: whether to check the blob counts after the commit, or a function of
+    the prepared batch that decides it (the draining job's cadence, _Pipeline.check_due)."""
     with context.read_transaction() as r:
         prep = prepare_batch(r, shop_id, limit=limit, now=now, budget_s=budget_s, max_pairs=max_pairs,
                              max_lines=max_lines, items_cache=items_cache)
@@ -621,6 +615,8 @@ def run_batch(shop_id: int, limit: int = 500, budget_s: float | None = None, max
         return {"shop_id": shop_id, "status": "missing"}
     if not prep.read:                    # nothing pending: no write transaction at all
         return _result(prep, None, 0, 0, fallback=0)
+    if callable(check_compaction):
+        check_compaction = check_compaction(prep)
     result = _write_prepared(shop_id, prep, check_compaction)
     if items_cache is not None and not result.get("fallback"):
         _cache_finals(items_cache, prep)

@@ -343,8 +343,7 @@ class SequentialFold:
     blob_ids: list = field(default_factory=list)
     sums: tuple = ()                               # (a, b, counts), zero sums dropped
     base: bytes | None = None
-    merged: bytes | None = None                    # b"" = the sum is empty: delete the payload
-    premerged: bool = False
+    merged: bytes | None = None                    # None: not premerged; b"": the sum is empty, delete the payload
 
 
 def read_sequential_compaction(s, shop_id: int, fold_pairs: int | None = None) -> list[SequentialFold]:
@@ -381,12 +380,15 @@ def premerge_sequential_folds(s, shop_id: int, folds: list[SequentialFold]) -> l
         current[bucket] = data
     for fold in folds:
         fold.base = None if current[fold.bucket] is None else bytes(current[fold.bucket])
-        a, b, n = sum_directed_pairs([fold.sums] + ([decode_directed_pairs(fold.base)]
-                                                    if fold.base is not None else []))
-        fold.merged = encode_directed_pairs(a, b, n) if len(n) else b""
-        fold.premerged = True
+        fold.merged = _merged_payload(fold.sums, fold.base)
         current[fold.bucket] = fold.merged or None
     return folds
+
+
+def _merged_payload(sums: tuple, old) -> bytes:
+    """The snapshot payload `old` (None: none) plus a fold's summed pairs; b"" when they cancel out."""
+    a, b, n = sum_directed_pairs([sums] + ([decode_directed_pairs(old)] if old is not None else []))
+    return encode_directed_pairs(a, b, n) if len(n) else b""
 
 
 class _Folded(Exception):
@@ -425,11 +427,10 @@ def _fold(s, shop_id: int, fold: SequentialFold) -> None:
         return
     where = [*_snapshot_where(shop_id), CountSnapshot.bucket == fold.bucket]
     old = s.scalar(select(CountSnapshot.data).where(*where))
-    if fold.premerged and (None if old is None else bytes(old)) == fold.base:
+    if fold.merged is not None and (None if old is None else bytes(old)) == fold.base:
         data = fold.merged                         # computed outside the lock from this very payload
     else:                                          # not premerged, or the payload changed since: merge here
-        a, b, n = sum_directed_pairs([fold.sums] + ([decode_directed_pairs(old)] if old is not None else []))
-        data = encode_directed_pairs(a, b, n) if len(n) else b""
+        data = _merged_payload(fold.sums, old)
     if old is None:
         if data:
             s.execute(insert(CountSnapshot.__table__), [{"shop_id": shop_id, "kind": SNAPSHOT_KIND,
