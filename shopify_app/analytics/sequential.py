@@ -28,6 +28,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from shopify_app.analytics.rules import sorted_unique
+
 
 def bucket_of(t: dt.datetime) -> str:
     return f"{t.year:04d}-{t.month:02d}"
@@ -252,10 +254,9 @@ def _sum_products(products: list) -> dict:
 
 
 def _sorted_unique(a: np.ndarray) -> np.ndarray:
-    """np.unique by sorting (numpy 2's hash-based np.unique is several times slower on int64 arrays; see
-    analytics.rules.sorted_unique)."""
-    a = np.sort(a)
-    return a[np.r_[True, a[1:] != a[:-1]]] if a.size else a
+    """analytics.rules.sorted_unique with numpy's default sort: the arrays here (item ids of a batch's products,
+    (group, instant) keys) are not made of sorted runs."""
+    return sorted_unique(a, kind="quicksort")
 
 
 class PairArrays(tuple):

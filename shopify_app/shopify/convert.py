@@ -66,10 +66,7 @@ def money(obj: dict | None, key: str) -> float:
     """Shop money of `key`: obj[key + '_set'].shop_money.amount if present, else obj[key]."""
     if not isinstance(obj, dict):
         return 0.0
-    s = obj.get(f"{key}_set")
-    if isinstance(s, dict) and isinstance(s.get("shop_money"), dict) and s["shop_money"].get("amount") is not None:
-        return _num(s["shop_money"]["amount"])
-    return _num(obj.get(key))
+    return _shop_amount(obj, f"{key}_set", key)
 
 
 def parse_time(value) -> dt.datetime | None:
@@ -106,8 +103,9 @@ def _int_or_none(value) -> int | None:
     return _int(value)
 
 
-def _shop_amount(obj: dict, key_set: str, key: str):
-    """money(obj, key) for a dict `obj`, with the '_set' key precomputed (the hot path: three per line item)."""
+def _shop_amount(obj: dict, key_set: str, key: str) -> float:
+    """money(obj, key) for a dict `obj`, with the '_set' key given (precomputed on the hot path: three per line
+    item)."""
     s = obj.get(key_set)
     if isinstance(s, dict):
         sm = s.get("shop_money")
@@ -127,9 +125,8 @@ def _line(li: dict, refunded_qty: dict) -> OrderLine:
     if discount == 0:
         allocations = get("discount_allocations")      # usually empty: no generator for nothing
         discount = float(sum(money(a, "amount") for a in allocations)) if allocations else 0.0
-    pid, vid = get("product_id"), get("variant_id")
-    return OrderLine(lid, None if pid is None or pid == "" else _int(pid),
-                     None if vid is None or vid == "" else _int(vid), get("product_type") or None, _int(get("quantity") or 0), refunded_qty.get(lid, 0),
+    return OrderLine(lid, _int_or_none(get("product_id")), _int_or_none(get("variant_id")),
+                     get("product_type") or None, _int(get("quantity") or 0), refunded_qty.get(lid, 0),
                      round(_shop_amount(li, "price_set", "price"), 2), round(discount, 2))
 
 
