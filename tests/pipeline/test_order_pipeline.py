@@ -38,6 +38,18 @@ def _stream():
     return h
 
 
+
+def _shops_with(session, domains, history) -> list:
+    """A shop per domain, each with stored RFM thresholds and the same deliveries (`history`), committed."""
+    shops = [make_shop(session, d) for d in domains]
+    for shop in shops:
+        _rfm(session, shop)
+        for topic, body in history:
+            deliver(session, shop, topic, body)
+    session.commit()
+    return shops
+
+
 def _comparable(st: dict) -> dict:
     """state() of a job-run shop: tombstones are stamped with the job's clock (times and contribution), scores
     with its 'now'."""
@@ -116,12 +128,7 @@ def test_pipelined_job_equals_the_serial_job_without_fallbacks(config, session, 
                                                                 written_first):
     jobs = small_batches
     h = _stream()
-    piped, serial = make_shop(session, "piped.myshopify.com"), make_shop(session, "serial.myshopify.com")
-    for shop in (piped, serial):
-        _rfm(session, shop)
-        for topic, body in h:
-            deliver(session, shop, topic, body)
-    session.commit()
+    piped, serial = _shops_with(session, ("piped.myshopify.com", "serial.myshopify.com"), h)
     overlaid: list = []
     _interleave(jobs, monkeypatch, overlaid, written_first)
     a, b = [], []
@@ -200,12 +207,7 @@ def test_a_write_failure_mid_pipeline_loses_and_doubles_nothing(config, session,
     does."""
     jobs = small_batches
     h = _stream()
-    shop, clean = make_shop(session, "failing.myshopify.com"), make_shop(session, "clean.myshopify.com")
-    for sh in (shop, clean):
-        _rfm(session, sh)
-        for topic, body in h:
-            deliver(session, sh, topic, body)
-    session.commit()
+    shop, clean = _shops_with(session, ("failing.myshopify.com", "clean.myshopify.com"), h)
     overlaid: list = []
     _interleave(jobs, monkeypatch, overlaid)
     real_write, calls = jobs.write_batch, []
@@ -243,12 +245,7 @@ def test_another_writer_between_the_snapshot_and_the_write_is_a_fallback_not_a_w
     h = list(_history())
     rng = random.Random(7)
     rng.shuffle(h)
-    shop, ref = make_shop(session, "busy.myshopify.com"), make_shop(session, "ref.myshopify.com")
-    for sh in (shop, ref):
-        _rfm(session, sh)
-        for topic, body in h:
-            deliver(session, sh, topic, body)
-    session.commit()
+    shop, ref = _shops_with(session, ("busy.myshopify.com", "ref.myshopify.com"), h)
     overlaid: list = []
     _interleave(jobs, monkeypatch, overlaid)
     real_after = jobs._prepare_after
