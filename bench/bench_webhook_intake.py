@@ -1,6 +1,7 @@
 """Bench: webhook intake under load - the real app vs a bare Flask app, both under gunicorn, same settings.
 
-Both servers run `gunicorn -w 2 --threads 8 --keep-alive 5` (gthread) on this machine at the same time; the load
+Both servers run `gunicorn -c python:shopify_app.gunicorn_conf -w 2 --threads 8 --keep-alive 5` (gthread; the config
+module is the production one: one BLAS thread, gc.freeze after load) on this machine at the same time; the load
 alternates between them in --rounds rounds (bare, app, app, bare, ...), so the noise of a shared machine hits both
 alike. What is sent: properly signed orders/create deliveries (Shopify's sample payload from the stand-in's
 fixtures, ~15 KB, a unique order id, X-Shopify-Webhook-Id and Event-Id each; every 20th request re-sends an earlier
@@ -85,7 +86,9 @@ from shopify_app.shopify.webhooks import compute_webhook_hmac  # noqa: E402
 API_KEY = "bench-intake-key"
 API_SECRET = "bench-intake-secret-0123456789abcdef01"
 THREADS = 8
-GUNICORN = ["-w", "2", "--threads", str(THREADS), "--keep-alive", "5", "--log-level", "warning"]
+# The production config module (gthread, one BLAS thread, gc.freeze after load) for both servers: same settings.
+GUNICORN = ["-c", "python:shopify_app.gunicorn_conf", "-w", "2", "--threads", str(THREADS), "--keep-alive", "5",
+            "--log-level", "warning"]
 FIXTURE = ROOT / "shopify_app" / "devstore" / "fixtures" / "orders__create.json"
 RESEND_EVERY = 20
 
@@ -325,8 +328,9 @@ def uncorrected(histogram: dict[int, int], runtime_us: int, complete: int, conne
     return raw
 
 
-def server_cpu(proc: subprocess.Popen) -> float:
-    """CPU seconds (user + system) used so far by the server's worker processes (gunicorn's children)."""
+def server_cpu(proc: subprocess.Popen, system_only: bool = False) -> float:
+    """CPU seconds (user + system, or system only) used so far by the server's worker processes (gunicorn's
+    children). The system share is the kernel's work for them: sockets, and the database file writes of the app."""
     total = 0.0
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     for pid in children.read_text().split() if children.exists() else []:
@@ -334,7 +338,7 @@ def server_cpu(proc: subprocess.Popen) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total += ((0 if system_only else int(fields[11])) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 
@@ -376,10 +380,11 @@ def measured(proc: subprocess.Popen, port: int, items: list, concurrency: int, r
     """load() plus the server's CPU per request (its worker processes' CPU time over the load / requests): what
     a request costs the server, much less sensitive to other work on a shared machine than requests/s.
     db_server: a local PostgreSQL's postmaster pid; its processes' CPU over the load is reported apart."""
-    before, db_before = server_cpu(proc), tree_cpu(db_server)
+    before, sys_before, db_before = server_cpu(proc), server_cpu(proc, True), tree_cpu(db_server)
     run = loader(port, items, concurrency, reconnect_every) if loader else load(port, items, concurrency,
                                                                                   reconnect_every, rate)
     run["cpu_s"] = server_cpu(proc) - before
+    run["sys_cpu_s"] = server_cpu(proc, True) - sys_before
     run["db_cpu_s"] = tree_cpu(db_server) - db_before
     return run
 
@@ -397,6 +402,7 @@ def merge(runs: list[dict]) -> dict:
             "already_recorded": sum(r["already_recorded"] for r in runs),
             "latencies": sorted(x for r in runs for x in r["latencies"]),
             "cpu_us_per_req": sum(r.get("cpu_s", 0.0) for r in runs) / n * 1e6,
+            "sys_cpu_us_per_req": sum(r.get("sys_cpu_s", 0.0) for r in runs) / n * 1e6,
             "db_cpu_us_per_req": sum(r.get("db_cpu_s", 0.0) for r in runs) / n * 1e6}
 
 
@@ -618,6 +624,8 @@ def main() -> None:
         "bare_p99_ms": round(pct(bare["latencies"], 99) * 1000, 2),
         "app_cpu_us_per_req": round(app["cpu_us_per_req"]), "bare_cpu_us_per_req": round(bare["cpu_us_per_req"]),
         "cpu_ratio": round(bare["cpu_us_per_req"] / app["cpu_us_per_req"], 3) if app["cpu_us_per_req"] else None,
+        "app_sys_cpu_us_per_req": round(app["sys_cpu_us_per_req"]),
+        "bare_sys_cpu_us_per_req": round(bare["sys_cpu_us_per_req"]),
         **({"app_db_cpu_us_per_req": round(app["db_cpu_us_per_req"])} if db_server else {}),
         **({"fixed_rate": args.rate,
             **{f"{k}_at_rate_{m}_ms": round(pct(v["latencies"], p) * 1000, 2)
@@ -631,7 +639,8 @@ def main() -> None:
     print(f"app intake: {res['app_rps']} req/s (p50 {res['app_p50_ms']} ms, p99 {res['app_p99_ms']} ms); "
           f"ratio {res['ratio']}")
     print(f"server CPU per request: app {res['app_cpu_us_per_req']} us, bare {res['bare_cpu_us_per_req']} us "
-          f"(bare/app {res['cpu_ratio']})"
+          f"(bare/app {res['cpu_ratio']}; of which system: app {res['app_sys_cpu_us_per_req']} us, "
+          f"bare {res['bare_sys_cpu_us_per_req']} us)"
           + (f"; PostgreSQL server {res['app_db_cpu_us_per_req']} us" if db_server else ""))
     if fixed:
         print(f"at a fixed {args.rate:g} req/s: app p50/p99 {res['app_at_rate_p50_ms']}/{res['app_at_rate_p99_ms']} "
