@@ -6,11 +6,14 @@ data they are written against; on PostgreSQL the read, then the INSERT as its ow
 same isolation the READ COMMITTED transaction gave them (see _pg_session):
 - shops and events: ONE SELECT: the batch's shop domains -> id and status (an uninstall committed before is seen:
   no cache, the status is read where it decides 'pending_analytics' vs 'received'), and the recorded deliveries
-  of the batch's event ids per (shop domain, topic) (index ix_webhook_deliveries_event), plus the batch itself:
-  the first copy of an event wins, later ones are 'duplicate';
-- rows: one INSERT .. ON CONFLICT DO NOTHING RETURNING id per batch; a row the unique constraint (shop_domain,
-  webhook_id) refuses is a delivery already recorded (a Shopify retry, or a concurrent copy in another process);
-  two copies in the same batch: the first is inserted, the second answers 'already_recorded'.
+  of the batch's event ids per (shop domain, topic) (the (shop_domain, event_id) prefix of the unique key), plus
+  the batch itself: the first copy of an event wins, later ones are 'duplicate';
+- rows: one INSERT .. ON CONFLICT DO NOTHING per batch; a row the unique key (shop_domain, event_id, webhook_id)
+  refuses is a delivery already recorded (a Shopify retry carries the same event id and webhook id; or a
+  concurrent copy in another process); two copies in the same batch: the first is inserted, the second answers
+  'already_recorded'. A delivery without X-Shopify-Event-Id is stored with event_id '' (never NULL: NULLs never
+  conflict in a unique key, so its retries would be stored again). One random-key index for both checks, not
+  one each: ~30 us less per row (migration 0008).
 
 SQLite: the two (or more) gunicorn processes each write batches; a process waiting for SQLite's write lock sleeps
 in SQLite's busy handler (1, 2, 5, 10 .. 100 ms steps) however soon the lock is released. The intake (and the
@@ -93,7 +96,7 @@ def record_batch(url: str, items: Sequence[Delivery], *, turn_held: bool = False
                 checkpointer.catch_up(engine)
 
     for i, d in enumerate(items):
-        key = (d.shop_domain, d.webhook_id)
+        key = (d.shop_domain, d.event_id or "", d.webhook_id)
         row_id = inserted.get(key)
         if row_of[key] != i or row_id is None:
             outcomes[i] = Outcome(ALREADY_RECORDED)
@@ -103,7 +106,8 @@ def record_batch(url: str, items: Sequence[Delivery], *, turn_held: bool = False
 
 
 def _write(url: str, engine, sql: "_Sql", items: Sequence[Delivery], lane: int = 0):
-    """The batch's transaction: (inserted {(domain, webhook id): row id}, outcomes so far, row_of)."""
+    """The batch's transaction: (inserted {delivery key: row id}, outcomes so far, row_of {delivery key: index of
+    its first copy in the batch}); a delivery's key is the unique key (shop domain, event id or '', webhook id)."""
     with _transaction(url, engine, lane) as run:
         domains = sorted({d.shop_domain for d in items})
         wanted: dict[tuple[str, str], set[str]] = {}
@@ -126,10 +130,10 @@ def _write(url: str, engine, sql: "_Sql", items: Sequence[Delivery], lane: int =
 
         outcomes: list[Outcome | None] = [None] * len(items)
         rows: list = []
-        row_of: dict[tuple[str, str], int] = {}     # (domain, webhook id) -> index of its first copy in the batch
+        row_of: dict[tuple[str, str, str], int] = {}
         batch_events: set[tuple[str, str, str]] = set()
         for i, d in enumerate(items):
-            key = (d.shop_domain, d.webhook_id)
+            key = (d.shop_domain, d.event_id or "", d.webhook_id)
             if key in row_of:
                 continue                            # a second copy in this batch: answered like a retry below
             shop = shops.get(d.shop_domain)
@@ -145,34 +149,34 @@ def _write(url: str, engine, sql: "_Sql", items: Sequence[Delivery], lane: int =
             row_of[key] = i
             shop_id = shop[0] if shop else None
             outcomes[i] = Outcome(status, None, shop_id)
-            rows.extend((shop_id, d.shop_domain, d.topic, d.webhook_id, d.event_id, d.api_version,
+            rows.extend((shop_id, d.shop_domain, d.topic, d.webhook_id, d.event_id or "", d.api_version,
                          sql.datetime(d.triggered_at), sql.datetime(d.received_at), status, error, 0, body))
 
         if sql.returning:
             if len(row_of) > 1:
                 rows = _in_key_order(rows)
-            inserted = {(domain, webhook_id): row_id
-                        for row_id, domain, webhook_id in run(sql.insert(len(row_of)), tuple(rows))}
+            inserted = {(domain, event_id, webhook_id): row_id
+                        for row_id, domain, event_id, webhook_id in run(sql.insert(len(row_of)), tuple(rows))}
         else:
             inserted = _inserted_ids(run, sql, rows, len(row_of))
     return inserted, outcomes, row_of
 
 
 def _in_key_order(rows: list) -> list:
-    """The flat rows sorted by (shop domain, webhook id), the unique constraint's key. Why (PostgreSQL): two
+    """The flat rows sorted by (shop domain, event id, webhook id), the unique constraint's key. Why (PostgreSQL): two
     batches written concurrently (Lanes) may hold copies of the same deliveries; an INSERT .. ON CONFLICT that meets
     a key another uncommitted INSERT holds waits for it to end, so two batches inserting shared keys in opposite
     orders would wait for each other until the deadlock detector fails one of them (deadlock_timeout, 1 s, then
     500s). In one order everywhere, the later batch just waits for the earlier one's commit, then skips the key."""
     n = _N_COLUMNS
-    keyed = sorted(range(0, len(rows), n), key=lambda k: (rows[k + 1], rows[k + 3]))
+    keyed = sorted(range(0, len(rows), n), key=lambda k: (rows[k + 1], rows[k + 4], rows[k + 3]))
     out: list = []
     for k in keyed:
         out.extend(rows[k:k + n])
     return out
 
 
-def _inserted_ids(run, sql: "_Sql", rows: list, n: int) -> dict[tuple[str, str], int]:
+def _inserted_ids(run, sql: "_Sql", rows: list, n: int) -> dict[tuple[str, str, str], int]:
     """SQLite: the INSERT without RETURNING, then the ids of the rows it inserted. Why: pysqlite releases the GIL
     for every sqlite3_step, and RETURNING is one step per row, each a chance for another request thread to take
     the GIL while this one holds the write turn (and then waits to get it back). Without RETURNING it is one step.
@@ -186,15 +190,16 @@ def _inserted_ids(run, sql: "_Sql", rows: list, n: int) -> dict[tuple[str, str],
         return {}
     if changes == n:
         first = last_id - n + 1
-        return {(rows[k * _N_COLUMNS + 1], rows[k * _N_COLUMNS + 3]): first + k for k in range(n)}
-    return {(domain, webhook_id): row_id
-            for row_id, domain, webhook_id in run(sql.inserted_between, (last_id - changes + 1, last_id))}
+        return {(rows[k * _N_COLUMNS + 1], rows[k * _N_COLUMNS + 4], rows[k * _N_COLUMNS + 3]): first + k
+                for k in range(n)}
+    return {(domain, event_id, webhook_id): row_id
+            for row_id, domain, event_id, webhook_id in run(sql.inserted_between, (last_id - changes + 1, last_id))}
 
 
 MAX_INVALID_BODY_CHARS = 65_536
 _COLUMNS = ("shop_id", "shop_domain", "topic", "webhook_id", "event_id", "api_version", "triggered_at",
             "received_at", "status", "error", "attempts", "body")
-_N_COLUMNS = len(_COLUMNS)            # rows are flat: shop_domain at +1, webhook_id at +3 of each row
+_N_COLUMNS = len(_COLUMNS)            # rows are flat: shop_domain at +1, webhook_id at +3, event_id at +4
 
 
 @contextlib.contextmanager
@@ -380,7 +385,7 @@ class _Sql:
         self._cache: dict[tuple[str, int], str] = {}
         # SQLite: ids of the inserted rows from last_insert_rowid() (see _inserted_ids); elsewhere RETURNING.
         self.returning = dialect.name != "sqlite"
-        self.inserted_between = (f"SELECT id, shop_domain, webhook_id FROM {_table.name} "
+        self.inserted_between = (f"SELECT id, shop_domain, event_id, webhook_id FROM {_table.name} "
                                  f"WHERE id BETWEEN {self.mark} AND {self.mark}")
 
     @classmethod
@@ -405,7 +410,7 @@ class _Sql:
                 self._cache.clear()
             q = (f"SELECT 0, id, domain, status, NULL, NULL FROM {Shop.__tablename__} "
                  f"WHERE domain IN ({self._marks(n_domains)})")
-            for n in event_groups:           # a branch per group: each an exact ix_webhook_deliveries_event lookup
+            for n in event_groups:   # a branch per group: each a lookup on the unique key's (domain, event) prefix
                 q += (f" UNION ALL SELECT 1, NULL, shop_domain, topic, event_id, webhook_id FROM {_table.name} "
                       f"WHERE shop_domain = {self.mark} AND topic = {self.mark} AND event_id IN ({self._marks(n)}) "
                       f"AND status <> 'invalid'")
@@ -418,5 +423,6 @@ class _Sql:
             row = f"({self._marks(len(_COLUMNS))})"
             self._cache[key] = (
                 f"INSERT INTO {_table.name} ({', '.join(_COLUMNS)}) VALUES {', '.join([row] * n)} "
-                f"ON CONFLICT DO NOTHING" + (" RETURNING id, shop_domain, webhook_id" if self.returning else ""))
+                f"ON CONFLICT DO NOTHING"
+                + (" RETURNING id, shop_domain, event_id, webhook_id" if self.returning else ""))
         return self._cache[key]

@@ -7,8 +7,9 @@ Rules, in order:
 1. Missing/oversized X-Shopify-Topic, -Hmac-Sha256, -Shop-Domain, -Webhook-Id or a malformed shop domain -> 400.
 2. HMAC of the raw body under the client secret does not match -> 401; nothing is stored.
 3. Every authentic delivery is recorded as a WebhookDelivery row *before* we answer:
-   - the same (shop_domain, webhook_id) again (Shopify retry) -> 200 'already_recorded', nothing new stored: the
-     unique constraint decides (INSERT .. ON CONFLICT DO NOTHING), so two concurrent copies cannot both be stored;
+   - the same delivery again (Shopify retry: same X-Shopify-Webhook-Id and Event-Id) -> 200 'already_recorded',
+     nothing new stored: the unique key (shop_domain, event_id, webhook_id) decides (INSERT .. ON CONFLICT DO
+     NOTHING), so two concurrent copies cannot both be stored;
    - body not a JSON object -> status 'invalid' (+ error), not enqueued;
    - shop not installed here -> status 'unknown_shop', body NOT kept (personal data of a shop we have no
      relationship with), not enqueued. Compliance topics are the exception: recorded 'received' and enqueued
