@@ -554,6 +554,7 @@ def order_job_trace(path: Path) -> dict:
     cpu = wall = 0.0
     applied = counted = 0
     phases: Counter = Counter()
+    counts: Counter = Counter()
     spans = []                            # (t, wall, cpu, orders) per counted batch
     for r in rows:
         p = prev.get(r["pid"])
@@ -565,7 +566,8 @@ def order_job_trace(path: Path) -> dict:
         counted += r.get("applied", 0)
         spans.append((r["t"], r["t"] - p["t"], r["cpu"] - p["cpu"], r.get("applied", 0)))
         for part in ("prepare_timings", "write_timings", "job_timings"):
-            phases.update({f"{part[0]}.{k}": v for k, v in (r.get(part) or {}).items()})
+            for k, v in (r.get(part) or {}).items():
+                (counts if k in TRACE_COUNTS else phases)[f"{part[0]}.{k}"] += v
         phases["lock"] += r.get("lock_s", 0.0)
     applied = sum(r.get("applied", 0) for r in rows)
     per_k = 1000 / max(1, counted)
@@ -583,7 +585,13 @@ def order_job_trace(path: Path) -> dict:
             "cpu_ms_per_order": round(cpu * 1000 / max(1, counted), 3),
             "wall_ms_per_order": round(wall * 1000 / max(1, counted), 3),
             "per_order_by_third": thirds,
-            "phases_s_per_1000_orders": {k: round(v * per_k, 3) for k, v in sorted(phases.items())}}
+            "phases_s_per_1000_orders": {k: round(v * per_k, 3) for k, v in sorted(phases.items())},
+            "checks_per_1000_orders": {k: round(v * per_k, 1) for k, v in sorted(counts.items())}}
+
+# Entries of the order job's trace timings that count events (batches whose validation re-read the bodies / the
+# stored rows, workers.order_jobs._unchanged) instead of measuring seconds.
+TRACE_COUNTS = ("body_check", "rows_check")
+
 
 if __name__ == "__main__":
     main()
