@@ -4,8 +4,8 @@ Both servers run `gunicorn -c python:shopify_app.gunicorn_conf -w 2 --threads 8 
 module is the production one: one BLAS thread, gc.freeze after load) on this machine at the same time; the load
 alternates between them in --rounds rounds (bare, app, app, bare, ...), so the noise of a shared machine hits both
 alike. What is sent: properly signed orders/create deliveries (Shopify's sample payload from the stand-in's
-fixtures, ~15 KB, a unique order id, X-Shopify-Webhook-Id and Event-Id each; every 20th request re-sends an earlier
-delivery byte for byte, as Shopify's retries do), all built before the clock starts. The bare app answers 200 after
+fixtures as compact JSON, ~10.7 KB, a unique order id, X-Shopify-Webhook-Id and Event-Id each; every 20th request
+re-sends an earlier delivery byte for byte, as Shopify's retries do), all built before the clock starts. The bare app answers 200 after
 reading the body: it is the ceiling of this machine + gunicorn + the load generator.
 
 Load generator (--load):
