@@ -747,12 +747,14 @@ def prepare_batch(s, shop_id: int, limit: int = 500, now: dt.datetime | None = N
     current = dict(prep.stored)          # the batch's view of each order as its versions are applied
     pair_volume = seen = 0               # pair increments of the batch's basket changes so far
     delta = prep.delta
-    for did, v in converted:
+    for k, (did, v) in enumerate(converted):
         changes = delta.basket_changes
         pair_volume += sum(len(i) * (len(i) - 1) // 2 for _, _, i in changes[seen:])
         seen = len(changes)
-        if ((budget_s is not None and time.monotonic() - started > budget_s) or
-                (max_pairs is not None and pair_volume >= max_pairs)):
+        # The first delivery is always applied: a budget spent on reading alone must not make an empty batch
+        # (a job whose every batch stopped there would make no progress).
+        if k and ((budget_s is not None and time.monotonic() - started > budget_s) or
+                  (max_pairs is not None and pair_volume >= max_pairs)):
             prep.more = True             # left 'pending_analytics' for the follow-up batch
             break
         if v is not None:
