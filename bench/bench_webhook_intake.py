@@ -87,8 +87,10 @@ API_KEY = "bench-intake-key"
 API_SECRET = "bench-intake-secret-0123456789abcdef01"
 THREADS = 8
 # The production config module (gthread, one BLAS thread, gc.freeze after load) for both servers: same settings.
-GUNICORN = ["-c", "python:shopify_app.gunicorn_conf", "-w", "2", "--threads", str(THREADS), "--keep-alive", "5",
-            "--log-level", "warning"]
+# Given as a file, not `python:shopify_app.gunicorn_conf`: importing it would import the `shopify_app` package from
+# wherever sys.path finds it first (the editable install), not necessarily from this checkout.
+GUNICORN = ["-c", str(ROOT / "shopify_app" / "gunicorn_conf.py"), "-w", "2", "--threads", str(THREADS),
+            "--keep-alive", "5", "--log-level", "warning"]
 FIXTURE = ROOT / "shopify_app" / "devstore" / "fixtures" / "orders__create.json"
 RESEND_EVERY = 20
 
