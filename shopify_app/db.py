@@ -34,6 +34,9 @@ def get_engine(url: str) -> Engine:
 SQLITE_BEGIN = "sqlite_begin"   # execution option: "deferred" for read-only sessions (see reader_session_factory)
 
 
+SQLITE_MMAP_SIZE = 268_435_456        # memory-mapped reads, per connection (the webhook intake's runs without)
+
+
 def _create(url: str) -> Engine:
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
@@ -52,7 +55,7 @@ def _create(url: str) -> Engine:
             # 64 MB page cache and memory-mapped reads: the default 2 MB cache misses constantly on a big shop's
             # member pages (bench/bench_render.py).
             cur.execute("PRAGMA cache_size=-65536")
-            cur.execute("PRAGMA mmap_size=268435456")
+            cur.execute(f"PRAGMA mmap_size={SQLITE_MMAP_SIZE}")
             cur.close()
 
         @event.listens_for(eng, "begin")

@@ -259,6 +259,44 @@ def _sqlite_only(db_url):
         pytest.skip("SQLite write lock / checkpoints")
 
 
+def _pragmas(driver) -> tuple[int, int]:
+    cur = driver.cursor()
+    try:
+        return (cur.execute("PRAGMA wal_autocheckpoint").fetchone()[0], cur.execute("PRAGMA mmap_size").fetchone()[0])
+    finally:
+        cur.close()
+
+
+def test_sqlite_intake_connection_runs_without_mmap_or_autocheckpoint_and_goes_back_as_it_came(db_url, monkeypatch):
+    """The intake's kept SQLite connection reads without the memory map and never checkpoints in a commit
+    (intake._sqlite_session); a connection leaving the intake (idle, or the pooled one used when the kept one
+    was busy) goes back to the pool with the settings every other connection has."""
+    from shopify_app.db import SQLITE_MMAP_SIZE
+
+    _sqlite_only(db_url)
+    helpers.add_shop(db_url, SHOP)
+    engine = get_engine(db_url)
+    with engine.connect() as c:                                      # what the pool hands out
+        assert _pragmas(c.connection.driver_connection) == (1000, SQLITE_MMAP_SIZE)
+    record_batch(db_url, [_delivery(webhook_id="wh-s1")])
+    dedicated = _Dedicated.of(db_url, engine)
+    assert _pragmas(dedicated.conn.driver_connection) == (0, 0)
+    dedicated.lock.acquire()                                         # busy: the next batch takes a pooled one
+    try:
+        record_batch(db_url, [_delivery(webhook_id="wh-s2")])
+    finally:
+        dedicated.lock.release()
+    kept = dedicated.conn.driver_connection
+    monkeypatch.setattr(_Dedicated, "IDLE_S", -1.0)
+    record_batch(db_url, [_delivery(webhook_id="wh-s3")])            # the kept one goes back to the pool
+    assert dedicated.conn.driver_connection is not kept
+    assert set(_rows(db_url)) == {"wh-s1", "wh-s2", "wh-s3"}
+    assert _pragmas(kept) == (1000, SQLITE_MMAP_SIZE)
+    with engine.connect() as c1, engine.connect() as c2:             # every pooled connection as it came
+        assert _pragmas(c1.connection.driver_connection) == _pragmas(c2.connection.driver_connection) \
+            == (1000, SQLITE_MMAP_SIZE)
+
+
 def test_the_sqlite_write_turn_is_a_cross_process_flock(db_url):
     _sqlite_only(db_url)
     helpers.add_shop(db_url, SHOP)
