@@ -31,6 +31,37 @@ class ConfigError(ValueError):
     """A setting is missing or malformed. The message names the setting and fits on one line."""
 
 
+def env_number(name: str, default, kind: type = int, minimum=None, maximum=None, environ=None):
+    """A numeric deployment knob read from the environment (the worker and intake tuning settings of README.md):
+    `default` when unset or empty, else the value as `kind` (int or float) within [minimum, maximum]; anything
+    else raises ConfigError naming the setting, which stops the process with that one line (create_app, the
+    worker command)."""
+    env = os.environ if environ is None else environ
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = (f"from {minimum} to {maximum}" if minimum is not None and maximum is not None
+                  else f">= {minimum}" if minimum is not None else f"<= {maximum}")
+        raise ConfigError(f"{name} must be {bounds}, got {raw!r}")
+    return value
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...], environ=None) -> str:
+    """A deployment knob with a fixed set of values (case-insensitive); ConfigError for anything else."""
+    env = os.environ if environ is None else environ
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Config:
     env: str = "development"                # APP_ENV: development | production | test

@@ -74,6 +74,7 @@ from shopify_app.analytics.counts import basket_change_pairs, encode_pairs_index
 from shopify_app.analytics.incremental import COUNT_FIELDS, MONEY_FIELDS, Delta, _add, contribution, diff
 from shopify_app.analytics.orders import OrderVersion
 from shopify_app.analytics.segments import SCHEMES
+from shopify_app.config import env_choice, env_number
 from shopify_app.db import Checkpointer, get_engine, sqlite_write_turn
 from shopify_app.models import (
     ALL_SEGMENTS, BasketCountDelta, CustomerStats, ItemCountDelta, Order, OrderLine, PairCountBlob, Product,
@@ -113,15 +114,15 @@ UPSERT_CHUNK = 150               # ids per IN (...) list (SQLite's bound-paramet
 #     per pair while aggregating), not the lock;
 #   BATCH_SECONDS of preparing (no lock held; bounds the freshness of the batch's first delivery).
 # The rest stays pending for the next batch. Knobs for deployments and bench what-ifs (environment).
-BATCH_DELIVERIES = int(os.environ.get("ORDER_BATCH_DELIVERIES", "64"))
-BATCH_LINES = int(os.environ.get("ORDER_BATCH_LINES", "1500"))
-BATCH_PAIRS = int(os.environ.get("ORDER_BATCH_PAIRS", "1000000"))
-BATCH_SECONDS = float(os.environ.get("ORDER_BATCH_SECONDS", "0.25"))
+BATCH_DELIVERIES = env_number("ORDER_BATCH_DELIVERIES", 64, minimum=1)
+BATCH_LINES = env_number("ORDER_BATCH_LINES", 1500, minimum=1)
+BATCH_PAIRS = env_number("ORDER_BATCH_PAIRS", 1_000_000, minimum=1)
+BATCH_SECONDS = env_number("ORDER_BATCH_SECONDS", 0.25, float, minimum=0.0)
 
 # After a batch, a shop holding this many pair blobs (or blob pairs) gets a compaction job (coalesced): at 200
 # orders/s a shop writes ~2 blobs / ~250k pairs per second, too much for the hourly schedule alone.
-COMPACT_BLOBS = int(os.environ.get("COMPACT_BLOBS", "64"))           # deployment knobs (and tests)
-COMPACT_PAIRS = int(os.environ.get("COMPACT_PAIRS", "2000000"))
+COMPACT_BLOBS = env_number("COMPACT_BLOBS", 64, minimum=1)           # deployment knobs (and tests)
+COMPACT_PAIRS = env_number("COMPACT_PAIRS", 2_000_000, minimum=1)
 
 
 # One job keeps draining the shop's pending deliveries, batch after batch (each its own short transaction): under a
@@ -140,8 +141,8 @@ DRAIN_SECONDS = 5.0
 # deliveries but fewer than BATCH_LINGER_BELOW, the job waits BATCH_LINGER_S before it reads again, so the next
 # batch gathers what arrives meanwhile. It never delays a lone order (the wait comes after a batch, and an empty
 # read ends the job as before); an order arriving during the wait is applied at most BATCH_LINGER_S later.
-BATCH_LINGER_S = float(os.environ.get("ORDER_BATCH_LINGER_S", "0.05"))
-BATCH_LINGER_BELOW = int(os.environ.get("ORDER_BATCH_LINGER_BELOW", "32"))
+BATCH_LINGER_S = env_number("ORDER_BATCH_LINGER_S", 0.05, float, minimum=0.0)
+BATCH_LINGER_BELOW = env_number("ORDER_BATCH_LINGER_BELOW", 32, minimum=0)
 DRAIN_MAX_SECONDS = 60.0
 FOLLOWUP_FLAGS = ("refit_rfm", "rebuild_sequential", "applied", "compact_counts")   # what enqueue_followups reads
 
@@ -227,7 +228,7 @@ def _drain(shop_id: int, limit: int, batches: "_Pipeline") -> dict:
 # server, and the pipeline gains ~10 % wall per order (5.15 -> 4.65 ms); on SQLite the job is CPU-bound in one
 # process (wall = CPU), the two threads share the GIL, and the pipeline lost (2.00 -> 2.27 ms) while doubling the
 # write-turn hold (0.86 -> 1.93 ms per order) that the webhook intake waits for.
-_PIPELINE_ENV = os.environ.get("ORDER_PIPELINE", "auto").strip().lower()
+_PIPELINE_ENV = env_choice("ORDER_PIPELINE", "auto", ("auto", "1", "0"))
 PIPELINE: bool | str = "auto" if _PIPELINE_ENV == "auto" else _PIPELINE_ENV != "0"
 
 
@@ -416,7 +417,7 @@ def enqueue_followups(config, shop_id: int, result: dict) -> None:
 # run RULES_DEBOUNCE_S later, and batches in between add nothing. Under a stream, a run per batch (coalesced, but
 # back to back) re-read the shop's pair counts and orders every few seconds, and on SQLite that read holds the
 # database's write lock, which the intake and this job wait for (bench (d)). Rules are at most this much later.
-RULES_DEBOUNCE_S = int(os.environ.get("RULES_DEBOUNCE_S", "30"))   # deployment knob (and bench what-ifs)
+RULES_DEBOUNCE_S = env_number("RULES_DEBOUNCE_S", 30, minimum=0)   # deployment knob (and bench what-ifs)
 
 
 def rules_debounce_key(config, shop_id: int) -> str:

@@ -19,11 +19,13 @@ import os
 import sys
 import threading
 
+from shopify_app.config import env_number
+
 log = logging.getLogger(__name__)
 
 # Added to the job's nice value for its read / compute phase: 10 = CFS weight 110 vs 1024, ~10% of a core shared
 # with one normal-priority task. 0 turns it off (deployment knob, environment).
-BACKGROUND_NICE = int(os.environ.get("BACKGROUND_NICE", "10"))
+BACKGROUND_NICE = env_number("BACKGROUND_NICE", 10, minimum=0, maximum=19)
 
 
 def niced(fn, *args, **kwargs):

@@ -38,7 +38,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import os
 import time
 from collections.abc import Mapping
 
@@ -51,6 +50,7 @@ from shopify_app.analytics.incremental import bucket_of
 from shopify_app.analytics.rules import (
     customers_per_pair, mine_pair_rules_codes, mine_triple_rules, rules_from_counts, sorted_unique,
 )
+from shopify_app.config import env_number
 from shopify_app.models import (
     ALL_SEGMENTS, AssociationRule, BasketCountDelta, CountSnapshot, CustomerStats, SequentialItemDelta,
     SequentialPairBlob, SequentialPairDelta, Shop, utcnow,
@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 JOB_PATH = "workers.rules_jobs.mine_rules_paced"
 # Start-to-start spacing of paced runs, in units of the previous run's duration: mining takes at most
 # 1 / PACE_FACTOR of a core under a stream (deployment knob, environment).
-PACE_FACTOR = float(os.environ.get("RULES_PACE_FACTOR", "5"))
+PACE_FACTOR = env_number("RULES_PACE_FACTOR", 5.0, float, minimum=0.0)
 TRIPLE_LIMIT = 200
 SEQUENTIAL_LIMIT = 5000       # sequential rules kept (highest count, then confidence)
 SEGMENT_LIMIT = 1000           # pair rules kept per named segment (highest count, then lift)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 
 from rq import Worker
 
-from shopify_app.config import Config
+from shopify_app.config import Config, ConfigError
 from shopify_app.queues import ALL_QUEUES, queue_name, redis_connection
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ def run_worker(config: Config, queues: list[str] | tuple[str, ...] | None = None
         raise SystemExit("configuration error: REDIS_URL is not set (the run command starts a local redis)")
     names = [queue_name(config.queue_prefix, q) for q in (queues or ALL_QUEUES)]
     conn = redis_connection(config.redis_url)
-    preload_job_modules()
+    try:
+        preload_job_modules()            # also reads the workers' tuning settings (README): a bad one stops here
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     worker = Worker(names, connection=conn, name=name)
     return worker.work(burst=burst, with_scheduler=True)

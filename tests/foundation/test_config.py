@@ -83,3 +83,30 @@ def test_production_refuses_stand_in_settings(env, setting):
     Config.from_env(prod)                                         # valid as it is
     with pytest.raises(ConfigError, match=setting):
         Config.from_env({**prod, **env})
+
+
+def test_numeric_and_choice_knobs_default_parse_and_name_themselves():
+    from shopify_app.config import env_choice, env_number
+
+    assert env_number("X_N", 64, environ={}) == 64 and env_number("X_N", 64, environ={"X_N": " "}) == 64
+    assert env_number("X_N", 64, environ={"X_N": " 7 "}) == 7
+    assert env_number("X_F", 0.25, float, minimum=0.0, environ={"X_F": "0.5"}) == 0.5
+    for bad, message in (("abc", "X_N must be an integer, got 'abc'"), ("0", "X_N must be from 1 to 8, got '0'"),
+                         ("9", "X_N must be from 1 to 8, got '9'"), ("1.5", "X_N must be an integer")):
+        with pytest.raises(ConfigError, match=message):
+            env_number("X_N", 2, minimum=1, maximum=8, environ={"X_N": bad})
+    assert env_choice("X_C", "auto", ("auto", "1", "0"), environ={"X_C": " AUTO "}) == "auto"
+    with pytest.raises(ConfigError, match="X_C must be one of auto, 1, 0, got 'yes'"):
+        env_choice("X_C", "auto", ("auto", "1", "0"), environ={"X_C": "yes"})
+
+
+def test_worker_with_a_bad_tuning_setting_stops_with_one_line():
+    """The workers' tuning settings (ORDER_BATCH_*, COMPACT_*, RULES_*, BACKGROUND_NICE, ORDER_PIPELINE) are read
+    when the worker command loads the job modules: a bad one stops it before it takes any job."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "REDIS_URL": "redis://127.0.0.1:9/0",
+           "ORDER_BATCH_DELIVERIES": "lots"}
+    proc = subprocess.run([sys.executable, "-m", "flask", "--app", "shopify_app", "worker", "--burst"],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["configuration error: ORDER_BATCH_DELIVERIES must be an integer, got 'lots'"], proc.stderr
