@@ -12,7 +12,11 @@ and handed over:
 - as soon as its own item is written, the leader passes the lead to the oldest waiting thread, then runs
   `hand_over(items, written)` for its batch (what must follow the commit but need not hold up the next batch's
   write: handing the shops to the Waker, enqueueing the rare non-order delivery) and releases the batch's threads
-  with their results.
+  with their results, one after the other: it releases the first waiting thread only, and each released thread
+  releases the next one as soon as it runs (a chain). Why: a thread released while the GIL is held wakes only to
+  block again on the GIL; the leader releasing all k at once (it holds the GIL) woke k threads into that second
+  wait, while a chained thread is released by one that is about to give the GIL up. Measured in-process (8
+  threads, SQLite batches of ~2.8, H1 stop 15): 5.0 -> 4.5 voluntary switches and ~135 -> ~123 us CPU per item.
 
 No extra thread for the writes: the leader is a request thread, so an idle server writes a lone request at once (a
 batch of one); batches grow only when requests really overlap. A failing write or hand-over fails every item of its
@@ -45,8 +49,9 @@ class _Waiter(Generic[T, R]):
     """One submitted item. `gate` is a lock taken at creation: a waiting thread blocks on acquiring it again, and
     the leader that promotes it or finishes its batch releases it. A bare lock, not a threading.Event: an Event is a
     Condition written in Python (a waiter lock allocated and queued per wait, a notify_all per set), and this is
-    paid once per request under load."""
-    __slots__ = ("item", "gate", "done", "lead", "turn", "result", "error")
+    paid once per request under load. `next`: the waiter of the same batch this one releases once it is released
+    itself (GroupCommit._finish: the chain)."""
+    __slots__ = ("item", "gate", "done", "lead", "turn", "result", "error", "next")
 
     def __init__(self, item: T):
         self.item = item
@@ -57,6 +62,7 @@ class _Waiter(Generic[T, R]):
         self.turn = 0              # promoted with the write turn held: batches already written under it
         self.result: R | None = None
         self.error: BaseException | None = None
+        self.next: _Waiter | None = None
 
 
 class GroupCommit(Generic[T, W, R]):
@@ -86,6 +92,8 @@ class GroupCommit(Generic[T, W, R]):
         if not leading:
             me.gate.acquire()          # released by the leader that wrote my item, or that passes me the lead
             if me.done:
+                if me.next is not None:
+                    me.next.gate.release()     # the chain: the next waiter of my batch (_finish)
                 return self._result(me)
             # promoted (me.lead): my item is still queued; write from here on (me.turn: the turn is passed held)
         held = me.turn > 0                              # this thread holds the turn (passed to it, or taken)
@@ -108,7 +116,7 @@ class GroupCommit(Generic[T, W, R]):
                 written_in_turn += 1
             if me in batch:
                 break
-            self._finish(batch, written, error)        # a backlog beyond max_batch: finish it, keep leading
+            self._finish(batch, written, error, None)  # a backlog beyond max_batch: finish it, keep leading
         release = held
         with self._lock:                                # my item is written: the next batch is someone else's
             if self._queue:
@@ -122,7 +130,7 @@ class GroupCommit(Generic[T, W, R]):
                 self._busy = False
         if release:
             self._turn.release()
-        self._finish(batch, written, error)
+        self._finish(batch, written, error, me)
         return self._result(me)
 
     def _write_batch(self, batch: list[_Waiter]):
@@ -134,7 +142,10 @@ class GroupCommit(Generic[T, W, R]):
         except BaseException as exc:       # noqa: BLE001 - every waiter must be released, whatever happened
             return None, exc
 
-    def _finish(self, batch: list[_Waiter], written, error: BaseException | None) -> None:
+    def _finish(self, batch: list[_Waiter], written, error: BaseException | None, leader: _Waiter | None) -> None:
+        """Set the batch's results (or its error) and release its waiting threads as a chain: the first one here,
+        each of them the next (submit). `leader`: the calling thread's own waiter when it is in the batch (it is not
+        waiting; left out of the chain)."""
         if error is None:
             try:
                 results = self._hand_over([w.item for w in batch], written)
@@ -144,10 +155,16 @@ class GroupCommit(Generic[T, W, R]):
                 error = exc
         self.batches += 1
         self.items += len(batch)
-        for w in batch:
+        waiting = [w for w in batch if w is not leader]
+        for k, w in enumerate(waiting):
             w.error = error
-            w.done = True
-            w.gate.release()           # locked here, always: a promoted leader took its gate back when it woke
+            w.next = waiting[k + 1] if k + 1 < len(waiting) else None
+            w.done = True               # set before the release: a released thread reads next/done at once
+        if leader is not None:
+            leader.error = error
+            leader.done = True
+        if waiting:
+            waiting[0].gate.release()   # locked, as every gate of the chain: each is released exactly once
 
     @staticmethod
     def _result(w: _Waiter) -> R:
