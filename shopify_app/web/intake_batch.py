@@ -22,7 +22,8 @@ No extra thread for the writes: the leader is a request thread, so an idle serve
 batch of one); batches grow only when requests really overlap. A failing write or hand-over fails every item of its
 batch (each of those requests answers 500; Shopify retries and the unique constraint dedupes).
 
-The write turn (`turn`: SQLite's cross-process write turn, db.WriteTurn) is taken by a leader before its write and,
+The write turn (`turn`: SQLite's cross-process write turn, db.WriteTurn) is taken by a leader before it takes its
+batch from the queue (so requests arriving while it waits for the turn join that batch) and,
 when a promoted leader is waiting, *passed* to it still held, up to `turn_batches` consecutive batches per taking;
 then (or when nobody waits) it is released. Why: a SQLite connection drops its whole page cache whenever another
 connection wrote since its last transaction, so with two gunicorn processes alternating turns every batch re-read
@@ -99,9 +100,6 @@ class GroupCommit(Generic[T, W, R]):
         held = me.turn > 0                              # this thread holds the turn (passed to it, or taken)
         written_in_turn = me.turn
         while True:
-            with self._lock:
-                batch = self._queue[:self._max_batch]
-                del self._queue[:self._max_batch]
             error = None
             if self._turn is not None and not held:
                 try:
@@ -110,6 +108,12 @@ class GroupCommit(Generic[T, W, R]):
                     self.turns += 1
                 except BaseException as exc:   # noqa: BLE001 - the batch fails; its waiters must be released
                     error = exc
+            # The batch is taken once the turn is held, not before: what queued while this thread waited for the
+            # turn (the other process writing) joins it. Measured (stop 15): mean batch 2.85 -> 3.3 items,
+            # ~110 -> ~100 us of CPU per written row.
+            with self._lock:
+                batch = self._queue[:self._max_batch]
+                del self._queue[:self._max_batch]
             written = None
             if error is None:
                 written, error = self._write_batch(batch)

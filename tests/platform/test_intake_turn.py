@@ -127,6 +127,29 @@ def test_a_turn_that_cannot_be_taken_fails_that_batch_and_the_next_one_takes_it(
     assert (turn.held, turn.acquires, turn.releases) == (False, 1, 1)
 
 
+def test_requests_arriving_while_the_leader_waits_for_the_turn_join_its_batch():
+    turn = _Turn()
+    turn.lock.acquire()                          # the turn is busy (the other process writing)
+    batches: list[list[int]] = []
+    gc = GroupCommit(lambda items: batches.append(list(items)) or list(items), turn=turn, turn_batches=1)
+    results: dict[int, object] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, gc.submit(i)), daemon=True)
+               for i in range(4)]
+    try:
+        threads[0].start()
+        wait_for(lambda: len(gc._queue) == 1 and gc._busy, timeout=10, message="the leader to wait for the turn")
+        for t in threads[1:]:
+            t.start()
+        wait_for(lambda: len(gc._queue) == 4, timeout=10, message="the others to queue behind the leader")
+    finally:
+        turn.lock.release()                      # the turn comes free: one batch with all four
+    for t in threads:
+        t.join(10)
+    assert results == {0: 0, 1: 1, 2: 2, 3: 3}
+    assert batches == [[0, 1, 2, 3]]
+    assert (turn.held, turn.acquires, turn.releases) == (False, 1, 1)
+
+
 def test_without_a_turn_nothing_is_taken():
     gc = GroupCommit(lambda items: [i + 1 for i in items], turn=None, turn_batches=4)
     assert _run(gc, n_threads=4, per_thread=10) == {t * 1000 + k: t * 1000 + k + 1 for t in range(4) for k in range(10)}
