@@ -80,6 +80,7 @@ class Config:
     queue_prefix: str = "sb"                # RQ_QUEUE_PREFIX: queue name prefix (several apps on one Redis)
     log_level: str = "INFO"                 # LOG_LEVEL
     app_bridge_src: str = APP_BRIDGE_CDN    # APP_BRIDGE_SRC: App Bridge script (the CDN; the demo's stand-in locally)
+    intake_pg_batches: int = 2              # INTAKE_PG_BATCHES: webhook batches a web process writes at once (PostgreSQL)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -126,6 +127,9 @@ class Config:
             if env.get(var) not in (None, ""):
                 values[attr] = env[var]
         values.update(overrides)
+        if "intake_pg_batches" not in values:
+            values["intake_pg_batches"] = env_number("INTAKE_PG_BATCHES", cls.intake_pg_batches, minimum=1, maximum=8,
+                                                     environ=env)
         if "port" in values:
             try:
                 values["port"] = int(values["port"])
@@ -142,6 +146,8 @@ class Config:
             raise ConfigError(f"APP_ENV must be development, production or test, got {self.env!r}")
         if not (1 <= self.port <= 65535):
             raise ConfigError(f"PORT must be between 1 and 65535, got {self.port}")
+        if not (isinstance(self.intake_pg_batches, int) and 1 <= self.intake_pg_batches <= 8):
+            raise ConfigError(f"INTAKE_PG_BATCHES must be from 1 to 8, got {self.intake_pg_batches!r}")
         if self.database_url:
             _check_database_url(self.database_url)
         if self.redis_url:

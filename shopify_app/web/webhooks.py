@@ -69,26 +69,11 @@ WAKE_INTERVAL_S = 0.020
 # Consecutive group-commit batches of one process under one taking of the SQLite write turn (intake_batch.py): the
 # page cache stays valid between them (another process's write drops it).
 TURN_BATCHES = 4
-# INTAKE_PG_BATCHES: group-commit batches one process may write at once on PostgreSQL, each on its own connection
-# (intake_batch.Lanes; SQLite always 1: its writes serialize on the database's write lock). A PostgreSQL batch
-# mostly waits for its commit's WAL flush; with one batch in flight a process's intake is bounded by that latency.
-# A second batch starts only when Lanes.spill requests are queued behind the first. 1: one GroupCommit, as before.
-# An integer 1..8; unset, empty or invalid: the default (a warning for invalid). Numbers: docs/platform.md, stop 14.
-DEFAULT_PG_BATCHES = 2
-
-
-def pg_batches(environ=os.environ) -> int:
-    raw = (environ.get("INTAKE_PG_BATCHES") or "").strip()
-    if not raw:
-        return DEFAULT_PG_BATCHES
-    try:
-        n = int(raw)
-        if not 1 <= n <= 8:
-            raise ValueError
-        return n
-    except ValueError:
-        log.warning("INTAKE_PG_BATCHES must be an integer from 1 to 8, got %r; using %d", raw, DEFAULT_PG_BATCHES)
-        return DEFAULT_PG_BATCHES
+# INTAKE_PG_BATCHES (Config.intake_pg_batches, checked at startup): group-commit batches one process may write at
+# once on PostgreSQL, each on its own connection (intake_batch.Lanes; SQLite always 1: its writes serialize on the
+# database's write lock). A PostgreSQL batch mostly waits for its commit's WAL flush; with one batch in flight a
+# process's intake is bounded by that latency. A second batch starts only when Lanes.spill requests are queued
+# behind the first. 1: one GroupCommit. Numbers: docs/platform.md, stop 14.
 
 
 def delivery_job_id(delivery_id: int) -> str:
@@ -212,7 +197,7 @@ def _intake(flask_app) -> tuple[int, GroupCommit | Lanes, Waker]:
                                        lambda items, outcomes: _hand_over(cfg, waker, outcomes),
                                        turn=turn, turn_batches=TURN_BATCHES)
 
-                n = 1 if get_engine(url).dialect.name == "sqlite" else pg_batches()
+                n = 1 if get_engine(url).dialect.name == "sqlite" else cfg.intake_pg_batches
                 writer = lane(0) if n == 1 else Lanes(lane, n)
                 intake = ext["webhook_intake"] = (os.getpid(), writer, waker)
     return intake

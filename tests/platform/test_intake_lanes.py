@@ -12,6 +12,7 @@ import time
 import pytest
 from sqlalchemy import text
 
+from shopify_app.config import Config, ConfigError
 from shopify_app.db import get_engine, session_scope
 from shopify_app.models import WebhookDelivery, utcnow
 from shopify_app.web import webhooks
@@ -131,12 +132,15 @@ def test_a_second_batch_starts_only_when_spill_requests_wait_behind_the_first():
     assert sorted(written) == [(0, i) for i in range(Lanes.spill + 1)] + [(1, 99)]
 
 
-def test_pg_batches_setting():
-    assert webhooks.pg_batches({}) == webhooks.DEFAULT_PG_BATCHES
-    assert webhooks.pg_batches({"INTAKE_PG_BATCHES": " 3 "}) == 3
-    assert webhooks.pg_batches({"INTAKE_PG_BATCHES": "1"}) == 1
+def test_pg_batches_setting_is_checked_at_startup():
+    assert Config.from_env({}).intake_pg_batches == 2
+    assert Config.from_env({"INTAKE_PG_BATCHES": " 3 "}).intake_pg_batches == 3
+    assert Config.from_env({"INTAKE_PG_BATCHES": "1"}).intake_pg_batches == 1
     for bad in ("0", "9", "two", "1.5"):
-        assert webhooks.pg_batches({"INTAKE_PG_BATCHES": bad}) == webhooks.DEFAULT_PG_BATCHES
+        with pytest.raises(ConfigError, match="INTAKE_PG_BATCHES"):
+            Config.from_env({"INTAKE_PG_BATCHES": bad})
+    with pytest.raises(ConfigError, match="INTAKE_PG_BATCHES"):
+        Config(intake_pg_batches=0).validate()
 
 
 def test_the_app_writes_with_lanes_on_postgresql_and_one_group_commit_on_sqlite(app, db_url):
@@ -144,7 +148,7 @@ def test_the_app_writes_with_lanes_on_postgresql_and_one_group_commit_on_sqlite(
     if get_engine(db_url).dialect.name == "sqlite":
         assert isinstance(writer, GroupCommit)
     else:
-        n = webhooks.pg_batches()
+        n = app.config["APP_CONFIG"].intake_pg_batches
         assert isinstance(writer, Lanes) and len(writer.lanes) == n if n > 1 else isinstance(writer, GroupCommit)
 
 
