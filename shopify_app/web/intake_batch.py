@@ -28,7 +28,9 @@ when a promoted leader is waiting, *passed* to it still held, up to `turn_batche
 then (or when nobody waits) it is released. Why: a SQLite connection drops its whole page cache whenever another
 connection wrote since its last transaction, so with two gunicorn processes alternating turns every batch re-read
 every page it touched (~100 us of CPU per batch measured in-process: docs/platform.md, stop 14). The
-process that holds the turn meanwhile gathers the other's next batch, which just grows.
+process that holds the turn meanwhile gathers the other's next batch, which just grows. (The app's intake runs
+with turn_batches=1, no passing: since a leader takes its batch once it holds the turn, alternating after every
+batch measured better; webhooks.TURN_BATCHES.)
 (A dedicated writer thread instead of leader request threads was measured too: twice the thread switches per
 request, no CPU saved.)
 """
