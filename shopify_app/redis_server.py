@@ -36,8 +36,13 @@ def find_redis_server() -> str:
 class EmbeddedRedis:
     """Start/stop one redis-server process. Usable as a context manager."""
 
-    def __init__(self, directory: str | os.PathLike, port: int | None = None, appendonly: bool = True):
+    def __init__(self, directory: str | os.PathLike, port: int | None = None, appendonly: bool = True,
+                 own_session: bool = False):
         self.directory = Path(directory)
+        # own_session: the server leads its own process group, so a terminal's Ctrl-C (sent to the whole
+        # foreground group) does not stop it at once; its owner stops it last, after the workers' warm shutdown,
+        # which still talks to Redis (`make run`: without it every worker and scheduler died with tracebacks).
+        self.own_session = own_session
         self.port = port
         self.appendonly = appendonly
         self.proc: subprocess.Popen | None = None
@@ -69,7 +74,7 @@ class EmbeddedRedis:
         ]
         if not self.port:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=self.own_session)
         self._wait_ready(timeout)
         return self.url
 

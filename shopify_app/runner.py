@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.redis_url:
             from shopify_app.redis_server import EmbeddedRedis
 
-            redis_server = EmbeddedRedis(instance / "redis")
+            redis_server = EmbeddedRedis(instance / "redis", own_session=True)
             env["REDIS_URL"] = redis_server.start()
             print(f"redis      {env['REDIS_URL']} (embedded redis-server)")
         if demo:
