@@ -73,11 +73,6 @@ WAKE_INTERVAL_S = 0.020
 # bench (stop 16), 1 vs 4: ratio 0.624 vs 0.572 (each pair in favour of 1), p99 12.6-14.2 vs 15.3-18.7 ms, the
 # same CPU per request.
 TURN_BATCHES = 1
-# INTAKE_PG_BATCHES (Config.intake_pg_batches, checked at startup): group-commit batches one process may write at
-# once on PostgreSQL, each on its own connection (intake_batch.Lanes; SQLite always 1: its writes serialize on the
-# database's write lock). A PostgreSQL batch mostly waits for its commit's WAL flush; with one batch in flight a
-# process's intake is bounded by that latency. A second batch starts only when Lanes.spill requests are queued
-# behind the first. 1: one GroupCommit. Numbers: docs/platform.md, stop 14.
 
 
 def delivery_job_id(delivery_id: int) -> str:
@@ -194,13 +189,18 @@ def _intake(flask_app) -> tuple[int, GroupCommit | Lanes, Waker]:
                 # kill leaves them to the sweeper.
                 atexit.register(waker.wait_idle, 2.0)
                 url = cfg.sqlalchemy_url
-                turn = write_turn(url)          # SQLite's write turn (None elsewhere), passed between leaders
+                turn = write_turn(url)          # SQLite's write turn (None elsewhere), taken per batch
 
                 def lane(k: int) -> GroupCommit:
                     return GroupCommit(lambda items: record_batch(url, items, turn_held=turn is not None, lane=k),
                                        lambda items, outcomes: _hand_over(cfg, waker, outcomes),
                                        turn=turn, turn_batches=TURN_BATCHES)
 
+                # INTAKE_PG_BATCHES (Config.intake_pg_batches, checked at startup): batches one process may write
+                # at once on PostgreSQL, each on its own connection (intake_batch.Lanes). A PostgreSQL batch mostly
+                # waits for its commit's WAL flush; with one in flight a process's intake is bounded by that latency.
+                # A second batch starts only when Lanes.spill requests are queued behind the first. SQLite: always
+                # one, its writes serialize on the database's write lock. Numbers: docs/platform.md, stop 14.
                 n = 1 if get_engine(url).dialect.name == "sqlite" else cfg.intake_pg_batches
                 writer = lane(0) if n == 1 else Lanes(lane, n)
                 intake = ext["webhook_intake"] = (os.getpid(), writer, waker)
